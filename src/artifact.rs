@@ -1,0 +1,449 @@
+//! The one immutable thing a release carries: the [`Artifact`] trait, its content
+//! [`Digest`], the serde descriptor [`ArtifactRef`], and [`FileArtifact`], which hashes a file.
+//!
+//! A release fixes its artifact's digest when it is built; every later move is handed the
+//! artifact again and refuses it unless the digest matches, so what reaches production is,
+//! byte for byte, what was tested.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::error::{Error, Result};
+
+/// A hash algorithm a [`Digest`] can be computed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// SHA-256 (64 hex digits), the default and what OCI registries use.
+    Sha256,
+    /// SHA-512 (128 hex digits).
+    Sha512,
+}
+
+impl Algorithm {
+    /// The algorithm's name as it appears before the colon.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    /// How many hex digits a digest of this algorithm has.
+    #[must_use]
+    pub const fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 64,
+            Algorithm::Sha512 => 128,
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A content digest: an algorithm and the lower-case hex of the hash, shown and parsed as
+/// `sha256:<hex>`.
+///
+/// ```
+/// use tollgate::artifact::Digest;
+///
+/// let d = Digest::sha256(b"hello");
+/// assert_eq!(
+///     d.to_string(),
+///     "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+/// );
+/// assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+/// assert!("md5:abc".parse::<Digest>().is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Digest {
+    algorithm: Algorithm,
+    hex: String,
+}
+
+impl Digest {
+    /// The SHA-256 digest of `bytes`.
+    #[must_use]
+    pub fn sha256(bytes: &[u8]) -> Self {
+        Digest::from_hash(Algorithm::Sha256, &sha2::Sha256::digest(bytes))
+    }
+
+    /// The SHA-512 digest of `bytes`.
+    #[must_use]
+    pub fn sha512(bytes: &[u8]) -> Self {
+        Digest::from_hash(Algorithm::Sha512, &sha2::Sha512::digest(bytes))
+    }
+
+    /// The SHA-256 digest of everything `reader` yields. Blocking: call it off async threads.
+    pub fn sha256_reader(mut reader: impl Read) -> std::io::Result<Self> {
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(Digest::from_hash(Algorithm::Sha256, &hasher.finalize()))
+    }
+
+    fn from_hash(algorithm: Algorithm, hash: &[u8]) -> Self {
+        use fmt::Write as _;
+        let mut hex = String::with_capacity(hash.len() * 2);
+        for byte in hash {
+            // Writing to a String cannot fail.
+            let _ = write!(hex, "{byte:02x}");
+        }
+        Digest { algorithm, hex }
+    }
+
+    /// The algorithm.
+    #[must_use]
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The hash as lower-case hex.
+    #[must_use]
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
+    /// The first 12 hex digits, for display in narrow places.
+    #[must_use]
+    pub fn short(&self) -> &str {
+        &self.hex[..12]
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm, self.hex)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl FromStr for Digest {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let invalid = |reason| Error::InvalidDigest {
+            input: s.to_owned(),
+            reason,
+        };
+        let (name, hex) = s
+            .split_once(':')
+            .ok_or_else(|| invalid("expected `<algorithm>:<hex>`"))?;
+        let algorithm = match name {
+            "sha256" => Algorithm::Sha256,
+            "sha512" => Algorithm::Sha512,
+            _ => return Err(invalid("unknown algorithm (expected sha256 or sha512)")),
+        };
+        if hex.len() != algorithm.hex_len() {
+            return Err(invalid("wrong number of hex digits for the algorithm"));
+        }
+        if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(invalid("the hash must be lower-case hex"));
+        }
+        Ok(Digest {
+            algorithm,
+            hex: hex.to_owned(),
+        })
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<Digest> for String {
+    fn from(d: Digest) -> String {
+        d.to_string()
+    }
+}
+
+/// Something a release ships: an image, a binary, an archive, a chart.
+///
+/// Implementors name the artifact and give its content digest; the digest is its identity.
+/// Compute it once, when the artifact is made, and never let it change.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a tollgate artifact",
+    label = "this type does not implement `tollgate::artifact::Artifact`",
+    note = "use `FileArtifact::open(path)` or `ArtifactRef::new(name, digest)`, or implement `name` and `digest`"
+)]
+pub trait Artifact: Send + Sync {
+    /// A human-readable name (`shop-api`, `app.tar.gz`).
+    fn name(&self) -> &str;
+
+    /// The content digest that identifies the artifact.
+    fn digest(&self) -> &Digest;
+
+    /// Free-form metadata (version, build host, size) recorded with the release.
+    fn metadata(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+}
+
+impl<T: Artifact + ?Sized> Artifact for &T {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn digest(&self) -> &Digest {
+        (**self).digest()
+    }
+    fn metadata(&self) -> BTreeMap<String, String> {
+        (**self).metadata()
+    }
+}
+
+impl<T: Artifact + ?Sized> Artifact for Box<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn digest(&self) -> &Digest {
+        (**self).digest()
+    }
+    fn metadata(&self) -> BTreeMap<String, String> {
+        (**self).metadata()
+    }
+}
+
+impl<T: Artifact + ?Sized> Artifact for Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn digest(&self) -> &Digest {
+        (**self).digest()
+    }
+    fn metadata(&self) -> BTreeMap<String, String> {
+        (**self).metadata()
+    }
+}
+
+/// The serde descriptor of an artifact: name, digest and metadata. This is what a release
+/// records and what a build stage reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    /// The artifact's name.
+    pub name: String,
+    /// Its content digest.
+    pub digest: Digest,
+    /// Its metadata.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ArtifactRef {
+    /// A descriptor with no metadata.
+    pub fn new(name: impl Into<String>, digest: Digest) -> Self {
+        ArtifactRef {
+            name: name.into(),
+            digest,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// The descriptor of any artifact.
+    pub fn of(artifact: &(impl Artifact + ?Sized)) -> Self {
+        ArtifactRef {
+            name: artifact.name().to_owned(),
+            digest: artifact.digest().clone(),
+            metadata: artifact.metadata(),
+        }
+    }
+
+    /// The descriptor of in-memory bytes, hashed with SHA-256.
+    pub fn from_bytes(name: impl Into<String>, bytes: &[u8]) -> Self {
+        ArtifactRef::new(name, Digest::sha256(bytes))
+    }
+
+    /// Adds a metadata entry.
+    #[must_use]
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+}
+
+impl Artifact for ArtifactRef {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn digest(&self) -> &Digest {
+        &self.digest
+    }
+    fn metadata(&self) -> BTreeMap<String, String> {
+        self.metadata.clone()
+    }
+}
+
+/// A file on disk, identified by the SHA-256 of its bytes.
+///
+/// Opening hashes the file (blocking I/O: do it off async threads, e.g. in the build stage's
+/// executor before reporting the artifact). [`FileArtifact::verify`] hashes it again, to
+/// catch a file changed on disk after it was built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileArtifact {
+    path: PathBuf,
+    name: String,
+    digest: Digest,
+    size: u64,
+}
+
+impl FileArtifact {
+    /// Hashes the file at `path`. The name is the file name.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let (digest, size) = hash_file(&path)?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Ok(FileArtifact {
+            path,
+            name,
+            digest,
+            size,
+        })
+    }
+
+    /// The file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's size in bytes when it was hashed.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Hashes the file again and fails with [`Error::ArtifactChanged`], naming both digests,
+    /// if its bytes changed since it was opened.
+    pub fn verify(&self) -> Result<()> {
+        let (now, _) = hash_file(&self.path)?;
+        if now == self.digest {
+            Ok(())
+        } else {
+            Err(Error::ArtifactChanged {
+                path: self.path.clone(),
+                expected: self.digest.clone(),
+                found: now,
+            })
+        }
+    }
+}
+
+fn hash_file(path: &Path) -> Result<(Digest, u64)> {
+    let io = |source| Error::ArtifactIo {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let digest = Digest::sha256_reader(BufReader::new(file)).map_err(io)?;
+    Ok((digest, size))
+}
+
+impl Artifact for FileArtifact {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn digest(&self) -> &Digest {
+        &self.digest
+    }
+    fn metadata(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([("size".to_owned(), self.size.to_string())])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_rejects_each_malformation_with_a_reason() {
+        for (input, needle) in [
+            ("nocolon", "expected"),
+            ("md5:abcd", "unknown algorithm"),
+            ("sha256:abc", "wrong number"),
+            (
+                "sha256:2CF24DBA5FB0A30E26E83B2AC5B9E29E1B161E5C1FA7425E73043362938B9824",
+                "lower-case hex",
+            ),
+        ] {
+            let err = input.parse::<Digest>().unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(input), "{msg}");
+            assert!(msg.contains(needle), "{msg}");
+        }
+    }
+
+    #[test]
+    fn sha512_round_trips() {
+        let d = Digest::sha512(b"x");
+        assert_eq!(d.hex().len(), 128);
+        assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+    }
+
+    #[test]
+    fn serde_form_is_the_display_string() {
+        let d = Digest::sha256(b"a");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{d}\""));
+        let back: Digest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, d);
+        assert!(serde_json::from_str::<Digest>("\"sha256:zz\"").is_err());
+    }
+
+    #[test]
+    fn file_artifact_hashes_and_detects_change() {
+        let dir = std::env::temp_dir().join(format!("tollgate-artifact-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.bin");
+        std::fs::write(&path, b"hello").unwrap();
+        let artifact = FileArtifact::open(&path).unwrap();
+        assert_eq!(artifact.digest(), &Digest::sha256(b"hello"));
+        assert_eq!(artifact.name(), "app.bin");
+        assert_eq!(artifact.size(), 5);
+        artifact.verify().unwrap();
+        std::fs::write(&path, b"hellO").unwrap();
+        let err = artifact.verify().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&Digest::sha256(b"hellO").to_string())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = FileArtifact::open("/definitely/not/here.tar").unwrap_err();
+        assert!(err.to_string().contains("/definitely/not/here.tar"));
+    }
+}

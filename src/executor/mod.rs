@@ -1,0 +1,282 @@
+//! What runs a stage: the [`Executor`] trait, the [`StageContext`] it is given and the
+//! [`StageOutcome`] it returns, plus closure executors ([`from_fn`], [`from_async_fn`]).
+//!
+//! An executor is one async function. The engine decides when to call it; the executor
+//! decides what "running a stage" means (a closure, a process, a remote job).
+
+mod closure;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::ArtifactRef;
+use crate::environment::Environment;
+use crate::graph::{StageId, StageSpec, Step};
+use crate::release::{ReleaseId, Revision};
+
+pub use closure::{AsyncFnExecutor, FnExecutor, from_async_fn, from_fn};
+
+/// The error an executor returns when it could not run a stage at all (as opposed to running
+/// it and seeing it fail, which is a [`StageOutcome::failure`]).
+pub type ExecutorError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Named outputs of a stage, readable by the stages that depend on it.
+pub type Outputs = BTreeMap<String, String>;
+
+/// Runs one stage.
+///
+/// Implement the one method; the engine handles ordering, concurrency and failure. The
+/// returned future must be `Send` so that any multi-threaded runtime can drive it, and it must
+/// not block: do blocking work on a thread of your own.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use tollgate::executor::{Executor, ExecutorError, StageContext, StageOutcome};
+///
+/// struct Echo;
+///
+/// #[async_trait]
+/// impl Executor for Echo {
+///     async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
+///         Ok(StageOutcome::success().log(format!("running {}", ctx.stage())))
+///     }
+/// }
+///
+/// let stage = tollgate::pipeline::Stage::test("unit").run(Echo);
+/// # let _ = stage;
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a tollgate executor",
+    label = "this type does not implement `tollgate::executor::Executor`",
+    note = "wrap a closure with `tollgate::executor::from_fn(|ctx| ...)`, or implement `async fn run(&self, ctx: StageContext<'_>)` with `#[async_trait]`"
+)]
+#[async_trait]
+pub trait Executor: Send + Sync {
+    /// Runs the stage described by `ctx` and reports how it went.
+    async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError>;
+}
+
+#[async_trait]
+impl<E: Executor + ?Sized> Executor for &E {
+    async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
+        (**self).run(ctx).await
+    }
+}
+
+#[async_trait]
+impl<E: Executor + ?Sized> Executor for Box<E> {
+    async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
+        (**self).run(ctx).await
+    }
+}
+
+#[async_trait]
+impl<E: Executor + ?Sized> Executor for Arc<E> {
+    async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
+        (**self).run(ctx).await
+    }
+}
+
+/// A type-erased executor, for registries that mix implementations.
+pub type BoxExecutor = Box<dyn Executor>;
+
+/// Everything an executor may know about the stage it runs.
+#[derive(Debug)]
+pub struct StageContext<'a> {
+    pub(crate) spec: &'a StageSpec,
+    pub(crate) release: &'a ReleaseId,
+    pub(crate) revision: &'a Revision,
+    pub(crate) artifact: Option<&'a ArtifactRef>,
+    pub(crate) environment: Option<&'a Environment>,
+    pub(crate) inputs: Vec<(&'a StageId, Arc<Outputs>)>,
+    pub(crate) attempt: u32,
+}
+
+impl<'a> StageContext<'a> {
+    /// The stage's id.
+    #[must_use]
+    pub fn stage(&self) -> &'a StageId {
+        &self.spec.id
+    }
+
+    /// The stage's full definition.
+    #[must_use]
+    pub fn spec(&self) -> &'a StageSpec {
+        self.spec
+    }
+
+    /// The lifecycle step being run.
+    #[must_use]
+    pub fn step(&self) -> Step {
+        self.spec.step
+    }
+
+    /// The release being moved.
+    #[must_use]
+    pub fn release(&self) -> &'a ReleaseId {
+        self.release
+    }
+
+    /// The source revision the release was started from.
+    #[must_use]
+    pub fn revision(&self) -> &'a Revision {
+        self.revision
+    }
+
+    /// The release's artifact: `None` during the build step (which produces it), `Some` in
+    /// every later step.
+    #[must_use]
+    pub fn artifact(&self) -> Option<&'a ArtifactRef> {
+        self.artifact
+    }
+
+    /// The environment the step deploys to: staging in the stage step, the target in the
+    /// deploy step, `None` otherwise.
+    #[must_use]
+    pub fn environment(&self) -> Option<&'a Environment> {
+        self.environment
+    }
+
+    /// The output `key` of the dependency `stage`. Only direct dependencies are visible.
+    #[must_use]
+    pub fn input(&self, stage: &str, key: &str) -> Option<&str> {
+        self.inputs
+            .iter()
+            .find(|(id, _)| id.as_str() == stage)
+            .and_then(|(_, outputs)| outputs.get(key))
+            .map(String::as_str)
+    }
+
+    /// Every output of every direct dependency.
+    pub fn inputs(&self) -> impl Iterator<Item = (&StageId, &Outputs)> + '_ {
+        self.inputs.iter().map(|(id, o)| (*id, &**o))
+    }
+
+    /// Which attempt this is, starting at 1.
+    #[must_use]
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+/// How a stage ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StageStatus {
+    /// It ran and succeeded.
+    Succeeded,
+    /// It ran and failed, or its executor could not run it, or it panicked.
+    Failed {
+        /// Why, in the executor's words.
+        reason: String,
+    },
+    /// It was running when the step was stopped (another stage failed under fail-fast).
+    Cancelled,
+    /// It never started, because a stage it depends on did not succeed or the step stopped.
+    Skipped,
+}
+
+impl StageStatus {
+    /// Whether the stage succeeded.
+    #[must_use]
+    pub fn is_success(&self) -> bool {
+        matches!(self, StageStatus::Succeeded)
+    }
+}
+
+impl fmt::Display for StageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StageStatus::Succeeded => f.write_str("succeeded"),
+            StageStatus::Failed { reason } => write!(f, "failed: {reason}"),
+            StageStatus::Cancelled => f.write_str("cancelled"),
+            StageStatus::Skipped => f.write_str("skipped"),
+        }
+    }
+}
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output, or a plain message from a closure executor.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line of a stage's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Where it came from.
+    pub stream: Stream,
+    /// The text, without its line ending.
+    pub text: String,
+}
+
+/// What an executor reports: success or failure, log lines, named outputs and, for build
+/// stages, the artifact produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageOutcome {
+    /// Whether it succeeded ([`StageStatus::Succeeded`] or [`StageStatus::Failed`]).
+    pub status: StageStatus,
+    /// Its log.
+    pub logs: Vec<LogLine>,
+    /// Named outputs for dependent stages.
+    pub outputs: Outputs,
+    /// The artifact a build stage produced.
+    pub artifact: Option<ArtifactRef>,
+}
+
+impl StageOutcome {
+    /// A successful outcome with nothing else to say.
+    #[must_use]
+    pub fn success() -> Self {
+        StageOutcome {
+            status: StageStatus::Succeeded,
+            logs: Vec::new(),
+            outputs: Outputs::new(),
+            artifact: None,
+        }
+    }
+
+    /// A failed outcome.
+    #[must_use]
+    pub fn failure(reason: impl Into<String>) -> Self {
+        StageOutcome {
+            status: StageStatus::Failed {
+                reason: reason.into(),
+            },
+            ..StageOutcome::success()
+        }
+    }
+
+    /// Adds a line to the log (standard output).
+    #[must_use]
+    pub fn log(mut self, text: impl Into<String>) -> Self {
+        self.logs.push(LogLine {
+            stream: Stream::Stdout,
+            text: text.into(),
+        });
+        self
+    }
+
+    /// Adds a named output.
+    #[must_use]
+    pub fn output(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.outputs.insert(key.into(), value.into());
+        self
+    }
+
+    /// Reports the artifact this (build) stage produced.
+    #[must_use]
+    pub fn artifact(mut self, artifact: ArtifactRef) -> Self {
+        self.artifact = Some(artifact);
+        self
+    }
+}

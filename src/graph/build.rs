@@ -1,0 +1,686 @@
+//! [`StageGraphBuilder`]: collects [`StageSpec`]s and validates them into a [`StageGraph`].
+//!
+//! Validation and every algorithm here are iterative and linear in stages plus dependencies,
+//! so a graph of millions of stages builds without deep recursion. The graph is stored in
+//! compressed sparse rows (one offsets array and one targets array per direction) instead of
+//! a vector per stage, which keeps building to a handful of allocations.
+
+use std::collections::HashMap;
+
+use super::{StageGraph, StageId, StageSpec, Step};
+use crate::error::{Error, Result};
+
+/// Collects stage definitions and checks them into a [`StageGraph`].
+///
+/// Stages may name dependencies that are added later; nothing is checked until
+/// [`build`](StageGraphBuilder::build).
+///
+/// ```
+/// use tollgate::graph::{StageGraph, StageSpec, Step};
+///
+/// let graph = StageGraph::builder()
+///     .stage(StageSpec::build("compile"))
+///     .stage(StageSpec::test("unit").after("compile"))
+///     .stage(StageSpec::test("lint").after("compile"))
+///     .require_step(Step::Test)
+///     .build()?;
+///
+/// let order: Vec<&str> = graph.topological_order().map(|s| s.id.as_str()).collect();
+/// assert_eq!(order, ["compile", "unit", "lint"]);
+/// # Ok::<(), tollgate::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct StageGraphBuilder {
+    /// The stages, in the order they were added.
+    stages: Vec<StageSpec>,
+    /// Whether each step (indexed by `Step as usize`) must end up with at least one stage.
+    required: [bool; Step::ALL.len()],
+}
+
+impl StageGraphBuilder {
+    /// Adds a stage.
+    #[must_use]
+    pub fn stage(mut self, spec: StageSpec) -> Self {
+        self.stages.push(spec);
+        self
+    }
+
+    /// Adds several stages, in order.
+    #[must_use]
+    pub fn stages(mut self, specs: impl IntoIterator<Item = StageSpec>) -> Self {
+        if self.stages.is_empty() {
+            // Collecting a `Vec`'s own iterator keeps its buffer, where extending would copy
+            // every spec; loading a graph from a spec file takes this path.
+            self.stages = specs.into_iter().collect();
+        } else {
+            self.stages.extend(specs);
+        }
+        self
+    }
+
+    /// Adds a stage without consuming the builder, for use in loops.
+    ///
+    /// ```
+    /// use tollgate::graph::{StageGraph, StageSpec};
+    ///
+    /// let mut builder = StageGraph::builder();
+    /// builder.push(StageSpec::build("compile"));
+    /// for shard in 0..4 {
+    ///     builder.push(StageSpec::test(format!("unit-{shard}")).after("compile"));
+    /// }
+    /// let graph = builder.build()?;
+    /// assert_eq!(graph.dependents("compile")?.count(), 4);
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn push(&mut self, spec: StageSpec) -> &mut Self {
+        self.stages.push(spec);
+        self
+    }
+
+    /// Makes [`build`](StageGraphBuilder::build) fail with [`Error::EmptyStep`] unless `step`
+    /// has at least one stage.
+    ///
+    /// ```
+    /// use tollgate::Error;
+    /// use tollgate::graph::{StageGraph, StageSpec, Step};
+    ///
+    /// let err = StageGraph::builder()
+    ///     .stage(StageSpec::build("compile"))
+    ///     .require_step(Step::Test)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::EmptyStep { step: Step::Test }));
+    /// ```
+    #[must_use]
+    pub fn require_step(mut self, step: Step) -> Self {
+        self.required[step as usize] = true;
+        self
+    }
+
+    /// Validates the stages and builds the graph.
+    ///
+    /// The checks run in this order, and the first one that fails is reported for the first
+    /// stage (in the order stages were added) that fails it:
+    ///
+    /// 1. every stage id and every dependency id is well formed ([`Error::InvalidStageId`]);
+    /// 2. no two stages share an id ([`Error::DuplicateStage`], naming the second one);
+    /// 3. no stage depends on itself ([`Error::SelfDependency`]);
+    /// 4. every dependency names a stage ([`Error::UnknownDependency`]);
+    /// 5. no stage depends on a stage of a later step ([`Error::DependencyOnLaterStep`]);
+    /// 6. every step passed to [`require_step`](StageGraphBuilder::require_step) has a stage
+    ///    ([`Error::EmptyStep`], the earliest such step);
+    /// 7. the dependencies are acyclic ([`Error::Cycle`], listing the stages of one cycle).
+    ///
+    /// A dependency listed twice by one stage is kept once, at its first position.
+    ///
+    /// ```
+    /// use tollgate::Error;
+    /// use tollgate::graph::{StageGraph, StageSpec};
+    ///
+    /// let err = StageGraph::builder()
+    ///     .stage(StageSpec::test("a").after("b"))
+    ///     .stage(StageSpec::test("b").after("a"))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "dependency cycle: a -> b -> a");
+    /// assert!(matches!(err, Error::Cycle { .. }));
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If there are more than `u32::MAX` (about 4.3 billion) stages or dependencies: the graph
+    /// stores indices as `u32` to halve its memory.
+    pub fn build(self) -> Result<StageGraph> {
+        let StageGraphBuilder {
+            mut stages,
+            required,
+        } = self;
+        let n = stages.len();
+        let dependency_count: usize = stages.iter().map(|s| s.after.len()).sum();
+        assert!(
+            u32::try_from(n).is_ok() && u32::try_from(dependency_count).is_ok(),
+            "a stage graph holds at most u32::MAX stages and dependencies"
+        );
+
+        check_ids(&stages)?;
+        let index = index_stages(&stages)?;
+        let deps = resolve_dependencies(&mut stages, &index, dependency_count)?;
+        check_required_steps(&stages, required)?;
+        let dependents = deps.transpose(n);
+        let topo = topological_order(&deps, &dependents).map_err(|cycle| Error::Cycle {
+            stages: cycle
+                .into_iter()
+                .map(|i| stages[i as usize].id.clone())
+                .collect(),
+        })?;
+        let priority = priorities(&stages, &topo, &dependents);
+
+        Ok(StageGraph {
+            stages,
+            index,
+            dep_offsets: deps.offsets,
+            dep_targets: deps.targets,
+            out_offsets: dependents.offsets,
+            out_targets: dependents.targets,
+            topo,
+            priority,
+        })
+    }
+}
+
+/// The weight of a stage when looking for the longest path: its estimate in whole
+/// milliseconds, at least 1, and 1 when it has no estimate, so that the number of stages
+/// still counts between paths without estimates.
+fn weight(spec: &StageSpec) -> u64 {
+    spec.estimate.map_or(1, |d| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
+}
+
+/// Adjacency in compressed sparse rows: the neighbours of stage `i` are
+/// `targets[offsets[i]..offsets[i + 1]]`.
+struct Csr {
+    offsets: Vec<u32>,
+    targets: Vec<u32>,
+}
+
+impl Csr {
+    fn row(&self, i: usize) -> &[u32] {
+        &self.targets[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// The reverse adjacency, each row in increasing stage index.
+    ///
+    /// A counting sort: count each target, turn the counts into row ends, then fill every row
+    /// from its end while walking the sources backwards, which leaves the rows ascending and
+    /// the ends moved to the starts, with no cursor array.
+    fn transpose(&self, n: usize) -> Csr {
+        let mut offsets = vec![0u32; n + 1];
+        for &t in &self.targets {
+            offsets[t as usize] += 1;
+        }
+        let mut end = 0;
+        for offset in &mut offsets[..n] {
+            end += *offset;
+            *offset = end;
+        }
+        offsets[n] = end;
+        let mut targets = vec![0u32; self.targets.len()];
+        for source in (0..n).rev() {
+            for &t in self.row(source) {
+                let slot = &mut offsets[t as usize];
+                *slot -= 1;
+                targets[*slot as usize] = source as u32;
+            }
+        }
+        Csr { offsets, targets }
+    }
+}
+
+/// Check 1: every stage id and dependency id is well formed.
+fn check_ids(stages: &[StageSpec]) -> Result<()> {
+    for spec in stages {
+        for id in std::iter::once(&spec.id).chain(&spec.after) {
+            if let Some(reason) = id.problem() {
+                return Err(Error::InvalidStageId {
+                    id: id.as_str().to_owned(),
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Check 2: ids are unique. Returns the id → index map the graph keeps.
+fn index_stages(stages: &[StageSpec]) -> Result<HashMap<StageId, u32>> {
+    let mut index = HashMap::with_capacity(stages.len());
+    for (i, spec) in stages.iter().enumerate() {
+        if index.insert(spec.id.clone(), i as u32).is_some() {
+            return Err(Error::DuplicateStage {
+                id: spec.id.clone(),
+            });
+        }
+    }
+    Ok(index)
+}
+
+/// Checks 3 to 5 in one pass: resolves every dependency to an index, dropping repeats.
+///
+/// A self-dependency anywhere outranks an unknown dependency anywhere, which outranks a
+/// dependency on a later step, so the first of each of the latter two is only remembered
+/// until the pass ends. Stages that listed a dependency twice get their `after` list
+/// rewritten without the repeats, so that the specs the graph hands out agree with it.
+fn resolve_dependencies(
+    stages: &mut [StageSpec],
+    index: &HashMap<StageId, u32>,
+    dependency_count: usize,
+) -> Result<Csr> {
+    let n = stages.len();
+    let mut offsets = Vec::with_capacity(n + 1);
+    offsets.push(0);
+    let mut targets = Vec::with_capacity(dependency_count);
+    // `listed_by[d] == i + 1` once stage `i` has listed `d`; one array serves every stage.
+    let mut listed_by = vec![0u32; n];
+    let mut with_repeats = Vec::new();
+    let mut unknown = None;
+    let mut later = None;
+
+    for (i, spec) in stages.iter().enumerate() {
+        let stamp = i as u32 + 1;
+        for dependency in &spec.after {
+            let Some(&d) = index.get(dependency) else {
+                unknown.get_or_insert_with(|| Error::UnknownDependency {
+                    stage: spec.id.clone(),
+                    dependency: dependency.clone(),
+                });
+                continue;
+            };
+            if d as usize == i {
+                return Err(Error::SelfDependency {
+                    stage: spec.id.clone(),
+                });
+            }
+            let dependency_step = stages[d as usize].step;
+            if dependency_step > spec.step {
+                later.get_or_insert_with(|| Error::DependencyOnLaterStep {
+                    stage: spec.id.clone(),
+                    stage_step: spec.step,
+                    dependency: dependency.clone(),
+                    dependency_step,
+                });
+            }
+            if listed_by[d as usize] == stamp {
+                if with_repeats.last() != Some(&i) {
+                    with_repeats.push(i);
+                }
+            } else {
+                listed_by[d as usize] = stamp;
+                targets.push(d);
+            }
+        }
+        offsets.push(targets.len() as u32);
+    }
+    if let Some(err) = unknown.or(later) {
+        return Err(err);
+    }
+
+    let deps = Csr { offsets, targets };
+    for i in with_repeats {
+        let after = deps
+            .row(i)
+            .iter()
+            .map(|&d| stages[d as usize].id.clone())
+            .collect();
+        stages[i].after = after;
+    }
+    Ok(deps)
+}
+
+/// Check 6: every required step has a stage.
+fn check_required_steps(stages: &[StageSpec], required: [bool; Step::ALL.len()]) -> Result<()> {
+    if !required.contains(&true) {
+        return Ok(());
+    }
+    let mut present = [false; Step::ALL.len()];
+    for spec in stages {
+        present[spec.step as usize] = true;
+    }
+    match Step::ALL
+        .into_iter()
+        .find(|&step| required[step as usize] && !present[step as usize])
+    {
+        Some(step) => Err(Error::EmptyStep { step }),
+        None => Ok(()),
+    }
+}
+
+/// Check 7 and the run order: Kahn's algorithm with a FIFO queue.
+///
+/// Stages with no dependencies come first in the order they were added, then each stage as
+/// soon as its last dependency is placed. The order vector doubles as the queue. On a cycle,
+/// returns the indices of one cycle in run order instead.
+fn topological_order(deps: &Csr, dependents: &Csr) -> Result<Vec<u32>, Vec<u32>> {
+    let n = deps.offsets.len() - 1;
+    let mut unplaced: Vec<u32> = deps.offsets.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut order = Vec::with_capacity(n);
+    order.extend((0..n as u32).filter(|&i| unplaced[i as usize] == 0));
+    let mut next = 0;
+    while let Some(&stage) = order.get(next) {
+        next += 1;
+        for &dependent in dependents.row(stage as usize) {
+            let count = &mut unplaced[dependent as usize];
+            *count -= 1;
+            if *count == 0 {
+                order.push(dependent);
+            }
+        }
+    }
+    if order.len() == n {
+        Ok(order)
+    } else {
+        Err(find_cycle(deps, &unplaced))
+    }
+}
+
+/// One cycle among the stages Kahn's algorithm could not place, in run order, starting with
+/// its earliest-added stage.
+///
+/// Every unplaced stage has an unplaced dependency (or it would have been placed), so
+/// walking from dependency to unplaced dependency must revisit a stage; the walk from that
+/// stage's first visit on, reversed, is a cycle in run order.
+fn find_cycle(deps: &Csr, unplaced: &[u32]) -> Vec<u32> {
+    const UNVISITED: u32 = u32::MAX;
+    let mut visited_at = vec![UNVISITED; unplaced.len()];
+    let mut walk: Vec<u32> = Vec::new();
+    let mut stage = unplaced.iter().position(|&count| count > 0);
+    while let Some(s) = stage {
+        let seen = visited_at[s];
+        if seen != UNVISITED {
+            walk.drain(..seen as usize);
+            break;
+        }
+        visited_at[s] = walk.len() as u32;
+        walk.push(s as u32);
+        stage = deps
+            .row(s)
+            .iter()
+            .map(|&d| d as usize)
+            .find(|&d| unplaced[d] > 0);
+    }
+    walk.reverse();
+    let earliest = (0..walk.len()).min_by_key(|&at| walk[at]).unwrap_or(0);
+    walk.rotate_left(earliest);
+    walk
+}
+
+/// For each stage, the weight of the heaviest path from it through its dependents, itself
+/// included. Walking the run order backwards sees every dependent before its dependencies.
+fn priorities(stages: &[StageSpec], topo: &[u32], dependents: &Csr) -> Vec<u64> {
+    let mut priority = vec![0u64; stages.len()];
+    for &stage in topo.iter().rev() {
+        let stage = stage as usize;
+        let heaviest_rest = dependents
+            .row(stage)
+            .iter()
+            .map(|&d| priority[d as usize])
+            .max()
+            .unwrap_or(0);
+        priority[stage] = weight(&stages[stage]).saturating_add(heaviest_rest);
+    }
+    priority
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn ids(graph: &StageGraph) -> Vec<&str> {
+        graph.topological_order().map(|s| s.id.as_str()).collect()
+    }
+
+    #[test]
+    fn invalid_stage_id_is_reported_before_anything_else() {
+        let err = StageGraph::builder()
+            .stage(StageSpec::build("a"))
+            .stage(StageSpec::build("a"))
+            .stage(StageSpec::build("ok").after("bad id"))
+            .build()
+            .unwrap_err();
+        match err {
+            Error::InvalidStageId { id, reason } => {
+                assert_eq!(id, "bad id");
+                assert!(reason.contains("ASCII"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_stage_id_is_invalid() {
+        let err = StageGraph::builder()
+            .stage(StageSpec::build(""))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidStageId { id, .. } if id.is_empty()),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_stage_names_the_id() {
+        let err = StageGraph::builder()
+            .stage(StageSpec::build("a"))
+            .stage(StageSpec::test("b").after("missing"))
+            .stage(StageSpec::test("a"))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::DuplicateStage { id } if id == "a"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn self_dependency_outranks_an_earlier_unknown_dependency() {
+        let err = StageGraph::builder()
+            .stage(StageSpec::build("a").after("missing"))
+            .stage(StageSpec::build("b").after("b"))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::SelfDependency { stage } if stage == "b"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_dependency_names_both_stages() {
+        let err = StageGraph::builder()
+            .stage(StageSpec::build("a"))
+            .stage(StageSpec::test("b").after("a").after("nope"))
+            .stage(StageSpec::test("c").after("nada"))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::UnknownDependency { stage, dependency }
+                if stage == "b" && dependency == "nope"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn dependency_on_a_later_step_names_both_steps() {
+        let err = StageGraph::builder()
+            .stage(StageSpec::test("unit").after("ship"))
+            .stage(StageSpec::deploy("ship"))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::DependencyOnLaterStep {
+                stage, stage_step: Step::Test, dependency, dependency_step: Step::Deploy,
+            } if stage == "unit" && dependency == "ship"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn dependency_on_the_same_or_an_earlier_step_is_fine() {
+        let graph = StageGraph::builder()
+            .stage(StageSpec::build("compile"))
+            .stage(StageSpec::build("package").after("compile"))
+            .stage(StageSpec::deploy("ship").after("package"))
+            .build()
+            .unwrap();
+        assert_eq!(ids(&graph), ["compile", "package", "ship"]);
+    }
+
+    #[test]
+    fn first_empty_required_step_in_step_order() {
+        let err = StageGraph::builder()
+            .stage(StageSpec::build("compile"))
+            .require_step(Step::Deploy)
+            .require_step(Step::Stage)
+            .require_step(Step::Build)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::EmptyStep { step: Step::Stage }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn empty_step_outranks_a_cycle() {
+        let err = StageGraph::builder()
+            .stage(StageSpec::build("a").after("b"))
+            .stage(StageSpec::build("b").after("a"))
+            .require_step(Step::Test)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::EmptyStep { step: Step::Test }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn cycle_lists_exactly_the_cycle_in_run_order() {
+        // a -> b -> c -> a, with `tail` hanging off the cycle and added first so that the
+        // search for the cycle starts outside it.
+        let err = StageGraph::builder()
+            .stage(StageSpec::test("tail").after("c"))
+            .stage(StageSpec::test("root"))
+            .stage(StageSpec::test("a").after("root").after("c"))
+            .stage(StageSpec::test("b").after("a"))
+            .stage(StageSpec::test("c").after("b"))
+            .build()
+            .unwrap_err();
+        match err {
+            Error::Cycle { stages } => assert_eq!(stages, ["a", "b", "c"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn two_stage_cycle() {
+        let err = StageGraph::builder()
+            .stage(StageSpec::test("x").after("y"))
+            .stage(StageSpec::test("y").after("x"))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "dependency cycle: x -> y -> x");
+    }
+
+    #[test]
+    fn topological_order_puts_dependencies_first_and_is_stable() {
+        let graph = StageGraph::builder()
+            .stage(StageSpec::test("d").after("b").after("c"))
+            .stage(StageSpec::test("c").after("a"))
+            .stage(StageSpec::test("b").after("a"))
+            .stage(StageSpec::build("a"))
+            .stage(StageSpec::build("e"))
+            .build()
+            .unwrap();
+        assert_eq!(ids(&graph), ["a", "e", "c", "b", "d"]);
+    }
+
+    #[test]
+    fn dependents_are_listed_in_insertion_order() {
+        let graph = StageGraph::builder()
+            .stage(StageSpec::test("z").after("root"))
+            .stage(StageSpec::build("root"))
+            .stage(StageSpec::test("m").after("root"))
+            .stage(StageSpec::test("a").after("root"))
+            .build()
+            .unwrap();
+        let dependents: Vec<&str> = graph
+            .dependents("root")
+            .unwrap()
+            .map(|s| s.id.as_str())
+            .collect();
+        assert_eq!(dependents, ["z", "m", "a"]);
+    }
+
+    #[test]
+    fn priority_is_the_heaviest_path_through_dependents() {
+        // A diamond: top -> {left, right} -> bottom.
+        let ms = Duration::from_millis;
+        let graph = StageGraph::builder()
+            .stage(StageSpec::build("top").estimate(ms(10)))
+            .stage(StageSpec::test("left").after("top").estimate(ms(100)))
+            .stage(StageSpec::test("right").after("top"))
+            .stage(
+                StageSpec::test("bottom")
+                    .after("left")
+                    .after("right")
+                    .estimate(ms(0)),
+            )
+            .build()
+            .unwrap();
+        let priority = |id| graph.priority_of(graph.index_of(id).unwrap());
+        assert_eq!(priority("bottom"), 1);
+        assert_eq!(priority("right"), 2);
+        assert_eq!(priority("left"), 101);
+        assert_eq!(priority("top"), 111);
+    }
+
+    #[test]
+    fn huge_estimates_saturate() {
+        let graph = StageGraph::builder()
+            .stage(StageSpec::build("a").estimate(Duration::MAX))
+            .stage(StageSpec::build("b").after("a").estimate(Duration::MAX))
+            .build()
+            .unwrap();
+        assert_eq!(graph.priority_of(0), u64::MAX);
+    }
+
+    #[test]
+    fn repeated_dependencies_are_kept_once_in_first_order() {
+        let graph = StageGraph::builder()
+            .stage(StageSpec::build("a"))
+            .stage(StageSpec::build("b"))
+            .stage(
+                StageSpec::test("c")
+                    .after("b")
+                    .after("a")
+                    .after("b")
+                    .after("a"),
+            )
+            .build()
+            .unwrap();
+        let deps: Vec<&str> = graph
+            .dependencies("c")
+            .unwrap()
+            .map(|s| s.id.as_str())
+            .collect();
+        assert_eq!(deps, ["b", "a"]);
+        assert_eq!(graph.get("c").unwrap().after, ["b", "a"]);
+        assert_eq!(graph.dependents_of(0), [2]);
+        assert_eq!(graph.dependents_of(1), [2]);
+    }
+
+    #[test]
+    fn empty_graph_builds() {
+        let graph = StageGraph::builder().build().unwrap();
+        assert!(graph.is_empty());
+        assert_eq!(graph.topological_order().len(), 0);
+    }
+
+    #[test]
+    fn push_adds_like_stage() {
+        let mut builder = StageGraph::builder();
+        builder
+            .push(StageSpec::build("a"))
+            .push(StageSpec::test("b").after("a"));
+        let graph = builder
+            .stages([StageSpec::test("c").after("b")])
+            .build()
+            .unwrap();
+        assert_eq!(ids(&graph), ["a", "b", "c"]);
+        assert_eq!(graph.deps_of(2), [1]);
+    }
+}

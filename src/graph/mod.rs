@@ -1,0 +1,403 @@
+//! The stage DAG: [`StageId`], lifecycle [`Step`]s, [`StageSpec`]s and the validated
+//! [`StageGraph`].
+//!
+//! A graph is built once with [`StageGraph::builder`], which checks everything up front
+//! (duplicate ids, unknown dependencies, self-loops, cycles, dependencies on later steps,
+//! required steps left empty). After that the graph is immutable and every algorithm on it is
+//! iterative, so a 1,000,000-stage chain neither overflows the stack nor takes more than
+//! linear time.
+
+mod build;
+mod export;
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub use build::StageGraphBuilder;
+pub use export::CriticalPath;
+
+/// The longest stage id accepted, in bytes.
+pub const MAX_STAGE_ID_LEN: usize = 128;
+
+/// The id of a stage: non-empty, at most [`MAX_STAGE_ID_LEN`] bytes of ASCII letters, digits
+/// and `-`, `_`, `.`, `/`, `:`.
+///
+/// The restricted alphabet keeps ids safe to print in logs, Mermaid and DOT output and
+/// command lines without quoting surprises.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StageId(String);
+
+impl StageId {
+    /// Validates `id` and wraps it.
+    ///
+    /// ```
+    /// use tollgate::graph::StageId;
+    /// assert!(StageId::new("unit-tests").is_ok());
+    /// assert!(StageId::new("has space").is_err());
+    /// ```
+    pub fn new(id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        match check_id(&id) {
+            None => Ok(StageId(id)),
+            Some(reason) => Err(Error::InvalidStageId { id, reason }),
+        }
+    }
+
+    /// Wraps `id` without checking it; [`StageGraphBuilder::build`] checks it later.
+    pub(crate) fn unchecked(id: impl Into<String>) -> Self {
+        StageId(id.into())
+    }
+
+    /// Why this id is invalid, if it is.
+    pub(crate) fn problem(&self) -> Option<&'static str> {
+        check_id(&self.0)
+    }
+
+    /// The id as a string slice.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn check_id(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("a stage id may not be empty")
+    } else if id.len() > MAX_STAGE_ID_LEN {
+        Some("a stage id may be at most 128 bytes long")
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b':'))
+    {
+        Some("a stage id may contain only ASCII letters, digits and - _ . / :")
+    } else {
+        None
+    }
+}
+
+impl fmt::Display for StageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl AsRef<str> for StageId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for StageId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for StageId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        StageId::new(s)
+    }
+}
+
+impl TryFrom<String> for StageId {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        StageId::new(s)
+    }
+}
+
+impl From<StageId> for String {
+    fn from(id: StageId) -> String {
+        id.0
+    }
+}
+
+impl PartialEq<str> for StageId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for StageId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// The lifecycle step a stage belongs to. Steps run in this order, one per release move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// Compile and package: produces the release's one artifact (Commit → Built).
+    Build,
+    /// Test the artifact (Built → Tested).
+    Test,
+    /// Deploy to staging and run acceptance tests there (Tested → Staged).
+    Stage,
+    /// Deploy to production (Approved → Deployed).
+    Deploy,
+}
+
+impl Step {
+    /// Every step, in run order.
+    pub const ALL: [Step; 4] = [Step::Build, Step::Test, Step::Stage, Step::Deploy];
+
+    /// The step's lower-case name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Step::Build => "build",
+            Step::Test => "test",
+            Step::Stage => "stage",
+            Step::Deploy => "deploy",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The definition of one stage: its id, its step, what it runs after, and hints for planning.
+///
+/// This is plain data (serde) so that graphs can be stored and loaded; what a stage *does* is
+/// decided by the executor that a [`Pipeline`](crate::pipeline::Pipeline) binds to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// The stage's unique id.
+    pub id: StageId,
+    /// The lifecycle step it belongs to.
+    pub step: Step,
+    /// The stages it runs after; each must be in the same step or an earlier one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<StageId>,
+    /// A human-readable description for reports and diagrams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// How long the stage is expected to take; used for critical-path ordering and plans.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    pub estimate: Option<Duration>,
+}
+
+impl StageSpec {
+    /// A stage of `step` with id `id`. The id is checked when the graph is built.
+    pub fn new(id: impl Into<String>, step: Step) -> Self {
+        StageSpec {
+            id: StageId::unchecked(id),
+            step,
+            after: Vec::new(),
+            description: None,
+            estimate: None,
+        }
+    }
+
+    /// A stage of the build step.
+    pub fn build(id: impl Into<String>) -> Self {
+        Self::new(id, Step::Build)
+    }
+
+    /// A stage of the test step.
+    pub fn test(id: impl Into<String>) -> Self {
+        Self::new(id, Step::Test)
+    }
+
+    /// A stage of the stage (staging) step.
+    pub fn stage(id: impl Into<String>) -> Self {
+        Self::new(id, Step::Stage)
+    }
+
+    /// A stage of the deploy step.
+    pub fn deploy(id: impl Into<String>) -> Self {
+        Self::new(id, Step::Deploy)
+    }
+
+    /// Runs this stage after `dependency` has succeeded.
+    #[must_use]
+    pub fn after(mut self, dependency: impl Into<String>) -> Self {
+        self.after.push(StageId::unchecked(dependency));
+        self
+    }
+
+    /// Sets a description.
+    #[must_use]
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.description = Some(text.into());
+        self
+    }
+
+    /// Sets the expected duration.
+    #[must_use]
+    pub fn estimate(mut self, duration: Duration) -> Self {
+        self.estimate = Some(duration);
+        self
+    }
+}
+
+/// A validated, immutable DAG of stages.
+///
+/// Built with [`StageGraph::builder`]; see the module docs for what is checked. Its serde form
+/// is the list of its [`StageSpec`]s, and deserializing runs the same validation, so a
+/// malformed spec file is a typed [`Error`], never a broken graph.
+#[derive(Debug, Clone)]
+pub struct StageGraph {
+    /// The stages, in the order they were added. A stage's index is its position here.
+    stages: Vec<StageSpec>,
+    /// Id → index.
+    index: std::collections::HashMap<StageId, u32>,
+    /// Dependencies of stage `i`: `dep_targets[dep_offsets[i]..dep_offsets[i + 1]]`.
+    dep_offsets: Vec<u32>,
+    dep_targets: Vec<u32>,
+    /// Dependents of stage `i`, in the same compressed layout.
+    out_offsets: Vec<u32>,
+    out_targets: Vec<u32>,
+    /// Stage indices in a topological order (dependencies first).
+    topo: Vec<u32>,
+    /// For each stage, the weight of the longest path starting at it (itself included), in
+    /// milliseconds of estimate (a stage without an estimate weighs 1 ms). Schedulers run the
+    /// ready stage with the largest value first.
+    priority: Vec<u64>,
+}
+
+impl StageGraph {
+    /// Starts building a graph.
+    #[must_use]
+    pub fn builder() -> StageGraphBuilder {
+        StageGraphBuilder::default()
+    }
+
+    /// The number of stages.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// Whether the graph has no stages.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// The stage with this id, if there is one.
+    #[must_use]
+    pub fn get(&self, id: &str) -> Option<&StageSpec> {
+        self.index_of(id).map(|i| &self.stages[i])
+    }
+
+    /// Whether the graph has a stage with this id.
+    #[must_use]
+    pub fn contains(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Every stage, in the order it was added.
+    #[must_use]
+    pub fn stages(&self) -> impl ExactSizeIterator<Item = &StageSpec> + '_ {
+        self.stages.iter()
+    }
+
+    /// The stages of one step, in the order they were added.
+    pub fn stages_in(&self, step: Step) -> impl Iterator<Item = &StageSpec> + '_ {
+        self.stages.iter().filter(move |s| s.step == step)
+    }
+
+    /// The direct dependencies of the stage `id`.
+    pub fn dependencies(&self, id: &str) -> Result<impl Iterator<Item = &StageSpec> + '_> {
+        let i = self.require(id)?;
+        Ok(self.deps_of(i).iter().map(|&d| &self.stages[d as usize]))
+    }
+
+    /// The stages that depend directly on the stage `id`.
+    pub fn dependents(&self, id: &str) -> Result<impl Iterator<Item = &StageSpec> + '_> {
+        let i = self.require(id)?;
+        Ok(self
+            .dependents_of(i)
+            .iter()
+            .map(|&d| &self.stages[d as usize]))
+    }
+
+    /// Every stage in a topological order: each stage comes after all its dependencies.
+    #[must_use]
+    pub fn topological_order(&self) -> impl ExactSizeIterator<Item = &StageSpec> + '_ {
+        self.topo.iter().map(|&i| &self.stages[i as usize])
+    }
+
+    // ---- crate-internal, index-based access for the engine ----
+
+    pub(crate) fn index_of(&self, id: &str) -> Option<usize> {
+        self.index.get(id).map(|&i| i as usize)
+    }
+
+    fn require(&self, id: &str) -> Result<usize> {
+        self.index_of(id).ok_or_else(|| Error::UnknownStage {
+            id: StageId::unchecked(id),
+        })
+    }
+
+    pub(crate) fn spec(&self, i: usize) -> &StageSpec {
+        &self.stages[i]
+    }
+
+    pub(crate) fn deps_of(&self, i: usize) -> &[u32] {
+        &self.dep_targets[self.dep_offsets[i] as usize..self.dep_offsets[i + 1] as usize]
+    }
+
+    pub(crate) fn dependents_of(&self, i: usize) -> &[u32] {
+        &self.out_targets[self.out_offsets[i] as usize..self.out_offsets[i + 1] as usize]
+    }
+
+    pub(crate) fn priority_of(&self, i: usize) -> u64 {
+        self.priority[i]
+    }
+}
+
+impl Serialize for StageGraph {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.stages.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for StageGraph {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let stages = Vec::<StageSpec>::deserialize(deserializer)?;
+        StageGraph::builder()
+            .stages(stages)
+            .build()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serializes `Option<Duration>` as whole milliseconds.
+mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)] // serde's `with` hands us `&Option<_>`.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}

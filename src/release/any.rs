@@ -1,0 +1,368 @@
+//! [`AnyRelease`], the runtime and serde form of a release in any state and mode, and the
+//! [`Revision`] a release starts from.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Mode, ModeKind, Release, State, StateName};
+use crate::artifact::ArtifactRef;
+use crate::engine::StepReport;
+use crate::environment::Environment;
+use crate::error::{Error, Result};
+use crate::executor::{Outputs, StageStatus};
+use crate::gate::{ApprovalRecord, GateRecord};
+use crate::graph::{StageId, Step};
+use crate::name::{Person, ReleaseId};
+use crate::time::Timestamp;
+
+/// The source revision a release is built from: a commit id and its author.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    /// The commit id (a SHA, a tag, a change number).
+    pub id: String,
+    /// Who wrote the change; by default they may not approve it.
+    pub author: Person,
+    /// The commit message's first line, for reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Revision {
+    /// A revision `id` written by `author`.
+    ///
+    /// ```
+    /// use tollgate::release::Revision;
+    /// let rev = Revision::new("4f2a9c1", "dana")?.message("Add checkout flow");
+    /// assert_eq!(rev.author, "dana");
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn new(id: impl Into<String>, author: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        if id.trim().is_empty() {
+            return Err(Error::InvalidName {
+                what: "revision id",
+                value: id,
+                reason: "it may not be empty or blank",
+            });
+        }
+        Ok(Revision {
+            id,
+            author: Person::new(author)?,
+            message: None,
+        })
+    }
+
+    /// Sets the message.
+    #[must_use]
+    pub fn message(mut self, text: impl Into<String>) -> Self {
+        self.message = Some(text.into());
+        self
+    }
+}
+
+/// A release in any state and mode: what a bot stores and reloads.
+///
+/// Convert a typed [`Release`] into it with [`Release::into_any`] (or `From`), and back with
+/// `Release::<S, M>::try_from(any)`, which checks the state, the mode and that the record is
+/// consistent (an Approved delivery release has an approval record for its artifact, every
+/// state past Commit has an artifact and the successful step reports that got it there).
+///
+/// ```
+/// use tollgate::prelude::*;
+/// use tollgate::executor::from_fn;
+///
+/// let ok = || from_fn(|_| Ok(StageOutcome::success()));
+/// let pipeline = Pipeline::<Deployment>::builder("web")
+///     .stage(Stage::build("compile").run(ok()))
+///     .stage(Stage::test("unit").run(ok()))
+///     .stage(Stage::stage("staging").run(ok()))
+///     .stage(Stage::deploy("production").run(ok()))
+///     .build()?;
+/// let fresh: Release<Commit, Deployment> = pipeline.start("r1", Revision::new("abc", "dana")?)?;
+/// let json = serde_json::to_string(&fresh.into_any()).unwrap();
+/// let stored: AnyRelease = serde_json::from_str(&json).unwrap();
+/// assert!(Release::<Built, Deployment>::try_from(stored.clone()).is_err()); // wrong state
+/// assert!(Release::<Commit, Delivery>::try_from(stored.clone()).is_err()); // wrong mode
+/// let _back = Release::<Commit, Deployment>::try_from(stored)?;
+/// # Ok::<(), tollgate::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnyRelease {
+    id: ReleaseId,
+    pipeline: String,
+    mode: ModeKind,
+    state: StateName,
+    revision: Revision,
+    created_at: Timestamp,
+    staging: Environment,
+    target: Environment,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    artifact: Option<ArtifactRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    steps: Vec<StepReport>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    gates: Vec<GateRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    approval: Option<ApprovalRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deployed_at: Option<Timestamp>,
+}
+
+impl AnyRelease {
+    #[allow(clippy::too_many_arguments)] // Crate-internal constructor of a plain record.
+    pub(crate) fn new(
+        id: ReleaseId,
+        pipeline: String,
+        mode: ModeKind,
+        revision: Revision,
+        created_at: Timestamp,
+        staging: Environment,
+        target: Environment,
+    ) -> Self {
+        AnyRelease {
+            id,
+            pipeline,
+            mode,
+            state: StateName::Commit,
+            revision,
+            created_at,
+            staging,
+            target,
+            artifact: None,
+            steps: Vec::new(),
+            gates: Vec::new(),
+            approval: None,
+            deployed_at: None,
+        }
+    }
+
+    /// The release's id.
+    #[must_use]
+    pub fn id(&self) -> &ReleaseId {
+        &self.id
+    }
+
+    /// The name of the pipeline that started it.
+    #[must_use]
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// Its mode.
+    #[must_use]
+    pub fn mode(&self) -> ModeKind {
+        self.mode
+    }
+
+    /// Its state.
+    #[must_use]
+    pub fn state(&self) -> StateName {
+        self.state
+    }
+
+    /// The revision it was started from.
+    #[must_use]
+    pub fn revision(&self) -> &Revision {
+        &self.revision
+    }
+
+    /// When it was started.
+    #[must_use]
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    /// The staging environment.
+    #[must_use]
+    pub fn staging(&self) -> &Environment {
+        &self.staging
+    }
+
+    /// The environment it is headed for.
+    #[must_use]
+    pub fn target(&self) -> &Environment {
+        &self.target
+    }
+
+    /// Its artifact, once built.
+    #[must_use]
+    pub fn artifact(&self) -> Option<&ArtifactRef> {
+        self.artifact.as_ref()
+    }
+
+    /// Every step run so far, failed attempts included, oldest first.
+    #[must_use]
+    pub fn steps(&self) -> &[StepReport] {
+        &self.steps
+    }
+
+    /// Every gate verdict so far, oldest first.
+    #[must_use]
+    pub fn gates(&self) -> &[GateRecord] {
+        &self.gates
+    }
+
+    /// The human approval, for an approved delivery release.
+    #[must_use]
+    pub fn approval(&self) -> Option<&ApprovalRecord> {
+        self.approval.as_ref()
+    }
+
+    /// When it was deployed.
+    #[must_use]
+    pub fn deployed_at(&self) -> Option<Timestamp> {
+        self.deployed_at
+    }
+
+    /// Outputs of every stage that succeeded, for the stages of later steps.
+    pub(crate) fn outputs(&self) -> BTreeMap<StageId, Arc<Outputs>> {
+        self.steps
+            .iter()
+            .flat_map(|step| &step.stages)
+            .filter(|s| s.status == StageStatus::Succeeded)
+            .map(|s| (s.id.clone(), Arc::new(s.outputs.clone())))
+            .collect()
+    }
+
+    /// The one artifact the build stages of `report` produced.
+    pub(crate) fn artifact_from(&self, report: &StepReport) -> Result<ArtifactRef> {
+        let mut found: Option<(&StageId, &ArtifactRef)> = None;
+        for stage in &report.stages {
+            let Some(artifact) = &stage.artifact else {
+                continue;
+            };
+            match found {
+                None => found = Some((&stage.id, artifact)),
+                Some((_, first)) if first.digest == artifact.digest => {}
+                Some((first_stage, first)) => {
+                    return Err(Error::ConflictingArtifacts {
+                        first_stage: first_stage.clone(),
+                        first: first.digest.clone(),
+                        second_stage: stage.id.clone(),
+                        second: artifact.digest.clone(),
+                    });
+                }
+            }
+        }
+        found
+            .map(|(_, a)| a.clone())
+            .ok_or_else(|| Error::NoArtifact {
+                release: self.id.clone(),
+            })
+    }
+
+    pub(crate) fn push_step(&mut self, report: StepReport) {
+        self.steps.push(report);
+    }
+
+    pub(crate) fn push_gate(&mut self, record: GateRecord) {
+        self.gates.push(record);
+    }
+
+    pub(crate) fn set_artifact(&mut self, artifact: ArtifactRef) {
+        self.artifact = Some(artifact);
+    }
+
+    pub(crate) fn set_state(&mut self, state: StateName) {
+        self.state = state;
+    }
+
+    pub(crate) fn set_approval(&mut self, record: ApprovalRecord) {
+        self.approval = Some(record);
+    }
+
+    pub(crate) fn set_deployed_at(&mut self, at: Timestamp) {
+        self.deployed_at = Some(at);
+    }
+
+    /// Checks that the record's parts agree with its state.
+    fn check_consistency(&self) -> Result<()> {
+        let inconsistent = |reason: String| {
+            Err(Error::InconsistentRecord {
+                release: self.id.clone(),
+                reason,
+            })
+        };
+        let past_commit = self.state > StateName::Commit;
+        if past_commit != self.artifact.is_some() {
+            return inconsistent(format!(
+                "a {} release must {}have an artifact",
+                self.state,
+                if past_commit { "" } else { "not " }
+            ));
+        }
+        let needed = [
+            (StateName::Built, Step::Build),
+            (StateName::Tested, Step::Test),
+            (StateName::Staged, Step::Stage),
+            (StateName::Deployed, Step::Deploy),
+        ];
+        for (state, step) in needed {
+            let done = self.steps.iter().any(|r| r.step == step && r.succeeded());
+            if self.state >= state && !done {
+                return inconsistent(format!(
+                    "a {} release has no successful {step} step",
+                    self.state
+                ));
+            }
+        }
+        let approved = self.state >= StateName::Approved;
+        match (self.mode, approved, &self.approval, &self.artifact) {
+            (ModeKind::Delivery, true, None, _) => {
+                return inconsistent(format!("a {} delivery release has no approval", self.state));
+            }
+            (ModeKind::Delivery, true, Some(approval), Some(artifact))
+                if approval.digest != artifact.digest
+                    || &approval.environment != self.target.name() =>
+            {
+                return inconsistent(
+                    "its approval is for another artifact or environment".to_owned(),
+                );
+            }
+            (ModeKind::Deployment, _, Some(_), _) => {
+                return inconsistent(
+                    "a deployment release cannot carry a human approval".to_owned(),
+                );
+            }
+            (_, false, Some(_), _) => {
+                return inconsistent(format!("a {} release cannot be approved yet", self.state));
+            }
+            _ => {}
+        }
+        if (self.state == StateName::Deployed) != self.deployed_at.is_some() {
+            return inconsistent("only a deployed release has a deployment time".to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl<S: State, M: Mode> From<Release<S, M>> for AnyRelease {
+    fn from(release: Release<S, M>) -> Self {
+        release.into_any()
+    }
+}
+
+impl<S: State, M: Mode> TryFrom<AnyRelease> for Release<S, M> {
+    type Error = Error;
+
+    fn try_from(any: AnyRelease) -> Result<Self> {
+        if any.mode != M::KIND {
+            return Err(Error::WrongMode {
+                release: any.id,
+                expected: M::KIND,
+                found: any.mode,
+            });
+        }
+        if any.state != S::NAME {
+            return Err(Error::WrongState {
+                release: any.id,
+                expected: S::NAME,
+                found: any.state,
+            });
+        }
+        any.check_consistency()?;
+        Ok(Release::from_any_unchecked(any))
+    }
+}
