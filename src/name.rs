@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 /// The longest name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
 
-fn check(what: &'static str, value: String) -> Result<String> {
+/// Checks a name: non-empty, not blank, at most [`MAX_NAME_LEN`] bytes, no control characters.
+pub(crate) fn check(what: &'static str, value: String) -> Result<String> {
     let reason = if value.trim().is_empty() {
         "it may not be empty or blank"
     } else if value.len() > MAX_NAME_LEN {

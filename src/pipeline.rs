@@ -179,13 +179,7 @@ impl<M: Mode> PipelineBuilder<M> {
     /// [`StageGraphBuilder::build`](crate::graph::StageGraphBuilder::build)), every step
     /// non-empty, every stage with an executor, and in delivery mode an approval policy.
     pub fn build(self) -> Result<Pipeline<M>> {
-        let name = crate::name::ReleaseId::new(self.name.clone())
-            .map_err(|_| Error::InvalidName {
-                what: "pipeline name",
-                value: self.name.clone(),
-                reason: "it may not be empty, blank, longer than 256 bytes or contain control characters",
-            })?
-            .to_string();
+        let name = crate::name::check("pipeline name", self.name)?;
         let mut graph = StageGraph::builder();
         let mut executors = Vec::with_capacity(self.stages.len());
         for stage in self.stages {

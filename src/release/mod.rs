@@ -482,21 +482,23 @@ impl Release<Staged, Delivery> {
             };
             return Err(MoveError::new(self, error));
         };
-        let record = approval.redeem(
+        // Gates first: when one is closed or pending, the person's approval is still good
+        // and is handed back in the error (`MoveError::take_approval`) for the next try.
+        let environment = self.any.target().clone();
+        if let Err(error) = self.open_gates(pipeline, Move::Approve, &environment).await {
+            let mut refused = MoveError::new(self, error);
+            refused.approval = Some(approval);
+            return Err(refused);
+        }
+        let redeemed = approval.redeem(
             pipeline.name(),
             self.any.id(),
             &digest,
             self.any.target().name(),
             pipeline.clock().now(),
         );
-        match record {
+        match redeemed {
             Ok(record) => {
-                // The gates run after the approval is known good, so that a pending gate does
-                // not burn a valid approval; on a gate failure the approval is not recorded.
-                let environment = self.any.target().clone();
-                if let Err(error) = self.open_gates(pipeline, Move::Approve, &environment).await {
-                    return Err(MoveError::new(self, error));
-                }
                 self.any.set_approval(record);
                 self.any.set_state(StateName::Approved);
                 Ok(Release::from_any_unchecked(self.any))
@@ -568,11 +570,23 @@ impl<M: Mode> Release<Deployed, M> {
 pub struct MoveError<S: State, M: Mode> {
     release: Release<S, M>,
     error: Error,
+    approval: Option<Approval>,
 }
 
 impl<S: State, M: Mode> MoveError<S, M> {
     fn new(release: Release<S, M>, error: Error) -> Self {
-        MoveError { release, error }
+        MoveError {
+            release,
+            error,
+            approval: None,
+        }
+    }
+
+    /// The approval handed to [`Release::approve`], when the move failed for a reason other
+    /// than the approval itself (a gate was closed or pending), so that it can be used again
+    /// once the gate opens. `None` once taken, and for every other failure.
+    pub fn take_approval(&mut self) -> Option<Approval> {
+        self.approval.take()
     }
 
     /// What went wrong.
@@ -611,6 +625,7 @@ impl<S: State, M: Mode> fmt::Debug for MoveError<S, M> {
         f.debug_struct("MoveError")
             .field("release", &self.release)
             .field("error", &self.error)
+            .field("approval", &self.approval)
             .finish()
     }
 }
