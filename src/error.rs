@@ -59,6 +59,30 @@ pub enum Error {
         /// That stage's (later) step.
         dependency_step: Step,
     },
+    /// An ordinary stage depends on a finally stage, which runs only after it.
+    #[error(
+        "stage `{stage}` depends on finally stage `{finally}`, which runs after every ordinary stage"
+    )]
+    DependsOnFinally {
+        /// The ordinary stage.
+        stage: StageId,
+        /// The finally stage it depends on.
+        finally: StageId,
+    },
+    /// A stage's run policy is unusable.
+    #[error("stage `{stage}` has an invalid policy: {reason}")]
+    InvalidPolicy {
+        /// The stage.
+        stage: StageId,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An engine setting is unusable (for example zero workers).
+    #[error("invalid engine configuration: {reason}")]
+    InvalidEngine {
+        /// What is wrong.
+        reason: String,
+    },
     /// A lifecycle step that must have at least one stage has none.
     #[error("the {step} step has no stages, but a pipeline needs at least one")]
     EmptyStep {
@@ -160,6 +184,13 @@ pub enum Error {
         stage: StageId,
         /// Why it failed, as the executor reported it.
         reason: String,
+    },
+
+    /// The step was cancelled before its stages finished, so the move did not happen.
+    #[error("the {step} step was cancelled")]
+    StepCancelled {
+        /// The step.
+        step: Step,
     },
 
     // ---- gates and approvals ----
@@ -292,6 +323,8 @@ pub enum ErrorKind {
     Artifact,
     /// A stage failed; the release did not move and can be retried.
     StageFailed,
+    /// The step was cancelled; the release did not move and can be retried.
+    Cancelled,
     /// A gate is closed; the release did not move.
     GateClosed,
     /// A gate has not decided yet; park the release and try again later.
@@ -313,6 +346,9 @@ impl Error {
             | Error::Cycle { .. }
             | Error::DependencyOnLaterStep { .. }
             | Error::EmptyStep { .. }
+            | Error::DependsOnFinally { .. }
+            | Error::InvalidPolicy { .. }
+            | Error::InvalidEngine { .. }
             | Error::UnknownStage { .. }
             | Error::InvalidStageId { .. }
             | Error::MissingExecutor { .. }
@@ -325,6 +361,7 @@ impl Error {
             | Error::ArtifactChanged { .. }
             | Error::ArtifactIo { .. } => ErrorKind::Artifact,
             Error::StageFailed { .. } => ErrorKind::StageFailed,
+            Error::StepCancelled { .. } => ErrorKind::Cancelled,
             Error::GateClosed { .. } => ErrorKind::GateClosed,
             Error::GatePending { .. } => ErrorKind::GatePending,
             Error::ApprovalMismatch { .. }

@@ -7,12 +7,12 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::{Engine, StepReport, StepRun};
+use crate::engine::{AttemptFailure, Engine, RetryPredicate, StageHooks, StepReport, StepRun};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::gate::{Approval, ApprovalPolicy, ApprovalRequest, BoxGate, Gate, Move};
-use crate::graph::{StageGraph, StageSpec, Step};
+use crate::graph::{RetryPolicy, StageGraph, StageSpec, Step};
 use crate::name::ReleaseId;
 use crate::release::{AnyRelease, Commit, Delivery, Mode, Release, Revision};
 use crate::time::{Clock, SystemClock};
@@ -21,6 +21,7 @@ use crate::time::{Clock, SystemClock};
 pub struct Stage {
     spec: StageSpec,
     executor: Option<Arc<dyn Executor>>,
+    retry_if: Option<Arc<RetryPredicate>>,
 }
 
 impl fmt::Debug for Stage {
@@ -28,6 +29,7 @@ impl fmt::Debug for Stage {
         f.debug_struct("Stage")
             .field("spec", &self.spec)
             .field("has_executor", &self.executor.is_some())
+            .field("has_retry_if", &self.retry_if.is_some())
             .finish()
     }
 }
@@ -39,6 +41,7 @@ impl Stage {
         Stage {
             spec,
             executor: None,
+            retry_if: None,
         }
     }
 
@@ -81,6 +84,63 @@ impl Stage {
     #[must_use]
     pub fn estimate(mut self, duration: Duration) -> Self {
         self.spec = self.spec.estimate(duration);
+        self
+    }
+
+    /// Retries failed attempts by `policy` (see [`RetryPolicy`]).
+    #[must_use]
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.spec = self.spec.retry(policy);
+        self
+    }
+
+    /// Retries only the failures for which `predicate` returns true (default: every failure
+    /// and timeout, up to the policy's attempt limit).
+    ///
+    /// ```
+    /// use tollgate::graph::RetryPolicy;
+    /// use tollgate::pipeline::Stage;
+    ///
+    /// // Retry network flakes, not compile errors.
+    /// let fetch = Stage::build("fetch")
+    ///     .retry(RetryPolicy::attempts(3))
+    ///     .retry_if(|failure| failure.timed_out || failure.reason.contains("connection reset"));
+    /// # let _ = fetch;
+    /// ```
+    #[must_use]
+    pub fn retry_if(
+        mut self,
+        predicate: impl Fn(&AttemptFailure) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.retry_if = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Cuts each attempt off after `limit`.
+    #[must_use]
+    pub fn attempt_timeout(mut self, limit: Duration) -> Self {
+        self.spec = self.spec.attempt_timeout(limit);
+        self
+    }
+
+    /// Cuts the stage off after `limit`, over all its attempts.
+    #[must_use]
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.spec = self.spec.timeout(limit);
+        self
+    }
+
+    /// Puts the stage in a concurrency group.
+    #[must_use]
+    pub fn group(mut self, name: impl Into<String>) -> Self {
+        self.spec = self.spec.group(name);
+        self
+    }
+
+    /// Makes this a finally stage: it runs after the step's other stages, whatever happened.
+    #[must_use]
+    pub fn finally(mut self) -> Self {
+        self.spec = self.spec.finally();
         self
     }
 
@@ -192,7 +252,7 @@ impl<M: Mode> PipelineBuilder<M> {
                     });
                 }
             };
-            executors.push(executor);
+            executors.push((executor, stage.retry_if));
             graph.push(stage.spec);
         }
         for step in Step::ALL {
@@ -240,13 +300,17 @@ impl PipelineBuilder<Delivery> {
     }
 }
 
+/// What runs one stage: its executor and, when set, the predicate deciding which failures
+/// are retried.
+type StageRunner = (Arc<dyn Executor>, Option<Arc<RetryPredicate>>);
+
 /// A validated pipeline in mode `M` ([`Delivery`] or
 /// [`Deployment`](crate::release::Deployment)).
 pub struct Pipeline<M: Mode> {
     name: String,
     graph: StageGraph,
-    /// One executor per stage, indexed like the graph's stages.
-    executors: Vec<Arc<dyn Executor>>,
+    /// One executor and retry predicate per stage, indexed like the graph's stages.
+    executors: Vec<StageRunner>,
     gates: Vec<(Move, BoxGate)>,
     engine: Engine,
     clock: Arc<dyn Clock>,
@@ -330,6 +394,20 @@ impl<M: Mode> Pipeline<M> {
         &*self.clock
     }
 
+    /// The engine that runs the steps.
+    #[must_use]
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The handle that cancels the step this pipeline is running (see
+    /// [`CancelHandle`](crate::engine::CancelHandle)): running stages stop, finally stages
+    /// run, and the move fails with the release handed back.
+    #[must_use]
+    pub fn cancel_handle(&self) -> crate::engine::CancelHandle {
+        self.engine.cancel_handle()
+    }
+
     /// The gates on `mv`.
     pub(crate) fn gates_on(&self, mv: Move) -> impl Iterator<Item = &BoxGate> + '_ {
         self.gates
@@ -356,8 +434,14 @@ impl<M: Mode> Pipeline<M> {
             clock: &*self.clock,
         };
         let executors = &self.executors;
-        let executor_for = |i: usize| -> &dyn Executor { &*executors[i] };
-        self.engine.run_step(run, &executor_for).await
+        let hooks = |i: usize| {
+            let (executor, retry_if) = &executors[i];
+            StageHooks {
+                executor: &**executor,
+                retry_if: retry_if.as_deref(),
+            }
+        };
+        self.engine.run_step(&run, &hooks).await
     }
 }
 

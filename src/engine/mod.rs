@@ -1,29 +1,38 @@
-//! Runs the stages of one lifecycle step: the [`Engine`], its [`FailurePolicy`], and the
-//! [`StepReport`] it returns.
+//! Runs the stages of one lifecycle step: the [`Engine`] and its configuration, the
+//! [`StepReport`] it returns, the [`Event`]s it emits, [`CancelHandle`], and dry-run
+//! [`Plan`]s.
 //!
 //! Each stage starts as soon as every dependency in its step has succeeded (dependencies in
-//! earlier steps succeeded before this step began); independent stages run concurrently on
-//! whatever runtime polls the step. Among ready stages, the one with the longest remaining
-//! critical path starts first. The engine uses only `futures`: no runtime is assumed.
+//! earlier steps succeeded before this step began) and a worker is free; among ready stages,
+//! the one with the longest remaining critical path starts first. Stages are retried with
+//! backoff and jitter, cut off by their timeouts, and finally stages run last whatever
+//! happened. All waiting goes through the pipeline's [`Clock`], and the engine uses only
+//! `futures`: no runtime is assumed, and virtual time works everywhere.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
-use std::panic::AssertUnwindSafe;
+mod cancel;
+mod event;
+mod plan;
+mod run;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::FutureExt as _;
-use futures::StreamExt as _;
-use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::ArtifactRef;
 use crate::environment::Environment;
-use crate::executor::{Executor, LogLine, Outputs, StageContext, StageOutcome, StageStatus};
+use crate::error::{Error, Result};
+use crate::executor::{Executor, LogLine, Outputs, StageStatus};
 use crate::graph::{StageGraph, StageId, Step};
 use crate::release::{ReleaseId, Revision};
 use crate::time::{Clock, Timestamp};
 
-/// What the engine does when a stage fails.
+pub use cancel::CancelHandle;
+pub use event::{Event, EventLog, Observer, final_statuses};
+pub use plan::{Plan, PlannedStage};
+
+/// What the engine does when a stage fails (after its retries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
@@ -34,190 +43,193 @@ pub enum FailurePolicy {
     ContinueIndependent,
 }
 
+/// Why a stage attempt did not succeed; handed to retry predicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptFailure {
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// The reason the executor gave, or a description of the timeout or panic.
+    pub reason: String,
+    /// Whether the attempt was cut off by its timeout.
+    pub timed_out: bool,
+}
+
+/// Decides whether a failed attempt is worth another try.
+pub type RetryPredicate = dyn Fn(&AttemptFailure) -> bool + Send + Sync;
+
 /// Runs steps of a stage graph. Cheap to clone; holds configuration only.
-#[derive(Debug, Clone, Default)]
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::engine::{Engine, FailurePolicy};
+///
+/// let engine = Engine::builder()
+///     .workers(4)
+///     .group_limit("gpu", 1)
+///     .failure_policy(FailurePolicy::ContinueIndependent)
+///     .step_timeout(Duration::from_secs(30 * 60))
+///     .build()?;
+/// assert_eq!(engine.workers(), Some(4));
+/// assert!(Engine::builder().workers(0).build().is_err());
+/// # Ok::<(), tollgate::Error>(())
+/// ```
+#[derive(Clone, Default)]
 pub struct Engine {
+    workers: Option<usize>,
+    group_limits: HashMap<String, usize>,
     failure_policy: FailurePolicy,
+    step_timeout: Option<Duration>,
+    seed: u64,
+    observer: Option<Arc<dyn Observer>>,
+    cancel: CancelHandle,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("workers", &self.workers)
+            .field("group_limits", &self.group_limits)
+            .field("failure_policy", &self.failure_policy)
+            .field("step_timeout", &self.step_timeout)
+            .field("seed", &self.seed)
+            .field("observer", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Engine {
-    /// An engine with the default configuration (fail-fast).
+    /// An engine with the default configuration: unbounded workers, fail-fast, no step
+    /// timeout, jitter seed 0, no observer.
     #[must_use]
     pub fn new() -> Self {
         Engine::default()
     }
 
-    /// Sets what happens when a stage fails.
+    /// Starts configuring an engine.
+    #[must_use]
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// Shorthand for a default engine with another failure policy.
     #[must_use]
     pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
         self.failure_policy = policy;
         self
     }
 
-    /// The configured failure policy.
+    /// The failure policy.
     #[must_use]
     pub fn policy(&self) -> FailurePolicy {
         self.failure_policy
     }
 
-    /// Runs every stage of `step` in `graph`, calling `executor_for(stage index)` to find the
-    /// executor of each, and reports what happened. Never fails: failures are in the report.
-    #[allow(clippy::too_many_lines)] // One scheduling loop; splitting it would scatter its state.
-    pub(crate) async fn run_step<'a>(
-        &self,
-        run: StepRun<'a>,
-        executor_for: &(dyn Fn(usize) -> &'a (dyn Executor) + Sync),
-    ) -> StepReport {
-        let StepRun {
-            graph,
-            step,
-            release,
-            revision,
-            artifact,
-            environment,
-            prior_outputs,
-            clock,
-        } = run;
-        let started_at = clock.now();
+    /// The worker limit, if any.
+    #[must_use]
+    pub fn workers(&self) -> Option<usize> {
+        self.workers
+    }
 
-        // Stages of this step, and each one's local slot.
-        let members: Vec<usize> = (0..graph.len())
-            .filter(|&i| graph.spec(i).step == step)
-            .collect();
-        let mut slot_of = vec![u32::MAX; graph.len()];
-        for (slot, &i) in members.iter().enumerate() {
-            slot_of[i] = slot as u32;
+    /// The handle that cancels the steps this engine is running.
+    #[must_use]
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.cancel.clone()
+    }
+
+    fn emit(&self, event: impl FnOnce() -> Event) {
+        if let Some(observer) = &self.observer {
+            observer.observe(&event());
         }
-        let mut waiting_on: Vec<u32> = members
-            .iter()
-            .map(|&i| {
-                graph
-                    .deps_of(i)
-                    .iter()
-                    .filter(|&&d| slot_of[d as usize] != u32::MAX)
-                    .count() as u32
-            })
-            .collect();
+    }
+}
 
-        let mut results: Vec<Option<StageReport>> = vec![None; members.len()];
-        let mut outputs: Vec<Option<Arc<Outputs>>> = vec![None; members.len()];
-        // Max-heap on remaining critical path; ties go to the earlier-added stage.
-        let mut ready: BinaryHeap<(u64, Reverse<usize>)> = members
-            .iter()
-            .enumerate()
-            .filter(|&(slot, _)| waiting_on[slot] == 0)
-            .map(|(slot, &i)| (graph.priority_of(i), Reverse(slot)))
-            .collect();
-        let mut running = FuturesUnordered::new();
-        let mut started: Vec<Option<Timestamp>> = vec![None; members.len()];
-        let mut stopped = false;
+/// Configures an [`Engine`]; [`EngineBuilder::build`] checks the settings.
+#[derive(Default)]
+pub struct EngineBuilder {
+    engine: Engine,
+    zero_groups: Vec<String>,
+    zero_workers: bool,
+}
 
-        loop {
-            while let Some((_, Reverse(slot))) = ready.pop() {
-                let i = members[slot];
-                let spec = graph.spec(i);
-                let inputs = graph
-                    .deps_of(i)
-                    .iter()
-                    .filter_map(|&d| {
-                        let d = d as usize;
-                        let id = &graph.spec(d).id;
-                        let out = match slot_of[d] {
-                            u32::MAX => prior_outputs.get(id).cloned(),
-                            dep_slot => outputs[dep_slot as usize].clone(),
-                        };
-                        out.map(|o| (id, o))
-                    })
-                    .collect();
-                let ctx = StageContext {
-                    spec,
-                    release,
-                    revision,
-                    artifact,
-                    environment,
-                    inputs,
-                    attempt: 1,
-                };
-                started[slot] = Some(clock.now());
-                let executor = executor_for(i);
-                running.push(
-                    AssertUnwindSafe(executor.run(ctx))
-                        .catch_unwind()
-                        .map(move |r| (slot, r)),
-                );
-            }
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
 
-            let Some((slot, result)) = running.next().await else {
-                break;
-            };
-            let outcome = match result {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(error)) => StageOutcome::failure(format!("executor error: {error}")),
-                Err(panic) => StageOutcome::failure(format!(
-                    "executor panicked: {}",
-                    panic_message(panic.as_ref())
-                )),
-            };
-            let succeeded = outcome.status.is_success();
-            let i = members[slot];
-            if succeeded {
-                outputs[slot] = Some(Arc::new(outcome.outputs.clone()));
-                for &d in graph.dependents_of(i) {
-                    let d_slot = slot_of[d as usize];
-                    if d_slot == u32::MAX {
-                        continue; // A later step's stage.
-                    }
-                    let w = &mut waiting_on[d_slot as usize];
-                    *w -= 1;
-                    if *w == 0 {
-                        ready.push((graph.priority_of(d as usize), Reverse(d_slot as usize)));
-                    }
-                }
-            } else if self.failure_policy == FailurePolicy::FailFast {
-                stopped = true;
-            }
-            results[slot] = Some(StageReport::from_outcome(
-                graph.spec(i).id.clone(),
-                outcome,
-                started[slot].unwrap_or(started_at),
-                clock.now(),
-            ));
-            if stopped {
-                // Nothing new starts; dropping the futures cancels the stages still running.
-                drop(std::mem::take(&mut running));
-                break;
-            }
+impl EngineBuilder {
+    /// At most `n` stages run at once (default: no limit). Zero is an error at `build`.
+    #[must_use]
+    pub fn workers(mut self, n: usize) -> Self {
+        self.zero_workers = n == 0;
+        self.engine.workers = Some(n);
+        self
+    }
+
+    /// At most `n` stages of group `group` run at once (see
+    /// [`StageSpec::group`](crate::graph::StageSpec::group)). Zero is an error at `build`.
+    #[must_use]
+    pub fn group_limit(mut self, group: impl Into<String>, n: usize) -> Self {
+        let group = group.into();
+        if n == 0 {
+            self.zero_groups.push(group.clone());
         }
+        self.engine.group_limits.insert(group, n);
+        self
+    }
 
-        let finished_at = clock.now();
-        let stages = results
-            .into_iter()
-            .enumerate()
-            .map(|(slot, r)| {
-                r.unwrap_or_else(|| {
-                    let status = if started[slot].is_some() {
-                        StageStatus::Cancelled
-                    } else {
-                        StageStatus::Skipped
-                    };
-                    StageReport {
-                        id: graph.spec(members[slot]).id.clone(),
-                        status,
-                        started_at: started[slot],
-                        finished_at: started[slot].map(|_| finished_at),
-                        logs: Vec::new(),
-                        outputs: Outputs::new(),
-                        artifact: None,
-                    }
-                })
-            })
-            .collect();
-        StepReport {
-            step,
-            started_at,
-            finished_at,
-            stages,
+    /// What to do when a stage fails.
+    #[must_use]
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.engine.failure_policy = policy;
+        self
+    }
+
+    /// The longest one step may run; when it is up, running stages are cancelled and
+    /// reported as timed out, nothing new starts, and finally stages run.
+    #[must_use]
+    pub fn step_timeout(mut self, limit: Duration) -> Self {
+        self.engine.step_timeout = Some(limit);
+        self
+    }
+
+    /// Seeds the jitter of retry delays, so that runs are reproducible.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.engine.seed = seed;
+        self
+    }
+
+    /// Sends every event to `observer`.
+    #[must_use]
+    pub fn observer(mut self, observer: impl Observer + 'static) -> Self {
+        self.engine.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Uses `handle` to cancel this engine's steps (by default the engine makes its own; see
+    /// [`Engine::cancel_handle`]).
+    #[must_use]
+    pub fn cancel_handle(mut self, handle: CancelHandle) -> Self {
+        self.engine.cancel = handle;
+        self
+    }
+
+    /// Checks the settings and builds the engine.
+    pub fn build(self) -> Result<Engine> {
+        if self.zero_workers {
+            return Err(Error::InvalidEngine {
+                reason: "an engine needs at least one worker".to_owned(),
+            });
         }
+        if let Some(group) = self.zero_groups.first() {
+            return Err(Error::InvalidEngine {
+                reason: format!("group `{group}` needs a limit of at least one"),
+            });
+        }
+        Ok(self.engine)
     }
 }
 
@@ -233,12 +245,25 @@ pub(crate) struct StepRun<'a> {
     pub clock: &'a dyn Clock,
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)")
+/// What the engine needs from the host for one stage.
+#[derive(Clone, Copy)]
+pub(crate) struct StageHooks<'a> {
+    pub executor: &'a dyn Executor,
+    pub retry_if: Option<&'a RetryPredicate>,
+}
+
+/// One attempt of a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The attempt, from 1.
+    pub number: u32,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Timestamp,
+    /// How it ended.
+    #[serde(flatten)]
+    pub status: StageStatus,
 }
 
 /// What happened to one stage in a step run.
@@ -255,10 +280,13 @@ pub struct StageReport {
     /// When it ended, if it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
-    /// Its log.
+    /// Every attempt, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+    /// The log of every attempt, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
-    /// Its named outputs.
+    /// The named outputs of the successful attempt.
     #[serde(default, skip_serializing_if = "Outputs::is_empty")]
     pub outputs: Outputs,
     /// The artifact it produced (build stages).
@@ -267,17 +295,32 @@ pub struct StageReport {
 }
 
 impl StageReport {
-    fn from_outcome(id: StageId, o: StageOutcome, started: Timestamp, finished: Timestamp) -> Self {
+    fn not_run(id: StageId, status: StageStatus) -> Self {
         StageReport {
             id,
-            status: o.status,
-            started_at: Some(started),
-            finished_at: Some(finished),
-            logs: o.logs,
-            outputs: o.outputs,
-            artifact: o.artifact,
+            status,
+            started_at: None,
+            finished_at: None,
+            attempts: Vec::new(),
+            logs: Vec::new(),
+            outputs: Outputs::new(),
+            artifact: None,
         }
     }
+}
+
+/// How a step ended, as finally stages see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// Every ordinary stage succeeded.
+    Succeeded,
+    /// At least one stage failed.
+    Failed,
+    /// The step was cancelled.
+    Cancelled,
+    /// The step ran out of time.
+    TimedOut,
 }
 
 /// What happened in one step run: every stage of the step, in the order they were added to
@@ -290,22 +333,27 @@ pub struct StepReport {
     pub started_at: Timestamp,
     /// When it finished.
     pub finished_at: Timestamp,
+    /// How the ordinary stages ended (what finally stages saw).
+    pub outcome: StepOutcome,
     /// One report per stage of the step.
     pub stages: Vec<StageReport>,
 }
 
 impl StepReport {
-    /// Whether every stage succeeded.
+    /// Whether every stage, finally stages included, succeeded.
     #[must_use]
     pub fn succeeded(&self) -> bool {
         self.stages.iter().all(|s| s.status.is_success())
     }
 
-    /// The stages that failed, in the order they were added.
+    /// The stages that failed or timed out, in the order they were added.
     pub fn failed(&self) -> impl Iterator<Item = &StageReport> + '_ {
-        self.stages
-            .iter()
-            .filter(|s| matches!(s.status, StageStatus::Failed { .. }))
+        self.stages.iter().filter(|s| {
+            matches!(
+                s.status,
+                StageStatus::Failed { .. } | StageStatus::TimedOut { .. }
+            )
+        })
     }
 
     /// The report of one stage.

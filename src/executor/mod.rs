@@ -5,6 +5,8 @@
 //! decides what "running a stage" means (a closure, a process, a remote job).
 
 mod closure;
+#[cfg(all(feature = "process", unix))]
+mod process;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +21,8 @@ use crate::graph::{StageId, StageSpec, Step};
 use crate::release::{ReleaseId, Revision};
 
 pub use closure::{AsyncFnExecutor, FnExecutor, from_async_fn, from_fn};
+#[cfg(all(feature = "process", unix))]
+pub use process::{CommandTable, ProcessError, ProcessExecutor};
 
 /// The error an executor returns when it could not run a stage at all (as opposed to running
 /// it and seeing it fail, which is a [`StageOutcome::failure`]).
@@ -85,7 +89,6 @@ impl<E: Executor + ?Sized> Executor for Arc<E> {
 pub type BoxExecutor = Box<dyn Executor>;
 
 /// Everything an executor may know about the stage it runs.
-#[derive(Debug)]
 pub struct StageContext<'a> {
     pub(crate) spec: &'a StageSpec,
     pub(crate) release: &'a ReleaseId,
@@ -94,6 +97,21 @@ pub struct StageContext<'a> {
     pub(crate) environment: Option<&'a Environment>,
     pub(crate) inputs: Vec<(&'a StageId, Arc<Outputs>)>,
     pub(crate) attempt: u32,
+    pub(crate) clock: &'a dyn crate::time::Clock,
+    pub(crate) step_outcome: Option<crate::engine::StepOutcome>,
+}
+
+impl fmt::Debug for StageContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageContext")
+            .field("stage", &self.spec.id)
+            .field("release", self.release)
+            .field("attempt", &self.attempt)
+            .field("artifact", &self.artifact.map(|a| &a.digest))
+            .field("environment", &self.environment)
+            .field("step_outcome", &self.step_outcome)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> StageContext<'a> {
@@ -161,6 +179,19 @@ impl<'a> StageContext<'a> {
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
+
+    /// The pipeline's clock: wait on it (`ctx.clock().sleep(d).await`) rather than on a
+    /// runtime timer, so that the stage also runs in virtual time.
+    #[must_use]
+    pub fn clock(&self) -> &'a dyn crate::time::Clock {
+        self.clock
+    }
+
+    /// For a finally stage, how the step's ordinary stages ended; `None` for ordinary stages.
+    #[must_use]
+    pub fn step_outcome(&self) -> Option<crate::engine::StepOutcome> {
+        self.step_outcome
+    }
 }
 
 /// How a stage ended.
@@ -175,7 +206,14 @@ pub enum StageStatus {
         /// Why, in the executor's words.
         reason: String,
     },
-    /// It was running when the step was stopped (another stage failed under fail-fast).
+    /// It ran out of time: an attempt timeout (on the last attempt), the stage timeout, or
+    /// the step timeout.
+    TimedOut {
+        /// Which limit ran out.
+        limit: String,
+    },
+    /// It was running when the step was stopped (another stage failed under fail-fast, or
+    /// the step was cancelled).
     Cancelled,
     /// It never started, because a stage it depends on did not succeed or the step stopped.
     Skipped,
@@ -194,6 +232,7 @@ impl fmt::Display for StageStatus {
         match self {
             StageStatus::Succeeded => f.write_str("succeeded"),
             StageStatus::Failed { reason } => write!(f, "failed: {reason}"),
+            StageStatus::TimedOut { limit } => write!(f, "timed out ({limit})"),
             StageStatus::Cancelled => f.write_str("cancelled"),
             StageStatus::Skipped => f.write_str("skipped"),
         }

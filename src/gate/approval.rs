@@ -10,6 +10,7 @@ use crate::artifact::Digest;
 use crate::environment::EnvironmentName;
 use crate::error::{Error, Result};
 use crate::name::{Person, ReleaseId};
+use crate::release::Revision;
 use crate::time::Timestamp;
 
 /// A question for a person: may this release, with this artifact, go to this environment?
@@ -191,6 +192,7 @@ impl Approval {
         self,
         pipeline: &str,
         release: &ReleaseId,
+        revision: &Revision,
         digest: &Digest,
         environment: &EnvironmentName,
         now: Timestamp,
@@ -228,6 +230,23 @@ impl Approval {
                 "environment",
                 self.record.environment.to_string(),
                 environment.to_string(),
+            ));
+        }
+        // The request is plain data a caller may have edited; the release knows its own
+        // revision and author, so an approval issued for another author (to slip past the
+        // self-approval rule) or another revision does not fit.
+        if self.request.revision != revision.id {
+            return Err(mismatch(
+                "revision",
+                self.request.revision.clone(),
+                revision.id.clone(),
+            ));
+        }
+        if self.request.author != revision.author {
+            return Err(mismatch(
+                "author",
+                self.request.author.to_string(),
+                revision.author.to_string(),
             ));
         }
         if now >= self.record.expires_at {

@@ -109,7 +109,9 @@ impl StageGraphBuilder {
     /// 5. no stage depends on a stage of a later step ([`Error::DependencyOnLaterStep`]);
     /// 6. every step passed to [`require_step`](StageGraphBuilder::require_step) has a stage
     ///    ([`Error::EmptyStep`], the earliest such step);
-    /// 7. the dependencies are acyclic ([`Error::Cycle`], listing the stages of one cycle).
+    /// 7. retry and timeout policies are usable ([`Error::InvalidPolicy`]) and no ordinary
+    ///    stage depends on a finally stage of its own step ([`Error::DependsOnFinally`]);
+    /// 8. the dependencies are acyclic ([`Error::Cycle`], listing the stages of one cycle).
     ///
     /// A dependency listed twice by one stage is kept once, at its first position.
     ///
@@ -146,6 +148,7 @@ impl StageGraphBuilder {
         let index = index_stages(&stages)?;
         let deps = resolve_dependencies(&mut stages, &index, dependency_count)?;
         check_required_steps(&stages, required)?;
+        check_policies(&stages, &deps)?;
         let dependents = deps.transpose(n);
         let topo = topological_order(&deps, &dependents).map_err(|cycle| Error::Cycle {
             stages: cycle
@@ -166,6 +169,42 @@ impl StageGraphBuilder {
             priority,
         })
     }
+}
+
+/// Check 7: run policies are usable, and no ordinary stage waits for a finally stage of its
+/// own step (finally stages run after every ordinary stage, so it would wait forever).
+fn check_policies(stages: &[StageSpec], deps: &Csr) -> Result<()> {
+    for (i, spec) in stages.iter().enumerate() {
+        let invalid = |reason| {
+            Err(Error::InvalidPolicy {
+                stage: spec.id.clone(),
+                reason,
+            })
+        };
+        if spec.retry.is_some_and(|r| r.max_attempts == 0) {
+            return invalid("a retry policy needs at least one attempt");
+        }
+        if spec.attempt_timeout.is_some_and(|d| d.is_zero())
+            || spec.timeout.is_some_and(|d| d.is_zero())
+        {
+            return invalid("a timeout must be longer than zero");
+        }
+        if spec.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
+            return invalid("a concurrency group needs a name");
+        }
+        if !spec.finally {
+            for &d in deps.row(i) {
+                let dep = &stages[d as usize];
+                if dep.finally && dep.step == spec.step {
+                    return Err(Error::DependsOnFinally {
+                        stage: spec.id.clone(),
+                        finally: dep.id.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The weight of a stage when looking for the longest path: its estimate in whole

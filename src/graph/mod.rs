@@ -9,6 +9,7 @@
 
 mod build;
 mod export;
+mod policy;
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -21,6 +22,7 @@ use crate::error::{Error, Result};
 
 pub use build::StageGraphBuilder;
 pub use export::CriticalPath;
+pub use policy::{Backoff, RetryPolicy};
 
 /// The longest stage id accepted, in bytes.
 pub const MAX_STAGE_ID_LEN: usize = 128;
@@ -194,6 +196,24 @@ pub struct StageSpec {
     /// How long the stage is expected to take; used for critical-path ordering and plans.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
     pub estimate: Option<Duration>,
+    /// How often to try and how long to wait in between; `None` tries once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// The longest one attempt may run before it is cancelled and counted as timed out.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    pub attempt_timeout: Option<Duration>,
+    /// The longest the stage may take over all its attempts and backoff delays.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    pub timeout: Option<Duration>,
+    /// The concurrency group the stage counts against (see
+    /// [`EngineBuilder::group_limit`](crate::engine::EngineBuilder::group_limit)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// A finally stage runs after every other stage of its step has finished, whatever the
+    /// outcome (like Tekton's `finally` or Jenkins' `post`), and sees the step's outcome. It
+    /// may depend on other stages but no ordinary stage may depend on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finally: bool,
 }
 
 impl StageSpec {
@@ -205,6 +225,11 @@ impl StageSpec {
             after: Vec::new(),
             description: None,
             estimate: None,
+            retry: None,
+            attempt_timeout: None,
+            timeout: None,
+            group: None,
+            finally: false,
         }
     }
 
@@ -246,6 +271,41 @@ impl StageSpec {
     #[must_use]
     pub fn estimate(mut self, duration: Duration) -> Self {
         self.estimate = Some(duration);
+        self
+    }
+
+    /// Sets the retry policy.
+    #[must_use]
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Sets the per-attempt timeout.
+    #[must_use]
+    pub fn attempt_timeout(mut self, limit: Duration) -> Self {
+        self.attempt_timeout = Some(limit);
+        self
+    }
+
+    /// Sets the timeout over all attempts.
+    #[must_use]
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Puts the stage in a concurrency group.
+    #[must_use]
+    pub fn group(mut self, name: impl Into<String>) -> Self {
+        self.group = Some(name.into());
+        self
+    }
+
+    /// Makes this a finally stage.
+    #[must_use]
+    pub fn finally(mut self) -> Self {
+        self.finally = true;
         self
     }
 }

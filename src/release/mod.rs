@@ -259,14 +259,21 @@ impl<S: State, M: Mode> Release<S, M> {
         }
         if let Some(step) = step {
             let report = pipeline.run_step(&self.any, step, &environment).await;
-            let failure = report.failed().next().map(|stage| Error::StageFailed {
-                step,
-                stage: stage.id.clone(),
-                reason: match &stage.status {
-                    crate::executor::StageStatus::Failed { reason } => reason.clone(),
-                    other => other.to_string(),
-                },
-            });
+            let failure = if report.succeeded() {
+                None
+            } else {
+                Some(match report.failed().next() {
+                    Some(stage) => Error::StageFailed {
+                        step,
+                        stage: stage.id.clone(),
+                        reason: match &stage.status {
+                            crate::executor::StageStatus::Failed { reason } => reason.clone(),
+                            other => other.to_string(),
+                        },
+                    },
+                    None => Error::StepCancelled { step },
+                })
+            };
             let artifact = if failure.is_none() && step == Step::Build {
                 match self.any.artifact_from(&report) {
                     Ok(a) => Some(a),
@@ -493,6 +500,7 @@ impl Release<Staged, Delivery> {
         let redeemed = approval.redeem(
             pipeline.name(),
             self.any.id(),
+            self.any.revision(),
             &digest,
             self.any.target().name(),
             pipeline.clock().now(),

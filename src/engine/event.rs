@@ -1,0 +1,235 @@
+//! What the engine tells observers: [`Event`] and the [`Observer`] trait.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::executor::StageStatus;
+use crate::graph::{StageId, Step};
+use crate::name::ReleaseId;
+use crate::time::Timestamp;
+
+/// Something that happened while a step ran, stamped with the pipeline clock's time.
+///
+/// Events of one step arrive in the order they happened; replaying them with
+/// [`final_statuses`] gives the same per-stage outcome as the returned
+/// [`StepReport`](super::StepReport).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// The step began.
+    StepStarted {
+        /// The release.
+        release: ReleaseId,
+        /// The step.
+        step: Step,
+        /// How many stages it has.
+        stages: usize,
+        /// When.
+        at: Timestamp,
+    },
+    /// A stage's dependencies are done; it waits for a worker.
+    StageReady {
+        /// The stage.
+        stage: StageId,
+        /// When.
+        at: Timestamp,
+    },
+    /// An attempt of a stage started.
+    AttemptStarted {
+        /// The stage.
+        stage: StageId,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// When.
+        at: Timestamp,
+    },
+    /// An attempt failed or timed out.
+    AttemptFailed {
+        /// The stage.
+        stage: StageId,
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        reason: String,
+        /// Whether it was cut off by its timeout.
+        timed_out: bool,
+        /// When.
+        at: Timestamp,
+    },
+    /// The stage will be tried again after a delay.
+    Retrying {
+        /// The stage.
+        stage: StageId,
+        /// The attempt that comes next.
+        next_attempt: u32,
+        /// The delay before it, jitter included.
+        #[serde(with = "millis")]
+        delay: Duration,
+        /// When.
+        at: Timestamp,
+    },
+    /// A stage reached its final status.
+    StageFinished {
+        /// The stage.
+        stage: StageId,
+        /// Its status.
+        #[serde(flatten)]
+        status: StageStatus,
+        /// How many attempts it made.
+        attempts: u32,
+        /// When.
+        at: Timestamp,
+    },
+    /// The step ended.
+    StepFinished {
+        /// The release.
+        release: ReleaseId,
+        /// The step.
+        step: Step,
+        /// Whether every stage succeeded.
+        succeeded: bool,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+/// Replays events and returns each stage's final status, in the order they finished.
+#[must_use]
+pub fn final_statuses(events: &[Event]) -> Vec<(StageId, StageStatus)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StageFinished { stage, status, .. } => Some((stage.clone(), status.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Receives the engine's events. Called on the thread that polls the step, so it must be
+/// quick: hand the event to a channel or a buffer for anything slow.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a tollgate event observer",
+    note = "implement `fn observe(&self, event: &Event)`, pass a closure `|event: &Event| ...`, or use `EventLog`"
+)]
+pub trait Observer: Send + Sync {
+    /// Called once per event.
+    fn observe(&self, event: &Event);
+}
+
+impl<F: Fn(&Event) + Send + Sync> Observer for F {
+    fn observe(&self, event: &Event) {
+        self(event);
+    }
+}
+
+/// An observer that keeps every event in memory. Clones share one log.
+#[derive(Debug, Clone, Default)]
+pub struct EventLog {
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl EventLog {
+    /// An empty log.
+    #[must_use]
+    pub fn new() -> Self {
+        EventLog::default()
+    }
+
+    /// A copy of the events so far.
+    #[must_use]
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Takes the events so far, leaving the log empty.
+    #[must_use]
+    pub fn take(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default()
+    }
+}
+
+impl Observer for EventLog {
+    fn observe(&self, event: &Event) {
+        // A poisoned log (an observer thread panicked) keeps accepting events.
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        events.push(event.clone());
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::StepStarted {
+                release,
+                step,
+                stages,
+                at,
+            } => {
+                write!(f, "{at} {release}: {step} step started ({stages} stages)")
+            }
+            Event::StageReady { stage, at } => write!(f, "{at} {stage}: ready"),
+            Event::AttemptStarted { stage, attempt, at } => {
+                write!(f, "{at} {stage}: attempt {attempt} started")
+            }
+            Event::AttemptFailed {
+                stage,
+                attempt,
+                reason,
+                timed_out,
+                at,
+            } => {
+                let what = if *timed_out { "timed out" } else { "failed" };
+                write!(f, "{at} {stage}: attempt {attempt} {what}: {reason}")
+            }
+            Event::Retrying {
+                stage,
+                next_attempt,
+                delay,
+                at,
+            } => {
+                write!(f, "{at} {stage}: attempt {next_attempt} in {delay:?}")
+            }
+            Event::StageFinished {
+                stage,
+                status,
+                attempts,
+                at,
+            } => {
+                write!(f, "{at} {stage}: {status} after {attempts} attempt(s)")
+            }
+            Event::StepFinished {
+                release,
+                step,
+                succeeded,
+                at,
+            } => {
+                let how = if *succeeded { "succeeded" } else { "failed" };
+                write!(f, "{at} {release}: {step} step {how}")
+            }
+        }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(crate::time::duration_millis(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

@@ -1,0 +1,548 @@
+//! The scheduler behind a step run: readiness, workers and groups, failure policy,
+//! cancellation and step timeout, finally stages; and the per-stage driver with retries,
+//! backoff, jitter and timeouts.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use futures::StreamExt as _;
+use futures::future::{self, Either, select};
+use futures::stream::FuturesUnordered;
+
+use super::{
+    Attempt, AttemptFailure, Engine, Event, StageHooks, StageReport, StepOutcome, StepReport,
+    StepRun,
+};
+use crate::executor::{Executor, LogLine, Outputs, StageContext, StageOutcome, StageStatus};
+use crate::graph::StageId;
+use crate::time::{Clock, Timestamp};
+
+const NOT_IN_STEP: u32 = u32::MAX;
+
+/// Why the ordinary phase was stopped from outside.
+#[derive(Clone, Copy)]
+enum Stop {
+    Cancelled,
+    TimedOut,
+}
+
+/// Per-step bookkeeping, indexed by slot (a stage's position among the step's stages).
+struct StepState {
+    members: Vec<usize>,
+    slot_of: Vec<u32>,
+    results: Vec<Option<StageReport>>,
+    outputs: Vec<Option<Arc<Outputs>>>,
+    started: Vec<Option<Timestamp>>,
+}
+
+impl Engine {
+    /// Runs every stage of `run.step`, calling `hooks(stage index)` for each stage's executor
+    /// and retry predicate, and reports what happened. Never fails: failures are in the report.
+    pub(crate) async fn run_step<'a>(
+        &'a self,
+        run: &'a StepRun<'a>,
+        hooks: &'a (dyn Fn(usize) -> StageHooks<'a> + Sync),
+    ) -> StepReport {
+        let graph = run.graph;
+        let generation = self.cancel.generation();
+        let started_at = run.clock.now();
+        let members: Vec<usize> = (0..graph.len())
+            .filter(|&i| graph.spec(i).step == run.step)
+            .collect();
+        self.emit(|| Event::StepStarted {
+            release: run.release.clone(),
+            step: run.step,
+            stages: members.len(),
+            at: started_at,
+        });
+        let mut slot_of = vec![NOT_IN_STEP; graph.len()];
+        for (slot, &i) in members.iter().enumerate() {
+            slot_of[i] = slot as u32;
+        }
+        let n = members.len();
+        let mut state = StepState {
+            members,
+            slot_of,
+            results: vec![None; n],
+            outputs: vec![None; n],
+            started: vec![None; n],
+        };
+
+        let deadline = self.step_timeout.map(|d| started_at.saturating_add(d));
+        let cancelled = self.cancel.cancelled(generation);
+        let mut stop: Pin<Box<dyn Future<Output = Stop> + Send + 'a>> = Box::pin(async move {
+            match deadline {
+                None => {
+                    cancelled.await;
+                    Stop::Cancelled
+                }
+                Some(deadline) => match select(cancelled, run.clock.sleep_until(deadline)).await {
+                    Either::Left(_) => Stop::Cancelled,
+                    Either::Right(_) => Stop::TimedOut,
+                },
+            }
+        });
+        let outcome = self
+            .run_phase(run, hooks, &mut state, None, Some(&mut stop))
+            .await;
+        drop(stop);
+        self.run_phase(run, hooks, &mut state, Some(outcome), None)
+            .await;
+
+        let finished_at = run.clock.now();
+        let stages: Vec<StageReport> = state
+            .results
+            .into_iter()
+            .enumerate()
+            .map(|(slot, report)| {
+                report.unwrap_or_else(|| {
+                    let id = graph.spec(state.members[slot]).id.clone();
+                    self.emit(|| Event::StageFinished {
+                        stage: id.clone(),
+                        status: StageStatus::Skipped,
+                        attempts: 0,
+                        at: finished_at,
+                    });
+                    StageReport::not_run(id, StageStatus::Skipped)
+                })
+            })
+            .collect();
+        let report = StepReport {
+            step: run.step,
+            started_at,
+            finished_at,
+            outcome,
+            stages,
+        };
+        self.emit(|| Event::StepFinished {
+            release: run.release.clone(),
+            step: run.step,
+            succeeded: report.succeeded(),
+            at: finished_at,
+        });
+        report
+    }
+
+    /// Runs the ordinary stages (`finally_of == None`) or the finally stages (`Some(outcome
+    /// of the ordinary ones)`), and returns how the phase ended.
+    #[allow(clippy::too_many_lines)] // One scheduling loop; splitting it would scatter its state.
+    async fn run_phase<'a>(
+        &'a self,
+        run: &'a StepRun<'a>,
+        hooks: &'a (dyn Fn(usize) -> StageHooks<'a> + Sync),
+        state: &mut StepState,
+        finally_of: Option<StepOutcome>,
+        mut stop: Option<&mut Pin<Box<dyn Future<Output = Stop> + Send + 'a>>>,
+    ) -> StepOutcome {
+        let graph = run.graph;
+        let finally = finally_of.is_some();
+        let in_phase = |i: usize| graph.spec(i).finally == finally;
+        // Dependencies inside this phase still to finish, per slot; dependencies elsewhere
+        // (earlier steps, or ordinary stages for a finally stage) are already settled.
+        let mut waiting_on: Vec<u32> = state
+            .members
+            .iter()
+            .map(|&i| {
+                graph
+                    .deps_of(i)
+                    .iter()
+                    .filter(|&&d| state.slot_of[d as usize] != NOT_IN_STEP && in_phase(d as usize))
+                    .count() as u32
+            })
+            .collect();
+        let mut ready: BinaryHeap<(u64, Reverse<usize>)> = BinaryHeap::new();
+        let now = run.clock.now();
+        for (slot, &i) in state.members.iter().enumerate() {
+            if in_phase(i) && waiting_on[slot] == 0 {
+                ready.push((graph.priority_of(i), Reverse(slot)));
+                self.emit(|| Event::StageReady {
+                    stage: graph.spec(i).id.clone(),
+                    at: now,
+                });
+            }
+        }
+
+        let workers = self.workers.unwrap_or(usize::MAX);
+        let mut group_running: HashMap<&str, usize> = HashMap::new();
+        let mut held_back = Vec::new();
+        let mut running = FuturesUnordered::new();
+        let mut outcome = StepOutcome::Succeeded;
+
+        loop {
+            while running.len() < workers {
+                let Some((priority, Reverse(slot))) = ready.pop() else {
+                    break;
+                };
+                let i = state.members[slot];
+                let spec = graph.spec(i);
+                if let Some(group) = spec.group.as_deref() {
+                    if let Some(&limit) = self.group_limits.get(group) {
+                        let count = group_running.entry(group).or_insert(0);
+                        if *count >= limit {
+                            held_back.push((priority, Reverse(slot)));
+                            continue;
+                        }
+                        *count += 1;
+                    }
+                }
+                let inputs = inputs_of(run, state, i);
+                state.started[slot] = Some(run.clock.now());
+                running.push(self.drive(run, i, slot, hooks(i), inputs, finally_of));
+            }
+            ready.extend(held_back.drain(..));
+
+            let next = match stop.as_deref_mut() {
+                Some(stop) => match select(running.next(), stop).await {
+                    Either::Left((next, _)) => Ok(next),
+                    Either::Right((why, _)) => Err(why),
+                },
+                None => Ok(running.next().await),
+            };
+            let (slot, report) = match next {
+                Ok(Some(done)) => done,
+                Ok(None) => break,
+                Err(why) => {
+                    // Dropping the futures cancels the running stages; nothing new starts.
+                    drop(std::mem::take(&mut running));
+                    let (status, step_outcome) = match why {
+                        Stop::Cancelled => (StageStatus::Cancelled, StepOutcome::Cancelled),
+                        Stop::TimedOut => (
+                            StageStatus::TimedOut {
+                                limit: "step timeout".to_owned(),
+                            },
+                            StepOutcome::TimedOut,
+                        ),
+                    };
+                    self.stop_running(run, state, &status);
+                    outcome = step_outcome;
+                    break;
+                }
+            };
+            let i = state.members[slot];
+            if let Some(group) = graph.spec(i).group.as_deref() {
+                if let Some(count) = group_running.get_mut(group) {
+                    *count -= 1;
+                }
+            }
+            let succeeded = report.status.is_success();
+            if succeeded {
+                state.outputs[slot] = Some(Arc::new(report.outputs.clone()));
+                let now = run.clock.now();
+                for &d in graph.dependents_of(i) {
+                    let d_slot = state.slot_of[d as usize];
+                    if d_slot == NOT_IN_STEP || !in_phase(d as usize) {
+                        continue;
+                    }
+                    let waiting = &mut waiting_on[d_slot as usize];
+                    *waiting -= 1;
+                    if *waiting == 0 {
+                        ready.push((graph.priority_of(d as usize), Reverse(d_slot as usize)));
+                        self.emit(|| Event::StageReady {
+                            stage: graph.spec(d as usize).id.clone(),
+                            at: now,
+                        });
+                    }
+                }
+            } else {
+                outcome = StepOutcome::Failed;
+            }
+            state.results[slot] = Some(report);
+            if !succeeded && !finally && self.failure_policy == super::FailurePolicy::FailFast {
+                drop(std::mem::take(&mut running));
+                self.stop_running(run, state, &StageStatus::Cancelled);
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// Marks every started, unfinished stage with `status` (its future was just dropped).
+    fn stop_running(&self, run: &StepRun<'_>, state: &mut StepState, status: &StageStatus) {
+        let now = run.clock.now();
+        for slot in 0..state.members.len() {
+            if state.results[slot].is_none() && state.started[slot].is_some() {
+                let id = run.graph.spec(state.members[slot]).id.clone();
+                self.emit(|| Event::StageFinished {
+                    stage: id.clone(),
+                    status: status.clone(),
+                    attempts: 0,
+                    at: now,
+                });
+                let mut report = StageReport::not_run(id, status.clone());
+                report.started_at = state.started[slot];
+                report.finished_at = Some(now);
+                state.results[slot] = Some(report);
+            }
+        }
+    }
+
+    /// Runs one stage to its final status: attempts, timeouts, backoff and retries.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one loop over attempts that reads top to bottom; running an attempt and jitter are separate functions"
+    )]
+    async fn drive<'a>(
+        &'a self,
+        run: &'a StepRun<'a>,
+        i: usize,
+        slot: usize,
+        hooks: StageHooks<'a>,
+        inputs: Vec<(&'a StageId, Arc<Outputs>)>,
+        step_outcome: Option<StepOutcome>,
+    ) -> (usize, StageReport) {
+        let spec = run.graph.spec(i);
+        let clock = run.clock;
+        let policy = spec.retry.unwrap_or_default();
+        let started_at = clock.now();
+        let stage_deadline = spec.timeout.map(|d| started_at.saturating_add(d));
+        let mut attempts = Vec::new();
+        let mut logs: Vec<LogLine> = Vec::new();
+        let mut number = 1;
+        let (status, outputs, artifact) = loop {
+            let attempt_start = clock.now();
+            self.emit(|| Event::AttemptStarted {
+                stage: spec.id.clone(),
+                attempt: number,
+                at: attempt_start,
+            });
+            let ctx = StageContext {
+                spec,
+                release: run.release,
+                revision: run.revision,
+                artifact: run.artifact,
+                environment: run.environment,
+                inputs: inputs.clone(),
+                attempt: number,
+                clock,
+                step_outcome,
+            };
+            let attempt_deadline = spec
+                .attempt_timeout
+                .map(|d| attempt_start.saturating_add(d));
+            let result =
+                attempt(hooks.executor, ctx, clock, attempt_deadline, stage_deadline).await;
+            let finished_at = clock.now();
+            let (status, timed_out) = match result {
+                AttemptEnd::Finished(outcome) => {
+                    let StageOutcome {
+                        status,
+                        logs: more,
+                        outputs,
+                        artifact,
+                    } = outcome;
+                    logs.extend(more);
+                    if status.is_success() {
+                        attempts.push(Attempt {
+                            number,
+                            started_at: attempt_start,
+                            finished_at,
+                            status: StageStatus::Succeeded,
+                        });
+                        break (StageStatus::Succeeded, outputs, artifact);
+                    }
+                    (status, false)
+                }
+                AttemptEnd::Failed(status) => (status, false),
+                AttemptEnd::TimedOut(status) => (status, true),
+            };
+            attempts.push(Attempt {
+                number,
+                started_at: attempt_start,
+                finished_at,
+                status: status.clone(),
+            });
+            let failure = AttemptFailure {
+                attempt: number,
+                reason: match &status {
+                    StageStatus::Failed { reason } => reason.clone(),
+                    other => other.to_string(),
+                },
+                timed_out,
+            };
+            self.emit(|| Event::AttemptFailed {
+                stage: spec.id.clone(),
+                attempt: number,
+                reason: failure.reason.clone(),
+                timed_out,
+                at: finished_at,
+            });
+            let stage_time_up = stage_deadline.is_some_and(|d| finished_at >= d);
+            let retry = number < policy.max_attempts
+                && !stage_time_up
+                && hooks.retry_if.is_none_or(|wanted| wanted(&failure));
+            if !retry {
+                break (status, Outputs::new(), None);
+            }
+            let delay = jittered(
+                policy.backoff.delay(number + 1),
+                policy.jitter_percent,
+                self.seed,
+                i,
+                number,
+            );
+            if let Some(d) = stage_deadline {
+                if finished_at.saturating_add(delay) >= d {
+                    let status = StageStatus::TimedOut {
+                        limit: "stage timeout".to_owned(),
+                    };
+                    break (status, Outputs::new(), None);
+                }
+            }
+            self.emit(|| Event::Retrying {
+                stage: spec.id.clone(),
+                next_attempt: number + 1,
+                delay,
+                at: finished_at,
+            });
+            clock.sleep(delay).await;
+            number += 1;
+        };
+        let finished_at = clock.now();
+        self.emit(|| Event::StageFinished {
+            stage: spec.id.clone(),
+            status: status.clone(),
+            attempts: number,
+            at: finished_at,
+        });
+        let report = StageReport {
+            id: spec.id.clone(),
+            status,
+            started_at: Some(started_at),
+            finished_at: Some(finished_at),
+            attempts,
+            logs,
+            outputs,
+            artifact,
+        };
+        (slot, report)
+    }
+}
+
+/// How one attempt ended, before the retry policy looks at it.
+enum AttemptEnd {
+    /// The executor returned an outcome (which may still be a failure).
+    Finished(StageOutcome),
+    /// The executor returned an error or panicked.
+    Failed(StageStatus),
+    /// The attempt's or the stage's time ran out; the executor's future was dropped.
+    TimedOut(StageStatus),
+}
+
+/// Runs one attempt of a stage, racing it against the earlier of its deadlines.
+async fn attempt(
+    executor: &dyn Executor,
+    ctx: StageContext<'_>,
+    clock: &dyn Clock,
+    attempt_deadline: Option<Timestamp>,
+    stage_deadline: Option<Timestamp>,
+) -> AttemptEnd {
+    // An executor may panic while making its future as well as while it runs: both fail the
+    // attempt, neither escapes the engine.
+    let work = match std::panic::catch_unwind(AssertUnwindSafe(|| executor.run(ctx))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().left_future(),
+        Err(payload) => future::ready(Err(payload)).right_future(),
+    };
+    let deadline = match (attempt_deadline, stage_deadline) {
+        (Some(a), Some(s)) => Some(a.min(s)),
+        (a, s) => a.or(s),
+    };
+    let result = match deadline {
+        None => work.await,
+        Some(deadline) => match select(work, clock.sleep_until(deadline)).await {
+            Either::Left((result, _)) => result,
+            Either::Right(_) => {
+                let limit = if stage_deadline == Some(deadline) {
+                    "stage timeout"
+                } else {
+                    "attempt timeout"
+                };
+                return AttemptEnd::TimedOut(StageStatus::TimedOut {
+                    limit: limit.to_owned(),
+                });
+            }
+        },
+    };
+    match result {
+        Ok(Ok(outcome)) => AttemptEnd::Finished(outcome),
+        Ok(Err(error)) => AttemptEnd::Failed(StageStatus::Failed {
+            reason: format!("executor error: {error}"),
+        }),
+        Err(panic) => AttemptEnd::Failed(StageStatus::Failed {
+            reason: format!("executor panicked: {}", panic_message(panic.as_ref())),
+        }),
+    }
+}
+
+/// The outputs of stage `i`'s direct dependencies, from this step or earlier ones.
+fn inputs_of<'a>(
+    run: &StepRun<'a>,
+    state: &StepState,
+    i: usize,
+) -> Vec<(&'a StageId, Arc<Outputs>)> {
+    let graph = run.graph;
+    graph
+        .deps_of(i)
+        .iter()
+        .filter_map(|&d| {
+            let d = d as usize;
+            let id = &graph.spec(d).id;
+            let outputs = match state.slot_of[d] {
+                NOT_IN_STEP => run.prior_outputs.get(id).cloned(),
+                slot => state.outputs[slot as usize].clone(),
+            };
+            outputs.map(|o| (id, o))
+        })
+        .collect()
+}
+
+/// `delay` shortened by up to `percent`%, by a deterministic draw from (seed, stage, attempt).
+fn jittered(delay: Duration, percent: u8, seed: u64, stage: usize, attempt: u32) -> Duration {
+    if percent == 0 || delay.is_zero() {
+        return delay;
+    }
+    let draw = splitmix64(seed ^ (stage as u64).rotate_left(32) ^ u64::from(attempt));
+    // A fraction of the allowed reduction, in parts per million.
+    let reduction_ppm = (draw % 1_000_001) * u64::from(percent) / 100;
+    let nanos = delay.as_nanos();
+    let cut = nanos * u128::from(reduction_ppm) / 1_000_000;
+    Duration::from_nanos(u64::try_from(nanos - cut).unwrap_or(u64::MAX))
+}
+
+/// One step of the splitmix64 generator: a fast, well-mixed hash of `x`.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_its_share_and_is_reproducible() {
+        let d = Duration::from_secs(10);
+        for attempt in 1..50 {
+            let j = jittered(d, 30, 7, 3, attempt);
+            assert!(j <= d && j >= Duration::from_secs(7), "{j:?}");
+            assert_eq!(j, jittered(d, 30, 7, 3, attempt));
+        }
+        assert_eq!(jittered(d, 0, 7, 3, 1), d);
+        assert_ne!(jittered(d, 100, 1, 3, 1), jittered(d, 100, 2, 3, 1));
+    }
+}

@@ -1,0 +1,336 @@
+//! Shared helpers for the integration tests: pipelines in each mode on a `ManualClock`,
+//! executors that record the order stages start and finish in, and small futures that make
+//! stages interleave without threads or sleeps.
+
+// Each test crate compiles this module on its own and uses only some of the helpers.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+pub use futures::executor::block_on;
+use tollgate::executor::{ExecutorError, StageContext, from_async_fn, from_fn};
+use tollgate::pipeline::PipelineBuilder;
+use tollgate::prelude::*;
+use tollgate::release::Mode;
+use tollgate::time::{ManualClock, Timestamp};
+
+/// Where every test clock starts: a fixed, realistic instant (November 2023).
+pub const START: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+/// The author of every test revision.
+pub const AUTHOR: &str = "dana";
+
+/// The people the default approval policy lets approve.
+pub const APPROVERS: [&str; 2] = ["rita", "sam"];
+
+/// A virtual clock at [`START`].
+pub fn clock() -> ManualClock {
+    ManualClock::new(START)
+}
+
+/// The artifact the `compile` stage builds from revision `revision`: different revisions
+/// build different artifacts.
+pub fn artifact_for(revision: &str) -> ArtifactRef {
+    ArtifactRef::from_bytes("app", format!("app built from {revision}").as_bytes())
+}
+
+/// A build executor that reports [`artifact_for`] its revision, and its digest as the output
+/// `digest`.
+pub fn compile() -> impl Executor + use<> {
+    from_fn(|ctx| {
+        let artifact = artifact_for(&ctx.revision().id);
+        Ok(StageOutcome::success()
+            .log(format!("compiled {}", ctx.revision().id))
+            .output("digest", artifact.digest.to_string())
+            .artifact(artifact))
+    })
+}
+
+/// An executor that always succeeds.
+pub fn ok() -> impl Executor + use<> {
+    from_fn(|_| Ok(StageOutcome::success()))
+}
+
+/// An executor that always fails with `reason`.
+pub fn failing(reason: &'static str) -> impl Executor + use<> {
+    from_fn(move |_| Ok(StageOutcome::failure(reason)))
+}
+
+/// The pipeline shape most tests use: `compile`; `unit` and `lint` after it; `staging` and
+/// `acceptance` after that; `production`.
+pub fn standard_stages() -> Vec<Stage> {
+    vec![
+        Stage::build("compile").run(compile()),
+        Stage::test("unit").after("compile").run(ok()),
+        Stage::test("lint").after("compile").run(ok()),
+        Stage::stage("staging").run(ok()),
+        Stage::stage("acceptance").after("staging").run(ok()),
+        Stage::deploy("production").run(ok()),
+    ]
+}
+
+/// The default approval policy: [`APPROVERS`], 24 hours, no self-approval.
+pub fn policy() -> ApprovalPolicy {
+    ApprovalPolicy::any_of(APPROVERS).expect("valid approver names")
+}
+
+/// A delivery pipeline builder called `name` on `clock` with [`policy`] and no stages.
+pub fn delivery(name: &str, clock: &ManualClock) -> PipelineBuilder<Delivery> {
+    Pipeline::<Delivery>::builder(name)
+        .clock(clock.clone())
+        .approvals(policy())
+}
+
+/// A deployment pipeline builder called `name` on `clock` with no stages.
+pub fn deployment(name: &str, clock: &ManualClock) -> PipelineBuilder<Deployment> {
+    Pipeline::<Deployment>::builder(name).clock(clock.clone())
+}
+
+/// The standard delivery pipeline `shop`.
+pub fn delivery_pipeline(clock: &ManualClock) -> Pipeline<Delivery> {
+    delivery("shop", clock)
+        .stages(standard_stages())
+        .build()
+        .expect("the standard delivery pipeline is valid")
+}
+
+/// The standard deployment pipeline `shop`.
+pub fn deployment_pipeline(clock: &ManualClock) -> Pipeline<Deployment> {
+    deployment("shop", clock)
+        .stages(standard_stages())
+        .build()
+        .expect("the standard deployment pipeline is valid")
+}
+
+/// Revision `id` by [`AUTHOR`].
+pub fn revision(id: &str) -> Revision {
+    Revision::new(id, AUTHOR).expect("valid revision")
+}
+
+/// Starts release `id` of revision `rev` and builds it; returns it with its artifact.
+pub fn built<M: Mode>(
+    pipeline: &Pipeline<M>,
+    id: &str,
+    rev: &str,
+) -> (Release<Built, M>, ArtifactRef) {
+    block_on(async {
+        let fresh = pipeline.start(id, revision(rev)).expect("valid release id");
+        let built = fresh.build(pipeline).await.expect("build succeeds");
+        let artifact = built
+            .artifact()
+            .cloned()
+            .expect("a built release has an artifact");
+        (built, artifact)
+    })
+}
+
+/// Starts release `id` of revision `rev` and drives it to Staged; returns it with its
+/// artifact.
+pub fn staged<M: Mode>(
+    pipeline: &Pipeline<M>,
+    id: &str,
+    rev: &str,
+) -> (Release<Staged, M>, ArtifactRef) {
+    let (built, artifact) = built(pipeline, id, rev);
+    let staged = block_on(async {
+        let tested = built
+            .test(pipeline, &artifact)
+            .await
+            .expect("test succeeds");
+        tested
+            .stage(pipeline, &artifact)
+            .await
+            .expect("stage succeeds")
+    });
+    (staged, artifact)
+}
+
+/// Something a recording executor saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The stage's executor was entered.
+    Start(String),
+    /// The stage's executor was about to return.
+    Finish(String),
+}
+
+/// The body of a recording executor: what the stage reports.
+pub type Body = dyn Fn(&StageContext<'_>) -> Result<StageOutcome, ExecutorError> + Send + Sync;
+
+/// A shared log of [`Event`]s, in the order they happened.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder(Arc<Mutex<Vec<Event>>>);
+
+impl Recorder {
+    /// An empty log.
+    pub fn new() -> Self {
+        Recorder::default()
+    }
+
+    fn push(&self, event: Event) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event);
+    }
+
+    /// Everything seen so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The stages that started, in order.
+    pub fn started(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Start(s) => Some(s),
+                Event::Finish(_) => None,
+            })
+            .collect()
+    }
+
+    /// An executor that records its start, yields `yields` times to the runtime, records its
+    /// finish, and returns what `body` says.
+    pub fn executor<F>(&self, yields: usize, body: F) -> impl Executor + use<F>
+    where
+        F: Fn(&StageContext<'_>) -> Result<StageOutcome, ExecutorError> + Send + Sync + 'static,
+    {
+        let recorder = self.clone();
+        let body: Arc<Body> = Arc::new(body);
+        from_async_fn(move |ctx| {
+            let recorder = recorder.clone();
+            let body = Arc::clone(&body);
+            Box::pin(async move {
+                let stage = ctx.stage().to_string();
+                recorder.push(Event::Start(stage.clone()));
+                for _ in 0..yields {
+                    yield_now().await;
+                }
+                let outcome = body(&ctx);
+                recorder.push(Event::Finish(stage));
+                outcome
+            })
+        })
+    }
+
+    /// A recording executor that succeeds.
+    pub fn ok(&self, yields: usize) -> impl Executor + use<> {
+        self.executor(yields, |_| Ok(StageOutcome::success()))
+    }
+}
+
+/// A future that returns `Pending` once (after waking its task) and then `Ready`: a real
+/// yield to whatever polls it, unlike `futures::future::ready(())`.
+#[derive(Debug, Default)]
+pub struct YieldNow {
+    yielded: bool,
+}
+
+/// Yields once to the runtime.
+pub fn yield_now() -> YieldNow {
+    YieldNow::default()
+}
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            Poll::Ready(())
+        } else {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+/// A barrier for futures: [`Rendezvous::arrive`] completes only once `parties` arrivals have
+/// happened, so tasks that all arrive can finish only if they run concurrently.
+#[derive(Debug, Clone)]
+pub struct Rendezvous(Arc<Mutex<RendezvousState>>);
+
+#[derive(Debug)]
+struct RendezvousState {
+    parties: usize,
+    arrived: usize,
+    waiting: Vec<Waker>,
+}
+
+impl Rendezvous {
+    /// A rendezvous of `parties` tasks.
+    pub fn new(parties: usize) -> Self {
+        Rendezvous(Arc::new(Mutex::new(RendezvousState {
+            parties,
+            arrived: 0,
+            waiting: Vec::new(),
+        })))
+    }
+
+    /// Arrives, and waits for the others.
+    pub fn arrive(&self) -> Arrive {
+        Arrive {
+            rendezvous: self.clone(),
+            counted: false,
+        }
+    }
+
+    /// How many have arrived.
+    pub fn arrived(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .arrived
+    }
+}
+
+/// The future of one [`Rendezvous::arrive`].
+#[derive(Debug)]
+pub struct Arrive {
+    rendezvous: Rendezvous,
+    counted: bool,
+}
+
+impl Future for Arrive {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let first_poll = !self.counted;
+        self.counted = true;
+        let mut state = self
+            .rendezvous
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if first_poll {
+            state.arrived += 1;
+        }
+        if state.arrived >= state.parties {
+            for waker in state.waiting.drain(..) {
+                waker.wake();
+            }
+            Poll::Ready(())
+        } else {
+            state.waiting.push(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+/// Polls `future` with a no-op waker at most `max_polls` times; `None` if it did not finish.
+/// Unlike `block_on`, a future that can never finish fails the test instead of hanging it.
+pub fn poll_at_most<F: Future>(future: F, max_polls: usize) -> Option<F::Output> {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    (0..max_polls).find_map(|_| match future.as_mut().poll(&mut cx) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    })
+}

@@ -1,0 +1,13 @@
+// A `Release` cannot be built with a struct literal outside tollgate: its fields are private.
+use std::marker::PhantomData;
+
+use tollgate::prelude::*;
+
+fn case(any: AnyRelease) -> Release<Deployed, Delivery> {
+    Release::<Deployed, Delivery> {
+        any,
+        _marker: PhantomData,
+    }
+}
+
+fn main() {}

@@ -1,0 +1,13 @@
+// A staged delivery release cannot be deployed before a person approves it.
+use tollgate::prelude::*;
+
+async fn case(
+    staged: Release<Staged, Delivery>,
+    pipeline: &Pipeline<Delivery>,
+    artifact: &ArtifactRef,
+    environment: &Environment,
+) {
+    let _ = staged.deploy(pipeline, artifact, environment).await;
+}
+
+fn main() {}

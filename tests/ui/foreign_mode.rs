@@ -1,0 +1,10 @@
+// `Mode` is sealed: no mode can be added outside tollgate.
+use tollgate::release::{Mode, ModeKind};
+
+struct Cowboy;
+
+impl Mode for Cowboy {
+    const KIND: ModeKind = ModeKind::Deployment;
+}
+
+fn main() {}

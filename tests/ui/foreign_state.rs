@@ -1,0 +1,10 @@
+// `State` is sealed: no state can be added outside tollgate.
+use tollgate::release::{State, StateName};
+
+struct Hotfix;
+
+impl State for Hotfix {
+    const NAME: StateName = StateName::Deployed;
+}
+
+fn main() {}
