@@ -136,6 +136,68 @@ impl Engine {
         self.cancel.clone()
     }
 
+    /// Runs the stages of `step` in `graph` outside any pipeline: the DAG engine on its own,
+    /// for tools that schedule jobs but keep releases elsewhere.
+    ///
+    /// Every stage runs with `executor` (dispatch on [`StageContext::stage`] to run stages
+    /// differently, or use a `CommandTable` for programs), which sees `release` and
+    /// `revision` in its context; waiting goes through `clock`. Stages of other steps are
+    /// treated as done before this step, with no outputs. The run never fails: what happened
+    /// is in the report.
+    ///
+    /// [`StageContext::stage`]: crate::executor::StageContext::stage
+    ///
+    /// ```
+    /// use tollgate::engine::Engine;
+    /// use tollgate::executor::{self, StageOutcome};
+    /// use tollgate::graph::{StageGraph, StageSpec, Step};
+    /// use tollgate::release::{ReleaseId, Revision};
+    /// use tollgate::time::{ManualClock, Timestamp, run_virtual};
+    ///
+    /// let graph = StageGraph::builder()
+    ///     .stage(StageSpec::test("unit"))
+    ///     .stage(StageSpec::test("lint"))
+    ///     .stage(StageSpec::test("report").after("unit").after("lint"))
+    ///     .build()?;
+    /// let echo = executor::from_fn(|ctx| Ok(StageOutcome::success().log(ctx.stage().as_str())));
+    /// let clock = ManualClock::new(Timestamp::EPOCH);
+    /// let (release, revision) = (ReleaseId::new("nightly-1")?, Revision::new("4f2a9c1", "ci")?);
+    /// let engine = Engine::builder().workers(2).build()?;
+    /// let report = run_virtual(
+    ///     &clock,
+    ///     engine.run_graph(&graph, Step::Test, &echo, &clock, &release, &revision),
+    /// );
+    /// assert!(report.succeeded());
+    /// assert_eq!(report.stages.len(), 3);
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub async fn run_graph(
+        &self,
+        graph: &StageGraph,
+        step: Step,
+        executor: &dyn Executor,
+        clock: &dyn Clock,
+        release: &ReleaseId,
+        revision: &Revision,
+    ) -> StepReport {
+        let prior = BTreeMap::new();
+        let run = StepRun {
+            graph,
+            step,
+            release,
+            revision,
+            artifact: None,
+            environment: None,
+            prior_outputs: &prior,
+            clock,
+        };
+        let hooks = |_: usize| StageHooks {
+            executor,
+            retry_if: None,
+        };
+        self.run_step(&run, &hooks).await
+    }
+
     fn emit(&self, event: impl FnOnce() -> Event) {
         if let Some(observer) = &self.observer {
             observer.observe(&event());

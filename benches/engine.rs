@@ -1,0 +1,3 @@
+//! Engine benchmarks (being written): see BENCHMARKS.md.
+
+fn main() {}

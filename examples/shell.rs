@@ -1,0 +1,3 @@
+//! A real pipeline of shell commands (being written).
+
+fn main() {}
