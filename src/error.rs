@@ -77,6 +77,14 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A gate is built with settings that can never make sense (for example 3 of 2 gates).
+    #[error("invalid gate `{gate}`: {reason}")]
+    InvalidGate {
+        /// The gate, as it would be named.
+        gate: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An engine setting is unusable (for example zero workers).
     #[error("invalid engine configuration: {reason}")]
     InvalidEngine {
@@ -349,6 +357,7 @@ impl Error {
             | Error::DependsOnFinally { .. }
             | Error::InvalidPolicy { .. }
             | Error::InvalidEngine { .. }
+            | Error::InvalidGate { .. }
             | Error::UnknownStage { .. }
             | Error::InvalidStageId { .. }
             | Error::MissingExecutor { .. }

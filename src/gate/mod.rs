@@ -7,6 +7,7 @@
 //! with what it waits for, and the release is handed back unchanged either way.
 
 mod approval;
+mod combinator;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -20,6 +21,7 @@ use crate::release::AnyRelease;
 use crate::time::Timestamp;
 
 pub use approval::{Approval, ApprovalPolicy, ApprovalRecord, ApprovalRequest};
+pub use combinator::{And, GateExt, KOfN, Named, Not, Or, Soak, Timeout, all, any, k_of_n, soak};
 
 /// A move of a release from one state to the next; gates attach to moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -112,6 +114,23 @@ pub struct GateContext<'a> {
 }
 
 impl<'a> GateContext<'a> {
+    /// A context for evaluating a gate outside a pipeline: in a gate's own tests, in a
+    /// dashboard asking "what if", or in a host that drives moves itself.
+    #[must_use]
+    pub fn new(
+        release: &'a AnyRelease,
+        mv: Move,
+        environment: &'a Environment,
+        now: Timestamp,
+    ) -> Self {
+        GateContext {
+            release,
+            mv,
+            environment,
+            now,
+        }
+    }
+
     /// The release, as it is before the move.
     #[must_use]
     pub fn release(&self) -> &'a AnyRelease {

@@ -94,6 +94,8 @@ pub struct AnyRelease {
     pipeline: String,
     mode: ModeKind,
     state: StateName,
+    /// When the release entered `state` (for soak timers and gate timeouts).
+    entered_at: Timestamp,
     revision: Revision,
     created_at: Timestamp,
     staging: Environment,
@@ -126,6 +128,7 @@ impl AnyRelease {
             pipeline,
             mode,
             state: StateName::Commit,
+            entered_at: created_at,
             revision,
             created_at,
             staging,
@@ -166,6 +169,13 @@ impl AnyRelease {
     #[must_use]
     pub fn revision(&self) -> &Revision {
         &self.revision
+    }
+
+    /// When it entered its current state: its creation for a Commit, the end of the move
+    /// that brought it here otherwise. Soak timers and gate timeouts count from here.
+    #[must_use]
+    pub fn entered_at(&self) -> Timestamp {
+        self.entered_at
     }
 
     /// When it was started.
@@ -265,8 +275,9 @@ impl AnyRelease {
         self.artifact = Some(artifact);
     }
 
-    pub(crate) fn set_state(&mut self, state: StateName) {
+    pub(crate) fn set_state(&mut self, state: StateName, at: Timestamp) {
         self.state = state;
+        self.entered_at = at;
     }
 
     pub(crate) fn set_approval(&mut self, record: ApprovalRecord) {
@@ -330,6 +341,12 @@ impl AnyRelease {
                 return inconsistent(format!("a {} release cannot be approved yet", self.state));
             }
             _ => {}
+        }
+        if self.entered_at < self.created_at {
+            return inconsistent(format!(
+                "it entered {} at {} before it was created at {}",
+                self.state, self.entered_at, self.created_at
+            ));
         }
         if (self.state == StateName::Deployed) != self.deployed_at.is_some() {
             return inconsistent("only a deployed release has a deployment time".to_owned());

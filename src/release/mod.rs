@@ -293,7 +293,7 @@ impl<S: State, M: Mode> Release<S, M> {
                 self.any.set_artifact(artifact);
             }
         }
-        self.any.set_state(N::NAME);
+        self.any.set_state(N::NAME, pipeline.clock().now());
         if N::NAME == StateName::Deployed {
             self.any.set_deployed_at(pipeline.clock().now());
         }
@@ -508,7 +508,7 @@ impl Release<Staged, Delivery> {
         match redeemed {
             Ok(record) => {
                 self.any.set_approval(record);
-                self.any.set_state(StateName::Approved);
+                self.any.set_state(StateName::Approved, pipeline.clock().now());
                 Ok(Release::from_any_unchecked(self.any))
             }
             Err(error) => Err(MoveError::new(self, error)),

@@ -1,0 +1,296 @@
+//! Gate combinators and timers: `and` / `or` / `not` / `all` / `any` / `k_of_n` against a
+//! brute-force three-valued reference, the soak timer and the timeout combinator in virtual
+//! time, and how their verdicts read in errors and records.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use support::{START, block_on, clock, deployment, staged, standard_stages};
+use tollgate::error::Error;
+use tollgate::gate::{self, BoxGate, Gate, GateContext, GateExt, Move, Verdict};
+use tollgate::prelude::*;
+use tollgate::release::StateName;
+use tollgate::time::{Clock, Timestamp};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A deployment pipeline whose approve move is guarded by `gate`.
+fn guarded(clock: &tollgate::time::ManualClock, gate: impl Gate + 'static) -> Pipeline<Deployment> {
+    deployment("shop", clock)
+        .stages(standard_stages())
+        .gate(Move::Approve, gate)
+        .build()
+        .expect("valid pipeline")
+}
+
+#[test]
+fn a_soak_gate_opens_exactly_when_its_time_is_up() {
+    let clock = clock();
+    clock.advance(7 * MINUTE);
+    let pipeline = guarded(&clock, gate::soak(30 * MINUTE));
+    let (staged, _) = staged(&pipeline, "r1", "aaa");
+    let entered = staged.record().entered_at();
+    assert_eq!(entered, clock.now());
+    let deadline = entered.saturating_add(30 * MINUTE);
+
+    clock.set(Timestamp::from_millis(deadline.as_millis() - 1));
+    let refused = block_on(staged.auto_approve(&pipeline)).unwrap_err();
+    match refused.error() {
+        Error::GatePending {
+            gate,
+            waiting_for,
+            until,
+        } => {
+            assert_eq!(gate, "soak 30m");
+            assert!(waiting_for.contains("30m in staged"), "{waiting_for}");
+            assert_eq!(*until, Some(deadline));
+        }
+        other => panic!("expected the soak to be pending, got {other:?}"),
+    }
+    let staged = refused.into_release();
+    assert_eq!(staged.state(), StateName::Staged);
+
+    clock.set(deadline);
+    let approved = block_on(staged.auto_approve(&pipeline)).unwrap();
+    let verdicts: Vec<_> = approved
+        .record()
+        .gates()
+        .iter()
+        .map(|r| (r.gate.as_str(), r.verdict.is_open(), r.at))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (
+                "soak 30m",
+                false,
+                Timestamp::from_millis(deadline.as_millis() - 1)
+            ),
+            ("soak 30m", true, deadline)
+        ]
+    );
+}
+
+#[test]
+fn a_timeout_turns_pending_into_closed_at_its_deadline() {
+    let clock = clock();
+    let waiting = gate::from_fn("canary-analysis", |_| Verdict::pending("enough samples"));
+    let pipeline = guarded(&clock, waiting.timeout(Duration::from_secs(3600)));
+    let (staged, _) = staged(&pipeline, "r1", "aaa");
+    let deadline = staged
+        .record()
+        .entered_at()
+        .saturating_add(Duration::from_secs(3600));
+
+    clock.advance(59 * MINUTE);
+    let refused = block_on(staged.auto_approve(&pipeline)).unwrap_err();
+    assert!(
+        matches!(refused.error(), Error::GatePending { until: Some(u), .. } if *u == deadline),
+        "{:?}",
+        refused.error()
+    );
+    let staged = refused.into_release();
+
+    clock.set(deadline);
+    let refused = block_on(staged.auto_approve(&pipeline)).unwrap_err();
+    match refused.error() {
+        Error::GateClosed { gate, reason } => {
+            assert_eq!(gate, "canary-analysis");
+            assert_eq!(reason, "gave up after 1h waiting for enough samples");
+        }
+        other => panic!("expected the timeout to close the gate, got {other:?}"),
+    }
+}
+
+#[test]
+fn combinator_verdicts_name_what_blocks() {
+    let clock = clock();
+    let pipeline = guarded(&clock, gate::from_fn("x", |_| Verdict::Open));
+    let (staged, _) = staged(&pipeline, "r1", "aaa");
+    let release = staged.into_any();
+    let environment = pipeline.production().clone();
+    let ctx = GateContext::new(&release, Move::Approve, &environment, START);
+
+    let tests = gate::from_fn("tests", |_| Verdict::Open);
+    let scan = gate::from_fn("security-scan", |_| Verdict::pending("the scanner"));
+    let freeze = gate::from_fn("freeze", |_| Verdict::closed("holiday freeze"));
+    let checks = tests.and(scan).named("checks");
+    assert_eq!(checks.name(), "checks");
+    assert_eq!(
+        block_on(checks.evaluate(&ctx)),
+        Verdict::pending("1 of 2 open; `security-scan`: the scanner")
+    );
+    let shippable = checks.and(freeze.not());
+    assert_eq!(shippable.name(), "(checks and not freeze)");
+    // `not freeze` is open (the freeze gate is closed), `checks` still waits.
+    assert!(matches!(
+        block_on(shippable.evaluate(&ctx)),
+        Verdict::Pending { .. }
+    ));
+
+    let quorum = gate::k_of_n(
+        2,
+        [
+            gate::from_fn("eu", |_| Verdict::closed("error rate 3%")).boxed(),
+            gate::from_fn("us", |_| Verdict::Open).boxed(),
+            gate::from_fn("ap", |_| Verdict::closed("latency p99 900ms")).boxed(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(quorum.name(), "2 of (eu, us, ap)");
+    assert_eq!(
+        block_on(quorum.evaluate(&ctx)),
+        Verdict::closed("1 of 2 open; `eu`: error rate 3%; `ap`: latency p99 900ms")
+    );
+    let error = gate::k_of_n(3, Vec::new()).unwrap_err();
+    assert!(error.to_string().contains("between 1 and 0"), "{error}");
+}
+
+// ---- the combinators against a brute-force reference ----
+
+/// A gate expression: leaves with fixed verdicts, and every combinator.
+#[derive(Debug, Clone)]
+enum Expr {
+    Leaf(u8),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    All(Vec<Expr>),
+    Any(Vec<Expr>),
+    KOfN(usize, Vec<Expr>),
+}
+
+/// The three verdict kinds, as the reference sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Open,
+    Closed,
+    Pending,
+}
+
+fn leaf_verdict(leaf: u8) -> Verdict {
+    match leaf % 3 {
+        0 => Verdict::Open,
+        1 => Verdict::closed(format!("leaf {leaf} says no")),
+        _ => Verdict::pending(format!("leaf {leaf}")),
+    }
+}
+
+fn expr() -> impl Strategy<Value = Expr> {
+    let leaf = any::<u8>().prop_map(Expr::Leaf);
+    leaf.prop_recursive(4, 32, 4, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| Expr::And(Box::new(a), Box::new(b))),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| Expr::Or(Box::new(a), Box::new(b))),
+            inner.clone().prop_map(|a| Expr::Not(Box::new(a))),
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Expr::All),
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Expr::Any),
+            prop::collection::vec(inner, 1..5)
+                .prop_flat_map(|parts| (1..=parts.len(), Just(parts)))
+                .prop_map(|(k, parts)| Expr::KOfN(k, parts)),
+        ]
+    })
+}
+
+/// The reference: count, by brute force, the ways the parts can still turn out.
+fn reference(expr: &Expr) -> Kind {
+    match expr {
+        Expr::Leaf(leaf) => match leaf % 3 {
+            0 => Kind::Open,
+            1 => Kind::Closed,
+            _ => Kind::Pending,
+        },
+        Expr::And(a, b) => quorum(2, &[reference(a), reference(b)]),
+        Expr::Or(a, b) => quorum(1, &[reference(a), reference(b)]),
+        Expr::Not(a) => match reference(a) {
+            Kind::Open => Kind::Closed,
+            Kind::Closed => Kind::Open,
+            Kind::Pending => Kind::Pending,
+        },
+        Expr::All(parts) => quorum(
+            parts.len(),
+            &parts.iter().map(reference).collect::<Vec<_>>(),
+        ),
+        Expr::Any(parts) => quorum(1, &parts.iter().map(reference).collect::<Vec<_>>()),
+        Expr::KOfN(k, parts) => quorum(*k, &parts.iter().map(reference).collect::<Vec<_>>()),
+    }
+}
+
+/// "At least `need` open", decided by trying every way the pending parts could resolve: open
+/// if it holds however they resolve, closed if it holds in none, pending otherwise.
+fn quorum(need: usize, parts: &[Kind]) -> Kind {
+    let pending: Vec<usize> = (0..parts.len())
+        .filter(|&i| parts[i] == Kind::Pending)
+        .collect();
+    let open = parts.iter().filter(|&&k| k == Kind::Open).count();
+    let mut outcomes = (false, false);
+    for mask in 0u32..(1 << pending.len()) {
+        let opened = open + mask.count_ones() as usize;
+        if opened >= need {
+            outcomes.0 = true;
+        } else {
+            outcomes.1 = true;
+        }
+    }
+    match outcomes {
+        (true, false) => Kind::Open,
+        (false, true) => Kind::Closed,
+        _ => Kind::Pending,
+    }
+}
+
+fn build(expr: &Expr) -> BoxGate {
+    match expr {
+        Expr::Leaf(leaf) => {
+            let leaf = *leaf;
+            gate::from_fn(format!("leaf-{leaf}"), move |_| leaf_verdict(leaf)).boxed()
+        }
+        Expr::And(a, b) => build(a).and(build(b)).boxed(),
+        Expr::Or(a, b) => build(a).or(build(b)).boxed(),
+        Expr::Not(a) => build(a).not().boxed(),
+        Expr::All(parts) => gate::all(parts.iter().map(build)).boxed(),
+        Expr::Any(parts) => gate::any(parts.iter().map(build)).boxed(),
+        Expr::KOfN(k, parts) => gate::k_of_n(*k, parts.iter().map(build))
+            .expect("k is within 1..=n")
+            .boxed(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn combinators_agree_with_the_brute_force_reference(expr in expr()) {
+        let clock = clock();
+        let pipeline = guarded(&clock, gate::from_fn("x", |_| Verdict::Open));
+        let (staged, _) = staged(&pipeline, "r1", "aaa");
+        let release = staged.into_any();
+        let environment = pipeline.production().clone();
+        let ctx = GateContext::new(&release, Move::Approve, &environment, START);
+        let gate = build(&expr);
+        let verdict = block_on(gate.evaluate(&ctx));
+        let kind = match verdict {
+            Verdict::Open => Kind::Open,
+            Verdict::Closed { .. } => Kind::Closed,
+            Verdict::Pending { .. } => Kind::Pending,
+        };
+        prop_assert_eq!(kind, reference(&expr), "{} on {:?}", gate.name(), expr);
+    }
+}
+
+#[test]
+fn gates_can_be_shared_between_pipelines() {
+    // A gate behind an `Arc` guards two pipelines; both see the same verdict.
+    let clock = clock();
+    let shared = Arc::new(gate::soak(10 * MINUTE));
+    let a = guarded(&clock, Arc::clone(&shared));
+    let b = guarded(&clock, shared);
+    let (staged_a, _) = staged(&a, "r1", "aaa");
+    let (staged_b, _) = staged(&b, "r2", "bbb");
+    clock.advance(10 * MINUTE);
+    assert!(block_on(staged_a.auto_approve(&a)).is_ok());
+    assert!(block_on(staged_b.auto_approve(&b)).is_ok());
+}
