@@ -258,6 +258,30 @@ pub enum Error {
         /// The revision they authored.
         revision: String,
     },
+    /// Whoever triggered the pipeline tried to approve its release.
+    #[error("`{person}` triggered the pipeline for release `{release}` and may not approve it")]
+    TriggererApproval {
+        /// The person.
+        person: String,
+        /// The release.
+        release: String,
+    },
+    /// Someone the policy admits rejected the release ("changes requested").
+    #[error("approval rejected by `{person}`: {reason}")]
+    ApprovalRejected {
+        /// Who rejected it.
+        person: String,
+        /// Why.
+        reason: String,
+    },
+    /// The policy's rules are not all met yet.
+    #[error("release `{release}` is not approved yet: {waiting_for}")]
+    ApprovalIncomplete {
+        /// The release.
+        release: String,
+        /// What the policy still waits for, rule by rule.
+        waiting_for: String,
+    },
     /// A name (of a person, an environment, a release) is empty or malformed.
     #[error("invalid {what} `{value}`: {reason}")]
     InvalidName {
@@ -376,7 +400,10 @@ impl Error {
             Error::ApprovalMismatch { .. }
             | Error::ApprovalExpired { .. }
             | Error::NotAnApprover { .. }
-            | Error::SelfApproval { .. } => ErrorKind::Approval,
+            | Error::SelfApproval { .. }
+            | Error::TriggererApproval { .. }
+            | Error::ApprovalRejected { .. }
+            | Error::ApprovalIncomplete { .. } => ErrorKind::Approval,
             Error::WrongState { .. }
             | Error::WrongMode { .. }
             | Error::PipelineMismatch { .. }

@@ -2,18 +2,22 @@
 //! moves, the staging and production environments, a clock, and (in delivery mode) an
 //! approval policy. It starts releases and drives their moves.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::{AttemptFailure, Engine, RetryPredicate, StageHooks, StepReport, StepRun};
-use crate::environment::Environment;
+use crate::environment::{Environment, EnvironmentName};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
-use crate::gate::{Approval, ApprovalPolicy, ApprovalRequest, BoxGate, Gate, Move};
+use crate::gate::{
+    Approval, ApprovalPolicy, ApprovalRequest, Ballot, BoxGate, Decision, Directory, Gate, Move,
+    NoGroups, Progress, Vote,
+};
 use crate::graph::{RetryPolicy, StageGraph, StageSpec, Step};
-use crate::name::ReleaseId;
+use crate::name::{Person, ReleaseId};
 use crate::release::{AnyRelease, Commit, Delivery, Mode, Release, Revision};
 use crate::time::{Clock, SystemClock};
 
@@ -162,8 +166,33 @@ pub struct PipelineBuilder<M: Mode> {
     clock: Arc<dyn Clock>,
     staging: Option<Environment>,
     production: Option<Environment>,
-    approvals: Option<ApprovalPolicy>,
+    approvals: Approvals,
     _mode: PhantomData<fn() -> M>,
+}
+
+/// A delivery pipeline's approval policies (a default and per-environment ones) and the
+/// directory that resolves their groups.
+#[derive(Clone)]
+struct Approvals {
+    default: Option<ApprovalPolicy>,
+    per_environment: BTreeMap<EnvironmentName, ApprovalPolicy>,
+    directory: Arc<dyn Directory>,
+}
+
+impl Approvals {
+    fn new() -> Self {
+        Approvals {
+            default: None,
+            per_environment: BTreeMap::new(),
+            directory: Arc::new(NoGroups),
+        }
+    }
+
+    fn for_environment(&self, environment: &EnvironmentName) -> Option<&ApprovalPolicy> {
+        self.per_environment
+            .get(environment)
+            .or(self.default.as_ref())
+    }
 }
 
 impl<M: Mode> fmt::Debug for PipelineBuilder<M> {
@@ -259,10 +288,16 @@ impl<M: Mode> PipelineBuilder<M> {
             graph = graph.require_step(step);
         }
         let graph = graph.build()?;
-        if M::KIND == crate::release::ModeKind::Delivery && self.approvals.is_none() {
+        let default_env = |n: &str| Environment::new(n);
+        let production = match self.production {
+            Some(e) => e,
+            None => default_env("production")?,
+        };
+        if M::KIND == crate::release::ModeKind::Delivery
+            && self.approvals.for_environment(production.name()).is_none()
+        {
             return Err(Error::MissingApprovalPolicy { pipeline: name });
         }
-        let default_env = |n: &str| Environment::new(n);
         Ok(Pipeline {
             name,
             graph,
@@ -274,10 +309,7 @@ impl<M: Mode> PipelineBuilder<M> {
                 Some(e) => e,
                 None => default_env("staging")?,
             },
-            production: match self.production {
-                Some(e) => e,
-                None => default_env("production")?,
-            },
+            production,
             approvals: self.approvals,
             _mode: PhantomData,
         })
@@ -295,7 +327,40 @@ impl PipelineBuilder<Delivery> {
     /// ```
     #[must_use]
     pub fn approvals(mut self, policy: ApprovalPolicy) -> Self {
-        self.approvals = Some(policy);
+        self.approvals.default = Some(policy);
+        self
+    }
+
+    /// Sets a policy for approvals aimed at `environment`, instead of the default one.
+    ///
+    /// ```
+    /// use tollgate::gate::{ApprovalPolicy, Rule};
+    /// use tollgate::prelude::*;
+    ///
+    /// let builder = Pipeline::<Delivery>::builder("web")
+    ///     .approvals(ApprovalPolicy::any_of(["rita", "sam"])?)
+    ///     .approvals_for(
+    ///         "production",
+    ///         ApprovalPolicy::new().rule(Rule::new("two-managers").group("managers").need(2))?,
+    ///     )?;
+    /// # let _ = builder;
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn approvals_for(
+        mut self,
+        environment: impl Into<String>,
+        policy: ApprovalPolicy,
+    ) -> Result<Self> {
+        let environment = EnvironmentName::new(environment)?;
+        self.approvals.per_environment.insert(environment, policy);
+        Ok(self)
+    }
+
+    /// Sets the directory that resolves the groups named in approval rules (by default
+    /// there are no groups: only people named directly may approve).
+    #[must_use]
+    pub fn directory(mut self, directory: impl Directory + 'static) -> Self {
+        self.approvals.directory = Arc::new(directory);
         self
     }
 }
@@ -316,7 +381,7 @@ pub struct Pipeline<M: Mode> {
     clock: Arc<dyn Clock>,
     staging: Environment,
     production: Environment,
-    approvals: Option<ApprovalPolicy>,
+    approvals: Approvals,
     _mode: PhantomData<fn() -> M>,
 }
 
@@ -345,7 +410,7 @@ impl<M: Mode> Pipeline<M> {
             clock: Arc::new(SystemClock),
             staging: None,
             production: None,
-            approvals: None,
+            approvals: Approvals::new(),
             _mode: PhantomData,
         }
     }
@@ -446,25 +511,139 @@ impl<M: Mode> Pipeline<M> {
 }
 
 impl Pipeline<Delivery> {
-    /// Records `approver`'s yes to `request`, with their `reason`, and issues the
-    /// [`Approval`] capability if the policy allows them (they are an approver and, unless
-    /// relaxed, not the change's author). The approval expires after the policy's validity.
+    /// The policy that applies to `request`, by its environment.
+    fn policy_for(&self, request: &ApprovalRequest) -> Result<&ApprovalPolicy> {
+        self.approvals
+            .for_environment(&request.environment)
+            .ok_or_else(|| Error::MissingApprovalPolicy {
+                pipeline: self.name.clone(),
+            })
+    }
+
+    /// Records `person`'s `decision` on the ballot, with their `reason`, at the pipeline
+    /// clock's time, and returns the progress it makes.
+    ///
+    /// The vote is refused, and the ballot left unchanged, when no rule of the policy admits
+    /// `person` (directly or through a group), when they wrote the change or triggered the
+    /// pipeline (unless the policy relaxes that), or when the ballot belongs to another
+    /// pipeline. A later vote by the same person replaces their earlier one.
+    ///
+    /// ```
+    /// # use tollgate::prelude::*;
+    /// # use tollgate::gate::{Ballot, Decision, Groups, Rule};
+    /// # use tollgate::executor::from_fn;
+    /// # fn main() -> Result<(), tollgate::Error> { futures::executor::block_on(async {
+    /// # let ok = || from_fn(|_| Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes("app", b"app"))));
+    /// let pipeline = Pipeline::<Delivery>::builder("shop")
+    ///     # .stage(Stage::build("compile").run(ok())).stage(Stage::test("unit").run(ok()))
+    ///     # .stage(Stage::stage("staging").run(ok())).stage(Stage::deploy("production").run(ok()))
+    ///     .approvals(
+    ///         ApprovalPolicy::new()
+    ///             .rule(Rule::new("release-managers").group("release-managers").need(2))?
+    ///             .rule(Rule::new("security").group("security"))?,
+    ///     )
+    ///     .directory(
+    ///         Groups::new()
+    ///             .group("release-managers", ["rita", "sam", "ines"])?
+    ///             .group("security", ["ines", "omar"])?,
+    ///     )
+    ///     .build()?;
+    /// # let built = pipeline.start("r1", Revision::new("4f2a9c1", "dana")?)?.build(&pipeline).await?;
+    /// # let artifact = built.artifact().cloned().unwrap();
+    /// # let staged = built.test(&pipeline, &artifact).await?.stage(&pipeline, &artifact).await?;
+    /// let mut ballot = Ballot::new(staged.approval_request());
+    /// pipeline.vote(&mut ballot, "rita", Decision::Approve, "release notes checked")?;
+    /// let progress = pipeline.vote(&mut ballot, "ines", Decision::Approve, "scan is clean")?;
+    /// // ines counts once per rule, for both rules: she is in both groups.
+    /// assert_eq!(
+    ///     progress.to_string(),
+    ///     "approved: release-managers 2 of 2 (ines, rita), security 1 of 1 (ines)"
+    /// );
+    /// assert!(pipeline.vote(&mut ballot, "dana", Decision::Approve, "mine").is_err()); // the author
+    /// let approval = pipeline.issue(&ballot)?;
+    /// let approved = staged.approve(&pipeline, approval).await?;
+    /// assert_eq!(approved.record().approval().unwrap().signoffs.len(), 2);
+    /// # Ok(()) }) }
+    /// ```
+    pub fn vote(
+        &self,
+        ballot: &mut Ballot,
+        person: &str,
+        decision: Decision,
+        reason: &str,
+    ) -> Result<Progress> {
+        let person = Person::new(person)?;
+        let policy = self.policy_for(ballot.request())?;
+        policy.check_voter(
+            &self.name,
+            ballot.request(),
+            &person,
+            &*self.approvals.directory,
+        )?;
+        ballot.push(Vote {
+            person,
+            decision,
+            reason: reason.to_owned(),
+            at: self.clock.now(),
+        });
+        Ok(self.progress(ballot))
+    }
+
+    /// How far `ballot` has come under the policy for its environment, now: rule by rule,
+    /// any rejection, and expired votes. Every vote is re-checked against the policy, the
+    /// directory and the clock.
+    ///
+    /// # Panics
+    ///
+    /// Never: a delivery pipeline always has a policy for its production environment, and
+    /// ballots for other environments report that no rule is met.
+    #[must_use]
+    pub fn progress(&self, ballot: &Ballot) -> Progress {
+        match self.policy_for(ballot.request()) {
+            Ok(policy) => policy.progress(ballot, &*self.approvals.directory, self.clock.now()),
+            Err(_) => Progress {
+                rules: Vec::new(),
+                rejection: None,
+                expired: Vec::new(),
+            },
+        }
+    }
+
+    /// Issues the [`Approval`] capability for `ballot` when every rule of the policy is met
+    /// and nobody it admits rejects; otherwise says what is missing
+    /// ([`Error::ApprovalIncomplete`]) or who rejected ([`Error::ApprovalRejected`]).
+    ///
+    /// The approval expires when the earliest of the votes that made it would.
+    pub fn issue(&self, ballot: &Ballot) -> Result<Approval> {
+        let policy = self.policy_for(ballot.request())?;
+        if ballot.request().pipeline != self.name {
+            return Err(Error::ApprovalMismatch {
+                approver: String::new(),
+                field: "pipeline",
+                approved: ballot.request().pipeline.clone(),
+                actual: self.name.clone(),
+            });
+        }
+        let record = policy.complete(ballot, &*self.approvals.directory, self.clock.now())?;
+        Ok(Approval::new(ballot.request().clone(), record))
+    }
+
+    /// The one-person shortcut: records `approver`'s yes to `request`, with their `reason`,
+    /// and issues the [`Approval`] capability if that alone meets the policy (as with
+    /// [`ApprovalPolicy::any_of`]). For policies that need several people, collect votes on
+    /// a [`Ballot`] with [`Pipeline::vote`] and call [`Pipeline::issue`].
     pub fn approve(
         &self,
         request: &ApprovalRequest,
         approver: &str,
         reason: &str,
     ) -> Result<Approval> {
-        let policy = self
-            .approvals
-            .as_ref()
-            .ok_or_else(|| Error::MissingApprovalPolicy {
-                pipeline: self.name.clone(),
-            })?;
-        policy.issue(&self.name, request, approver, reason, self.clock.now())
+        let mut ballot = Ballot::new(request.clone());
+        self.vote(&mut ballot, approver, Decision::Approve, reason)?;
+        self.issue(&ballot)
     }
 
-    /// The approval policy.
+    /// The approval policy for the production environment.
     ///
     /// # Panics
     ///
@@ -472,7 +651,7 @@ impl Pipeline<Delivery> {
     #[must_use]
     pub fn approval_policy(&self) -> &ApprovalPolicy {
         self.approvals
-            .as_ref()
-            .expect("a delivery pipeline always has an approval policy: checked at build")
+            .for_environment(self.production.name())
+            .expect("a delivery pipeline always has a production approval policy: checked at build")
     }
 }

@@ -1,9 +1,6 @@
 //! The human gate of continuous delivery: [`ApprovalRequest`] (what is asked),
 //! [`ApprovalPolicy`] (who may answer) and [`Approval`] (the capability a yes produces).
 
-use std::collections::BTreeSet;
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::Digest;
@@ -27,126 +24,13 @@ pub struct ApprovalRequest {
     pub revision: String,
     /// Who authored the revision (who may not approve it by default).
     pub author: Person,
+    /// Who triggered the pipeline for it, when known (who may not approve it by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<Person>,
     /// The artifact's digest.
     pub digest: Digest,
     /// Where the release would go.
     pub environment: EnvironmentName,
-}
-
-/// Who may approve releases of a delivery pipeline, and for how long an approval counts.
-///
-/// Any one listed person approves; the author of the change may not approve it unless
-/// [`ApprovalPolicy::allow_self_approval`] says so.
-///
-/// ```
-/// use std::time::Duration;
-/// use tollgate::gate::ApprovalPolicy;
-///
-/// let policy = ApprovalPolicy::any_of(["alice", "bob"])?.valid_for(Duration::from_secs(3600));
-/// assert!(policy.may_approve("alice"));
-/// assert!(!policy.may_approve("mallory"));
-/// # Ok::<(), tollgate::Error>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApprovalPolicy {
-    approvers: BTreeSet<Person>,
-    #[serde(with = "millis")]
-    valid_for: Duration,
-    #[serde(default)]
-    allow_self_approval: bool,
-}
-
-impl ApprovalPolicy {
-    /// How long an approval counts unless told otherwise: 24 hours.
-    pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(24 * 60 * 60);
-
-    /// A policy under which any one of `people` may approve.
-    pub fn any_of<I, P>(people: I) -> Result<Self>
-    where
-        I: IntoIterator<Item = P>,
-        P: Into<String>,
-    {
-        let approvers = people
-            .into_iter()
-            .map(Person::new)
-            .collect::<Result<BTreeSet<_>>>()?;
-        Ok(ApprovalPolicy {
-            approvers,
-            valid_for: Self::DEFAULT_VALIDITY,
-            allow_self_approval: false,
-        })
-    }
-
-    /// Sets how long an approval counts after it is given.
-    #[must_use]
-    pub fn valid_for(mut self, duration: Duration) -> Self {
-        self.valid_for = duration;
-        self
-    }
-
-    /// Lets the author of a change approve it. Off by default; the relaxation is recorded
-    /// with every approval it allows.
-    #[must_use]
-    pub fn allow_self_approval(mut self, allow: bool) -> Self {
-        self.allow_self_approval = allow;
-        self
-    }
-
-    /// Whether `person` is among the approvers.
-    #[must_use]
-    pub fn may_approve(&self, person: &str) -> bool {
-        self.approvers.contains(person)
-    }
-
-    /// The approvers.
-    pub fn approvers(&self) -> impl Iterator<Item = &Person> + '_ {
-        self.approvers.iter()
-    }
-
-    /// Checks `approver` against the policy and, if allowed, issues the capability.
-    pub(crate) fn issue(
-        &self,
-        pipeline: &str,
-        request: &ApprovalRequest,
-        approver: &str,
-        reason: &str,
-        now: Timestamp,
-    ) -> Result<Approval> {
-        let approver = Person::new(approver)?;
-        if request.pipeline != pipeline {
-            return Err(Error::ApprovalMismatch {
-                approver: approver.into(),
-                field: "pipeline",
-                approved: request.pipeline.clone(),
-                actual: pipeline.to_owned(),
-            });
-        }
-        if !self.approvers.contains(&approver) {
-            return Err(Error::NotAnApprover {
-                person: approver.into(),
-                pipeline: pipeline.to_owned(),
-            });
-        }
-        let self_approved = approver == request.author;
-        if self_approved && !self.allow_self_approval {
-            return Err(Error::SelfApproval {
-                person: approver.into(),
-                revision: request.revision.clone(),
-            });
-        }
-        Ok(Approval {
-            request: request.clone(),
-            record: ApprovalRecord {
-                approver,
-                reason: reason.to_owned(),
-                issued_at: now,
-                expires_at: now.saturating_add(self.valid_for),
-                digest: request.digest.clone(),
-                environment: request.environment.clone(),
-                self_approved,
-            },
-        })
-    }
 }
 
 /// Proof that a person allowed by the policy approved one release, with one artifact, for one
@@ -168,6 +52,11 @@ pub struct Approval {
 }
 
 impl Approval {
+    /// The capability for `request`, approved as `record` says. Only the policy calls this.
+    pub(crate) fn new(request: ApprovalRequest, record: ApprovalRecord) -> Self {
+        Approval { request, record }
+    }
+
     /// Who approved.
     #[must_use]
     pub fn approver(&self) -> &Person {
@@ -275,21 +164,32 @@ pub struct ApprovalRecord {
     pub digest: Digest,
     /// The environment approved.
     pub environment: EnvironmentName,
-    /// Whether the approver authored the change (allowed only by an explicit relaxation).
+    /// Whether an approver authored the change (allowed only by an explicit relaxation).
     #[serde(default)]
     pub self_approved: bool,
+    /// Whether an approver triggered the pipeline (allowed only by an explicit relaxation).
+    #[serde(default)]
+    pub triggerer_approved: bool,
+    /// Everyone whose approval counted, with the rules they counted for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signoffs: Vec<Signoff>,
 }
 
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(crate::time::duration_millis(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
+/// One person's approval as it counted towards a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signoff {
+    /// Who.
+    pub person: Person,
+    /// Why, in their words.
+    pub reason: String,
+    /// When they approved.
+    pub at: Timestamp,
+    /// The rules their approval counted for.
+    pub rules: Vec<String>,
+    /// Whether they authored the change (a recorded relaxation).
+    #[serde(default)]
+    pub self_approved: bool,
+    /// Whether they triggered the pipeline (a recorded relaxation).
+    #[serde(default)]
+    pub triggerer_approved: bool,
 }

@@ -8,6 +8,7 @@
 
 mod approval;
 mod combinator;
+mod policy;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -20,8 +21,12 @@ use crate::environment::Environment;
 use crate::release::AnyRelease;
 use crate::time::Timestamp;
 
-pub use approval::{Approval, ApprovalPolicy, ApprovalRecord, ApprovalRequest};
+pub use approval::{Approval, ApprovalRecord, ApprovalRequest, Signoff};
 pub use combinator::{And, GateExt, KOfN, Named, Not, Or, Soak, Timeout, all, any, k_of_n, soak};
+pub use policy::{
+    ApprovalPolicy, Approver, Ballot, Decision, Directory, Groups, NoGroups, Progress, Rule,
+    RuleProgress, Vote,
+};
 
 /// A move of a release from one state to the next; gates attach to moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

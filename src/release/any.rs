@@ -27,6 +27,10 @@ pub struct Revision {
     /// The commit message's first line, for reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Who triggered the pipeline for it (merged it, pressed "run"), when known; by default
+    /// they may not approve it either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<Person>,
 }
 
 impl Revision {
@@ -51,6 +55,7 @@ impl Revision {
             id,
             author: Person::new(author)?,
             message: None,
+            triggered_by: None,
         })
     }
 
@@ -58,6 +63,20 @@ impl Revision {
     #[must_use]
     pub fn message(mut self, text: impl Into<String>) -> Self {
         self.message = Some(text.into());
+        self
+    }
+
+    /// Records who triggered the pipeline for this revision.
+    ///
+    /// ```
+    /// use tollgate::release::{Person, Revision};
+    /// let rev = Revision::new("4f2a9c1", "dana")?.triggered_by(Person::new("merge-bot")?);
+    /// assert_eq!(rev.triggered_by.unwrap(), "merge-bot");
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    #[must_use]
+    pub fn triggered_by(mut self, person: Person) -> Self {
+        self.triggered_by = Some(person);
         self
     }
 }

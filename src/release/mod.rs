@@ -455,6 +455,7 @@ impl Release<Staged, Delivery> {
             release: any.id().clone(),
             revision: any.revision().id.clone(),
             author: any.revision().author.clone(),
+            triggered_by: any.revision().triggered_by.clone(),
             digest: any.artifact().map(|a| a.digest.clone()).expect(
                 "a staged release always has an artifact: checked when it was built or loaded",
             ),
@@ -508,7 +509,8 @@ impl Release<Staged, Delivery> {
         match redeemed {
             Ok(record) => {
                 self.any.set_approval(record);
-                self.any.set_state(StateName::Approved, pipeline.clock().now());
+                self.any
+                    .set_state(StateName::Approved, pipeline.clock().now());
                 Ok(Release::from_any_unchecked(self.any))
             }
             Err(error) => Err(MoveError::new(self, error)),
