@@ -29,7 +29,7 @@ use std::thread;
 
 use async_trait::async_trait;
 use futures::channel::oneshot;
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
 
 use super::{Executor, ExecutorError, LogLine, Outputs, StageContext, StageOutcome, Stream};
 use crate::artifact::{ArtifactRef, Digest};
@@ -593,7 +593,7 @@ impl Running {
         // Without a supervisor nobody would reap the program, so end it here. Killed with
         // `SIGKILL`, it exits at once, so this wait is short.
         if let Err(error) = supervisor {
-            group.kill();
+            group.kill_and_reap();
             // The supervisor closure, with the channel's sender in it, was dropped: report
             // the spawn error through a fresh channel instead.
             let (send, finished) = oneshot::channel();
@@ -649,6 +649,20 @@ impl Group {
         if !*reaped {
             // `ESRCH` (nothing left in the group) is the only error possible here.
             let _ = rustix::process::kill_process_group(self.id, Signal::KILL);
+        }
+    }
+
+    /// Kills the group and reaps the program by its pid: for when its `Child`, which would
+    /// otherwise reap it, was dropped with a supervisor thread that could not be started.
+    fn kill_and_reap(&self) {
+        let mut reaped = self.lock();
+        if !*reaped {
+            let _ = rustix::process::kill_process_group(self.id, Signal::KILL);
+            // Any error but `EINTR` means there is nothing left to reap.
+            while let Err(rustix::io::Errno::INTR) =
+                rustix::process::waitpid(Some(self.id), WaitOptions::empty())
+            {}
+            *reaped = true;
         }
     }
 
