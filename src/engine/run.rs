@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -30,6 +30,54 @@ const NOT_IN_STEP: u32 = u32::MAX;
 enum Stop {
     Cancelled,
     TimedOut,
+}
+
+/// The attempts of each running stage so far, and the one under way (number, start), kept
+/// outside the stage's future so that a stage stopped from outside (cancel, step timeout,
+/// fail-fast) still reports every attempt it made.
+#[derive(Default)]
+struct InFlight(Mutex<HashMap<usize, Progress>>);
+
+/// One stage's finished attempts, and the number and start of the attempt under way.
+type Progress = (Vec<Attempt>, Option<(u32, Timestamp)>);
+
+impl InFlight {
+    fn with<T>(&self, slot: usize, f: impl FnOnce(&mut Progress) -> T) -> T {
+        f(self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(slot)
+            .or_default())
+    }
+
+    fn begin(&self, slot: usize, number: u32, at: Timestamp) {
+        self.with(slot, |entry| entry.1 = Some((number, at)));
+    }
+
+    fn end(&self, slot: usize, attempt: Attempt) {
+        self.with(slot, |entry| {
+            entry.0.push(attempt);
+            entry.1 = None;
+        });
+    }
+
+    /// Every attempt of `slot`, the one under way (if any) ending now with `status`.
+    fn take(&self, slot: usize, now: Timestamp, status: &StageStatus) -> Vec<Attempt> {
+        let (mut attempts, current) = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&slot)
+            .unwrap_or_default();
+        attempts.extend(current.map(|(number, started_at)| Attempt {
+            number,
+            started_at,
+            finished_at: now,
+            status: status.clone(),
+        }));
+        attempts
+    }
 }
 
 /// Per-step bookkeeping, indexed by slot (a stage's position among the step's stages).
@@ -88,11 +136,12 @@ impl Engine {
                 },
             }
         });
+        let in_flight = InFlight::default();
         let outcome = self
-            .run_phase(run, hooks, &mut state, None, Some(&mut stop))
+            .run_phase(run, hooks, &mut state, &in_flight, None, Some(&mut stop))
             .await;
         drop(stop);
-        self.run_phase(run, hooks, &mut state, Some(outcome), None)
+        self.run_phase(run, hooks, &mut state, &in_flight, Some(outcome), None)
             .await;
 
         let finished_at = run.clock.now();
@@ -137,6 +186,7 @@ impl Engine {
         run: &'a StepRun<'a>,
         hooks: &'a (dyn Fn(usize) -> StageHooks<'a> + Sync),
         state: &mut StepState,
+        in_flight: &InFlight,
         finally_of: Option<StepOutcome>,
         mut stop: Option<&mut Pin<Box<dyn Future<Output = Stop> + Send + 'a>>>,
     ) -> StepOutcome {
@@ -175,7 +225,12 @@ impl Engine {
         let mut outcome = StepOutcome::Succeeded;
 
         loop {
-            while running.len() < workers {
+            // A stop that came while the last stage finished (that stage may have cancelled
+            // the step itself) wins over starting new stages.
+            let stopped = stop
+                .as_deref_mut()
+                .and_then(|stop| stop.as_mut().now_or_never());
+            while stopped.is_none() && running.len() < workers {
                 let Some((priority, Reverse(slot))) = ready.pop() else {
                     break;
                 };
@@ -193,16 +248,17 @@ impl Engine {
                 }
                 let inputs = inputs_of(run, state, i);
                 state.started[slot] = Some(run.clock.now());
-                running.push(self.drive(run, i, slot, hooks(i), inputs, finally_of));
+                running.push(self.drive(run, i, slot, hooks(i), inputs, finally_of, in_flight));
             }
             ready.extend(held_back.drain(..));
 
-            let next = match stop.as_deref_mut() {
-                Some(stop) => match select(running.next(), stop).await {
+            let next = match (stopped, stop.as_deref_mut()) {
+                (Some(why), _) => Err(why),
+                (None, Some(stop)) => match select(running.next(), stop).await {
                     Either::Left((next, _)) => Ok(next),
                     Either::Right((why, _)) => Err(why),
                 },
-                None => Ok(running.next().await),
+                (None, None) => Ok(running.next().await),
             };
             let (slot, report) = match next {
                 Ok(Some(done)) => done,
@@ -219,7 +275,7 @@ impl Engine {
                             StepOutcome::TimedOut,
                         ),
                     };
-                    self.stop_running(run, state, &status);
+                    self.stop_running(run, state, in_flight, &status);
                     outcome = step_outcome;
                     break;
                 }
@@ -255,7 +311,7 @@ impl Engine {
             state.results[slot] = Some(report);
             if !succeeded && !finally && self.failure_policy == super::FailurePolicy::FailFast {
                 drop(std::mem::take(&mut running));
-                self.stop_running(run, state, &StageStatus::Cancelled);
+                self.stop_running(run, state, in_flight, &StageStatus::Cancelled);
                 break;
             }
         }
@@ -263,20 +319,28 @@ impl Engine {
     }
 
     /// Marks every started, unfinished stage with `status` (its future was just dropped).
-    fn stop_running(&self, run: &StepRun<'_>, state: &mut StepState, status: &StageStatus) {
+    fn stop_running(
+        &self,
+        run: &StepRun<'_>,
+        state: &mut StepState,
+        in_flight: &InFlight,
+        status: &StageStatus,
+    ) {
         let now = run.clock.now();
         for slot in 0..state.members.len() {
             if state.results[slot].is_none() && state.started[slot].is_some() {
                 let id = run.graph.spec(state.members[slot]).id.clone();
+                let attempts = in_flight.take(slot, now, status);
                 self.emit(|| Event::StageFinished {
                     stage: id.clone(),
                     status: status.clone(),
-                    attempts: 0,
+                    attempts: attempts.last().map_or(0, |a| a.number),
                     at: now,
                 });
                 let mut report = StageReport::not_run(id, status.clone());
                 report.started_at = state.started[slot];
                 report.finished_at = Some(now);
+                report.attempts = attempts;
                 state.results[slot] = Some(report);
             }
         }
@@ -287,6 +351,10 @@ impl Engine {
         clippy::too_many_lines,
         reason = "one loop over attempts that reads top to bottom; running an attempt and jitter are separate functions"
     )]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the stage's place in the step run; bundling them would only move the list"
+    )]
     async fn drive<'a>(
         &'a self,
         run: &'a StepRun<'a>,
@@ -295,13 +363,13 @@ impl Engine {
         hooks: StageHooks<'a>,
         inputs: Vec<(&'a StageId, Arc<Outputs>)>,
         step_outcome: Option<StepOutcome>,
+        in_flight: &InFlight,
     ) -> (usize, StageReport) {
         let spec = run.graph.spec(i);
         let clock = run.clock;
         let policy = spec.retry.unwrap_or_default();
         let started_at = clock.now();
         let stage_deadline = spec.timeout.map(|d| started_at.saturating_add(d));
-        let mut attempts = Vec::new();
         let mut logs: Vec<LogLine> = Vec::new();
         let mut number = 1;
         let (status, outputs, artifact) = loop {
@@ -311,6 +379,7 @@ impl Engine {
                 attempt: number,
                 at: attempt_start,
             });
+            in_flight.begin(slot, number, attempt_start);
             let ctx = StageContext {
                 spec,
                 release: run.release,
@@ -338,12 +407,15 @@ impl Engine {
                     } = outcome;
                     logs.extend(more);
                     if status.is_success() {
-                        attempts.push(Attempt {
-                            number,
-                            started_at: attempt_start,
-                            finished_at,
-                            status: StageStatus::Succeeded,
-                        });
+                        in_flight.end(
+                            slot,
+                            Attempt {
+                                number,
+                                started_at: attempt_start,
+                                finished_at,
+                                status: StageStatus::Succeeded,
+                            },
+                        );
                         break (StageStatus::Succeeded, outputs, artifact);
                     }
                     (status, false)
@@ -351,12 +423,15 @@ impl Engine {
                 AttemptEnd::Failed(status) => (status, false),
                 AttemptEnd::TimedOut(status) => (status, true),
             };
-            attempts.push(Attempt {
-                number,
-                started_at: attempt_start,
-                finished_at,
-                status: status.clone(),
-            });
+            in_flight.end(
+                slot,
+                Attempt {
+                    number,
+                    started_at: attempt_start,
+                    finished_at,
+                    status: status.clone(),
+                },
+            );
             let failure = AttemptFailure {
                 attempt: number,
                 reason: match &status {
@@ -410,6 +485,7 @@ impl Engine {
             attempts: number,
             at: finished_at,
         });
+        let attempts = in_flight.take(slot, finished_at, &status);
         let report = StageReport {
             id: spec.id.clone(),
             status,
@@ -501,7 +577,9 @@ fn inputs_of<'a>(
         .collect()
 }
 
-/// `delay` shortened by up to `percent`%, by a deterministic draw from (seed, stage, attempt).
+/// `delay` shortened by up to `percent`%, by a deterministic draw from (seed, stage, attempt),
+/// in whole milliseconds: clocks and the serde form of events count milliseconds, so a finer
+/// delay would be announced as one value and slept as another.
 fn jittered(delay: Duration, percent: u8, seed: u64, stage: usize, attempt: u32) -> Duration {
     if percent == 0 || delay.is_zero() {
         return delay;
@@ -511,7 +589,7 @@ fn jittered(delay: Duration, percent: u8, seed: u64, stage: usize, attempt: u32)
     let reduction_ppm = (draw % 1_000_001) * u64::from(percent) / 100;
     let nanos = delay.as_nanos();
     let cut = nanos * u128::from(reduction_ppm) / 1_000_000;
-    Duration::from_nanos(u64::try_from(nanos - cut).unwrap_or(u64::MAX))
+    Duration::from_millis(u64::try_from((nanos - cut) / 1_000_000).unwrap_or(u64::MAX))
 }
 
 /// One step of the splitmix64 generator: a fast, well-mixed hash of `x`.
