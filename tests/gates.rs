@@ -273,9 +273,10 @@ proptest! {
         let gate = build(&expr);
         let verdict = block_on(gate.evaluate(&ctx));
         let kind = match verdict {
-            Verdict::Open => Kind::Open,
+            v if v.is_open() => Kind::Open,
             Verdict::Closed { .. } => Kind::Closed,
             Verdict::Pending { .. } => Kind::Pending,
+            other => return Err(TestCaseError::fail(format!("unexpected verdict {other:?}"))),
         };
         prop_assert_eq!(kind, reference(&expr), "{} on {:?}", gate.name(), expr);
     }
@@ -293,4 +294,221 @@ fn gates_can_be_shared_between_pipelines() {
     clock.advance(10 * MINUTE);
     assert!(block_on(staged_a.auto_approve(&a)).is_ok());
     assert!(block_on(staged_b.auto_approve(&b)).is_ok());
+}
+
+// ---- change windows ----
+
+/// Friday 2026-11-20 14:00 UTC, which is 16:00 at UTC+02:00.
+const FRIDAY_1400_UTC: u64 = 1_795_183_200_000;
+const HOUR_MS: u64 = 3_600_000;
+
+/// A staged release to evaluate gates against.
+fn some_release() -> (AnyRelease, tollgate::environment::Environment) {
+    let clock = clock();
+    let pipeline = guarded(&clock, gate::from_fn("x", |_| Verdict::Open));
+    let (staged, _) = staged(&pipeline, "r1", "aaa");
+    (staged.into_any(), pipeline.production().clone())
+}
+
+fn verdict_at(
+    gate: &impl Gate,
+    release: &AnyRelease,
+    env: &tollgate::environment::Environment,
+    at: u64,
+) -> Verdict {
+    let ctx = GateContext::new(release, Move::Deploy, env, Timestamp::from_millis(at));
+    block_on(gate.evaluate(&ctx))
+}
+
+#[test]
+fn a_weekend_freeze_blocks_its_whole_span_across_midnight_and_the_week_boundary() {
+    let windows = gate::ChangeWindows::new("change-windows", "+02:00")
+        .unwrap()
+        .deny_weekly("weekend", "Fri 16:00", "Mon 08:00")
+        .unwrap();
+    let (release, env) = some_release();
+    // Fri 16:00 +02:00 is 14:00 UTC; Mon 08:00 +02:00 is Mon 06:00 UTC, 64 hours later.
+    let end = FRIDAY_1400_UTC + 64 * HOUR_MS;
+    assert!(verdict_at(&windows, &release, &env, FRIDAY_1400_UTC - 1).is_open());
+    for at in (FRIDAY_1400_UTC..end)
+        .step_by(usize::try_from(HOUR_MS / 4).unwrap())
+        .chain([end - 1])
+    {
+        match verdict_at(&windows, &release, &env, at) {
+            Verdict::Pending { waiting_for, until } => {
+                assert_eq!(until, Some(Timestamp::from_millis(end)), "at {at}");
+                assert_eq!(
+                    waiting_for,
+                    "the end of deny window `weekend`, Fri 16:00 to Mon 08:00 UTC+02:00"
+                );
+            }
+            other => panic!("open during the freeze at {at}: {other:?}"),
+        }
+    }
+    assert!(verdict_at(&windows, &release, &env, end).is_open());
+    // A week later the same window blocks again.
+    let next_week = FRIDAY_1400_UTC + 7 * 24 * HOUR_MS;
+    assert!(!verdict_at(&windows, &release, &env, next_week).is_open());
+}
+
+#[test]
+fn a_holiday_freeze_spans_the_new_year_and_deny_beats_allow() {
+    let windows = gate::ChangeWindows::new("change-windows", "-05:00")
+        .unwrap()
+        .allow_weekly("all-week", "Mon 00:00", "Sun 23:59")
+        .unwrap()
+        .deny_dates("holiday-freeze", "2026-12-21T00:00", "2027-01-04T08:00")
+        .unwrap();
+    let (release, env) = some_release();
+    // 2026-12-31 22:00 UTC is 17:00 at UTC-05:00, inside the freeze and inside `all-week`.
+    let new_years_eve = 1_798_754_400_000;
+    let freeze_end = 1_798_754_400_000 + (3 * 24 + 15) * HOUR_MS; // 2027-01-04 08:00 -05:00
+    match verdict_at(&windows, &release, &env, new_years_eve) {
+        Verdict::Pending { until, waiting_for } => {
+            assert_eq!(until, Some(Timestamp::from_millis(freeze_end)));
+            assert!(waiting_for.contains("holiday-freeze"), "{waiting_for}");
+        }
+        other => panic!("expected the freeze to hold, got {other:?}"),
+    }
+    assert!(verdict_at(&windows, &release, &env, freeze_end).is_open());
+}
+
+#[test]
+fn outside_every_allow_window_the_gate_waits_for_the_next_one() {
+    let windows = gate::ChangeWindows::new("business-hours", "Z")
+        .unwrap()
+        .allow_weekly("monday", "Mon 09:00", "Mon 17:00")
+        .unwrap()
+        .allow_weekly("tuesday", "Tue 09:00", "Tue 17:00")
+        .unwrap();
+    let (release, env) = some_release();
+    // Friday 14:00 UTC: the next allowed time is Monday 09:00, 67 hours later.
+    match verdict_at(&windows, &release, &env, FRIDAY_1400_UTC) {
+        Verdict::Pending { until, waiting_for } => {
+            assert_eq!(
+                until,
+                Some(Timestamp::from_millis(FRIDAY_1400_UTC + 67 * HOUR_MS))
+            );
+            assert!(waiting_for.contains("`monday`"), "{waiting_for}");
+        }
+        other => panic!("expected to wait for Monday, got {other:?}"),
+    }
+    assert!(verdict_at(&windows, &release, &env, FRIDAY_1400_UTC + 67 * HOUR_MS).is_open());
+}
+
+#[test]
+fn an_override_needs_a_person_and_a_reason_and_is_recorded() {
+    let clock = clock();
+    clock.set(Timestamp::from_millis(FRIDAY_1400_UTC - 10 * HOUR_MS));
+    let windows = gate::ChangeWindows::new("change-windows", "+02:00")
+        .unwrap()
+        .deny_weekly("weekend", "Fri 16:00", "Mon 08:00")
+        .unwrap();
+    let overrides = windows.overrides();
+    let pipeline = deployment("shop", &clock)
+        .stages(standard_stages())
+        .gate(Move::Deploy, windows)
+        .build()
+        .unwrap();
+    let (staged, artifact) = staged(&pipeline, "r1", "aaa");
+    let approved = block_on(staged.auto_approve(&pipeline)).unwrap();
+    clock.set(Timestamp::from_millis(FRIDAY_1400_UTC + HOUR_MS));
+    let refused =
+        block_on(approved.deploy(&pipeline, &artifact, pipeline.production())).unwrap_err();
+    assert!(
+        matches!(refused.error(), Error::GatePending { .. }),
+        "{:?}",
+        refused.error()
+    );
+    let approved = refused.into_release();
+
+    let blank = overrides
+        .grant(
+            approved.id(),
+            "rita",
+            "  ",
+            Timestamp::from_millis(u64::MAX),
+        )
+        .unwrap_err();
+    assert!(blank.to_string().contains("no reason"), "{blank}");
+    let until = clock.now().saturating_add(Duration::from_secs(3600));
+    overrides
+        .grant(approved.id(), "rita", "payment outage hotfix", until)
+        .unwrap();
+    let live = block_on(approved.deploy(&pipeline, &artifact, pipeline.production())).unwrap();
+    let last = live.record().gates().last().unwrap();
+    assert_eq!(last.gate, "change-windows");
+    assert_eq!(
+        last.verdict,
+        Verdict::Overridden {
+            by: tollgate::release::Person::new("rita").unwrap(),
+            reason: "payment outage hotfix".to_owned()
+        }
+    );
+}
+
+#[test]
+fn malformed_windows_are_refused_with_what_is_wrong() {
+    let base = || gate::ChangeWindows::new("w", "+01:00").unwrap();
+    let cases: Vec<(tollgate::Result<gate::ChangeWindows>, &str)> = vec![
+        (gate::ChangeWindows::new("w", "CET"), "UTC offset"),
+        (
+            base().deny_weekly("x", "Friday 16:00", "Mon 08:00"),
+            "weekday and time",
+        ),
+        (
+            base().deny_weekly("x", "Fri 16:00", "Fri 16:00"),
+            "starts where it ends",
+        ),
+        (
+            base().deny_dates("x", "2027-01-04T08:00", "2026-12-21T00:00"),
+            "ends before",
+        ),
+        (
+            base().deny_dates("x", "next tuesday", "2026-12-21T00:00"),
+            "not a date",
+        ),
+    ];
+    for (result, needle) in cases {
+        let error = result.unwrap_err();
+        assert!(matches!(error, Error::InvalidGate { .. }), "{error:?}");
+        assert!(
+            error.to_string().contains(needle),
+            "{error} should say {needle:?}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A weekly deny window blocks exactly the instants a hand-written reference (days since
+    /// the epoch, 1970-01-01 being a Thursday) puts inside it, in any offset.
+    #[test]
+    fn weekly_windows_agree_with_a_reference(
+        offset_minutes in -12i64 * 60..=14 * 60,
+        from in 0i64..7 * 24 * 60,
+        to in 0i64..7 * 24 * 60,
+        at in 1_700_000_000_000u64..1_800_000_000_000,
+    ) {
+        prop_assume!(from != to);
+        let days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        let text = |m: i64| format!("{} {:02}:{:02}", days[usize::try_from(m / 1440).unwrap()], m % 1440 / 60, m % 60);
+        let sign = if offset_minutes < 0 { '-' } else { '+' };
+        let offset = format!("{sign}{:02}:{:02}", offset_minutes.abs() / 60, offset_minutes.abs() % 60);
+        let windows = gate::ChangeWindows::new("w", &offset)
+            .unwrap()
+            .deny_weekly("x", &text(from), &text(to))
+            .unwrap();
+        let (release, env) = some_release();
+        let local_ms = i64::try_from(at).unwrap() + offset_minutes * 60_000;
+        let minute_of_week = (local_ms.div_euclid(60_000) + 3 * 1440).rem_euclid(7 * 1440);
+        let inside = if from < to {
+            (from..to).contains(&minute_of_week)
+        } else {
+            minute_of_week >= from || minute_of_week < to
+        };
+        let verdict = verdict_at(&windows, &release, &env, at);
+        prop_assert_eq!(!verdict.is_open(), inside, "{} at local minute {}: {:?}", offset, minute_of_week, verdict);
+    }
 }

@@ -250,7 +250,9 @@ impl<A: Gate, B: Gate> Gate for Or<A, B> {
 impl<G: Gate> Gate for Not<G> {
     async fn evaluate(&self, ctx: &GateContext<'_>) -> Verdict {
         match self.0.evaluate(ctx).await {
-            Verdict::Open => Verdict::closed(format!("`{}` is open", self.0.name())),
+            Verdict::Open | Verdict::Overridden { .. } => {
+                Verdict::closed(format!("`{}` is open", self.0.name()))
+            }
             Verdict::Closed { .. } => Verdict::Open,
             pending @ Verdict::Pending { .. } => pending,
         }
@@ -360,7 +362,7 @@ fn combine(need: usize, verdicts: Vec<(Cow<'_, str>, Verdict)>) -> Verdict {
     let mut until: Option<Timestamp> = None;
     for (name, verdict) in verdicts {
         match verdict {
-            Verdict::Open => {}
+            Verdict::Open | Verdict::Overridden { .. } => {}
             Verdict::Closed { reason } => closed.push(format!("`{name}`: {reason}")),
             Verdict::Pending {
                 waiting_for,

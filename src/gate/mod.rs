@@ -9,6 +9,7 @@
 mod approval;
 mod combinator;
 mod policy;
+mod window;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::environment::Environment;
+use crate::name::Person;
 use crate::release::AnyRelease;
 use crate::time::Timestamp;
 
@@ -27,6 +29,7 @@ pub use policy::{
     ApprovalPolicy, Approver, Ballot, Decision, Directory, Groups, NoGroups, Progress, Rule,
     RuleProgress, Vote,
 };
+pub use window::{ChangeWindows, Override, Overrides, Window};
 
 /// A move of a release from one state to the next; gates attach to moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -67,9 +70,18 @@ impl fmt::Display for Move {
 /// A gate's decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Verdict {
     /// The move may happen.
     Open,
+    /// A person opened a gate that would otherwise block (a change-window override, a
+    /// break-glass deploy); counts as open, and records who and why.
+    Overridden {
+        /// Who opened it.
+        by: Person,
+        /// Why, in their words.
+        reason: String,
+    },
     /// The move may not happen.
     Closed {
         /// Why.
@@ -101,10 +113,10 @@ impl Verdict {
         }
     }
 
-    /// Whether the gate is open.
+    /// Whether the gate is open (or was opened by a person's override).
     #[must_use]
     pub fn is_open(&self) -> bool {
-        matches!(self, Verdict::Open)
+        matches!(self, Verdict::Open | Verdict::Overridden { .. })
     }
 }
 

@@ -344,7 +344,7 @@ impl<S: State, M: Mode> Release<S, M> {
         let mut blocked = None;
         for (gate, verdict) in verdicts {
             let error = match &verdict {
-                Verdict::Open => None,
+                Verdict::Open | Verdict::Overridden { .. } => None,
                 Verdict::Closed { reason } => Some(Error::GateClosed {
                     gate: gate.clone(),
                     reason: reason.clone(),
