@@ -13,8 +13,8 @@ use crate::environment::{Environment, EnvironmentName};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::gate::{
-    Approval, ApprovalPolicy, ApprovalRequest, Ballot, BoxGate, Decision, Directory, Gate, Move,
-    NoGroups, Progress, Vote,
+    Approval, ApprovalPolicy, ApprovalRequest, Ballot, BoxGate, Decision, Directory, Gate,
+    GateContext, Move, NoGroups, Progress, Verdict, Vote,
 };
 use crate::graph::{RetryPolicy, StageGraph, StageSpec, Step};
 use crate::name::{Person, ReleaseId};
@@ -162,6 +162,7 @@ pub struct PipelineBuilder<M: Mode> {
     stages: Vec<Stage>,
     default_executor: Option<Arc<dyn Executor>>,
     gates: Vec<(Move, BoxGate)>,
+    environment_gates: Vec<(EnvironmentName, BoxGate)>,
     engine: Engine,
     clock: Arc<dyn Clock>,
     staging: Option<Environment>,
@@ -235,6 +236,35 @@ impl<M: Mode> PipelineBuilder<M> {
         self
     }
 
+    /// Guards every deployment into `environment` (the stage move for staging, the deploy
+    /// move for production) with `gate`, like an environment's protection rules in GitHub
+    /// Actions or GitLab.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::gate::{self, ChangeWindows};
+    /// use tollgate::prelude::*;
+    ///
+    /// let builder = Pipeline::<Deployment>::builder("web")
+    ///     .environment_gate(
+    ///         "production",
+    ///         ChangeWindows::new("change-windows", "+01:00")?
+    ///             .deny_weekly("weekend", "Fri 16:00", "Mon 08:00")?,
+    ///     )?
+    ///     .environment_gate("staging", gate::soak(Duration::from_secs(600)))?;
+    /// # let _ = builder;
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn environment_gate(
+        mut self,
+        environment: impl Into<String>,
+        gate: impl Gate + 'static,
+    ) -> Result<Self> {
+        let environment = EnvironmentName::new(environment)?;
+        self.environment_gates.push((environment, Box::new(gate)));
+        Ok(self)
+    }
+
     /// Sets the engine that runs the steps.
     #[must_use]
     pub fn engine(mut self, engine: Engine) -> Self {
@@ -303,6 +333,7 @@ impl<M: Mode> PipelineBuilder<M> {
             graph,
             executors,
             gates: self.gates,
+            environment_gates: self.environment_gates,
             engine: self.engine,
             clock: self.clock,
             staging: match self.staging {
@@ -377,6 +408,7 @@ pub struct Pipeline<M: Mode> {
     /// One executor and retry predicate per stage, indexed like the graph's stages.
     executors: Vec<StageRunner>,
     gates: Vec<(Move, BoxGate)>,
+    environment_gates: Vec<(EnvironmentName, BoxGate)>,
     engine: Engine,
     clock: Arc<dyn Clock>,
     staging: Environment,
@@ -406,6 +438,7 @@ impl<M: Mode> Pipeline<M> {
             stages: Vec::new(),
             default_executor: None,
             gates: Vec::new(),
+            environment_gates: Vec::new(),
             engine: Engine::default(),
             clock: Arc::new(SystemClock),
             staging: None,
@@ -473,12 +506,143 @@ impl<M: Mode> Pipeline<M> {
         self.engine.cancel_handle()
     }
 
-    /// The gates on `mv`.
-    pub(crate) fn gates_on(&self, mv: Move) -> impl Iterator<Item = &BoxGate> + '_ {
+    /// Explains what stands between `release` and its next move: every gate's verdict now
+    /// and, for a staged delivery release, the approval it needs (with the progress of
+    /// `ballot`, when given). Nothing is recorded and the release is not touched; gates are
+    /// asked as they would be by the move itself (a [`MetricGate`](crate::gate::MetricGate)
+    /// takes a sample).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tollgate::prelude::*;
+    /// # use tollgate::executor::from_fn;
+    /// # use tollgate::time::{ManualClock, Timestamp};
+    /// # fn main() -> Result<(), tollgate::Error> { futures::executor::block_on(async {
+    /// # let ok = || from_fn(|_| Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes("app", b"app"))));
+    /// let clock = ManualClock::new(Timestamp::EPOCH);
+    /// let pipeline = Pipeline::<Delivery>::builder("shop")
+    ///     # .stage(Stage::build("compile").run(ok())).stage(Stage::test("unit").run(ok()))
+    ///     # .stage(Stage::stage("staging").run(ok())).stage(Stage::deploy("production").run(ok()))
+    ///     .clock(clock.clone())
+    ///     .gate(Move::Approve, tollgate::gate::soak(Duration::from_secs(1800)))
+    ///     .approvals(ApprovalPolicy::any_of(["rita"])?)
+    ///     .build()?;
+    /// # let built = pipeline.start("r1", Revision::new("4f2a9c1", "dana")?)?.build(&pipeline).await?;
+    /// # let artifact = built.artifact().cloned().unwrap();
+    /// # let staged = built.test(&pipeline, &artifact).await?.stage(&pipeline, &artifact).await?;
+    /// let why = pipeline.explain(staged.record(), None).await;
+    /// assert!(!why.is_ready());
+    /// assert_eq!(why.blocking().next().unwrap().gate, "soak 30m");
+    /// println!("{why}");
+    /// # Ok(()) }) }
+    /// ```
+    pub async fn explain(
+        &self,
+        release: &AnyRelease,
+        ballot: Option<&Ballot>,
+    ) -> crate::gate::Explanation {
+        use crate::release::StateName;
+        let now = self.clock.now();
+        let next = match release.state() {
+            StateName::Commit => Some(Move::Build),
+            StateName::Built => Some(Move::Test),
+            StateName::Tested => Some(Move::Stage),
+            StateName::Staged => Some(Move::Approve),
+            StateName::Approved => Some(Move::Deploy),
+            StateName::Deployed => None,
+        };
+        let environment = match next {
+            Some(Move::Stage) => Some(release.staging()),
+            Some(_) => Some(release.target()),
+            None => None,
+        };
+        let gates = match (next, environment) {
+            (Some(mv), Some(environment)) => self
+                .evaluate_gates(release, mv, environment, now, false)
+                .await
+                .into_iter()
+                .map(|(gate, verdict)| crate::gate::GateVerdict { gate, verdict })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let approval = (M::KIND == crate::release::ModeKind::Delivery
+            && next == Some(Move::Approve))
+        .then(|| {
+            let policy = self.approvals.for_environment(release.target().name());
+            crate::gate::ApprovalNeed {
+                rules: policy
+                    .map(|p| p.rules().iter().map(ToString::to_string).collect())
+                    .unwrap_or_default(),
+                progress: match (policy, ballot) {
+                    (Some(policy), Some(ballot)) => {
+                        Some(policy.progress(ballot, &*self.approvals.directory, now))
+                    }
+                    _ => None,
+                },
+            }
+        });
+        crate::gate::Explanation {
+            release: release.id().clone(),
+            state: release.state(),
+            mode: release.mode(),
+            next,
+            environment: environment.map(|e| e.name().clone()),
+            gates,
+            approval,
+            at: now,
+        }
+    }
+
+    /// The gates on `mv` aimed at `environment`: the move's own, and, for the moves that
+    /// deploy (stage and deploy), the environment's.
+    pub(crate) fn gates_on<'a>(
+        &'a self,
+        mv: Move,
+        environment: &'a EnvironmentName,
+    ) -> impl Iterator<Item = &'a BoxGate> + 'a {
+        let deploys = matches!(mv, Move::Stage | Move::Deploy);
         self.gates
             .iter()
             .filter(move |(m, _)| *m == mv)
             .map(|(_, g)| g)
+            .chain(
+                self.environment_gates
+                    .iter()
+                    .filter(move |(e, _)| deploys && e == environment)
+                    .map(|(_, g)| g),
+            )
+    }
+
+    /// Evaluates every gate on `mv` for `release` at `now`, concurrently, and reports each
+    /// verdict to the engine's observer as an [`Event::GateEvaluated`](crate::engine::Event).
+    pub(crate) async fn evaluate_gates(
+        &self,
+        release: &AnyRelease,
+        mv: Move,
+        environment: &Environment,
+        now: crate::time::Timestamp,
+        report: bool,
+    ) -> Vec<(String, Verdict)> {
+        let ctx = GateContext::new(release, mv, environment, now);
+        let gates: Vec<&BoxGate> = self.gates_on(mv, environment.name()).collect();
+        let verdicts = futures::future::join_all(gates.iter().map(|g| g.evaluate(&ctx))).await;
+        gates
+            .iter()
+            .zip(verdicts)
+            .map(|(gate, verdict)| {
+                let name = gate.name().into_owned();
+                if report {
+                    self.engine.emit(|| crate::engine::Event::GateEvaluated {
+                        release: release.id().clone(),
+                        mv,
+                        gate: name.clone(),
+                        verdict: verdict.clone(),
+                        at: now,
+                    });
+                }
+                (name, verdict)
+            })
+            .collect()
     }
 
     pub(crate) async fn run_step(

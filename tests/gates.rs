@@ -512,3 +512,200 @@ proptest! {
         prop_assert_eq!(!verdict.is_open(), inside, "{} at local minute {}: {:?}", offset, minute_of_week, verdict);
     }
 }
+
+// ---- automated verdicts ----
+
+/// A metric source that replays a script of samples, one per evaluation.
+struct Script(std::sync::Mutex<std::collections::VecDeque<Option<f64>>>);
+
+impl Script {
+    fn new(samples: &[Option<f64>]) -> Self {
+        Script(std::sync::Mutex::new(samples.iter().copied().collect()))
+    }
+}
+
+#[async_trait::async_trait]
+impl gate::MetricSource for Script {
+    async fn sample(&self, _query: &str, _ctx: &GateContext<'_>) -> Option<f64> {
+        self.0.lock().unwrap().pop_front().flatten()
+    }
+}
+
+fn kinds(gate: &impl Gate, evaluations: usize) -> Vec<String> {
+    let (release, env) = some_release();
+    (0..evaluations)
+        .map(
+            |_| match verdict_at(gate, &release, &env, FRIDAY_1400_UTC) {
+                v if v.is_open() => "open".to_owned(),
+                Verdict::Closed { reason } => format!("closed: {reason}"),
+                Verdict::Pending { waiting_for, .. } => format!("pending: {waiting_for}"),
+                other => format!("{other:?}"),
+            },
+        )
+        .collect()
+}
+
+#[test]
+fn a_metric_gate_needs_consecutive_good_samples_and_waits_on_missing_data() {
+    let canary = gate::MetricGate::new(
+        "error-rate",
+        Script::new(&[
+            Some(0.001),
+            None,
+            Some(0.05),
+            Some(0.002),
+            Some(f64::NAN),
+            Some(0.003),
+            Some(0.004),
+        ]),
+        "rate(http_5xx[5m])",
+        gate::Threshold::AtMost(0.01),
+    )
+    .failure_limit(1)
+    .consecutive_successes(3);
+    assert_eq!(
+        kinds(&canary, 7),
+        [
+            "pending: 1 of 3 good samples in a row of `rate(http_5xx[5m])` <= 0.01",
+            "pending: data for `rate(http_5xx[5m])` (1 of 3 good samples in a row)",
+            "pending: 0 of 3 good samples in a row of `rate(http_5xx[5m])` <= 0.01",
+            "pending: 1 of 3 good samples in a row of `rate(http_5xx[5m])` <= 0.01",
+            "pending: data for `rate(http_5xx[5m])` (1 of 3 good samples in a row)",
+            "pending: 2 of 3 good samples in a row of `rate(http_5xx[5m])` <= 0.01",
+            "open",
+        ]
+    );
+}
+
+#[test]
+fn a_metric_gate_closes_past_its_failure_limit_and_stays_closed() {
+    let canary = gate::MetricGate::new(
+        "latency",
+        Script::new(&[Some(900.0), Some(950.0), Some(100.0)]),
+        "p99_ms",
+        gate::Threshold::AtMost(500.0),
+    )
+    .failure_limit(1);
+    let verdicts = kinds(&canary, 3);
+    assert!(verdicts[0].starts_with("pending"), "{verdicts:?}");
+    assert_eq!(
+        verdicts[1],
+        "closed: `p99_ms` was 950, not <= 500: 2 bad samples, limit 1"
+    );
+    assert_eq!(
+        verdicts[2],
+        "closed: `p99_ms` failed 2 of 2 samples (limit 1)"
+    );
+}
+
+#[test]
+fn the_test_results_gate_reads_the_release_record() {
+    let clock = clock();
+    let flaky_once = {
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        tollgate::executor::from_fn(move |_| {
+            if failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                Ok(StageOutcome::success())
+            } else {
+                Ok(StageOutcome::failure("flaked"))
+            }
+        })
+    };
+    let build = |max_flaky: usize| {
+        deployment("shop", &clock)
+            .stage(Stage::build("compile").run(support::compile()))
+            .stage(Stage::test("unit").after("compile").retry(
+                tollgate::graph::RetryPolicy::attempts(2).backoff(
+                    tollgate::graph::Backoff::Fixed {
+                        delay: Duration::ZERO,
+                    },
+                ),
+            ))
+            .stage(Stage::stage("staging").run(support::ok()))
+            .stage(Stage::deploy("production").run(support::ok()))
+            .gate(Move::Approve, gate::TestResults::new().max_flaky(max_flaky))
+    };
+    let pipeline = build(0)
+        .stage(Stage::test("lint").after("compile").run(support::ok()))
+        .default_executor(flaky_once)
+        .build()
+        .unwrap();
+    let (staged, _) = staged(&pipeline, "r1", "aaa");
+    let refused = block_on(staged.auto_approve(&pipeline)).unwrap_err();
+    assert!(
+        matches!(refused.error(), Error::GateClosed { gate, reason }
+            if gate == "test-results" && reason == "1 test stages passed only on a retry (unit), at most 0 allowed"),
+        "{:?}",
+        refused.error()
+    );
+}
+
+#[test]
+fn environment_gates_guard_deployments_into_their_environment_and_every_verdict_is_an_event() {
+    let clock = clock();
+    let log = tollgate::engine::EventLog::new();
+    let pipeline = deployment("shop", &clock)
+        .stages(standard_stages())
+        .engine(
+            tollgate::engine::Engine::builder()
+                .observer(log.clone())
+                .build()
+                .unwrap(),
+        )
+        .environment_gate("production", gate::soak(30 * MINUTE))
+        .unwrap()
+        .environment_gate(
+            "qa",
+            gate::from_fn("never", |_| Verdict::closed("not ours")),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    let (staged, artifact) = staged(&pipeline, "r1", "aaa");
+    // The approve move does not deploy, so production's gate is not asked yet.
+    let approved = block_on(staged.auto_approve(&pipeline)).unwrap();
+    let why = block_on(pipeline.explain(approved.record(), None));
+    assert_eq!(why.next, Some(Move::Deploy));
+    assert_eq!(why.gates.len(), 1);
+    assert!(!why.is_ready());
+    let text = why.to_string();
+    assert!(
+        text.starts_with("release r1 (approved, deployment): next move deploy to production"),
+        "{text}"
+    );
+    assert!(text.contains("BLOCKS  soak 30m: pending until"), "{text}");
+
+    let refused =
+        block_on(approved.deploy(&pipeline, &artifact, pipeline.production())).unwrap_err();
+    assert!(matches!(refused.error(), Error::GatePending { gate, .. } if gate == "soak 30m"));
+    clock.advance(30 * MINUTE);
+    let live = block_on(
+        refused
+            .into_release()
+            .deploy(&pipeline, &artifact, pipeline.production()),
+    )
+    .unwrap();
+    let gate_events: Vec<(String, bool)> = log
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            tollgate::engine::Event::GateEvaluated { gate, verdict, .. } => {
+                Some((gate, verdict.is_open()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        gate_events,
+        [
+            ("soak 30m".to_owned(), false),
+            ("soak 30m".to_owned(), true)
+        ]
+    );
+    assert_eq!(live.record().gates().len(), 2);
+    let done = block_on(pipeline.explain(live.record(), None));
+    assert_eq!(
+        done.to_string(),
+        "release r1 (deployed, deployment): deployed, no move left"
+    );
+}

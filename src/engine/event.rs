@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::executor::StageStatus;
+use crate::gate::{Move, Verdict};
 use crate::graph::{StageId, Step};
 use crate::name::ReleaseId;
 use crate::time::Timestamp;
@@ -81,6 +82,22 @@ pub enum Event {
         status: StageStatus,
         /// How many attempts it made.
         attempts: u32,
+        /// When.
+        at: Timestamp,
+    },
+    /// A gate gave its verdict on a move of a release (recorded in the release too).
+    GateEvaluated {
+        /// The release.
+        release: ReleaseId,
+        /// The move it guarded.
+        #[serde(rename = "move")]
+        mv: Move,
+        /// The gate's name.
+        gate: String,
+        /// Its verdict: the reason when closed, what it waits for when pending, and who
+        /// when a person overrode it.
+        #[serde(flatten)]
+        verdict: Verdict,
         /// When.
         at: Timestamp,
     },
@@ -178,6 +195,15 @@ impl fmt::Display for Event {
                 write!(f, "{at} {release}: {step} step started ({stages} stages)")
             }
             Event::StageReady { stage, at } => write!(f, "{at} {stage}: ready"),
+            Event::GateEvaluated {
+                release,
+                mv,
+                gate,
+                verdict,
+                at,
+            } => {
+                write!(f, "{at} {release}: gate `{gate}` on {mv}: {verdict}")
+            }
             Event::AttemptStarted { stage, attempt, at } => {
                 write!(f, "{at} {stage}: attempt {attempt} started")
             }

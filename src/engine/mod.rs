@@ -198,7 +198,7 @@ impl Engine {
         self.run_step(&run, &hooks).await
     }
 
-    fn emit(&self, event: impl FnOnce() -> Event) {
+    pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
         if let Some(observer) = &self.observer {
             observer.observe(&event());
         }

@@ -8,7 +8,9 @@
 
 mod approval;
 mod combinator;
+mod explain;
 mod policy;
+mod verdicts;
 mod window;
 
 use std::borrow::Cow;
@@ -25,10 +27,12 @@ use crate::time::Timestamp;
 
 pub use approval::{Approval, ApprovalRecord, ApprovalRequest, Signoff};
 pub use combinator::{And, GateExt, KOfN, Named, Not, Or, Soak, Timeout, all, any, k_of_n, soak};
+pub use explain::{ApprovalNeed, Explanation, GateVerdict};
 pub use policy::{
     ApprovalPolicy, Approver, Ballot, Decision, Directory, Groups, NoGroups, Progress, Rule,
     RuleProgress, Vote,
 };
+pub use verdicts::{MetricGate, MetricSource, TestResults, Threshold};
 pub use window::{ChangeWindows, Override, Overrides, Window};
 
 /// A move of a release from one state to the next; gates attach to moves.
@@ -117,6 +121,26 @@ impl Verdict {
     #[must_use]
     pub fn is_open(&self) -> bool {
         matches!(self, Verdict::Open | Verdict::Overridden { .. })
+    }
+}
+
+impl fmt::Display for Verdict {
+    /// `open`, `open (overridden by rita: hotfix)`, `closed: <reason>`,
+    /// `pending: <what it waits for>` with `until @<ms>` when known.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Open => f.write_str("open"),
+            Verdict::Overridden { by, reason } => write!(f, "open (overridden by {by}: {reason})"),
+            Verdict::Closed { reason } => write!(f, "closed: {reason}"),
+            Verdict::Pending {
+                waiting_for,
+                until: None,
+            } => write!(f, "pending: {waiting_for}"),
+            Verdict::Pending {
+                waiting_for,
+                until: Some(until),
+            } => write!(f, "pending until {until}: {waiting_for}"),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::artifact::{Artifact, ArtifactRef};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
-use crate::gate::{Approval, ApprovalRequest, GateContext, GateRecord, Move, Verdict};
+use crate::gate::{Approval, ApprovalRequest, GateRecord, Move, Verdict};
 use crate::graph::Step;
 use crate::pipeline::Pipeline;
 
@@ -329,18 +329,9 @@ impl<S: State, M: Mode> Release<S, M> {
         environment: &Environment,
     ) -> Result<()> {
         let now = pipeline.clock().now();
-        let mut verdicts = Vec::new();
-        {
-            let ctx = GateContext {
-                release: &self.any,
-                mv,
-                environment,
-                now,
-            };
-            for gate in pipeline.gates_on(mv) {
-                verdicts.push((gate.name().into_owned(), gate.evaluate(&ctx).await));
-            }
-        }
+        let verdicts = pipeline
+            .evaluate_gates(&self.any, mv, environment, now, true)
+            .await;
         let mut blocked = None;
         for (gate, verdict) in verdicts {
             let error = match &verdict {
