@@ -1,0 +1,335 @@
+//! A release bot: holds several staged releases of a continuous-delivery pipeline, takes
+//! approval commands, explains what each release waits for, refuses what the policy forbids,
+//! and ships each release once its policy and gates are satisfied.
+//!
+//! ```sh
+//! cargo run --example release_bot                      # a scripted conversation
+//! cargo run --example release_bot -- "status" "approve shop-2 as rita: looks good"
+//! echo "approve shop-1 as dana" | cargo run --example release_bot
+//! ```
+//!
+//! Commands, one per argument or per line of standard input:
+//!
+//! - `status`: explain every release (gates, approvals, what would unblock it);
+//! - `approve <release> as <person>[: reason]`;
+//! - `approve <release> as <person> for <digest>[: reason]` (the digest the person reviewed);
+//! - `reject <release> as <person>: reason`;
+//! - `wait <minutes>`: let virtual time pass (the bot runs on a virtual clock here);
+//! - `ship`: move every release whose policy and gates allow it to production.
+//!
+//! A release waiting for a person or a timer is parked: the bot holds a value, not a thread,
+//! and tries the move again when a command or a tick arrives.
+
+// The shared pipeline of the delivery and deployment examples; this bot uses only its stages.
+#[allow(dead_code)]
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, IsTerminal as _};
+use std::time::Duration;
+
+use futures::executor::block_on;
+use tollgate::gate::{self, Ballot, ChangeWindows, Decision, Groups, Move, Rule};
+use tollgate::prelude::*;
+use tollgate::time::{Clock as _, ManualClock, Timestamp};
+
+/// Monday 2026-11-23 10:00 UTC: a working morning, so the change windows are open.
+const MONDAY_MORNING: Timestamp = Timestamp::from_millis(1_795_428_000_000);
+
+/// What the bot says when no commands are given: a conversation that shows every rule.
+const SCRIPT: &[&str] = &[
+    "status",
+    "approve shop-1 as dana: my change is fine",
+    "approve shop-1 as mallory: trust me",
+    "approve shop-1 as rita: release notes checked",
+    "approve shop-1 as ines: migration reviewed",
+    "ship",
+    "wait 30",
+    "approve shop-1 as omar for sha256:9b4e1f0c2d3a5b6c7d8e9f00112233445566778899aabbccddeeff0011223344: scanned",
+    "approve shop-1 as omar: scan is clean",
+    "approve shop-2 as sam: ok",
+    "reject shop-2 as omar: leaks a token in the logs",
+    "ship",
+    "status",
+];
+
+/// Where a held release is.
+enum Held {
+    Staged(Release<Staged, Delivery>, Ballot),
+    Deployed(Release<Deployed, Delivery>),
+}
+
+fn main() -> Result<(), tollgate::Error> {
+    let clock = ManualClock::new(MONDAY_MORNING);
+    let pipeline = pipeline(&clock)?;
+
+    // Three changes from three people, all staged and waiting for approval.
+    let mut held = BTreeMap::new();
+    for (id, revision, author) in [
+        ("shop-1", "4f2a9c1", "dana"),
+        ("shop-2", "9b01d3e", "lee"),
+        ("shop-3", "c77e0aa", "pat"),
+    ] {
+        let staged = block_on(stage(&pipeline, id, Revision::new(revision, author)?))?;
+        let ballot = Ballot::new(staged.approval_request());
+        held.insert(id.to_owned(), Held::Staged(staged, ballot));
+    }
+    println!(
+        "release bot: {} releases staged; policy: {}\n",
+        held.len(),
+        pipeline
+            .approval_policy()
+            .rules()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+
+    for command in commands() {
+        println!("> {command}");
+        if let Err(message) = run(&command, &pipeline, &clock, &mut held) {
+            println!("  refused: {message}");
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// The commands: the arguments, else the lines piped to standard input, else the script.
+fn commands() -> Vec<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        return args;
+    }
+    let stdin = std::io::stdin();
+    let piped: Vec<String> = if stdin.is_terminal() {
+        Vec::new()
+    } else {
+        stdin
+            .lock()
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    };
+    if piped.is_empty() {
+        SCRIPT.iter().map(|&s| s.to_owned()).collect()
+    } else {
+        piped
+    }
+}
+
+/// The delivery pipeline: two release managers and one security reviewer must approve, the
+/// release must have soaked in staging for 30 minutes, and production is frozen at weekends.
+fn pipeline(clock: &ManualClock) -> Result<Pipeline<Delivery>, tollgate::Error> {
+    Pipeline::<Delivery>::builder("shop")
+        .clock(clock.clone())
+        .stages(common::stages())
+        .approvals(
+            ApprovalPolicy::new()
+                .rule(
+                    Rule::new("release-managers")
+                        .group("release-managers")
+                        .need(2),
+                )?
+                .rule(Rule::new("security").group("security"))?
+                .valid_for(Duration::from_secs(8 * 3600)),
+        )
+        .directory(
+            Groups::new()
+                .group("release-managers", ["rita", "sam", "ines", "dana"])?
+                .group("security", ["omar", "ines"])?,
+        )
+        .gate(Move::Approve, gate::soak(Duration::from_secs(30 * 60)))
+        .environment_gate(
+            "production",
+            ChangeWindows::new("change-windows", "+01:00")?.deny_weekly(
+                "weekend",
+                "Fri 16:00",
+                "Mon 08:00",
+            )?,
+        )?
+        .build()
+}
+
+async fn stage(
+    pipeline: &Pipeline<Delivery>,
+    id: &str,
+    revision: Revision,
+) -> Result<Release<Staged, Delivery>, tollgate::Error> {
+    let built = pipeline.start(id, revision)?.build(pipeline).await?;
+    let artifact = built
+        .artifact()
+        .cloned()
+        .ok_or(tollgate::Error::NoArtifact {
+            release: built.id().clone(),
+        })?;
+    let tested = built.test(pipeline, &artifact).await?;
+    Ok(tested.stage(pipeline, &artifact).await?)
+}
+
+fn run(
+    command: &str,
+    pipeline: &Pipeline<Delivery>,
+    clock: &ManualClock,
+    held: &mut BTreeMap<String, Held>,
+) -> Result<(), String> {
+    // `: ` starts the reason (a digest has a colon but no space after it).
+    let (order, reason) = match command.split_once(": ") {
+        Some((order, reason)) => (order, reason.trim()),
+        None => (command, ""),
+    };
+    let words: Vec<&str> = order.split_whitespace().collect();
+    match words.as_slice() {
+        ["status"] => {
+            for slot in held.values() {
+                let record = match slot {
+                    Held::Staged(release, ballot) => {
+                        block_on(pipeline.explain(release.record(), Some(ballot)))
+                    }
+                    Held::Deployed(release) => block_on(pipeline.explain(release.record(), None)),
+                };
+                println!("  {}", record.to_string().replace('\n', "\n  "));
+            }
+            Ok(())
+        }
+        ["wait", minutes] => {
+            let minutes: u64 = minutes.parse().map_err(|_| "`wait` takes minutes")?;
+            clock.advance(Duration::from_secs(minutes * 60));
+            println!("  the clock reads {}", clock.now());
+            Ok(())
+        }
+        ["approve" | "reject", release, "as", person, rest @ ..] => {
+            let decision = if words[0] == "approve" {
+                Decision::Approve
+            } else {
+                Decision::Reject
+            };
+            let Some(Held::Staged(staged, ballot)) = held.remove(*release) else {
+                return Err(format!("no release `{release}` is waiting for approval"));
+            };
+            match rest {
+                [] => {
+                    let mut ballot = ballot;
+                    let progress = pipeline.vote(&mut ballot, person, decision, reason);
+                    held.insert((*release).to_owned(), Held::Staged(staged, ballot));
+                    println!("  {release}: {}", progress.map_err(|e| e.to_string())?);
+                    Ok(())
+                }
+                ["for", digest] => {
+                    // The person reviewed a specific artifact, so their approval is for that
+                    // digest. The library binds every approval to its digest and refuses it
+                    // on a release that carries another one.
+                    let result =
+                        approve_reviewed(pipeline, staged, &ballot, person, digest, reason);
+                    let (staged, outcome) = result;
+                    held.insert((*release).to_owned(), Held::Staged(staged, ballot));
+                    outcome
+                }
+                _ => {
+                    held.insert((*release).to_owned(), Held::Staged(staged, ballot));
+                    Err(format!("cannot read `{command}`"))
+                }
+            }
+        }
+        ["ship"] => {
+            ship(pipeline, held);
+            Ok(())
+        }
+        _ => Err(format!("cannot read `{command}`")),
+    }
+}
+
+/// Votes as `person` for the artifact `digest` they reviewed and tries the approval on
+/// `staged`; hands the release back with what happened.
+fn approve_reviewed(
+    pipeline: &Pipeline<Delivery>,
+    staged: Release<Staged, Delivery>,
+    ballot: &Ballot,
+    person: &str,
+    digest: &str,
+    reason: &str,
+) -> (Release<Staged, Delivery>, Result<(), String>) {
+    let reviewed: Digest = match digest.parse() {
+        Ok(d) => d,
+        Err(e) => return (staged, Err(e.to_string())),
+    };
+    let mut request = staged.approval_request();
+    request.digest = reviewed;
+    let mut for_reviewed = Ballot::new(request);
+    for vote in ballot.votes() {
+        // The votes so far were for the release as it is; carried over, they let this vote
+        // complete the policy, so that the digest check is what decides.
+        let _ = pipeline.vote(
+            &mut for_reviewed,
+            vote.person.as_str(),
+            vote.decision,
+            &vote.reason,
+        );
+    }
+    if let Err(e) = pipeline.vote(&mut for_reviewed, person, Decision::Approve, reason) {
+        return (staged, Err(e.to_string()));
+    }
+    let approval = match pipeline.issue(&for_reviewed) {
+        Ok(approval) => approval,
+        Err(e) => return (staged, Err(e.to_string())),
+    };
+    match block_on(staged.approve(pipeline, approval)) {
+        Ok(_) => unreachable!("an approval for another digest never approves a release"),
+        Err(refused) => {
+            let (staged, error) = refused.into_parts();
+            (staged, Err(error.to_string()))
+        }
+    }
+}
+
+/// Tries to approve and deploy every staged release; parks the ones that cannot go yet.
+fn ship(pipeline: &Pipeline<Delivery>, held: &mut BTreeMap<String, Held>) {
+    let ids: Vec<String> = held.keys().cloned().collect();
+    for id in ids {
+        let Some(Held::Staged(staged, ballot)) = held.remove(&id) else {
+            continue;
+        };
+        let approval = match pipeline.issue(&ballot) {
+            Ok(approval) => approval,
+            Err(error) => {
+                println!("  {id}: parked, {error}");
+                held.insert(id, Held::Staged(staged, ballot));
+                continue;
+            }
+        };
+        let artifact = staged.artifact().cloned();
+        let approved = match block_on(staged.approve(pipeline, approval)) {
+            Ok(approved) => approved,
+            Err(refused) => {
+                println!("  {id}: parked, {}", refused.error());
+                held.insert(id, Held::Staged(refused.into_release(), ballot));
+                continue;
+            }
+        };
+        let Some(artifact) = artifact else { continue };
+        match block_on(approved.deploy(pipeline, &artifact, pipeline.production())) {
+            Ok(live) => {
+                let record = live.record().approval().map(|a| {
+                    a.signoffs
+                        .iter()
+                        .map(|s| format!("{} ({})", s.person, s.rules.join(", ")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
+                println!(
+                    "  {id}: deployed {} to production, approved by {}",
+                    artifact.digest.short(),
+                    record.unwrap_or_default()
+                );
+                held.insert(id, Held::Deployed(live));
+            }
+            Err(refused) => {
+                // Approved but held at the production gate (a freeze): the approval is
+                // spent, so the bot would keep the approved release and retry the deploy.
+                println!("  {id}: approved, deployment held: {}", refused.error());
+            }
+        }
+    }
+}
