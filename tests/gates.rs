@@ -674,6 +674,10 @@ fn environment_gates_guard_deployments_into_their_environment_and_every_verdict_
         "{text}"
     );
     assert!(text.contains("BLOCKS  soak 30m: pending until"), "{text}");
+    assert_eq!(
+        why.retry_at(),
+        Some(approved.record().entered_at().saturating_add(30 * MINUTE))
+    );
 
     let refused =
         block_on(approved.deploy(&pipeline, &artifact, pipeline.production())).unwrap_err();

@@ -70,6 +70,19 @@ impl Explanation {
             && self.approval.as_ref().is_none_or(ApprovalNeed::is_met)
     }
 
+    /// When to try again without waiting for a person: the earliest time a pending gate said
+    /// it would decide on its own (a soak ending, a freeze lifting), if any.
+    #[must_use]
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        self.gates
+            .iter()
+            .filter_map(|g| match g.verdict {
+                Verdict::Pending { until, .. } => until,
+                _ => None,
+            })
+            .min()
+    }
+
     /// The gates that block, closed ones first.
     pub fn blocking(&self) -> impl Iterator<Item = &GateVerdict> + '_ {
         let closed = self
