@@ -597,3 +597,42 @@ fn the_release_is_approved_only_through_the_policy() {
     let approved = block_on(staged.approve(&pipeline, pipeline.issue(&ballot).unwrap())).unwrap();
     assert_eq!(approved.state(), StateName::Approved);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// An approval issued for a request that differs from the release in any bound field
+    /// (release, revision, author, digest, environment) never approves it, and the refused
+    /// release can still be approved properly.
+    #[test]
+    fn an_approval_for_anything_else_never_approves(
+        field in 0usize..5,
+        other in "[a-z][a-z0-9]{2,8}",
+    ) {
+        let clock = clock();
+        let pipeline = pipeline(&clock, ApprovalPolicy::any_of(["rita"]).unwrap(), org());
+        let staged = staged(&pipeline, "aaa", None);
+        let mut request = staged.approval_request();
+        match field {
+            0 => request.release = tollgate::release::ReleaseId::new(format!("r-{other}")).unwrap(),
+            1 => request.revision = format!("rev-{other}"),
+            2 => request.author = Person::new(format!("dev-{other}")).unwrap(),
+            3 => request.digest = Digest::sha256(other.as_bytes()),
+            _ => request.environment = tollgate::environment::EnvironmentName::new(format!("env-{other}")).unwrap(),
+        }
+        let mut ballot = Ballot::new(request);
+        pipeline.vote(&mut ballot, "rita", Decision::Approve, "ok").unwrap();
+        // A request for another environment falls back to the default policy here.
+        let approval = pipeline.issue(&ballot).unwrap();
+        let refused = block_on(staged.approve(&pipeline, approval)).unwrap_err();
+        prop_assert!(
+            matches!(refused.error(), Error::ApprovalMismatch { .. }),
+            "{:?}",
+            refused.error()
+        );
+        let staged = refused.into_release();
+        prop_assert_eq!(staged.state(), StateName::Staged);
+        let approval = pipeline.approve(&staged.approval_request(), "rita", "ok").unwrap();
+        prop_assert!(block_on(staged.approve(&pipeline, approval)).is_ok());
+    }
+}
