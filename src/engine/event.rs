@@ -68,7 +68,7 @@ pub enum Event {
         /// The attempt that comes next.
         next_attempt: u32,
         /// The delay before it, jitter included.
-        #[serde(with = "millis")]
+        #[serde(with = "crate::time::millis")]
         delay: Duration,
         /// When.
         at: Timestamp,
@@ -243,19 +243,5 @@ impl fmt::Display for Event {
                 write!(f, "{at} {release}: {step} step {how}")
             }
         }
-    }
-}
-
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(crate::time::duration_millis(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }

@@ -295,7 +295,7 @@ impl fmt::Display for Rule {
 #[serde(try_from = "PolicyData")]
 pub struct ApprovalPolicy {
     rules: Vec<Rule>,
-    #[serde(with = "millis")]
+    #[serde(with = "crate::time::millis")]
     valid_for: Duration,
     #[serde(default)]
     allow_self_approval: bool,
@@ -568,7 +568,7 @@ impl ApprovalPolicy {
 #[derive(Deserialize)]
 struct PolicyData {
     rules: Vec<Rule>,
-    #[serde(with = "millis")]
+    #[serde(with = "crate::time::millis")]
     valid_for: Duration,
     #[serde(default)]
     allow_self_approval: bool,
@@ -733,19 +733,5 @@ impl fmt::Display for Progress {
             write!(f, " (expired: {})", names.join(", "))?;
         }
         Ok(())
-    }
-}
-
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(crate::time::duration_millis(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }

@@ -11,18 +11,18 @@ pub enum Backoff {
     /// The same delay before every retry.
     Fixed {
         /// The delay.
-        #[serde(with = "millis")]
+        #[serde(with = "crate::time::millis")]
         delay: Duration,
     },
     /// `initial`, then multiplied by `factor` after every retry, never above `max`.
     Exponential {
         /// The delay before the first retry.
-        #[serde(with = "millis")]
+        #[serde(with = "crate::time::millis")]
         initial: Duration,
         /// The multiplier (2 doubles the delay each time).
         factor: u32,
         /// The cap.
-        #[serde(with = "millis")]
+        #[serde(with = "crate::time::millis")]
         max: Duration,
     },
 }
@@ -111,19 +111,5 @@ impl RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy::attempts(1)
-    }
-}
-
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(crate::time::duration_millis(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
     }
 }

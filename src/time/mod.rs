@@ -99,6 +99,22 @@ pub(crate) fn duration_millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Serde for a `Duration` as whole milliseconds (`#[serde(with = "crate::time::millis")]`),
+/// the unit of every duration in tollgate's records.
+pub(crate) mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(super::duration_millis(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
 /// Where tollgate reads the time and waits for it to pass.
 ///
 /// Every wait in tollgate (retry backoff, step timeouts, approval expiry) goes through
