@@ -94,104 +94,65 @@ fn live(story: &Story, clock: &ManualClock) -> AnyRelease {
             .stages(stages(story))
             .build()
             .expect("valid pipeline");
-        let release = pipeline
-            .start(story.release.as_str(), revision)
-            .expect("valid id");
-        block_on(drive_delivery(
-            &pipeline,
-            release,
-            story.moves,
-            clock,
-            pause,
-        ))
+        let approve = |staged: Release<Staged, Delivery>| async {
+            let approval = pipeline
+                .approve(&staged.approval_request(), APPROVERS[0], "looks good")
+                .expect("an approver approves");
+            staged.approve(&pipeline, approval).await.expect("approve")
+        };
+        block_on(drive(&pipeline, revision, story, clock, pause, approve))
     } else {
         let pipeline = deployment("shop", clock)
             .stages(stages(story))
             .build()
             .expect("valid pipeline");
-        let release = pipeline
-            .start(story.release.as_str(), revision)
-            .expect("valid id");
-        block_on(drive_deployment(
-            &pipeline,
-            release,
-            story.moves,
-            clock,
-            pause,
-        ))
+        let approve = |staged: Release<Staged, Deployment>| async {
+            staged.auto_approve(&pipeline).await.expect("auto-approve")
+        };
+        block_on(drive(&pipeline, revision, story, clock, pause, approve))
     }
 }
 
-async fn drive_delivery(
-    pipeline: &Pipeline<Delivery>,
-    release: Release<Commit, Delivery>,
-    moves: usize,
+/// Makes `story.moves` moves in either mode, `approve` being the mode's own approval move,
+/// with `pause` between moves.
+async fn drive<M, F, Fut>(
+    pipeline: &Pipeline<M>,
+    revision: Revision,
+    story: &Story,
     clock: &ManualClock,
     pause: Duration,
-) -> AnyRelease {
-    if moves == 0 {
+    approve: F,
+) -> AnyRelease
+where
+    M: tollgate::release::Mode,
+    F: FnOnce(Release<Staged, M>) -> Fut,
+    Fut: std::future::Future<Output = Release<Approved, M>>,
+{
+    let release = pipeline
+        .start(story.release.as_str(), revision)
+        .expect("valid id");
+    if story.moves == 0 {
         return release.into_any();
     }
     let built = release.build(pipeline).await.expect("build");
     let artifact = built.artifact().cloned().expect("artifact");
     clock.advance(pause);
-    if moves == 1 {
+    if story.moves == 1 {
         return built.into_any();
     }
     let tested = built.test(pipeline, &artifact).await.expect("test");
     clock.advance(pause);
-    if moves == 2 {
+    if story.moves == 2 {
         return tested.into_any();
     }
     let staged = tested.stage(pipeline, &artifact).await.expect("stage");
     clock.advance(pause);
-    if moves == 3 {
+    if story.moves == 3 {
         return staged.into_any();
     }
-    let approval = pipeline
-        .approve(&staged.approval_request(), APPROVERS[0], "looks good")
-        .expect("an approver approves");
-    let approved = staged.approve(pipeline, approval).await.expect("approve");
+    let approved = approve(staged).await;
     clock.advance(pause);
-    if moves == 4 {
-        return approved.into_any();
-    }
-    approved
-        .deploy(pipeline, &artifact, pipeline.production())
-        .await
-        .expect("deploy")
-        .into_any()
-}
-
-async fn drive_deployment(
-    pipeline: &Pipeline<Deployment>,
-    release: Release<Commit, Deployment>,
-    moves: usize,
-    clock: &ManualClock,
-    pause: Duration,
-) -> AnyRelease {
-    if moves == 0 {
-        return release.into_any();
-    }
-    let built = release.build(pipeline).await.expect("build");
-    let artifact = built.artifact().cloned().expect("artifact");
-    clock.advance(pause);
-    if moves == 1 {
-        return built.into_any();
-    }
-    let tested = built.test(pipeline, &artifact).await.expect("test");
-    clock.advance(pause);
-    if moves == 2 {
-        return tested.into_any();
-    }
-    let staged = tested.stage(pipeline, &artifact).await.expect("stage");
-    clock.advance(pause);
-    if moves == 3 {
-        return staged.into_any();
-    }
-    let approved = staged.auto_approve(pipeline).await.expect("auto-approve");
-    clock.advance(pause);
-    if moves == 4 {
+    if story.moves == 4 {
         return approved.into_any();
     }
     approved
