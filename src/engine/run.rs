@@ -32,9 +32,9 @@ enum Stop {
     TimedOut,
 }
 
-/// The attempts of each running stage so far, and the one under way (number, start), kept
-/// outside the stage's future so that a stage stopped from outside (cancel, step timeout,
-/// fail-fast) still reports every attempt it made.
+/// The attempts of stages whose futures were dropped before they finished (cancel, step
+/// timeout, fail-fast), so that their reports still list every attempt they made. Stages
+/// that finish on their own never touch it.
 #[derive(Default)]
 struct InFlight(Mutex<HashMap<usize, Progress>>);
 
@@ -42,26 +42,6 @@ struct InFlight(Mutex<HashMap<usize, Progress>>);
 type Progress = (Vec<Attempt>, Option<(u32, Timestamp)>);
 
 impl InFlight {
-    fn with<T>(&self, slot: usize, f: impl FnOnce(&mut Progress) -> T) -> T {
-        f(self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(slot)
-            .or_default())
-    }
-
-    fn begin(&self, slot: usize, number: u32, at: Timestamp) {
-        self.with(slot, |entry| entry.1 = Some((number, at)));
-    }
-
-    fn end(&self, slot: usize, attempt: Attempt) {
-        self.with(slot, |entry| {
-            entry.0.push(attempt);
-            entry.1 = None;
-        });
-    }
-
     /// Every attempt of `slot`, the one under way (if any) ending now with `status`.
     fn take(&self, slot: usize, now: Timestamp, status: &StageStatus) -> Vec<Attempt> {
         let (mut attempts, current) = self
@@ -77,6 +57,48 @@ impl InFlight {
             status: status.clone(),
         }));
         attempts
+    }
+}
+
+/// A running stage's attempts, kept in the stage's own future. If that future is dropped
+/// before the stage finishes, `Drop` hands them to [`InFlight`]; a stage that finishes on its
+/// own takes no lock and no hash, which matters when a step runs 100,000 stages.
+struct Tracker<'a> {
+    sink: &'a InFlight,
+    slot: usize,
+    progress: Progress,
+    finished: bool,
+}
+
+impl Tracker<'_> {
+    /// Attempt `number` started `at`.
+    fn begin(&mut self, number: u32, at: Timestamp) {
+        self.progress.1 = Some((number, at));
+    }
+
+    /// The attempt under way ended as `attempt` says.
+    fn end(&mut self, attempt: Attempt) {
+        self.progress.0.push(attempt);
+        self.progress.1 = None;
+    }
+
+    /// The stage finished on its own: its attempts go to its report.
+    fn finish(mut self) -> Vec<Attempt> {
+        self.finished = true;
+        std::mem::take(&mut self.progress.0)
+    }
+}
+
+impl Drop for Tracker<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let progress = std::mem::take(&mut self.progress);
+            self.sink
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(self.slot, progress);
+        }
     }
 }
 
@@ -223,6 +245,7 @@ impl Engine {
         let mut held_back = Vec::new();
         let mut running = FuturesUnordered::new();
         let mut outcome = StepOutcome::Succeeded;
+        let no_outputs: Arc<Outputs> = Arc::default();
 
         loop {
             // A stop that came while the last stage finished (that stage may have cancelled
@@ -288,7 +311,13 @@ impl Engine {
             }
             let succeeded = report.status.is_success();
             if succeeded {
-                state.outputs[slot] = Some(Arc::new(report.outputs.clone()));
+                // Most stages have no outputs: they share one empty map instead of each
+                // allocating their own.
+                state.outputs[slot] = Some(if report.outputs.is_empty() {
+                    Arc::clone(&no_outputs)
+                } else {
+                    Arc::new(report.outputs.clone())
+                });
                 let now = run.clock.now();
                 for &d in graph.dependents_of(i) {
                     let d_slot = state.slot_of[d as usize];
@@ -361,7 +390,7 @@ impl Engine {
         i: usize,
         slot: usize,
         hooks: StageHooks<'a>,
-        inputs: Vec<(&'a StageId, Arc<Outputs>)>,
+        mut inputs: Vec<(&'a StageId, Arc<Outputs>)>,
         step_outcome: Option<StepOutcome>,
         in_flight: &InFlight,
     ) -> (usize, StageReport) {
@@ -371,6 +400,12 @@ impl Engine {
         let started_at = clock.now();
         let stage_deadline = spec.timeout.map(|d| started_at.saturating_add(d));
         let mut logs: Vec<LogLine> = Vec::new();
+        let mut progress = Tracker {
+            sink: in_flight,
+            slot,
+            progress: Progress::default(),
+            finished: false,
+        };
         let mut number = 1;
         let (status, outputs, artifact) = loop {
             let attempt_start = clock.now();
@@ -379,14 +414,19 @@ impl Engine {
                 attempt: number,
                 at: attempt_start,
             });
-            in_flight.begin(slot, number, attempt_start);
+            progress.begin(number, attempt_start);
             let ctx = StageContext {
                 spec,
                 release: run.release,
                 revision: run.revision,
                 artifact: run.artifact,
                 environment: run.environment,
-                inputs: inputs.clone(),
+                // The last attempt the policy allows takes the inputs; earlier ones copy them.
+                inputs: if number < policy.max_attempts {
+                    inputs.clone()
+                } else {
+                    std::mem::take(&mut inputs)
+                },
                 attempt: number,
                 clock,
                 step_outcome,
@@ -407,15 +447,12 @@ impl Engine {
                     } = outcome;
                     logs.extend(more);
                     if status.is_success() {
-                        in_flight.end(
-                            slot,
-                            Attempt {
-                                number,
-                                started_at: attempt_start,
-                                finished_at,
-                                status: StageStatus::Succeeded,
-                            },
-                        );
+                        progress.end(Attempt {
+                            number,
+                            started_at: attempt_start,
+                            finished_at,
+                            status: StageStatus::Succeeded,
+                        });
                         break (StageStatus::Succeeded, outputs, artifact);
                     }
                     (status, false)
@@ -423,15 +460,12 @@ impl Engine {
                 AttemptEnd::Failed(status) => (status, false),
                 AttemptEnd::TimedOut(status) => (status, true),
             };
-            in_flight.end(
-                slot,
-                Attempt {
-                    number,
-                    started_at: attempt_start,
-                    finished_at,
-                    status: status.clone(),
-                },
-            );
+            progress.end(Attempt {
+                number,
+                started_at: attempt_start,
+                finished_at,
+                status: status.clone(),
+            });
             let failure = AttemptFailure {
                 attempt: number,
                 reason: match &status {
@@ -485,7 +519,7 @@ impl Engine {
             attempts: number,
             at: finished_at,
         });
-        let attempts = in_flight.take(slot, finished_at, &status);
+        let attempts = progress.finish();
         let report = StageReport {
             id: spec.id.clone(),
             status,
