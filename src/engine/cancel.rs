@@ -1,5 +1,6 @@
 //! [`CancelHandle`]: stops the steps that are running when it is used.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,16 @@ pub struct CancelHandle {
 #[derive(Debug, Default)]
 struct Inner {
     generation: AtomicU64,
-    wakers: Mutex<Vec<Waker>>,
+    /// The wakers of the `Cancelled` futures waiting now, by their id; each removes its own
+    /// when it is dropped, so a handle that lives as long as its pipeline does not collect
+    /// one waker per step run.
+    wakers: Mutex<Waiting>,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    next_id: u64,
+    wakers: HashMap<u64, Waker>,
 }
 
 impl CancelHandle {
@@ -34,13 +44,14 @@ impl CancelHandle {
     pub fn cancel(&self) {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         let wakers = std::mem::take(
-            &mut *self
+            &mut self
                 .inner
                 .wakers
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner),
+                .unwrap_or_else(PoisonError::into_inner)
+                .wakers,
         );
-        for waker in wakers {
+        for waker in wakers.into_values() {
             waker.wake();
         }
     }
@@ -55,7 +66,19 @@ impl CancelHandle {
         Cancelled {
             handle: self.clone(),
             generation,
+            id: None,
         }
+    }
+
+    /// How many futures wait on this handle now (for tests of the bookkeeping).
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.inner
+            .wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .wakers
+            .len()
     }
 }
 
@@ -64,25 +87,50 @@ impl CancelHandle {
 pub(crate) struct Cancelled {
     handle: CancelHandle,
     generation: u64,
+    /// Where its waker is registered, once it has been polled.
+    id: Option<u64>,
 }
 
 impl Future for Cancelled {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let inner = &self.handle.inner;
-        if inner.generation.load(Ordering::SeqCst) != self.generation {
+        let this = self.get_mut();
+        let inner = &this.handle.inner;
+        if inner.generation.load(Ordering::SeqCst) != this.generation {
             return Poll::Ready(());
         }
-        let mut wakers = inner.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut waiting = inner.wakers.lock().unwrap_or_else(PoisonError::into_inner);
         // Checked again under the lock, so a cancel between the two checks is not missed.
-        if inner.generation.load(Ordering::SeqCst) != self.generation {
+        if inner.generation.load(Ordering::SeqCst) != this.generation {
             return Poll::Ready(());
         }
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        let id = *this.id.get_or_insert_with(|| {
+            waiting.next_id += 1;
+            waiting.next_id
+        });
+        match waiting.wakers.get_mut(&id) {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            Some(w) => w.clone_from(cx.waker()),
+            None => {
+                waiting.wakers.insert(id, cx.waker().clone());
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.handle
+                .inner
+                .wakers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .wakers
+                .remove(&id);
+        }
     }
 }
 
@@ -100,5 +148,16 @@ mod tests {
         assert!(before.now_or_never().is_some());
         let after = handle.cancelled(handle.generation());
         assert!(after.now_or_never().is_none());
+    }
+
+    #[test]
+    fn finished_waits_leave_no_waker_behind() {
+        let handle = CancelHandle::new();
+        for _ in 0..100 {
+            let mut waiting = handle.cancelled(handle.generation());
+            assert!((&mut waiting).now_or_never().is_none());
+            assert_eq!(handle.waiting(), 1);
+        }
+        assert_eq!(handle.waiting(), 0);
     }
 }
