@@ -71,11 +71,12 @@ impl Backoff {
 pub struct RetryPolicy {
     /// How many attempts in all (1 = no retry). Zero is rejected when the graph is built.
     pub max_attempts: u32,
-    /// The delay between attempts.
+    /// The delay between attempts. A stage waiting out its backoff keeps its worker (and its
+    /// group slot): a retry is the same job trying again, not a new job in the queue.
     pub backoff: Backoff,
     /// The percentage of each delay that is randomised, 0 (none) to 100: a delay `d` becomes
-    /// a value in `[d × (100 − jitter) / 100, d]`, drawn from the engine's seeded source so
-    /// runs are reproducible.
+    /// a value in `[d × (100 − jitter) / 100, d]` (rounded down to whole milliseconds, the
+    /// clock's unit), drawn from the engine's seeded source so runs are reproducible.
     #[serde(default)]
     pub jitter_percent: u8,
 }
