@@ -23,7 +23,9 @@ pub mod prelude {
     pub use crate::environment::Environment;
     pub use crate::error::{Error, ErrorKind};
     pub use crate::executor::{Executor, StageContext, StageOutcome};
-    pub use crate::gate::{Approval, ApprovalPolicy, ApprovalRequest, Gate, GateExt, Move, Verdict};
+    pub use crate::gate::{
+        Approval, ApprovalPolicy, ApprovalRequest, Gate, GateExt, Move, Verdict,
+    };
     pub use crate::pipeline::{Pipeline, Stage};
     pub use crate::release::{
         AnyRelease, Approved, Built, Commit, Delivery, Deployed, Deployment, Release, Revision,
