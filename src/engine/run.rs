@@ -102,6 +102,27 @@ impl Drop for Tracker<'_> {
     }
 }
 
+/// What stops a step's ordinary phase from outside: the future that resolves on a cancel or
+/// at the step's deadline, for waiting, and what it waits for, for a cheap check between
+/// stages (an atomic load and a clock read instead of polling the future).
+struct Stopper<'a> {
+    future: Pin<Box<dyn Future<Output = Stop> + Send + 'a>>,
+    generation: u64,
+    deadline: Option<Timestamp>,
+}
+
+impl Stopper<'_> {
+    fn check(&self, engine: &Engine, clock: &dyn Clock) -> Option<Stop> {
+        if engine.cancel.generation() != self.generation {
+            Some(Stop::Cancelled)
+        } else if self.deadline.is_some_and(|d| clock.now() >= d) {
+            Some(Stop::TimedOut)
+        } else {
+            None
+        }
+    }
+}
+
 /// Per-step bookkeeping, indexed by slot (a stage's position among the step's stages).
 struct StepState {
     members: Vec<usize>,
@@ -146,18 +167,24 @@ impl Engine {
 
         let deadline = self.step_timeout.map(|d| started_at.saturating_add(d));
         let cancelled = self.cancel.cancelled(generation);
-        let mut stop: Pin<Box<dyn Future<Output = Stop> + Send + 'a>> = Box::pin(async move {
-            match deadline {
-                None => {
-                    cancelled.await;
-                    Stop::Cancelled
+        let mut stop = Stopper {
+            future: Box::pin(async move {
+                match deadline {
+                    None => {
+                        cancelled.await;
+                        Stop::Cancelled
+                    }
+                    Some(deadline) => {
+                        match select(cancelled, run.clock.sleep_until(deadline)).await {
+                            Either::Left(_) => Stop::Cancelled,
+                            Either::Right(_) => Stop::TimedOut,
+                        }
+                    }
                 }
-                Some(deadline) => match select(cancelled, run.clock.sleep_until(deadline)).await {
-                    Either::Left(_) => Stop::Cancelled,
-                    Either::Right(_) => Stop::TimedOut,
-                },
-            }
-        });
+            }),
+            generation,
+            deadline,
+        };
         let in_flight = InFlight::default();
         let outcome = self
             .run_phase(run, hooks, &mut state, &in_flight, None, Some(&mut stop))
@@ -210,7 +237,7 @@ impl Engine {
         state: &mut StepState,
         in_flight: &InFlight,
         finally_of: Option<StepOutcome>,
-        mut stop: Option<&mut Pin<Box<dyn Future<Output = Stop> + Send + 'a>>>,
+        mut stop: Option<&mut Stopper<'a>>,
     ) -> StepOutcome {
         let graph = run.graph;
         let finally = finally_of.is_some();
@@ -250,9 +277,7 @@ impl Engine {
         loop {
             // A stop that came while the last stage finished (that stage may have cancelled
             // the step itself) wins over starting new stages.
-            let stopped = stop
-                .as_deref_mut()
-                .and_then(|stop| stop.as_mut().now_or_never());
+            let stopped = stop.as_deref().and_then(|stop| stop.check(self, run.clock));
             while stopped.is_none() && running.len() < workers {
                 let Some((priority, Reverse(slot))) = ready.pop() else {
                     break;
@@ -277,7 +302,7 @@ impl Engine {
 
             let next = match (stopped, stop.as_deref_mut()) {
                 (Some(why), _) => Err(why),
-                (None, Some(stop)) => match select(running.next(), stop).await {
+                (None, Some(stop)) => match select(running.next(), stop.future.as_mut()).await {
                     Either::Left((next, _)) => Ok(next),
                     Either::Right((why, _)) => Err(why),
                 },

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -30,7 +31,15 @@ use super::{Clock, Timestamp, duration_millis};
 /// ```
 #[derive(Clone, Default)]
 pub struct ManualClock {
-    shared: Arc<Mutex<Timers>>,
+    shared: Arc<Shared>,
+}
+
+/// The time, readable without the lock (the engine reads it several times per stage), and
+/// the timers. The time is only written under the lock, so the two always agree.
+#[derive(Default)]
+struct Shared {
+    now: AtomicU64,
+    timers: Mutex<Timers>,
 }
 
 /// The clock's time and the wakers of the sleeps that wait for a later time, keyed by
@@ -47,23 +56,35 @@ impl ManualClock {
     #[must_use]
     pub fn new(start: Timestamp) -> Self {
         ManualClock {
-            shared: Arc::new(Mutex::new(Timers {
-                now: start.0,
-                ..Timers::default()
-            })),
+            shared: Arc::new(Shared {
+                now: AtomicU64::new(start.0),
+                timers: Mutex::new(Timers {
+                    now: start.0,
+                    ..Timers::default()
+                }),
+            }),
         }
     }
 
     // Nothing user-supplied runs under the lock, so a poisoned lock still holds consistent data.
     fn timers(&self) -> MutexGuard<'_, Timers> {
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .timers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves the clock to `to` under the held lock and wakes the sleeps that are due.
+    fn move_to(&self, timers: &mut Timers, to: u64) {
+        self.shared.now.store(to, Ordering::SeqCst);
+        timers.move_to(to);
     }
 
     /// Moves the clock forward by `d` and wakes every sleep whose deadline has come.
     pub fn advance(&self, d: Duration) {
         let mut timers = self.timers();
         let to = timers.now.saturating_add(duration_millis(d));
-        timers.move_to(to);
+        self.move_to(&mut timers, to);
     }
 
     /// Sets the clock to `t` and wakes every sleep whose deadline has come.
@@ -71,7 +92,8 @@ impl ManualClock {
     /// `t` may be earlier than the current time: virtual clocks may jump back, and sleeps
     /// whose deadlines are then in the future keep waiting.
     pub fn set(&self, t: Timestamp) {
-        self.timers().move_to(t.0);
+        let mut timers = self.timers();
+        self.move_to(&mut timers, t.0);
     }
 
     /// The earliest deadline among the sleeps still waiting, if any.
@@ -94,7 +116,7 @@ impl ManualClock {
         let mut timers = self.timers();
         let &(deadline, _) = timers.waiting.keys().next()?;
         let to = deadline.max(timers.now);
-        timers.move_to(to);
+        self.move_to(&mut timers, to);
         Some(Timestamp(to))
     }
 
@@ -132,7 +154,7 @@ impl fmt::Debug for ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        Timestamp(self.timers().now)
+        Timestamp(self.shared.now.load(Ordering::SeqCst))
     }
 
     fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()> {
