@@ -21,6 +21,10 @@ use super::{Clock, Timestamp, duration_millis};
 /// [`run_virtual`](super::run_virtual), which moves the clock whenever the future it drives
 /// has nothing else to do.
 ///
+/// Drive pipelines that may wait (retry backoff, timeouts) with
+/// [`run_virtual`](super::run_virtual), not `futures::executor::block_on`: under `block_on`
+/// nothing moves the clock, so the first sleep never ends.
+///
 /// ```
 /// use std::time::Duration;
 /// use tollgate::time::{Clock, ManualClock, Timestamp};
