@@ -782,7 +782,12 @@ impl Pipeline<Delivery> {
         let policy = self.policy_for(ballot.request())?;
         if ballot.request().pipeline != self.name {
             return Err(Error::ApprovalMismatch {
-                approver: String::new(),
+                // The ballot's latest voter, for the message; the ballot is refused whoever
+                // voted.
+                approver: ballot
+                    .votes()
+                    .last()
+                    .map_or_else(|| "nobody".to_owned(), |v| v.person.to_string()),
                 field: "pipeline",
                 approved: ballot.request().pipeline.clone(),
                 actual: self.name.clone(),
