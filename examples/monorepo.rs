@@ -135,8 +135,8 @@ fn main() -> Result<(), Error> {
 struct Progress {
     total: usize,
     done: usize,
-    /// Stages holding a worker: started and not finished. A stage waiting out its retry
-    /// backoff keeps its worker, as a job retried in place on a CI runner does.
+    /// Attempts holding a worker: started and not ended. A stage waiting out its retry
+    /// backoff gives its worker back and queues for one again, as a retried CI job does.
     busy: usize,
     retried: usize,
     start: Timestamp,
@@ -144,17 +144,18 @@ struct Progress {
 
 impl Progress {
     fn observe(&mut self, event: &Event) {
-        let Event::StageFinished { at, attempts, .. } = event else {
+        let Event::StageFinished { at, status, .. } = event else {
             match event {
                 Event::StepStarted { stages, at, .. } => (self.total, self.start) = (*stages, *at),
-                Event::AttemptStarted { attempt: 1, .. } => self.busy += 1,
+                Event::AttemptStarted { .. } => self.busy += 1,
+                Event::AttemptFailed { .. } => self.busy = self.busy.saturating_sub(1),
                 Event::Retrying { .. } => self.retried += 1,
                 _ => {}
             }
             return;
         };
-        // A skipped stage finishes without ever having held a worker.
-        if *attempts > 0 {
+        // A failed attempt was counted out when it failed; a successful one ends here.
+        if status.is_success() {
             self.busy = self.busy.saturating_sub(1);
         }
         self.done += 1;
@@ -182,14 +183,26 @@ fn summarize(graph: &StageGraph, report: &StepReport, bounds: &[(Duration, Strin
 
     let attempts: usize = report.stages.iter().map(|s| s.attempts.len()).sum();
     let retries = attempts - report.stages.len();
-    let held = |s: &StageReport| span(s.started_at, s.finished_at);
+    // Workers are held by attempts only: not while a stage waits out a backoff.
+    let held = |s: &StageReport| -> Duration {
+        s.attempts
+            .iter()
+            .map(|a| a.finished_at.saturating_since(a.started_at))
+            .sum()
+    };
     let capacity = makespan * WORKERS as u32;
     let busy = share(report.stages.iter().map(held).sum(), capacity);
     println!("  {attempts} attempts, {retries} of them retries; workers busy {busy}%");
 
-    // A flaky stage costs everything before its passing attempt: the failed attempts and
-    // the backoff between them, all of it holding a worker.
-    let lost = |s: &StageReport| span(s.started_at, s.attempts.last().map(|a| a.started_at));
+    // A flaky stage costs the worker time of its failed attempts (its backoffs hold no
+    // worker, but they do delay everything that depends on it).
+    let lost = |s: &StageReport| -> Duration {
+        let failed = &s.attempts[..s.attempts.len().saturating_sub(1)];
+        failed
+            .iter()
+            .map(|a| a.finished_at.saturating_since(a.started_at))
+            .sum()
+    };
     let mut flaky: Vec<&StageReport> = report
         .stages
         .iter()

@@ -576,6 +576,62 @@ fn a_failing_stage_makes_exactly_max_attempts_with_fixed_delays() {
 }
 
 #[test]
+fn a_stage_in_backoff_frees_its_worker_and_queues_again() {
+    // One worker. `flaky` (the longer path) starts first, fails after 1 s and backs off for
+    // 10 s; meanwhile `other` takes the worker for 5 s. `flaky` tries again at 11 s.
+    let graph = graph_of([
+        StageSpec::test("flaky")
+            .estimate(secs(20))
+            .retry(RetryPolicy::attempts(2).backoff(Backoff::Fixed { delay: secs(10) })),
+        StageSpec::test("other").estimate(secs(5)),
+    ]);
+    let trace = Trace::default();
+    let executor = scripted(&trace, |ctx| match (ctx.stage().as_str(), ctx.attempt()) {
+        ("flaky", 1) => Act::fail_after(secs(1), "flaked"),
+        ("flaky", _) => Act::sleep(secs(1)),
+        _ => Act::sleep(secs(5)),
+    });
+    let engine = Engine::builder().workers(1).build().unwrap();
+    let report = run(&engine, &graph, &executor, &clock());
+    assert!(report.succeeded(), "{report:?}");
+    let other = report.stage("other").unwrap();
+    assert_eq!(other.started_at, Some(at(secs(1))));
+    let flaky: Vec<(u32, Timestamp)> = report
+        .stage("flaky")
+        .unwrap()
+        .attempts
+        .iter()
+        .map(|a| (a.number, a.started_at))
+        .collect();
+    assert_eq!(flaky, [(1, at(secs(0))), (2, at(secs(11)))]);
+    assert_eq!(report.finished_at, at(secs(12)));
+    // Never two executors at once: the backoff did not make room for an extra worker.
+    assert_eq!(trace.peak(None), 1);
+}
+
+#[test]
+fn a_stage_whose_backoff_ends_while_workers_are_busy_waits_for_one() {
+    // `flaky` backs off for 1 s, but `long` holds the only worker until 6 s.
+    let graph = graph_of([
+        StageSpec::test("flaky")
+            .estimate(secs(20))
+            .retry(RetryPolicy::attempts(2).backoff(Backoff::Fixed { delay: secs(1) })),
+        StageSpec::test("long").estimate(secs(5)),
+    ]);
+    let trace = Trace::default();
+    let executor = scripted(&trace, |ctx| match (ctx.stage().as_str(), ctx.attempt()) {
+        ("flaky", 1) => Act::fail_after(secs(1), "flaked"),
+        ("flaky", _) => Act::sleep(secs(1)),
+        _ => Act::sleep(secs(5)),
+    });
+    let engine = Engine::builder().workers(1).build().unwrap();
+    let report = run(&engine, &graph, &executor, &clock());
+    let flaky = &report.stage("flaky").unwrap().attempts;
+    assert_eq!(flaky[1].started_at, at(secs(6)));
+    assert_eq!(report.finished_at, at(secs(7)));
+}
+
+#[test]
 fn a_stage_that_recovers_stops_retrying_and_keeps_every_attempt() {
     let graph = graph_of([StageSpec::test("flaky").retry(RetryPolicy::attempts(5))]);
     let trace = Trace::default();

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -70,7 +71,7 @@ struct Tracker<'a> {
     finished: bool,
 }
 
-impl Tracker<'_> {
+impl<'a> Tracker<'a> {
     /// Attempt `number` started `at`.
     fn begin(&mut self, number: u32, at: Timestamp) {
         self.progress.1 = Some((number, at));
@@ -86,6 +87,34 @@ impl Tracker<'_> {
     fn finish(mut self) -> Vec<Attempt> {
         self.finished = true;
         std::mem::take(&mut self.progress.0)
+    }
+
+    /// The stage gives its worker back for a retry backoff: its attempts wait in the shared
+    /// map, where a stop finds them, until [`Tracker::resume`] takes them back.
+    fn suspend(mut self) {
+        self.finished = true;
+        let progress = std::mem::take(&mut self.progress);
+        self.sink
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(self.slot, progress);
+    }
+
+    /// The tracker of a stage that starts (or, after a backoff, resumes) in `slot`.
+    fn resume(sink: &'a InFlight, slot: usize) -> Self {
+        let progress = sink
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&slot)
+            .unwrap_or_default();
+        Tracker {
+            sink,
+            slot,
+            progress,
+            finished: false,
+        }
     }
 }
 
@@ -121,6 +150,50 @@ impl Stopper<'_> {
             None
         }
     }
+}
+
+/// Where a stage's run stands while it waits out a retry backoff without a worker.
+struct Resume<'a> {
+    next_attempt: u32,
+    started_at: Timestamp,
+    stage_deadline: Option<Timestamp>,
+    logs: Vec<LogLine>,
+    inputs: Vec<(&'a StageId, Arc<Outputs>)>,
+}
+
+/// How a stage's driver hands control back to the scheduler.
+enum Driven<'a> {
+    /// The stage reached its final status.
+    Done(usize, StageReport),
+    /// The stage will try again at `until`; meanwhile its worker is free.
+    Backoff {
+        slot: usize,
+        until: Timestamp,
+        resume: Resume<'a>,
+    },
+}
+
+/// How a driver starts: afresh with the stage's inputs, or after a backoff.
+enum Start<'a> {
+    Fresh(Vec<(&'a StageId, Arc<Outputs>)>),
+    Resumed(Resume<'a>),
+}
+
+/// What the scheduler waits for next.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "lives for one loop turn; boxing the report would cost an allocation per stage"
+)]
+enum Next<'a> {
+    Driven(Driven<'a>),
+    Woke(usize),
+    Stop(Stop),
+}
+
+/// Resolves to `slot` when `sleep` ends: a stage's backoff, held by the scheduler.
+async fn wake_at(sleep: futures::future::BoxFuture<'static, ()>, slot: usize) -> usize {
+    sleep.await;
+    slot
 }
 
 /// Per-step bookkeeping, indexed by slot (a stage's position among the step's stages).
@@ -271,6 +344,9 @@ impl Engine {
         let mut group_running: HashMap<&str, usize> = HashMap::new();
         let mut held_back = Vec::new();
         let mut running = FuturesUnordered::new();
+        // Stages waiting out a retry backoff, and the runs they resume; neither holds a worker.
+        let mut sleeping = FuturesUnordered::new();
+        let mut resumes: HashMap<usize, Resume<'a>> = HashMap::new();
         let mut outcome = StepOutcome::Succeeded;
         let no_outputs: Arc<Outputs> = Arc::default();
 
@@ -294,26 +370,63 @@ impl Engine {
                         *count += 1;
                     }
                 }
-                let inputs = inputs_of(run, state, i);
-                state.started[slot] = Some(run.clock.now());
-                running.push(self.drive(run, i, slot, hooks(i), inputs, finally_of, in_flight));
+                let start = if let Some(resume) = resumes.remove(&slot) {
+                    Start::Resumed(resume)
+                } else {
+                    state.started[slot] = Some(run.clock.now());
+                    Start::Fresh(inputs_of(run, state, i))
+                };
+                running.push(self.drive(run, i, slot, hooks(i), start, finally_of, in_flight));
             }
             ready.extend(held_back.drain(..));
 
-            let next = match (stopped, stop.as_deref_mut()) {
-                (Some(why), _) => Err(why),
-                (None, Some(stop)) => match select(running.next(), stop.future.as_mut()).await {
-                    Either::Left((next, _)) => Ok(next),
-                    Either::Right((why, _)) => Err(why),
-                },
-                (None, None) => Ok(running.next().await),
+            let next = match stopped {
+                Some(why) => Next::Stop(why),
+                None if running.is_empty() && sleeping.is_empty() => break,
+                None => {
+                    future::poll_fn(|cx| {
+                        if let Poll::Ready(Some(driven)) = running.poll_next_unpin(cx) {
+                            return Poll::Ready(Next::Driven(driven));
+                        }
+                        if let Poll::Ready(Some(slot)) = sleeping.poll_next_unpin(cx) {
+                            return Poll::Ready(Next::Woke(slot));
+                        }
+                        match stop.as_deref_mut() {
+                            Some(stop) => stop.future.as_mut().poll(cx).map(Next::Stop),
+                            None => Poll::Pending,
+                        }
+                    })
+                    .await
+                }
             };
             let (slot, report) = match next {
-                Ok(Some(done)) => done,
-                Ok(None) => break,
-                Err(why) => {
-                    // Dropping the futures cancels the running stages; nothing new starts.
+                Next::Driven(Driven::Done(slot, report)) => (slot, report),
+                Next::Driven(Driven::Backoff {
+                    slot,
+                    until,
+                    resume,
+                }) => {
+                    let i = state.members[slot];
+                    if let Some(group) = graph.spec(i).group.as_deref() {
+                        if let Some(count) = group_running.get_mut(group) {
+                            *count -= 1;
+                        }
+                    }
+                    resumes.insert(slot, resume);
+                    sleeping.push(wake_at(run.clock.sleep_until(until), slot));
+                    continue;
+                }
+                Next::Woke(slot) => {
+                    let i = state.members[slot];
+                    ready.push((graph.priority_of(i), Reverse(slot)));
+                    continue;
+                }
+                Next::Stop(why) => {
+                    // Dropping the futures cancels the running stages and ends the backoffs;
+                    // nothing new starts.
                     drop(std::mem::take(&mut running));
+                    drop(std::mem::take(&mut sleeping));
+                    resumes.clear();
                     let (status, step_outcome) = match why {
                         Stop::Cancelled => (StageStatus::Cancelled, StepOutcome::Cancelled),
                         Stop::TimedOut => (
@@ -365,6 +478,8 @@ impl Engine {
             state.results[slot] = Some(report);
             if !succeeded && !finally && self.failure_policy == super::FailurePolicy::FailFast {
                 drop(std::mem::take(&mut running));
+                drop(std::mem::take(&mut sleeping));
+                resumes.clear();
                 self.stop_running(run, state, in_flight, &StageStatus::Cancelled);
                 break;
             }
@@ -400,7 +515,9 @@ impl Engine {
         }
     }
 
-    /// Runs one stage to its final status: attempts, timeouts, backoff and retries.
+    /// Runs a stage's next attempt (its first, or the one after a backoff) with its timeouts,
+    /// and returns its final status or, when the retry policy asks for another attempt, the
+    /// backoff to wait out: the scheduler waits for it without holding a worker.
     #[allow(
         clippy::too_many_lines,
         reason = "one loop over attempts that reads top to bottom; running an attempt and jitter are separate functions"
@@ -415,25 +532,43 @@ impl Engine {
         i: usize,
         slot: usize,
         hooks: StageHooks<'a>,
-        mut inputs: Vec<(&'a StageId, Arc<Outputs>)>,
+        start: Start<'a>,
         step_outcome: Option<StepOutcome>,
         in_flight: &InFlight,
-    ) -> (usize, StageReport) {
+    ) -> Driven<'a> {
         let spec = run.graph.spec(i);
         let clock = run.clock;
         let policy = spec.retry.unwrap_or_default();
-        let started_at = clock.now();
-        let stage_deadline = spec.timeout.map(|d| started_at.saturating_add(d));
-        let mut logs: Vec<LogLine> = Vec::new();
-        let mut progress = Tracker {
-            sink: in_flight,
-            slot,
-            progress: Progress::default(),
-            finished: false,
+        let (number, started_at, stage_deadline, mut logs, mut inputs, mut progress) = match start {
+            Start::Fresh(inputs) => {
+                let started_at = clock.now();
+                let progress = Tracker {
+                    sink: in_flight,
+                    slot,
+                    progress: Progress::default(),
+                    finished: false,
+                };
+                let deadline = spec.timeout.map(|d| started_at.saturating_add(d));
+                (1, started_at, deadline, Vec::new(), inputs, progress)
+            }
+            Start::Resumed(r) => (
+                r.next_attempt,
+                r.started_at,
+                r.stage_deadline,
+                r.logs,
+                r.inputs,
+                Tracker::resume(in_flight, slot),
+            ),
         };
-        let mut number = 1;
-        let (status, outputs, artifact) = loop {
+        let (status, outputs, artifact) = 'attempt: {
             let attempt_start = clock.now();
+            // A stage that waited for a worker after its backoff may have run out of time.
+            if number > 1 && stage_deadline.is_some_and(|d| attempt_start >= d) {
+                let status = StageStatus::TimedOut {
+                    limit: "stage timeout".to_owned(),
+                };
+                break 'attempt (status, Outputs::new(), None);
+            }
             self.emit(|| Event::AttemptStarted {
                 stage: spec.id.clone(),
                 attempt: number,
@@ -478,7 +613,7 @@ impl Engine {
                             finished_at,
                             status: StageStatus::Succeeded,
                         });
-                        break (StageStatus::Succeeded, outputs, artifact);
+                        break 'attempt (StageStatus::Succeeded, outputs, artifact);
                     }
                     (status, false)
                 }
@@ -511,7 +646,7 @@ impl Engine {
                 && !stage_time_up
                 && hooks.retry_if.is_none_or(|wanted| wanted(&failure));
             if !retry {
-                break (status, Outputs::new(), None);
+                break 'attempt (status, Outputs::new(), None);
             }
             let delay = jittered(
                 policy.backoff.delay(number + 1),
@@ -525,7 +660,7 @@ impl Engine {
                     let status = StageStatus::TimedOut {
                         limit: "stage timeout".to_owned(),
                     };
-                    break (status, Outputs::new(), None);
+                    break 'attempt (status, Outputs::new(), None);
                 }
             }
             self.emit(|| Event::Retrying {
@@ -534,17 +669,29 @@ impl Engine {
                 delay,
                 at: finished_at,
             });
-            clock.sleep(delay).await;
-            number += 1;
+            // The backoff is the scheduler's to wait out, so that the worker serves another
+            // stage meanwhile.
+            progress.suspend();
+            return Driven::Backoff {
+                slot,
+                until: finished_at.saturating_add(delay),
+                resume: Resume {
+                    next_attempt: number + 1,
+                    started_at,
+                    stage_deadline,
+                    logs,
+                    inputs,
+                },
+            };
         };
         let finished_at = clock.now();
+        let attempts = progress.finish();
         self.emit(|| Event::StageFinished {
             stage: spec.id.clone(),
             status: status.clone(),
-            attempts: number,
+            attempts: attempts.last().map_or(0, |a| a.number),
             at: finished_at,
         });
-        let attempts = progress.finish();
         let report = StageReport {
             id: spec.id.clone(),
             status,
@@ -555,7 +702,7 @@ impl Engine {
             outputs,
             artifact,
         };
-        (slot, report)
+        Driven::Done(slot, report)
     }
 }
 

@@ -71,8 +71,9 @@ impl Backoff {
 pub struct RetryPolicy {
     /// How many attempts in all (1 = no retry). Zero is rejected when the graph is built.
     pub max_attempts: u32,
-    /// The delay between attempts. A stage waiting out its backoff keeps its worker (and its
-    /// group slot): a retry is the same job trying again, not a new job in the queue.
+    /// The delay between attempts. A stage waiting out its backoff gives its worker (and its
+    /// group slot) back, and queues for one again when the delay is over, as a retried job
+    /// does in GitLab or GitHub Actions.
     pub backoff: Backoff,
     /// The percentage of each delay that is randomised, 0 (none) to 100: a delay `d` becomes
     /// a value in `[d × (100 − jitter) / 100, d]` (rounded down to whole milliseconds, the
