@@ -778,7 +778,9 @@ fn inputs_of<'a>(
                 NOT_IN_STEP => run.prior_outputs.get(id).cloned(),
                 slot => state.outputs[slot as usize].clone(),
             };
-            outputs.map(|o| (id, o))
+            // A dependency without outputs has nothing to hand over: leaving it out spares most
+            // stages an allocation.
+            outputs.filter(|o| !o.is_empty()).map(|o| (id, o))
         })
         .collect()
 }

@@ -169,7 +169,8 @@ impl<'a> StageContext<'a> {
             .map(String::as_str)
     }
 
-    /// Every output of every direct dependency.
+    /// Every output of every direct dependency, by dependency (dependencies that produced no
+    /// outputs are not listed).
     pub fn inputs(&self) -> impl Iterator<Item = (&StageId, &Outputs)> + '_ {
         self.inputs.iter().map(|(id, o)| (*id, &**o))
     }

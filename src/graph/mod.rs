@@ -14,6 +14,7 @@ mod policy;
 use std::borrow::Borrow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -34,7 +35,9 @@ pub const MAX_STAGE_ID_LEN: usize = 128;
 /// command lines without quoting surprises.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct StageId(String);
+// Shared, not owned: reports, events and inputs all hold ids, and a copy is then a
+// reference-count increment instead of an allocation.
+pub struct StageId(Arc<str>);
 
 impl StageId {
     /// Validates `id` and wraps it.
@@ -47,14 +50,14 @@ impl StageId {
     pub fn new(id: impl Into<String>) -> Result<Self> {
         let id = id.into();
         match check_id(&id) {
-            None => Ok(StageId(id)),
+            None => Ok(StageId(id.into())),
             Some(reason) => Err(Error::InvalidStageId { id, reason }),
         }
     }
 
     /// Wraps `id` without checking it; [`StageGraphBuilder::build`] checks it later.
     pub(crate) fn unchecked(id: impl Into<String>) -> Self {
-        StageId(id.into())
+        StageId(id.into().into())
     }
 
     /// Why this id is invalid, if it is.
@@ -124,19 +127,19 @@ impl TryFrom<String> for StageId {
 
 impl From<StageId> for String {
     fn from(id: StageId) -> String {
-        id.0
+        id.0.as_ref().to_owned()
     }
 }
 
 impl PartialEq<str> for StageId {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other
+        *self.0 == *other
     }
 }
 
 impl PartialEq<&str> for StageId {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        *self.0 == **other
     }
 }
 
