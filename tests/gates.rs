@@ -448,6 +448,35 @@ fn an_override_needs_a_person_and_a_reason_and_is_recorded() {
 }
 
 #[test]
+fn an_override_ends_at_its_time_and_is_then_dropped() {
+    let windows = gate::ChangeWindows::new("change-windows", "+02:00")
+        .unwrap()
+        .deny_weekly("weekend", "Fri 16:00", "Mon 08:00")
+        .unwrap();
+    let overrides = windows.overrides();
+    let (release, env) = some_release();
+    let until = FRIDAY_1400_UTC + 2 * HOUR_MS;
+    overrides
+        .grant(
+            release.id(),
+            "rita",
+            "hotfix",
+            Timestamp::from_millis(until),
+        )
+        .unwrap();
+    assert!(matches!(
+        verdict_at(&windows, &release, &env, until - 1),
+        Verdict::Overridden { .. }
+    ));
+    assert_eq!(overrides.len(), 1);
+    assert!(matches!(
+        verdict_at(&windows, &release, &env, until),
+        Verdict::Pending { .. }
+    ));
+    assert!(overrides.is_empty());
+}
+
+#[test]
 fn malformed_windows_are_refused_with_what_is_wrong() {
     let base = || gate::ChangeWindows::new("w", "+01:00").unwrap();
     let cases: Vec<(tollgate::Result<gate::ChangeWindows>, &str)> = vec![

@@ -240,6 +240,17 @@ impl<S: MetricSource> MetricGate<S> {
         self.needed = n.max(1);
         self
     }
+
+    /// Drops what the gate counted for `release` (for a bot that holds many releases over
+    /// time: call it once a release is deployed or abandoned). Returns whether there was
+    /// anything to drop.
+    pub fn forget(&self, release: &ReleaseId) -> bool {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(release)
+            .is_some()
+    }
 }
 
 #[async_trait]

@@ -92,15 +92,24 @@ impl Overrides {
         Ok(())
     }
 
-    /// The latest override for `release` still in force at `now`.
+    /// The latest override for `release` still in force at `now`. Expired overrides are
+    /// dropped on the way (their record lives in the verdicts they produced).
     fn active(&self, release: &ReleaseId, now: Timestamp) -> Option<Override> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .rev()
-            .find(|o| &o.release == release && now < o.until)
-            .cloned()
+        let mut grants = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        grants.retain(|o| now < o.until);
+        grants.iter().rev().find(|o| &o.release == release).cloned()
+    }
+
+    /// How many overrides are held (expired ones go when the gate is next evaluated).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether no override is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
