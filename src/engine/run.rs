@@ -173,9 +173,10 @@ enum Driven<'a> {
     },
 }
 
-/// How a driver starts: afresh with the stage's inputs, or after a backoff.
+/// How a driver starts: afresh with the stage's inputs at a time the scheduler read, or
+/// after a backoff.
 enum Start<'a> {
-    Fresh(Vec<(&'a StageId, Arc<Outputs>)>),
+    Fresh(Vec<(&'a StageId, Arc<Outputs>)>, Timestamp),
     Resumed(Resume<'a>),
 }
 
@@ -373,8 +374,9 @@ impl Engine {
                 let start = if let Some(resume) = resumes.remove(&slot) {
                     Start::Resumed(resume)
                 } else {
-                    state.started[slot] = Some(run.clock.now());
-                    Start::Fresh(inputs_of(run, state, i))
+                    let now = run.clock.now();
+                    state.started[slot] = Some(now);
+                    Start::Fresh(inputs_of(run, state, i), now)
                 };
                 running.push(self.drive(run, i, slot, hooks(i), start, finally_of, in_flight));
             }
@@ -540,8 +542,7 @@ impl Engine {
         let clock = run.clock;
         let policy = spec.retry.unwrap_or_default();
         let (number, started_at, stage_deadline, mut logs, mut inputs, mut progress) = match start {
-            Start::Fresh(inputs) => {
-                let started_at = clock.now();
+            Start::Fresh(inputs, started_at) => {
                 let progress = Tracker {
                     sink: in_flight,
                     slot,
@@ -560,14 +561,16 @@ impl Engine {
                 Tracker::resume(in_flight, slot),
             ),
         };
-        let (status, outputs, artifact) = 'attempt: {
-            let attempt_start = clock.now();
+        // A fresh stage's first attempt starts when the stage does: no second clock read.
+        let mut fresh_start = (number == 1).then_some(started_at);
+        let (status, outputs, artifact, finished_at) = 'attempt: {
+            let attempt_start = fresh_start.take().unwrap_or_else(|| clock.now());
             // A stage that waited for a worker after its backoff may have run out of time.
             if number > 1 && stage_deadline.is_some_and(|d| attempt_start >= d) {
                 let status = StageStatus::TimedOut {
                     limit: "stage timeout".to_owned(),
                 };
-                break 'attempt (status, Outputs::new(), None);
+                break 'attempt (status, Outputs::new(), None, attempt_start);
             }
             self.emit(|| Event::AttemptStarted {
                 stage: spec.id.clone(),
@@ -613,7 +616,7 @@ impl Engine {
                             finished_at,
                             status: StageStatus::Succeeded,
                         });
-                        break 'attempt (StageStatus::Succeeded, outputs, artifact);
+                        break 'attempt (StageStatus::Succeeded, outputs, artifact, finished_at);
                     }
                     (status, false)
                 }
@@ -646,7 +649,7 @@ impl Engine {
                 && !stage_time_up
                 && hooks.retry_if.is_none_or(|wanted| wanted(&failure));
             if !retry {
-                break 'attempt (status, Outputs::new(), None);
+                break 'attempt (status, Outputs::new(), None, finished_at);
             }
             let delay = jittered(
                 policy.backoff.delay(number + 1),
@@ -660,7 +663,7 @@ impl Engine {
                     let status = StageStatus::TimedOut {
                         limit: "stage timeout".to_owned(),
                     };
-                    break 'attempt (status, Outputs::new(), None);
+                    break 'attempt (status, Outputs::new(), None, finished_at);
                 }
             }
             self.emit(|| Event::Retrying {
@@ -684,7 +687,6 @@ impl Engine {
                 },
             };
         };
-        let finished_at = clock.now();
         let attempts = progress.finish();
         self.emit(|| Event::StageFinished {
             stage: spec.id.clone(),
@@ -727,8 +729,12 @@ async fn attempt(
     // An executor may panic while making its future as well as while it runs: both fail the
     // attempt, neither escapes the engine.
     let work = match std::panic::catch_unwind(AssertUnwindSafe(|| executor.run(ctx))) {
-        Ok(future) => AssertUnwindSafe(future).catch_unwind().left_future(),
-        Err(payload) => future::ready(Err(payload)).right_future(),
+        Ok(future) => AssertUnwindSafe(future).catch_unwind(),
+        Err(panic) => {
+            return AttemptEnd::Failed(StageStatus::Failed {
+                reason: format!("executor panicked: {}", panic_message(panic.as_ref())),
+            });
+        }
     };
     let deadline = match (attempt_deadline, stage_deadline) {
         (Some(a), Some(s)) => Some(a.min(s)),
