@@ -18,11 +18,7 @@ fn healthy_in_staging() -> impl Gate {
     from_fn("staging-error-rate", |ctx| {
         let rate = ctx
             .release()
-            .steps()
-            .iter()
-            .flat_map(|step| &step.stages)
-            .find(|stage| stage.id == "staging")
-            .and_then(|stage| stage.outputs.get("error_rate"))
+            .output("staging", "error_rate")
             .and_then(|rate| rate.parse::<f64>().ok());
         match rate {
             Some(rate) if rate < 0.01 => Verdict::Open,

@@ -64,6 +64,11 @@ echo "deployed $TOLLGATE_ARTIFACT_NAME ($TOLLGATE_ARTIFACT_DIGEST) to $TOLLGATE_
 echo "::output healthy=yes"
 "#;
 
+// The printing helpers the delivery and deployment examples share; this one uses `moved`.
+#[allow(dead_code)]
+mod common;
+use common::moved;
+
 fn main() -> Result<(), Box<dyn StdError>> {
     let scratch = Scratch::new()?;
     let transcript = Transcript::default();
@@ -180,24 +185,12 @@ async fn run(work: &Path, transcript: &Transcript) -> Result<(), Box<dyn StdErro
 /// Approval in continuous deployment: staging must have reported itself healthy.
 fn healthy_in_staging() -> impl Gate {
     from_fn("staging-healthy", |ctx| {
-        let healthy = ctx
-            .release()
-            .steps()
-            .iter()
-            .flat_map(|step| &step.stages)
-            .find(|stage| stage.id == "staging")
-            .and_then(|stage| stage.outputs.get("healthy"));
-        match healthy.map(String::as_str) {
+        match ctx.release().output("staging", "healthy") {
             Some("yes") => Verdict::Open,
             Some(other) => Verdict::closed(format!("staging reported healthy={other}")),
             None => Verdict::pending("a health report from staging"),
         }
     })
-}
-
-/// Prints one move.
-fn moved(from: &str, to: &str, note: impl std::fmt::Display) {
-    println!("  {from:>8} -> {to:<9} {note}");
 }
 
 /// What happened inside the moves, in order: the log lines of each attempt, tagged with

@@ -245,6 +245,40 @@ impl AnyRelease {
         self.deployed_at
     }
 
+    /// The output `key` of stage `stage`, from the latest run in which it succeeded: what
+    /// a gate reads to decide on a move (staging's health, a canary's error rate).
+    ///
+    /// ```
+    /// # use tollgate::prelude::*;
+    /// # use tollgate::executor::from_fn;
+    /// # fn main() -> Result<(), tollgate::Error> { futures::executor::block_on(async {
+    /// let compile = from_fn(|_| {
+    ///     Ok(StageOutcome::success()
+    ///         .output("version", "1.4.0")
+    ///         .artifact(ArtifactRef::from_bytes("app", b"app")))
+    /// });
+    /// # let ok = || from_fn(|_| Ok(StageOutcome::success()));
+    /// let pipeline = Pipeline::<Deployment>::builder("web")
+    ///     .stage(Stage::build("compile").run(compile))
+    ///     # .stage(Stage::test("unit").run(ok())).stage(Stage::stage("staging").run(ok()))
+    ///     # .stage(Stage::deploy("production").run(ok()))
+    ///     .build()?;
+    /// let built = pipeline.start("r1", Revision::new("4f2a9c1", "dana")?)?.build(&pipeline).await?;
+    /// assert_eq!(built.record().output("compile", "version"), Some("1.4.0"));
+    /// assert_eq!(built.record().output("compile", "missing"), None);
+    /// # Ok(()) }) }
+    /// ```
+    #[must_use]
+    pub fn output(&self, stage: &str, key: &str) -> Option<&str> {
+        self.steps
+            .iter()
+            .rev()
+            .flat_map(|step| &step.stages)
+            .find(|s| s.id == stage && s.status == StageStatus::Succeeded)
+            .and_then(|s| s.outputs.get(key))
+            .map(String::as_str)
+    }
+
     /// Outputs of every stage that succeeded, for the stages of later steps.
     pub(crate) fn outputs(&self) -> BTreeMap<StageId, Arc<Outputs>> {
         self.steps
