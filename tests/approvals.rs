@@ -384,6 +384,21 @@ fn policies_can_differ_per_environment() {
 }
 
 #[test]
+fn a_policy_without_rules_and_a_ballot_for_an_unguarded_environment_are_never_met() {
+    let clock = clock();
+    let pipeline = pipeline(&clock, ApprovalPolicy::new(), org());
+    let staged = staged(&pipeline, "aaa", None);
+    let ballot = Ballot::new(staged.approval_request());
+    let progress = pipeline.progress(&ballot);
+    assert!(!progress.is_met(), "{progress}");
+    assert_eq!(progress.to_string(), "the policy has no rules");
+    assert!(matches!(
+        pipeline.issue(&ballot),
+        Err(Error::ApprovalIncomplete { .. })
+    ));
+}
+
+#[test]
 fn a_policy_that_cannot_be_met_is_refused() {
     let cases = [
         (Rule::new("none").need(1), "names no people or groups"),

@@ -511,7 +511,7 @@ impl ApprovalPolicy {
                 reason: rejection.reason.clone(),
             });
         }
-        if !progress.is_met() || self.rules.is_empty() {
+        if !progress.is_met() {
             return Err(Error::ApprovalIncomplete {
                 release: ballot.request.release.to_string(),
                 waiting_for: progress.to_string(),
@@ -687,10 +687,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Whether every rule is met and nobody rejects.
+    /// Whether there are rules, every one is met, and nobody rejects. A policy without rules
+    /// is never met: it names nobody who could approve.
     #[must_use]
     pub fn is_met(&self) -> bool {
-        self.rejection.is_none() && self.rules.iter().all(RuleProgress::is_met)
+        self.rejection.is_none()
+            && !self.rules.is_empty()
+            && self.rules.iter().all(RuleProgress::is_met)
     }
 }
 
