@@ -39,18 +39,18 @@ pub struct ManualClock {
 }
 
 /// The time, readable without the lock (the engine reads it several times per stage), and
-/// the timers. The time is only written under the lock, so the two always agree.
+/// the timers. The time is only written while the timer lock is held, so a reader holding
+/// the lock sees the time the timers were last woken for.
 #[derive(Default)]
 struct Shared {
     now: AtomicU64,
     timers: Mutex<Timers>,
 }
 
-/// The clock's time and the wakers of the sleeps that wait for a later time, keyed by
-/// `(deadline, sleep id)` so the earliest deadline is first.
+/// The wakers of the sleeps that wait for a later time, keyed by `(deadline, sleep id)` so
+/// the earliest deadline is first.
 #[derive(Default)]
 struct Timers {
-    now: u64,
     next_id: u64,
     waiting: BTreeMap<(u64, u64), Waker>,
 }
@@ -62,10 +62,7 @@ impl ManualClock {
         ManualClock {
             shared: Arc::new(Shared {
                 now: AtomicU64::new(start.0),
-                timers: Mutex::new(Timers {
-                    now: start.0,
-                    ..Timers::default()
-                }),
+                timers: Mutex::new(Timers::default()),
             }),
         }
     }
@@ -81,13 +78,13 @@ impl ManualClock {
     /// Moves the clock to `to` under the held lock and wakes the sleeps that are due.
     fn move_to(&self, timers: &mut Timers, to: u64) {
         self.shared.now.store(to, Ordering::SeqCst);
-        timers.move_to(to);
+        timers.wake_due(to);
     }
 
     /// Moves the clock forward by `d` and wakes every sleep whose deadline has come.
     pub fn advance(&self, d: Duration) {
         let mut timers = self.timers();
-        let to = timers.now.saturating_add(duration_millis(d));
+        let to = self.now().0.saturating_add(duration_millis(d));
         self.move_to(&mut timers, to);
     }
 
@@ -119,7 +116,7 @@ impl ManualClock {
     pub fn advance_to_next(&self) -> Option<Timestamp> {
         let mut timers = self.timers();
         let &(deadline, _) = timers.waiting.keys().next()?;
-        let to = deadline.max(timers.now);
+        let to = deadline.max(self.now().0);
         self.move_to(&mut timers, to);
         Some(Timestamp(to))
     }
@@ -132,8 +129,8 @@ impl ManualClock {
 }
 
 impl Timers {
-    fn move_to(&mut self, to: u64) {
-        self.now = to;
+    /// Wakes every sleep due at `to`.
+    fn wake_due(&mut self, to: u64) {
         // Everything at or before `to`: split off the rest, wake what remains.
         let later = self.waiting.split_off(&(to.saturating_add(1), 0));
         let due = std::mem::replace(&mut self.waiting, later);
@@ -148,10 +145,9 @@ impl Timers {
 
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let timers = self.timers();
         f.debug_struct("ManualClock")
-            .field("now", &Timestamp(timers.now))
-            .field("pending_sleeps", &timers.waiting.len())
+            .field("now", &self.now())
+            .field("pending_sleeps", &self.pending_sleeps())
             .finish()
     }
 }
@@ -184,7 +180,7 @@ impl Future for Sleep {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let mut timers = this.clock.timers();
-        if timers.now >= this.deadline {
+        if this.clock.now().0 >= this.deadline {
             if let Some(id) = this.id.take() {
                 timers.waiting.remove(&(this.deadline, id));
             }
