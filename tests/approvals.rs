@@ -605,6 +605,11 @@ fn the_release_is_approved_only_through_the_policy() {
     let staged = staged(&pipeline, "aaa", None);
     let mut ballot = Ballot::new(staged.approval_request());
     for person in ["rita", "sam", "omar"] {
+        // Until the last vote, some rule is unmet and no approval is issued.
+        assert!(matches!(
+            pipeline.issue(&ballot),
+            Err(Error::ApprovalIncomplete { .. })
+        ));
         pipeline
             .vote(&mut ballot, person, Decision::Approve, "ok")
             .unwrap();

@@ -291,9 +291,18 @@ fn gates_can_be_shared_between_pipelines() {
     let b = guarded(&clock, shared);
     let (staged_a, _) = staged(&a, "r1", "aaa");
     let (staged_b, _) = staged(&b, "r2", "bbb");
-    clock.advance(10 * MINUTE);
-    assert!(block_on(staged_a.auto_approve(&a)).is_ok());
-    assert!(block_on(staged_b.auto_approve(&b)).is_ok());
+    clock.advance((10 * MINUTE).saturating_sub(Duration::from_millis(1)));
+    let refused_a = block_on(staged_a.auto_approve(&a)).unwrap_err();
+    let refused_b = block_on(staged_b.auto_approve(&b)).unwrap_err();
+    for refused in [refused_a.error(), refused_b.error()] {
+        assert!(
+            matches!(refused, Error::GatePending { gate, .. } if gate == "soak 10m"),
+            "{refused:?}"
+        );
+    }
+    clock.advance(Duration::from_millis(1));
+    assert!(block_on(refused_a.into_release().auto_approve(&a)).is_ok());
+    assert!(block_on(refused_b.into_release().auto_approve(&b)).is_ok());
 }
 
 // ---- change windows ----
