@@ -9,6 +9,7 @@
 //! happened. All waiting goes through the pipeline's [`Clock`], and the engine uses only
 //! `futures`: no runtime is assumed, and virtual time works everywhere.
 
+mod attempts;
 mod cancel;
 mod event;
 mod plan;
@@ -28,6 +29,7 @@ use crate::graph::{StageGraph, StageId, Step};
 use crate::release::{ReleaseId, Revision};
 use crate::time::{Clock, Timestamp};
 
+pub use attempts::Attempts;
 pub use cancel::CancelHandle;
 pub use event::{Event, EventLog, Observer, final_statuses};
 pub use plan::{Plan, PlannedStage};
@@ -198,6 +200,7 @@ impl Engine {
         self.run_step(&run, &hooks).await
     }
 
+    #[inline]
     pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
         if let Some(observer) = &self.observer {
             observer.observe(&event());
@@ -343,8 +346,8 @@ pub struct StageReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
     /// Every attempt, oldest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attempts: Vec<Attempt>,
+    #[serde(default, skip_serializing_if = "Attempts::is_empty_list")]
+    pub attempts: Attempts,
     /// The log of every attempt, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
@@ -363,7 +366,7 @@ impl StageReport {
             status,
             started_at: None,
             finished_at: None,
-            attempts: Vec::new(),
+            attempts: Attempts::new(),
             logs: Vec::new(),
             outputs: Outputs::new(),
             artifact: None,

@@ -1,134 +1,47 @@
 //! The scheduler behind a step run: readiness, workers and groups, failure policy,
-//! cancellation and step timeout, finally stages; and the per-stage driver with retries,
-//! backoff, jitter and timeouts.
+//! cancellation and step timeout, finally stages, retries with backoff and jitter, and
+//! timeouts.
+//!
+//! A stage's run is a small state machine kept in the step's own tables (its [`Phase`] and
+//! its [`StageReport`], which collects attempts as they happen); only an attempt itself is a
+//! future: the executor's, raced against the attempt's deadline. Between attempts the
+//! scheduler decides synchronously what comes next (success, retry, give up), so a stage
+//! costs one small future per attempt and no lock, hash or copy of its state. When a step is
+//! stopped, dropping the futures is all the cancelling there is: the tables already say which
+//! attempts were under way.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Poll;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::FutureExt as _;
 use futures::StreamExt as _;
-use futures::future::{self, Either, select};
+use futures::future::{self, BoxFuture, Either, select};
 use futures::stream::FuturesUnordered;
 
 use super::{
-    Attempt, AttemptFailure, Engine, Event, StageHooks, StageReport, StepOutcome, StepReport,
-    StepRun,
+    Attempt, AttemptFailure, Engine, Event, FailurePolicy, StageHooks, StageReport, StepOutcome,
+    StepReport, StepRun,
 };
-use crate::executor::{Executor, LogLine, Outputs, StageContext, StageOutcome, StageStatus};
-use crate::graph::StageId;
+use crate::executor::{ExecutorError, Outputs, StageContext, StageOutcome, StageStatus};
+use crate::graph::{StageGraph, StageId};
 use crate::time::{Clock, Timestamp};
 
 const NOT_IN_STEP: u32 = u32::MAX;
+
+/// A dependency count no decrement reaches zero from: stages outside the phase being run
+/// start with it, so finishing their dependencies never makes them ready.
+const OTHER_PHASE: u32 = u32::MAX;
 
 /// Why the ordinary phase was stopped from outside.
 #[derive(Clone, Copy)]
 enum Stop {
     Cancelled,
     TimedOut,
-}
-
-/// The attempts of stages whose futures were dropped before they finished (cancel, step
-/// timeout, fail-fast), so that their reports still list every attempt they made. Stages
-/// that finish on their own never touch it.
-#[derive(Default)]
-struct InFlight(Mutex<HashMap<usize, Progress>>);
-
-/// One stage's finished attempts, and the number and start of the attempt under way.
-type Progress = (Vec<Attempt>, Option<(u32, Timestamp)>);
-
-impl InFlight {
-    /// Every attempt of `slot`, the one under way (if any) ending now with `status`.
-    fn take(&self, slot: usize, now: Timestamp, status: &StageStatus) -> Vec<Attempt> {
-        let (mut attempts, current) = self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&slot)
-            .unwrap_or_default();
-        attempts.extend(current.map(|(number, started_at)| Attempt {
-            number,
-            started_at,
-            finished_at: now,
-            status: status.clone(),
-        }));
-        attempts
-    }
-}
-
-/// A running stage's attempts, kept in the stage's own future. If that future is dropped
-/// before the stage finishes, `Drop` hands them to [`InFlight`]; a stage that finishes on its
-/// own takes no lock and no hash, which matters when a step runs 100,000 stages.
-struct Tracker<'a> {
-    sink: &'a InFlight,
-    slot: usize,
-    progress: Progress,
-    finished: bool,
-}
-
-impl<'a> Tracker<'a> {
-    /// Attempt `number` started `at`.
-    fn begin(&mut self, number: u32, at: Timestamp) {
-        self.progress.1 = Some((number, at));
-    }
-
-    /// The attempt under way ended as `attempt` says.
-    fn end(&mut self, attempt: Attempt) {
-        self.progress.0.push(attempt);
-        self.progress.1 = None;
-    }
-
-    /// The stage finished on its own: its attempts go to its report.
-    fn finish(mut self) -> Vec<Attempt> {
-        self.finished = true;
-        std::mem::take(&mut self.progress.0)
-    }
-
-    /// The stage gives its worker back for a retry backoff: its attempts wait in the shared
-    /// map, where a stop finds them, until [`Tracker::resume`] takes them back.
-    fn suspend(mut self) {
-        self.finished = true;
-        let progress = std::mem::take(&mut self.progress);
-        self.sink
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(self.slot, progress);
-    }
-
-    /// The tracker of a stage that starts (or, after a backoff, resumes) in `slot`.
-    fn resume(sink: &'a InFlight, slot: usize) -> Self {
-        let progress = sink
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&slot)
-            .unwrap_or_default();
-        Tracker {
-            sink,
-            slot,
-            progress,
-            finished: false,
-        }
-    }
-}
-
-impl Drop for Tracker<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            let progress = std::mem::take(&mut self.progress);
-            self.sink
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(self.slot, progress);
-        }
-    }
 }
 
 /// What stops a step's ordinary phase from outside: the future that resolves on a cancel or
@@ -152,58 +65,148 @@ impl Stopper<'_> {
     }
 }
 
-/// Where a stage's run stands while it waits out a retry backoff without a worker.
-struct Resume<'a> {
-    next_attempt: u32,
-    started_at: Timestamp,
-    stage_deadline: Option<Timestamp>,
-    logs: Vec<LogLine>,
-    inputs: Vec<(&'a StageId, Arc<Outputs>)>,
+/// Where a stage of the step stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not started: waiting for dependencies or a worker, or never to run (skipped).
+    Waiting,
+    /// An attempt is under way: its report's last attempt is the one running.
+    Running,
+    /// Between attempts: waiting out a retry backoff, or for a worker to try again.
+    Backoff,
+    /// Finished: its report is final.
+    Done,
 }
 
-/// How a stage's driver hands control back to the scheduler.
-enum Driven<'a> {
-    /// The stage reached its final status.
-    Done(usize, StageReport),
-    /// The stage will try again at `until`; meanwhile its worker is free.
-    Backoff {
-        slot: usize,
-        until: Timestamp,
-        resume: Resume<'a>,
-    },
+/// How one attempt ended, before the retry policy looks at it.
+enum AttemptEnd {
+    /// The executor returned an outcome (which may still be a failure).
+    Finished(StageOutcome),
+    /// The executor returned an error or panicked: why.
+    Failed(String),
+    /// The attempt's or the stage's time ran out (which limit); the executor's future was
+    /// dropped.
+    TimedOut(&'static str),
+    /// The stage's time ran out while it waited to try again: no attempt was started.
+    Expired,
 }
 
-/// How a driver starts: afresh with the stage's inputs at a time the scheduler read, or
-/// after a backoff.
-enum Start<'a> {
-    Fresh(Vec<(&'a StageId, Arc<Outputs>)>, Timestamp),
-    Resumed(Resume<'a>),
+/// One attempt of a stage under way: the executor's future raced against the earlier of the
+/// attempt's and the stage's deadline. A panic while polling ends the attempt as a failure.
+///
+/// The attempt is announced ([`Event::AttemptStarted`]) when it is first polled, that is when
+/// the executor's code first runs: a step stopped between starting an attempt and polling it
+/// reports no attempt the executor never saw.
+struct Running<'a> {
+    slot: u32,
+    number: u32,
+    polled: bool,
+    at: Timestamp,
+    engine: &'a Engine,
+    stage: &'a StageId,
+    work: BoxFuture<'a, Result<StageOutcome, ExecutorError>>,
+    limit: Option<(BoxFuture<'static, ()>, &'static str)>,
+}
+
+impl Future for Running<'_> {
+    type Output = (usize, AttemptEnd);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if !this.polled {
+            this.polled = true;
+            this.engine.emit(|| Event::AttemptStarted {
+                stage: this.stage.clone(),
+                attempt: this.number,
+                at: this.at,
+            });
+        }
+        let end = match std::panic::catch_unwind(AssertUnwindSafe(|| this.work.as_mut().poll(cx))) {
+            Ok(Poll::Ready(Ok(outcome))) => AttemptEnd::Finished(outcome),
+            Ok(Poll::Ready(Err(error))) => AttemptEnd::Failed(format!("executor error: {error}")),
+            Err(panic) => AttemptEnd::Failed(panicked(panic.as_ref())),
+            // The work wins a tie with its deadline, as it did the work in time.
+            Ok(Poll::Pending) => match &mut this.limit {
+                Some((sleep, limit)) => match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => AttemptEnd::TimedOut(limit),
+                    Poll::Pending => return Poll::Pending,
+                },
+                None => return Poll::Pending,
+            },
+        };
+        Poll::Ready((this.slot as usize, end))
+    }
+}
+
+/// What starting an attempt gave.
+enum Started<'a> {
+    /// The attempt runs.
+    Running(Running<'a>),
+    /// The attempt ended before it could run (the executor panicked while making its future,
+    /// or the stage's time had run out).
+    Ended(AttemptEnd),
+}
+
+/// What the scheduler makes of an ended attempt.
+enum Settled {
+    /// The stage is finished; whether it succeeded.
+    Done(bool),
+    /// The stage tries again once the clock reads this.
+    Retry(Timestamp),
 }
 
 /// What the scheduler waits for next.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "lives for one loop turn; boxing the report would cost an allocation per stage"
-)]
-enum Next<'a> {
-    Driven(Driven<'a>),
+enum Next {
+    Ended(usize, AttemptEnd),
     Woke(usize),
     Stop(Stop),
 }
 
 /// Resolves to `slot` when `sleep` ends: a stage's backoff, held by the scheduler.
-async fn wake_at(sleep: futures::future::BoxFuture<'static, ()>, slot: usize) -> usize {
+async fn wake_at(sleep: BoxFuture<'static, ()>, slot: usize) -> usize {
     sleep.await;
     slot
 }
 
-/// Per-step bookkeeping, indexed by slot (a stage's position among the step's stages).
-struct StepState {
+/// The stages ready to start. With a worker or group limit they wait in priority order (the
+/// longest remaining critical path first, then the order of the graph); without one every
+/// ready stage starts at once, so order cannot change the schedule and a queue will do.
+enum Ready {
+    Ranked(BinaryHeap<(u64, Reverse<u32>)>),
+    Unranked(VecDeque<u32>),
+}
+
+impl Ready {
+    fn push(&mut self, graph: &StageGraph, i: usize, slot: usize) {
+        match self {
+            Ready::Ranked(heap) => heap.push((graph.priority_of(i), Reverse(slot as u32))),
+            Ready::Unranked(queue) => queue.push_back(slot as u32),
+        }
+    }
+
+    fn pop(&mut self) -> Option<usize> {
+        match self {
+            Ready::Ranked(heap) => heap.pop().map(|(_, Reverse(slot))| slot as usize),
+            Ready::Unranked(queue) => queue.pop_front().map(|slot| slot as usize),
+        }
+    }
+}
+
+/// One step run's tables, indexed by slot (a stage's position among the step's stages).
+struct StepState<'a> {
+    engine: &'a Engine,
+    run: &'a StepRun<'a>,
+    hooks: &'a (dyn Fn(usize) -> StageHooks<'a> + Sync),
+    /// The graph index of each slot's stage.
     members: Vec<usize>,
+    /// The slot of each graph index, or [`NOT_IN_STEP`].
     slot_of: Vec<u32>,
-    results: Vec<Option<StageReport>>,
+    phase: Vec<Phase>,
+    /// Each stage's report, filled in as it runs: a stage that never starts keeps the
+    /// "skipped" report it begins with.
+    reports: Vec<StageReport>,
+    /// The outputs of finished stages that produced any, shared with their dependents.
     outputs: Vec<Option<Arc<Outputs>>>,
-    started: Vec<Option<Timestamp>>,
 }
 
 impl Engine {
@@ -231,12 +234,19 @@ impl Engine {
             slot_of[i] = slot as u32;
         }
         let n = members.len();
+        let has_finally = members.iter().any(|&i| graph.spec(i).finally);
         let mut state = StepState {
+            engine: self,
+            run,
+            hooks,
+            reports: members
+                .iter()
+                .map(|&i| StageReport::not_run(graph.spec(i).id.clone(), StageStatus::Skipped))
+                .collect(),
             members,
             slot_of,
-            results: vec![None; n],
+            phase: vec![Phase::Waiting; n],
             outputs: vec![None; n],
-            started: vec![None; n],
         };
 
         let deadline = self.step_timeout.map(|d| started_at.saturating_add(d));
@@ -259,38 +269,29 @@ impl Engine {
             generation,
             deadline,
         };
-        let in_flight = InFlight::default();
-        let outcome = self
-            .run_phase(run, hooks, &mut state, &in_flight, None, Some(&mut stop))
-            .await;
+        let outcome = state.run_phase(None, Some(&mut stop)).await;
         drop(stop);
-        self.run_phase(run, hooks, &mut state, &in_flight, Some(outcome), None)
-            .await;
+        if has_finally {
+            state.run_phase(Some(outcome), None).await;
+        }
 
         let finished_at = run.clock.now();
-        let stages: Vec<StageReport> = state
-            .results
-            .into_iter()
-            .enumerate()
-            .map(|(slot, report)| {
-                report.unwrap_or_else(|| {
-                    let id = graph.spec(state.members[slot]).id.clone();
-                    self.emit(|| Event::StageFinished {
-                        stage: id.clone(),
-                        status: StageStatus::Skipped,
-                        attempts: 0,
-                        at: finished_at,
-                    });
-                    StageReport::not_run(id, StageStatus::Skipped)
-                })
-            })
-            .collect();
+        for (slot, phase) in state.phase.iter().enumerate() {
+            if *phase == Phase::Waiting {
+                self.emit(|| Event::StageFinished {
+                    stage: state.reports[slot].id.clone(),
+                    status: StageStatus::Skipped,
+                    attempts: 0,
+                    at: finished_at,
+                });
+            }
+        }
         let report = StepReport {
             step: run.step,
             started_at,
             finished_at,
             outcome,
-            stages,
+            stages: state.reports,
         };
         self.emit(|| Event::StepFinished {
             release: run.release.clone(),
@@ -300,95 +301,102 @@ impl Engine {
         });
         report
     }
+}
 
+impl<'a> StepState<'a> {
     /// Runs the ordinary stages (`finally_of == None`) or the finally stages (`Some(outcome
     /// of the ordinary ones)`), and returns how the phase ended.
     #[allow(clippy::too_many_lines)] // One scheduling loop; splitting it would scatter its state.
-    async fn run_phase<'a>(
-        &'a self,
-        run: &'a StepRun<'a>,
-        hooks: &'a (dyn Fn(usize) -> StageHooks<'a> + Sync),
-        state: &mut StepState,
-        in_flight: &InFlight,
+    async fn run_phase(
+        &mut self,
         finally_of: Option<StepOutcome>,
         mut stop: Option<&mut Stopper<'a>>,
     ) -> StepOutcome {
-        let graph = run.graph;
+        let engine = self.engine;
+        let graph = self.run.graph;
+        let clock = self.run.clock;
         let finally = finally_of.is_some();
-        let in_phase = |i: usize| graph.spec(i).finally == finally;
         // Dependencies inside this phase still to finish, per slot; dependencies elsewhere
         // (earlier steps, or ordinary stages for a finally stage) are already settled.
-        let mut waiting_on: Vec<u32> = state
+        let mut waiting_on: Vec<u32> = self
             .members
             .iter()
             .map(|&i| {
+                if graph.spec(i).finally != finally {
+                    return OTHER_PHASE;
+                }
                 graph
                     .deps_of(i)
                     .iter()
-                    .filter(|&&d| state.slot_of[d as usize] != NOT_IN_STEP && in_phase(d as usize))
+                    .filter(|&&d| {
+                        self.slot_of[d as usize] != NOT_IN_STEP
+                            && graph.spec(d as usize).finally == finally
+                    })
                     .count() as u32
             })
             .collect();
-        let mut ready: BinaryHeap<(u64, Reverse<usize>)> = BinaryHeap::new();
-        let now = run.clock.now();
-        for (slot, &i) in state.members.iter().enumerate() {
-            if in_phase(i) && waiting_on[slot] == 0 {
-                ready.push((graph.priority_of(i), Reverse(slot)));
-                self.emit(|| Event::StageReady {
+        let mut ready = if engine.workers.is_some() || !engine.group_limits.is_empty() {
+            Ready::Ranked(BinaryHeap::new())
+        } else {
+            Ready::Unranked(VecDeque::new())
+        };
+        let now = clock.now();
+        for (slot, &i) in self.members.iter().enumerate() {
+            if waiting_on[slot] == 0 {
+                ready.push(graph, i, slot);
+                engine.emit(|| Event::StageReady {
                     stage: graph.spec(i).id.clone(),
                     at: now,
                 });
             }
         }
 
-        let workers = self.workers.unwrap_or(usize::MAX);
+        let workers = engine.workers.unwrap_or(usize::MAX);
         let mut group_running: HashMap<&str, usize> = HashMap::new();
         let mut held_back = Vec::new();
         let mut running = FuturesUnordered::new();
-        // Stages waiting out a retry backoff, and the runs they resume; neither holds a worker.
+        // Attempts that ended as they started; they hold their worker until settled.
+        let mut ended = VecDeque::new();
+        // Stages waiting out a retry backoff; they hold no worker.
         let mut sleeping = FuturesUnordered::new();
-        let mut resumes: HashMap<usize, Resume<'a>> = HashMap::new();
         let mut outcome = StepOutcome::Succeeded;
-        let no_outputs: Arc<Outputs> = Arc::default();
 
         loop {
             // A stop that came while the last stage finished (that stage may have cancelled
             // the step itself) wins over starting new stages.
-            let stopped = stop.as_deref().and_then(|stop| stop.check(self, run.clock));
-            while stopped.is_none() && running.len() < workers {
-                let Some((priority, Reverse(slot))) = ready.pop() else {
+            let stopped = stop.as_deref().and_then(|stop| stop.check(engine, clock));
+            while stopped.is_none() && running.len() + ended.len() < workers {
+                let Some(slot) = ready.pop() else {
                     break;
                 };
-                let i = state.members[slot];
-                let spec = graph.spec(i);
-                if let Some(group) = spec.group.as_deref() {
-                    if let Some(&limit) = self.group_limits.get(group) {
+                let i = self.members[slot];
+                if let Some(group) = graph.spec(i).group.as_deref() {
+                    if let Some(&limit) = engine.group_limits.get(group) {
                         let count = group_running.entry(group).or_insert(0);
                         if *count >= limit {
-                            held_back.push((priority, Reverse(slot)));
+                            held_back.push((i, slot));
                             continue;
                         }
                         *count += 1;
                     }
                 }
-                let start = if let Some(resume) = resumes.remove(&slot) {
-                    Start::Resumed(resume)
-                } else {
-                    let now = run.clock.now();
-                    state.started[slot] = Some(now);
-                    Start::Fresh(inputs_of(run, state, i), now)
-                };
-                running.push(self.drive(run, i, slot, hooks(i), start, finally_of, in_flight));
+                match self.start(slot, finally_of) {
+                    Started::Running(attempt) => running.push(attempt),
+                    Started::Ended(end) => ended.push_back((slot, end)),
+                }
             }
-            ready.extend(held_back.drain(..));
+            for (i, slot) in held_back.drain(..) {
+                ready.push(graph, i, slot);
+            }
 
-            let next = match stopped {
-                Some(why) => Next::Stop(why),
-                None if running.is_empty() && sleeping.is_empty() => break,
-                None => {
+            let next = match (stopped, ended.pop_front()) {
+                (Some(why), _) => Next::Stop(why),
+                (None, Some((slot, end))) => Next::Ended(slot, end),
+                (None, None) if running.is_empty() && sleeping.is_empty() => break,
+                (None, None) => {
                     future::poll_fn(|cx| {
-                        if let Poll::Ready(Some(driven)) = running.poll_next_unpin(cx) {
-                            return Poll::Ready(Next::Driven(driven));
+                        if let Poll::Ready(Some((slot, end))) = running.poll_next_unpin(cx) {
+                            return Poll::Ready(Next::Ended(slot, end));
                         }
                         if let Poll::Ready(Some(slot)) = sleeping.poll_next_unpin(cx) {
                             return Poll::Ready(Next::Woke(slot));
@@ -401,34 +409,18 @@ impl Engine {
                     .await
                 }
             };
-            let (slot, report) = match next {
-                Next::Driven(Driven::Done(slot, report)) => (slot, report),
-                Next::Driven(Driven::Backoff {
-                    slot,
-                    until,
-                    resume,
-                }) => {
-                    let i = state.members[slot];
-                    if let Some(group) = graph.spec(i).group.as_deref() {
-                        if let Some(count) = group_running.get_mut(group) {
-                            *count -= 1;
-                        }
-                    }
-                    resumes.insert(slot, resume);
-                    sleeping.push(wake_at(run.clock.sleep_until(until), slot));
-                    continue;
-                }
+            let (slot, end) = match next {
+                Next::Ended(slot, end) => (slot, end),
                 Next::Woke(slot) => {
-                    let i = state.members[slot];
-                    ready.push((graph.priority_of(i), Reverse(slot)));
+                    ready.push(graph, self.members[slot], slot);
                     continue;
                 }
                 Next::Stop(why) => {
                     // Dropping the futures cancels the running stages and ends the backoffs;
                     // nothing new starts.
+                    self.drop_unpolled(&running);
                     drop(std::mem::take(&mut running));
                     drop(std::mem::take(&mut sleeping));
-                    resumes.clear();
                     let (status, step_outcome) = match why {
                         Stop::Cancelled => (StageStatus::Cancelled, StepOutcome::Cancelled),
                         Stop::TimedOut => (
@@ -438,339 +430,282 @@ impl Engine {
                             StepOutcome::TimedOut,
                         ),
                     };
-                    self.stop_running(run, state, in_flight, &status);
+                    self.stop_running(&status);
                     outcome = step_outcome;
                     break;
                 }
             };
-            let i = state.members[slot];
+            let i = self.members[slot];
             if let Some(group) = graph.spec(i).group.as_deref() {
                 if let Some(count) = group_running.get_mut(group) {
                     *count -= 1;
                 }
             }
-            let succeeded = report.status.is_success();
-            if succeeded {
-                // Most stages have no outputs: they share one empty map instead of each
-                // allocating their own.
-                state.outputs[slot] = Some(if report.outputs.is_empty() {
-                    Arc::clone(&no_outputs)
-                } else {
-                    Arc::new(report.outputs.clone())
-                });
-                let now = run.clock.now();
-                for &d in graph.dependents_of(i) {
-                    let d_slot = state.slot_of[d as usize];
-                    if d_slot == NOT_IN_STEP || !in_phase(d as usize) {
-                        continue;
+            match self.settle(slot, end) {
+                Settled::Retry(until) => {
+                    // The backoff is the scheduler's to wait out, so that the worker serves
+                    // another stage meanwhile.
+                    sleeping.push(wake_at(clock.sleep_until(until), slot));
+                }
+                Settled::Done(true) => {
+                    let outputs = &self.reports[slot].outputs;
+                    if !outputs.is_empty() {
+                        self.outputs[slot] = Some(Arc::new(outputs.clone()));
                     }
-                    let waiting = &mut waiting_on[d_slot as usize];
-                    *waiting -= 1;
-                    if *waiting == 0 {
-                        ready.push((graph.priority_of(d as usize), Reverse(d_slot as usize)));
-                        self.emit(|| Event::StageReady {
-                            stage: graph.spec(d as usize).id.clone(),
-                            at: now,
-                        });
+                    let now = clock.now();
+                    for &d in graph.dependents_of(i) {
+                        let d_slot = self.slot_of[d as usize];
+                        if d_slot == NOT_IN_STEP {
+                            continue;
+                        }
+                        let waiting = &mut waiting_on[d_slot as usize];
+                        *waiting -= 1;
+                        if *waiting == 0 {
+                            ready.push(graph, d as usize, d_slot as usize);
+                            engine.emit(|| Event::StageReady {
+                                stage: graph.spec(d as usize).id.clone(),
+                                at: now,
+                            });
+                        }
                     }
                 }
-            } else {
-                outcome = StepOutcome::Failed;
-            }
-            state.results[slot] = Some(report);
-            if !succeeded && !finally && self.failure_policy == super::FailurePolicy::FailFast {
-                drop(std::mem::take(&mut running));
-                drop(std::mem::take(&mut sleeping));
-                resumes.clear();
-                self.stop_running(run, state, in_flight, &StageStatus::Cancelled);
-                break;
+                Settled::Done(false) => {
+                    outcome = StepOutcome::Failed;
+                    if !finally && engine.failure_policy == FailurePolicy::FailFast {
+                        self.drop_unpolled(&running);
+                        drop(std::mem::take(&mut running));
+                        drop(std::mem::take(&mut sleeping));
+                        self.stop_running(&StageStatus::Cancelled);
+                        break;
+                    }
+                }
             }
         }
         outcome
     }
 
-    /// Marks every started, unfinished stage with `status` (its future was just dropped).
-    fn stop_running(
-        &self,
-        run: &StepRun<'_>,
-        state: &mut StepState,
-        in_flight: &InFlight,
-        status: &StageStatus,
-    ) {
+    /// Starts the next attempt of the stage in `slot` (its first, or the one after a backoff).
+    fn start(&mut self, slot: usize, step_outcome: Option<StepOutcome>) -> Started<'a> {
+        let run = self.run;
+        let i = self.members[slot];
+        let spec = run.graph.spec(i);
         let now = run.clock.now();
-        for slot in 0..state.members.len() {
-            if state.results[slot].is_none() && state.started[slot].is_some() {
-                let id = run.graph.spec(state.members[slot]).id.clone();
-                let attempts = in_flight.take(slot, now, status);
-                self.emit(|| Event::StageFinished {
-                    stage: id.clone(),
-                    status: status.clone(),
-                    attempts: attempts.last().map_or(0, |a| a.number),
+        let report = &mut self.reports[slot];
+        self.phase[slot] = Phase::Running;
+        let number = report.attempts.len() as u32 + 1;
+        let started_at = *report.started_at.get_or_insert(now);
+        let stage_deadline = spec.timeout.map(|d| started_at.saturating_add(d));
+        // A stage that waited for a worker after its backoff may have run out of time.
+        if number > 1 && stage_deadline.is_some_and(|d| now >= d) {
+            return Started::Ended(AttemptEnd::Expired);
+        }
+        // Until it ends, the attempt reads as cancelled: what it is if the step stops first.
+        report.attempts.push(Attempt {
+            number,
+            started_at: now,
+            finished_at: now,
+            status: StageStatus::Cancelled,
+        });
+        let ctx = StageContext {
+            spec,
+            release: run.release,
+            revision: run.revision,
+            artifact: run.artifact,
+            environment: run.environment,
+            inputs: inputs_of(run, &self.slot_of, &self.outputs, i),
+            attempt: number,
+            clock: run.clock,
+            step_outcome,
+        };
+        let attempt_deadline = spec.attempt_timeout.map(|d| now.saturating_add(d));
+        let limit = match (attempt_deadline, stage_deadline) {
+            (Some(a), Some(s)) if a < s => Some((a, "attempt timeout")),
+            (Some(a), None) => Some((a, "attempt timeout")),
+            (_, Some(s)) => Some((s, "stage timeout")),
+            (None, None) => None,
+        };
+        // An executor may panic while making its future as well as while it runs: both fail
+        // the attempt, neither escapes the engine.
+        let executor = (self.hooks)(i).executor;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| executor.run(ctx))) {
+            Ok(work) => Started::Running(Running {
+                slot: slot as u32,
+                number,
+                polled: false,
+                at: now,
+                engine: self.engine,
+                stage: &spec.id,
+                work,
+                limit: limit.map(|(at, which)| (run.clock.sleep_until(at), which)),
+            }),
+            Err(panic) => {
+                self.engine.emit(|| Event::AttemptStarted {
+                    stage: spec.id.clone(),
+                    attempt: number,
                     at: now,
                 });
-                let mut report = StageReport::not_run(id, status.clone());
-                report.started_at = state.started[slot];
-                report.finished_at = Some(now);
-                report.attempts = attempts;
-                state.results[slot] = Some(report);
+                Started::Ended(AttemptEnd::Failed(panicked(panic.as_ref())))
             }
         }
     }
 
-    /// Runs a stage's next attempt (its first, or the one after a backoff) with its timeouts,
-    /// and returns its final status or, when the retry policy asks for another attempt, the
-    /// backoff to wait out: the scheduler waits for it without holding a worker.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "one loop over attempts that reads top to bottom; running an attempt and jitter are separate functions"
-    )]
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the stage's place in the step run; bundling them would only move the list"
-    )]
-    async fn drive<'a>(
-        &'a self,
-        run: &'a StepRun<'a>,
-        i: usize,
-        slot: usize,
-        hooks: StageHooks<'a>,
-        start: Start<'a>,
-        step_outcome: Option<StepOutcome>,
-        in_flight: &InFlight,
-    ) -> Driven<'a> {
+    /// Records how the attempt under way in `slot` ended and decides what comes next: the
+    /// stage is done, or it tries again after a backoff.
+    fn settle(&mut self, slot: usize, end: AttemptEnd) -> Settled {
+        let engine = self.engine;
+        let run = self.run;
+        let i = self.members[slot];
         let spec = run.graph.spec(i);
-        let clock = run.clock;
-        let policy = spec.retry.unwrap_or_default();
-        let (number, started_at, stage_deadline, mut logs, mut inputs, mut progress) = match start {
-            Start::Fresh(inputs, started_at) => {
-                let progress = Tracker {
-                    sink: in_flight,
-                    slot,
-                    progress: Progress::default(),
-                    finished: false,
-                };
-                let deadline = spec.timeout.map(|d| started_at.saturating_add(d));
-                (1, started_at, deadline, Vec::new(), inputs, progress)
+        let now = run.clock.now();
+        let report = &mut self.reports[slot];
+        let number = report.attempts.len() as u32;
+        let (status, timed_out) = match end {
+            AttemptEnd::Expired => return self.finish(slot, stage_timeout(), now),
+            AttemptEnd::Finished(outcome) => {
+                let StageOutcome {
+                    status,
+                    logs,
+                    outputs,
+                    artifact,
+                } = outcome;
+                if !logs.is_empty() {
+                    report.logs.extend(logs);
+                }
+                if status.is_success() {
+                    if let Some(attempt) = report.attempts.last_mut() {
+                        attempt.finished_at = now;
+                        attempt.status = StageStatus::Succeeded;
+                    }
+                    if !outputs.is_empty() {
+                        report.outputs = outputs;
+                    }
+                    if artifact.is_some() {
+                        report.artifact = artifact;
+                    }
+                    return self.finish(slot, StageStatus::Succeeded, now);
+                }
+                (status, false)
             }
-            Start::Resumed(r) => (
-                r.next_attempt,
-                r.started_at,
-                r.stage_deadline,
-                r.logs,
-                r.inputs,
-                Tracker::resume(in_flight, slot),
+            AttemptEnd::Failed(reason) => (StageStatus::Failed { reason }, false),
+            AttemptEnd::TimedOut(limit) => (
+                StageStatus::TimedOut {
+                    limit: limit.to_owned(),
+                },
+                true,
             ),
         };
-        // A fresh stage's first attempt starts when the stage does: no second clock read.
-        let mut fresh_start = (number == 1).then_some(started_at);
-        let (status, outputs, artifact, finished_at) = 'attempt: {
-            let attempt_start = fresh_start.take().unwrap_or_else(|| clock.now());
-            // A stage that waited for a worker after its backoff may have run out of time.
-            if number > 1 && stage_deadline.is_some_and(|d| attempt_start >= d) {
-                let status = StageStatus::TimedOut {
-                    limit: "stage timeout".to_owned(),
-                };
-                break 'attempt (status, Outputs::new(), None, attempt_start);
-            }
-            self.emit(|| Event::AttemptStarted {
-                stage: spec.id.clone(),
-                attempt: number,
-                at: attempt_start,
-            });
-            progress.begin(number, attempt_start);
-            let ctx = StageContext {
-                spec,
-                release: run.release,
-                revision: run.revision,
-                artifact: run.artifact,
-                environment: run.environment,
-                // The last attempt the policy allows takes the inputs; earlier ones copy them.
-                inputs: if number < policy.max_attempts {
-                    inputs.clone()
-                } else {
-                    std::mem::take(&mut inputs)
-                },
-                attempt: number,
-                clock,
-                step_outcome,
-            };
-            let attempt_deadline = spec
-                .attempt_timeout
-                .map(|d| attempt_start.saturating_add(d));
-            let result =
-                attempt(hooks.executor, ctx, clock, attempt_deadline, stage_deadline).await;
-            let finished_at = clock.now();
-            let (status, timed_out) = match result {
-                AttemptEnd::Finished(outcome) => {
-                    let StageOutcome {
-                        status,
-                        logs: more,
-                        outputs,
-                        artifact,
-                    } = outcome;
-                    logs.extend(more);
-                    if status.is_success() {
-                        progress.end(Attempt {
-                            number,
-                            started_at: attempt_start,
-                            finished_at,
-                            status: StageStatus::Succeeded,
-                        });
-                        break 'attempt (StageStatus::Succeeded, outputs, artifact, finished_at);
-                    }
-                    (status, false)
-                }
-                AttemptEnd::Failed(status) => (status, false),
-                AttemptEnd::TimedOut(status) => (status, true),
-            };
-            progress.end(Attempt {
-                number,
-                started_at: attempt_start,
-                finished_at,
-                status: status.clone(),
-            });
-            let failure = AttemptFailure {
-                attempt: number,
-                reason: match &status {
-                    StageStatus::Failed { reason } => reason.clone(),
-                    other => other.to_string(),
-                },
-                timed_out,
-            };
-            self.emit(|| Event::AttemptFailed {
-                stage: spec.id.clone(),
-                attempt: number,
-                reason: failure.reason.clone(),
-                timed_out,
-                at: finished_at,
-            });
-            let stage_time_up = stage_deadline.is_some_and(|d| finished_at >= d);
-            let retry = number < policy.max_attempts
-                && !stage_time_up
-                && hooks.retry_if.is_none_or(|wanted| wanted(&failure));
-            if !retry {
-                break 'attempt (status, Outputs::new(), None, finished_at);
-            }
-            let delay = jittered(
-                policy.backoff.delay(number + 1),
-                policy.jitter_percent,
-                self.seed,
-                i,
-                number,
-            );
-            if let Some(d) = stage_deadline {
-                if finished_at.saturating_add(delay) >= d {
-                    let status = StageStatus::TimedOut {
-                        limit: "stage timeout".to_owned(),
-                    };
-                    break 'attempt (status, Outputs::new(), None, finished_at);
-                }
-            }
-            self.emit(|| Event::Retrying {
-                stage: spec.id.clone(),
-                next_attempt: number + 1,
-                delay,
-                at: finished_at,
-            });
-            // The backoff is the scheduler's to wait out, so that the worker serves another
-            // stage meanwhile.
-            progress.suspend();
-            return Driven::Backoff {
-                slot,
-                until: finished_at.saturating_add(delay),
-                resume: Resume {
-                    next_attempt: number + 1,
-                    started_at,
-                    stage_deadline,
-                    logs,
-                    inputs,
-                },
-            };
+        if let Some(attempt) = report.attempts.last_mut() {
+            attempt.finished_at = now;
+            attempt.status = status.clone();
+        }
+        let failure = AttemptFailure {
+            attempt: number,
+            reason: match &status {
+                StageStatus::Failed { reason } => reason.clone(),
+                other => other.to_string(),
+            },
+            timed_out,
         };
-        let attempts = progress.finish();
-        self.emit(|| Event::StageFinished {
+        engine.emit(|| Event::AttemptFailed {
             stage: spec.id.clone(),
-            status: status.clone(),
-            attempts: attempts.last().map_or(0, |a| a.number),
-            at: finished_at,
+            attempt: number,
+            reason: failure.reason.clone(),
+            timed_out,
+            at: now,
         });
-        let report = StageReport {
-            id: spec.id.clone(),
-            status,
-            started_at: Some(started_at),
-            finished_at: Some(finished_at),
-            attempts,
-            logs,
-            outputs,
-            artifact,
-        };
-        Driven::Done(slot, report)
+        let policy = spec.retry.unwrap_or_default();
+        let stage_deadline = spec
+            .timeout
+            .zip(report.started_at)
+            .map(|(d, started_at)| started_at.saturating_add(d));
+        let stage_time_up = stage_deadline.is_some_and(|d| now >= d);
+        let retry = number < policy.max_attempts
+            && !stage_time_up
+            && (self.hooks)(i)
+                .retry_if
+                .is_none_or(|wanted| wanted(&failure));
+        if !retry {
+            return self.finish(slot, status, now);
+        }
+        let delay = jittered(
+            policy.backoff.delay(number + 1),
+            policy.jitter_percent,
+            engine.seed,
+            i,
+            number,
+        );
+        let until = now.saturating_add(delay);
+        if stage_deadline.is_some_and(|d| until >= d) {
+            return self.finish(slot, stage_timeout(), now);
+        }
+        engine.emit(|| Event::Retrying {
+            stage: spec.id.clone(),
+            next_attempt: number + 1,
+            delay,
+            at: now,
+        });
+        self.phase[slot] = Phase::Backoff;
+        Settled::Retry(until)
+    }
+
+    /// The stage in `slot` ended with `status` at `now`.
+    fn finish(&mut self, slot: usize, status: StageStatus, now: Timestamp) -> Settled {
+        let report = &mut self.reports[slot];
+        let succeeded = status.is_success();
+        self.engine.emit(|| Event::StageFinished {
+            stage: report.id.clone(),
+            status: status.clone(),
+            attempts: report.attempts.len() as u32,
+            at: now,
+        });
+        report.status = status;
+        report.finished_at = Some(now);
+        self.phase[slot] = Phase::Done;
+        Settled::Done(succeeded)
+    }
+
+    /// Takes back the attempts that were started but never polled, before their futures are
+    /// dropped: the executor never ran them. Their stages stand between attempts again.
+    fn drop_unpolled(&mut self, running: &FuturesUnordered<Running<'a>>) {
+        for attempt in running.iter().filter(|attempt| !attempt.polled) {
+            let slot = attempt.slot as usize;
+            self.reports[slot].attempts.pop();
+            self.phase[slot] = Phase::Backoff;
+        }
+    }
+
+    /// Ends every started, unfinished stage with `status` (its attempt's future was just
+    /// dropped, or it was between attempts).
+    fn stop_running(&mut self, status: &StageStatus) {
+        let now = self.run.clock.now();
+        for slot in 0..self.members.len() {
+            match self.phase[slot] {
+                Phase::Running => {
+                    if let Some(attempt) = self.reports[slot].attempts.last_mut() {
+                        attempt.finished_at = now;
+                        attempt.status = status.clone();
+                    }
+                }
+                Phase::Backoff => {}
+                Phase::Waiting | Phase::Done => continue,
+            }
+            self.finish(slot, status.clone(), now);
+        }
     }
 }
 
-/// How one attempt ended, before the retry policy looks at it.
-enum AttemptEnd {
-    /// The executor returned an outcome (which may still be a failure).
-    Finished(StageOutcome),
-    /// The executor returned an error or panicked.
-    Failed(StageStatus),
-    /// The attempt's or the stage's time ran out; the executor's future was dropped.
-    TimedOut(StageStatus),
-}
-
-/// Runs one attempt of a stage, racing it against the earlier of its deadlines.
-async fn attempt(
-    executor: &dyn Executor,
-    ctx: StageContext<'_>,
-    clock: &dyn Clock,
-    attempt_deadline: Option<Timestamp>,
-    stage_deadline: Option<Timestamp>,
-) -> AttemptEnd {
-    // An executor may panic while making its future as well as while it runs: both fail the
-    // attempt, neither escapes the engine.
-    let work = match std::panic::catch_unwind(AssertUnwindSafe(|| executor.run(ctx))) {
-        Ok(future) => AssertUnwindSafe(future).catch_unwind(),
-        Err(panic) => {
-            return AttemptEnd::Failed(StageStatus::Failed {
-                reason: format!("executor panicked: {}", panic_message(panic.as_ref())),
-            });
-        }
-    };
-    let deadline = match (attempt_deadline, stage_deadline) {
-        (Some(a), Some(s)) => Some(a.min(s)),
-        (a, s) => a.or(s),
-    };
-    let result = match deadline {
-        None => work.await,
-        Some(deadline) => match select(work, clock.sleep_until(deadline)).await {
-            Either::Left((result, _)) => result,
-            Either::Right(_) => {
-                let limit = if stage_deadline == Some(deadline) {
-                    "stage timeout"
-                } else {
-                    "attempt timeout"
-                };
-                return AttemptEnd::TimedOut(StageStatus::TimedOut {
-                    limit: limit.to_owned(),
-                });
-            }
-        },
-    };
-    match result {
-        Ok(Ok(outcome)) => AttemptEnd::Finished(outcome),
-        Ok(Err(error)) => AttemptEnd::Failed(StageStatus::Failed {
-            reason: format!("executor error: {error}"),
-        }),
-        Err(panic) => AttemptEnd::Failed(StageStatus::Failed {
-            reason: format!("executor panicked: {}", panic_message(panic.as_ref())),
-        }),
+/// The status of a stage whose own time limit ran out.
+fn stage_timeout() -> StageStatus {
+    StageStatus::TimedOut {
+        limit: "stage timeout".to_owned(),
     }
 }
 
 /// The outputs of stage `i`'s direct dependencies, from this step or earlier ones.
 fn inputs_of<'a>(
     run: &StepRun<'a>,
-    state: &StepState,
+    slot_of: &[u32],
+    outputs: &[Option<Arc<Outputs>>],
     i: usize,
 ) -> Vec<(&'a StageId, Arc<Outputs>)> {
     let graph = run.graph;
@@ -780,9 +715,9 @@ fn inputs_of<'a>(
         .filter_map(|&d| {
             let d = d as usize;
             let id = &graph.spec(d).id;
-            let outputs = match state.slot_of[d] {
+            let outputs = match slot_of[d] {
                 NOT_IN_STEP => run.prior_outputs.get(id).cloned(),
-                slot => state.outputs[slot as usize].clone(),
+                slot => outputs[slot as usize].clone(),
             };
             // A dependency without outputs has nothing to hand over: leaving it out spares most
             // stages an allocation.
@@ -814,12 +749,14 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
+/// Why an attempt failed when its executor panicked with `payload`.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
+    let message = payload
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)")
+        .unwrap_or("(non-string panic payload)");
+    format!("executor panicked: {message}")
 }
 
 #[cfg(test)]
