@@ -54,6 +54,11 @@ struct Stopper<'a> {
 }
 
 impl Stopper<'_> {
+    /// Whether the step has been cancelled or has run out of time.
+    fn is_due(&self, state: &StepState<'_>) -> bool {
+        self.check(state.engine, state.run.clock).is_some()
+    }
+
     fn check(&self, engine: &Engine, clock: &dyn Clock) -> Option<Stop> {
         if engine.cancel.generation() != self.generation {
             Some(Stop::Cancelled)
@@ -93,17 +98,8 @@ enum AttemptEnd {
 
 /// One attempt of a stage under way: the executor's future raced against the earlier of the
 /// attempt's and the stage's deadline. A panic while polling ends the attempt as a failure.
-///
-/// The attempt is announced ([`Event::AttemptStarted`]) when it is first polled, that is when
-/// the executor's code first runs: a step stopped between starting an attempt and polling it
-/// reports no attempt the executor never saw.
 struct Running<'a> {
     slot: u32,
-    number: u32,
-    polled: bool,
-    at: Timestamp,
-    engine: &'a Engine,
-    stage: &'a StageId,
     work: BoxFuture<'a, Result<StageOutcome, ExecutorError>>,
     limit: Option<(BoxFuture<'static, ()>, &'static str)>,
 }
@@ -113,14 +109,6 @@ impl Future for Running<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if !this.polled {
-            this.polled = true;
-            this.engine.emit(|| Event::AttemptStarted {
-                stage: this.stage.clone(),
-                attempt: this.number,
-                at: this.at,
-            });
-        }
         let end = match std::panic::catch_unwind(AssertUnwindSafe(|| this.work.as_mut().poll(cx))) {
             Ok(Poll::Ready(Ok(outcome))) => AttemptEnd::Finished(outcome),
             Ok(Poll::Ready(Err(error))) => AttemptEnd::Failed(format!("executor error: {error}")),
@@ -155,17 +143,18 @@ enum Settled {
     Retry(Timestamp),
 }
 
-/// What the scheduler waits for next.
-enum Next {
-    Ended(usize, AttemptEnd),
-    Woke(usize),
-    Stop(Stop),
+/// A stage's retry backoff, held by the scheduler: resolves to the stage's slot when it ends.
+struct Wake {
+    sleep: BoxFuture<'static, ()>,
+    slot: usize,
 }
 
-/// Resolves to `slot` when `sleep` ends: a stage's backoff, held by the scheduler.
-async fn wake_at(sleep: BoxFuture<'static, ()>, slot: usize) -> usize {
-    sleep.await;
-    slot
+impl Future for Wake {
+    type Output = usize;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+        self.sleep.as_mut().poll(cx).map(|()| self.slot)
+    }
 }
 
 /// The stages ready to start. With a worker or group limit they wait in priority order (the
@@ -181,6 +170,13 @@ impl Ready {
         match self {
             Ready::Ranked(heap) => heap.push((graph.priority_of(i), Reverse(slot as u32))),
             Ready::Unranked(queue) => queue.push_back(slot as u32),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Ready::Ranked(heap) => heap.is_empty(),
+            Ready::Unranked(queue) => queue.is_empty(),
         }
     }
 
@@ -303,22 +299,48 @@ impl Engine {
     }
 }
 
+/// How many attempts a step settles in one poll before it yields to the executor that drives
+/// it, so that a long run of stages that finish at once (cache hits, no-ops) does not hold a
+/// runtime thread for the whole step.
+const SETTLE_BUDGET: u32 = 256;
+
+/// The scheduler's state for one phase of a step (the ordinary stages, or the finally ones).
+struct PhaseRun<'a> {
+    /// `Some(how the ordinary stages ended)` in the finally phase.
+    finally_of: Option<StepOutcome>,
+    /// Dependencies inside this phase still to finish, per slot; dependencies elsewhere
+    /// (earlier steps, or ordinary stages for a finally stage) are already settled.
+    waiting_on: Vec<u32>,
+    ready: Ready,
+    workers: usize,
+    group_running: HashMap<&'a str, usize>,
+    /// Ready stages whose group is full, put back once the start loop is done.
+    held_back: Vec<(usize, usize)>,
+    /// Attempts under way that did not finish when first polled.
+    running: FuturesUnordered<Running<'a>>,
+    /// Stages waiting out a retry backoff; they hold no worker.
+    sleeping: FuturesUnordered<Wake>,
+    outcome: StepOutcome,
+}
+
 impl<'a> StepState<'a> {
     /// Runs the ordinary stages (`finally_of == None`) or the finally stages (`Some(outcome
     /// of the ordinary ones)`), and returns how the phase ended.
-    #[allow(clippy::too_many_lines)] // One scheduling loop; splitting it would scatter its state.
     async fn run_phase(
         &mut self,
         finally_of: Option<StepOutcome>,
         mut stop: Option<&mut Stopper<'a>>,
     ) -> StepOutcome {
+        let mut phase = self.begin_phase(finally_of);
+        future::poll_fn(|cx| self.poll_phase(&mut phase, stop.as_deref_mut(), cx)).await
+    }
+
+    /// Counts every stage's dependencies in the phase and makes the stages without any ready.
+    fn begin_phase(&self, finally_of: Option<StepOutcome>) -> PhaseRun<'a> {
         let engine = self.engine;
         let graph = self.run.graph;
-        let clock = self.run.clock;
         let finally = finally_of.is_some();
-        // Dependencies inside this phase still to finish, per slot; dependencies elsewhere
-        // (earlier steps, or ordinary stages for a finally stage) are already settled.
-        let mut waiting_on: Vec<u32> = self
+        let waiting_on: Vec<u32> = self
             .members
             .iter()
             .map(|&i| {
@@ -340,7 +362,7 @@ impl<'a> StepState<'a> {
         } else {
             Ready::Unranked(VecDeque::new())
         };
-        let now = clock.now();
+        let now = self.run.clock.now();
         for (slot, &i) in self.members.iter().enumerate() {
             if waiting_on[slot] == 0 {
                 ready.push(graph, i, slot);
@@ -350,137 +372,205 @@ impl<'a> StepState<'a> {
                 });
             }
         }
+        PhaseRun {
+            finally_of,
+            waiting_on,
+            ready,
+            workers: engine.workers.unwrap_or(usize::MAX),
+            group_running: HashMap::new(),
+            held_back: Vec::new(),
+            running: FuturesUnordered::new(),
+            sleeping: FuturesUnordered::new(),
+            outcome: StepOutcome::Succeeded,
+        }
+    }
 
-        let workers = engine.workers.unwrap_or(usize::MAX);
-        let mut group_running: HashMap<&str, usize> = HashMap::new();
-        let mut held_back = Vec::new();
-        let mut running = FuturesUnordered::new();
-        // Attempts that ended as they started; they hold their worker until settled.
-        let mut ended = VecDeque::new();
-        // Stages waiting out a retry backoff; they hold no worker.
-        let mut sleeping = FuturesUnordered::new();
-        let mut outcome = StepOutcome::Succeeded;
-
+    /// Drives the phase: starts what may start, settles what ended, and returns the phase's
+    /// outcome once nothing is left to run (or the step was stopped).
+    ///
+    /// A new attempt is polled once as it starts; only if it is still pending does it join
+    /// the running set. Stages that finish at once (no-ops, cache hits) so cost no task.
+    fn poll_phase(
+        &mut self,
+        phase: &mut PhaseRun<'a>,
+        mut stop: Option<&mut Stopper<'a>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<StepOutcome> {
+        let graph = self.run.graph;
+        let mut budget = SETTLE_BUDGET;
         loop {
             // A stop that came while the last stage finished (that stage may have cancelled
             // the step itself) wins over starting new stages.
-            let stopped = stop.as_deref().and_then(|stop| stop.check(engine, clock));
-            while stopped.is_none() && running.len() + ended.len() < workers {
-                let Some(slot) = ready.pop() else {
+            if let Some(why) = stop
+                .as_deref()
+                .and_then(|stop| stop.check(self.engine, self.run.clock))
+            {
+                // Work that finished by now still counts, as it does against an attempt's
+                // own deadline; nothing new starts.
+                while let Poll::Ready(Some((slot, end))) = phase.running.poll_next_unpin(cx) {
+                    if let Some(outcome) = self.ended(phase, slot, end) {
+                        return Poll::Ready(outcome);
+                    }
+                }
+                return Poll::Ready(self.halt(phase, why));
+            }
+            while phase.running.len() < phase.workers {
+                let Some(slot) = phase.ready.pop() else {
                     break;
                 };
                 let i = self.members[slot];
                 if let Some(group) = graph.spec(i).group.as_deref() {
-                    if let Some(&limit) = engine.group_limits.get(group) {
-                        let count = group_running.entry(group).or_insert(0);
+                    if let Some(&limit) = self.engine.group_limits.get(group) {
+                        let count = phase.group_running.entry(group).or_insert(0);
                         if *count >= limit {
-                            held_back.push((i, slot));
+                            phase.held_back.push((i, slot));
                             continue;
                         }
                         *count += 1;
                     }
                 }
-                match self.start(slot, finally_of) {
-                    Started::Running(attempt) => running.push(attempt),
-                    Started::Ended(end) => ended.push_back((slot, end)),
-                }
-            }
-            for (i, slot) in held_back.drain(..) {
-                ready.push(graph, i, slot);
-            }
-
-            let next = match (stopped, ended.pop_front()) {
-                (Some(why), _) => Next::Stop(why),
-                (None, Some((slot, end))) => Next::Ended(slot, end),
-                (None, None) if running.is_empty() && sleeping.is_empty() => break,
-                (None, None) => {
-                    future::poll_fn(|cx| {
-                        if let Poll::Ready(Some((slot, end))) = running.poll_next_unpin(cx) {
-                            return Poll::Ready(Next::Ended(slot, end));
+                let end = match self.start(slot, phase.finally_of) {
+                    Started::Running(mut attempt) => match Pin::new(&mut attempt).poll(cx) {
+                        Poll::Ready((_, end)) => end,
+                        Poll::Pending => {
+                            phase.running.push(attempt);
+                            continue;
                         }
-                        if let Poll::Ready(Some(slot)) = sleeping.poll_next_unpin(cx) {
-                            return Poll::Ready(Next::Woke(slot));
-                        }
-                        match stop.as_deref_mut() {
-                            Some(stop) => stop.future.as_mut().poll(cx).map(Next::Stop),
-                            None => Poll::Pending,
-                        }
-                    })
-                    .await
+                    },
+                    Started::Ended(end) => end,
+                };
+                if let Some(outcome) = self.ended(phase, slot, end) {
+                    return Poll::Ready(outcome);
                 }
-            };
-            let (slot, end) = match next {
-                Next::Ended(slot, end) => (slot, end),
-                Next::Woke(slot) => {
-                    ready.push(graph, self.members[slot], slot);
-                    continue;
-                }
-                Next::Stop(why) => {
-                    // Dropping the futures cancels the running stages and ends the backoffs;
-                    // nothing new starts.
-                    self.drop_unpolled(&running);
-                    drop(std::mem::take(&mut running));
-                    drop(std::mem::take(&mut sleeping));
-                    let (status, step_outcome) = match why {
-                        Stop::Cancelled => (StageStatus::Cancelled, StepOutcome::Cancelled),
-                        Stop::TimedOut => (
-                            StageStatus::TimedOut {
-                                limit: "step timeout".to_owned(),
-                            },
-                            StepOutcome::TimedOut,
-                        ),
-                    };
-                    self.stop_running(&status);
-                    outcome = step_outcome;
+                budget -= 1;
+                // The stage that just ended may have cancelled the step, or used up its time.
+                if budget == 0 || stop.as_deref().is_some_and(|stop| stop.is_due(self)) {
                     break;
                 }
-            };
-            let i = self.members[slot];
+            }
+            for (i, slot) in phase.held_back.drain(..) {
+                phase.ready.push(graph, i, slot);
+            }
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if stop.as_deref().is_some_and(|stop| stop.is_due(self)) {
+                continue;
+            }
+            if phase.running.is_empty() && phase.sleeping.is_empty() && phase.ready.is_empty() {
+                return Poll::Ready(phase.outcome);
+            }
+            if let Poll::Ready(Some((slot, end))) = phase.running.poll_next_unpin(cx) {
+                if let Some(outcome) = self.ended(phase, slot, end) {
+                    return Poll::Ready(outcome);
+                }
+                budget -= 1;
+                if budget == 0 {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                continue;
+            }
+            if let Poll::Ready(Some(slot)) = phase.sleeping.poll_next_unpin(cx) {
+                phase.ready.push(graph, self.members[slot], slot);
+                continue;
+            }
+            if let Some(stop) = stop.as_deref_mut() {
+                if let Poll::Ready(why) = stop.future.as_mut().poll(cx) {
+                    return Poll::Ready(self.halt(phase, why));
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+
+    /// Settles the attempt of `slot` that ended as `end`: frees its group place, then either
+    /// makes its dependents ready, queues its retry, or (fail-fast) stops the phase, returning
+    /// the phase's outcome.
+    fn ended(
+        &mut self,
+        phase: &mut PhaseRun<'a>,
+        slot: usize,
+        end: AttemptEnd,
+    ) -> Option<StepOutcome> {
+        let graph = self.run.graph;
+        let i = self.members[slot];
+        if !phase.group_running.is_empty() {
             if let Some(group) = graph.spec(i).group.as_deref() {
-                if let Some(count) = group_running.get_mut(group) {
+                if let Some(count) = phase.group_running.get_mut(group) {
                     *count -= 1;
                 }
             }
-            match self.settle(slot, end) {
-                Settled::Retry(until) => {
-                    // The backoff is the scheduler's to wait out, so that the worker serves
-                    // another stage meanwhile.
-                    sleeping.push(wake_at(clock.sleep_until(until), slot));
+        }
+        match self.settle(slot, end) {
+            Settled::Retry(until) => {
+                // The backoff is the scheduler's to wait out, so that the worker serves
+                // another stage meanwhile.
+                phase.sleeping.push(Wake {
+                    sleep: self.run.clock.sleep_until(until),
+                    slot,
+                });
+            }
+            Settled::Done(true) => {
+                let outputs = &self.reports[slot].outputs;
+                if !outputs.is_empty() {
+                    self.outputs[slot] = Some(Arc::new(outputs.clone()));
                 }
-                Settled::Done(true) => {
-                    let outputs = &self.reports[slot].outputs;
-                    if !outputs.is_empty() {
-                        self.outputs[slot] = Some(Arc::new(outputs.clone()));
+                let now = self.run.clock.now();
+                for &d in graph.dependents_of(i) {
+                    let d_slot = self.slot_of[d as usize];
+                    if d_slot == NOT_IN_STEP {
+                        continue;
                     }
-                    let now = clock.now();
-                    for &d in graph.dependents_of(i) {
-                        let d_slot = self.slot_of[d as usize];
-                        if d_slot == NOT_IN_STEP {
-                            continue;
-                        }
-                        let waiting = &mut waiting_on[d_slot as usize];
-                        *waiting -= 1;
-                        if *waiting == 0 {
-                            ready.push(graph, d as usize, d_slot as usize);
-                            engine.emit(|| Event::StageReady {
-                                stage: graph.spec(d as usize).id.clone(),
-                                at: now,
-                            });
-                        }
-                    }
-                }
-                Settled::Done(false) => {
-                    outcome = StepOutcome::Failed;
-                    if !finally && engine.failure_policy == FailurePolicy::FailFast {
-                        self.drop_unpolled(&running);
-                        drop(std::mem::take(&mut running));
-                        drop(std::mem::take(&mut sleeping));
-                        self.stop_running(&StageStatus::Cancelled);
-                        break;
+                    let waiting = &mut phase.waiting_on[d_slot as usize];
+                    *waiting -= 1;
+                    if *waiting == 0 {
+                        phase.ready.push(graph, d as usize, d_slot as usize);
+                        self.engine.emit(|| Event::StageReady {
+                            stage: graph.spec(d as usize).id.clone(),
+                            at: now,
+                        });
                     }
                 }
             }
+            Settled::Done(false) => {
+                phase.outcome = StepOutcome::Failed;
+                if phase.finally_of.is_none()
+                    && self.engine.failure_policy == FailurePolicy::FailFast
+                {
+                    return Some(self.abandon(phase, &StageStatus::Cancelled, StepOutcome::Failed));
+                }
+            }
         }
+        None
+    }
+
+    /// The step was cancelled or ran out of time: ends the phase.
+    fn halt(&mut self, phase: &mut PhaseRun<'a>, why: Stop) -> StepOutcome {
+        match why {
+            Stop::Cancelled => self.abandon(phase, &StageStatus::Cancelled, StepOutcome::Cancelled),
+            Stop::TimedOut => self.abandon(
+                phase,
+                &StageStatus::TimedOut {
+                    limit: "step timeout".to_owned(),
+                },
+                StepOutcome::TimedOut,
+            ),
+        }
+    }
+
+    /// Stops the phase: drops the attempts under way and the backoffs (which cancels them;
+    /// nothing new starts), ends their stages with `status`, and returns `outcome`.
+    fn abandon(
+        &mut self,
+        phase: &mut PhaseRun<'a>,
+        status: &StageStatus,
+        outcome: StepOutcome,
+    ) -> StepOutcome {
+        drop(std::mem::take(&mut phase.running));
+        drop(std::mem::take(&mut phase.sleeping));
+        self.stop_running(status);
         outcome
     }
 
@@ -499,6 +589,13 @@ impl<'a> StepState<'a> {
         if number > 1 && stage_deadline.is_some_and(|d| now >= d) {
             return Started::Ended(AttemptEnd::Expired);
         }
+        // The attempt is polled as soon as it starts (see `poll_phase`): the executor's code
+        // runs now.
+        self.engine.emit(|| Event::AttemptStarted {
+            stage: spec.id.clone(),
+            attempt: number,
+            at: now,
+        });
         // Until it ends, the attempt reads as cancelled: what it is if the step stops first.
         report.attempts.push(Attempt {
             number,
@@ -530,22 +627,10 @@ impl<'a> StepState<'a> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| executor.run(ctx))) {
             Ok(work) => Started::Running(Running {
                 slot: slot as u32,
-                number,
-                polled: false,
-                at: now,
-                engine: self.engine,
-                stage: &spec.id,
                 work,
                 limit: limit.map(|(at, which)| (run.clock.sleep_until(at), which)),
             }),
-            Err(panic) => {
-                self.engine.emit(|| Event::AttemptStarted {
-                    stage: spec.id.clone(),
-                    attempt: number,
-                    at: now,
-                });
-                Started::Ended(AttemptEnd::Failed(panicked(panic.as_ref())))
-            }
+            Err(panic) => Started::Ended(AttemptEnd::Failed(panicked(panic.as_ref()))),
         }
     }
 
@@ -664,16 +749,6 @@ impl<'a> StepState<'a> {
         Settled::Done(succeeded)
     }
 
-    /// Takes back the attempts that were started but never polled, before their futures are
-    /// dropped: the executor never ran them. Their stages stand between attempts again.
-    fn drop_unpolled(&mut self, running: &FuturesUnordered<Running<'a>>) {
-        for attempt in running.iter().filter(|attempt| !attempt.polled) {
-            let slot = attempt.slot as usize;
-            self.reports[slot].attempts.pop();
-            self.phase[slot] = Phase::Backoff;
-        }
-    }
-
     /// Ends every started, unfinished stage with `status` (its attempt's future was just
     /// dropped, or it was between attempts).
     fn stop_running(&mut self, status: &StageStatus) {
@@ -773,5 +848,24 @@ mod tests {
         }
         assert_eq!(jittered(d, 0, 7, 3, 1), d);
         assert_ne!(jittered(d, 100, 1, 3, 1), jittered(d, 100, 2, 3, 1));
+    }
+}
+#[cfg(test)]
+mod sizes {
+    #[test]
+    fn print_sizes() {
+        eprintln!(
+            "StageOutcome {}",
+            size_of::<crate::executor::StageOutcome>()
+        );
+        eprintln!("AttemptEnd {}", size_of::<super::AttemptEnd>());
+        eprintln!("Running {}", size_of::<super::Running<'_>>());
+        eprintln!("StageReport {}", size_of::<crate::engine::StageReport>());
+        eprintln!("Attempt {}", size_of::<crate::engine::Attempt>());
+        eprintln!(
+            "StageContext {}",
+            size_of::<crate::executor::StageContext<'_>>()
+        );
+        eprintln!("ArtifactRef {}", size_of::<crate::artifact::ArtifactRef>());
     }
 }
