@@ -575,7 +575,10 @@ fn an_artifact_line_sets_the_build_artifact() {
         .env("DIGEST", digest.to_string());
     let report = run_one(Step::Build, &executor);
     assert_eq!(report.status, StageStatus::Succeeded);
-    assert_eq!(report.artifact, Some(ArtifactRef::new("app", digest)));
+    assert_eq!(
+        report.artifact.as_deref(),
+        Some(&ArtifactRef::new("app", digest))
+    );
 
     let bad = run_one(
         Step::Build,

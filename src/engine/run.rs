@@ -217,7 +217,7 @@ impl Engine {
         let generation = self.cancel.generation();
         let started_at = run.clock.now();
         let members: Vec<usize> = (0..graph.len())
-            .filter(|&i| graph.spec(i).step == run.step)
+            .filter(|&i| graph.step_of(i) == run.step)
             .collect();
         self.emit(|| Event::StepStarted {
             release: run.release.clone(),
@@ -230,7 +230,7 @@ impl Engine {
             slot_of[i] = slot as u32;
         }
         let n = members.len();
-        let has_finally = members.iter().any(|&i| graph.spec(i).finally);
+        let has_finally = members.iter().any(|&i| graph.is_finally(i));
         let mut state = StepState {
             engine: self,
             run,
@@ -344,7 +344,7 @@ impl<'a> StepState<'a> {
             .members
             .iter()
             .map(|&i| {
-                if graph.spec(i).finally != finally {
+                if graph.is_finally(i) != finally {
                     return OTHER_PHASE;
                 }
                 graph
@@ -352,7 +352,7 @@ impl<'a> StepState<'a> {
                     .iter()
                     .filter(|&&d| {
                         self.slot_of[d as usize] != NOT_IN_STEP
-                            && graph.spec(d as usize).finally == finally
+                            && graph.is_finally(d as usize) == finally
                     })
                     .count() as u32
             })
@@ -419,7 +419,8 @@ impl<'a> StepState<'a> {
                     break;
                 };
                 let i = self.members[slot];
-                if let Some(group) = graph.spec(i).group.as_deref() {
+                let limited = !self.engine.group_limits.is_empty();
+                if let Some(group) = graph.spec(i).group.as_deref().filter(|_| limited) {
                     if let Some(&limit) = self.engine.group_limits.get(group) {
                         let count = phase.group_running.entry(group).or_insert(0);
                         if *count >= limit {
@@ -664,8 +665,8 @@ impl<'a> StepState<'a> {
                     if !outputs.is_empty() {
                         report.outputs = outputs;
                     }
-                    if artifact.is_some() {
-                        report.artifact = artifact;
+                    if let Some(artifact) = artifact {
+                        report.artifact = Some(Box::new(artifact));
                     }
                     return self.finish(slot, StageStatus::Succeeded, now);
                 }
@@ -848,24 +849,5 @@ mod tests {
         }
         assert_eq!(jittered(d, 0, 7, 3, 1), d);
         assert_ne!(jittered(d, 100, 1, 3, 1), jittered(d, 100, 2, 3, 1));
-    }
-}
-#[cfg(test)]
-mod sizes {
-    #[test]
-    fn print_sizes() {
-        eprintln!(
-            "StageOutcome {}",
-            size_of::<crate::executor::StageOutcome>()
-        );
-        eprintln!("AttemptEnd {}", size_of::<super::AttemptEnd>());
-        eprintln!("Running {}", size_of::<super::Running<'_>>());
-        eprintln!("StageReport {}", size_of::<crate::engine::StageReport>());
-        eprintln!("Attempt {}", size_of::<crate::engine::Attempt>());
-        eprintln!(
-            "StageContext {}",
-            size_of::<crate::executor::StageContext<'_>>()
-        );
-        eprintln!("ArtifactRef {}", size_of::<crate::artifact::ArtifactRef>());
     }
 }

@@ -158,7 +158,9 @@ impl StageGraphBuilder {
         })?;
         let priority = priorities(&stages, &topo, &dependents);
 
+        let placement = stages.iter().map(|s| (s.step, s.finally)).collect();
         Ok(StageGraph {
+            placement,
             stages,
             index,
             dep_offsets: deps.offsets,

@@ -324,6 +324,10 @@ pub struct StageGraph {
     stages: Vec<StageSpec>,
     /// Id → index.
     index: std::collections::HashMap<StageId, u32>,
+    /// Each stage's step and whether it is a finally stage, packed apart from the specs:
+    /// the engine reads these for every stage of a graph before it runs a step, and a pass
+    /// over two bytes per stage stays in cache where a pass over the specs would not.
+    placement: Vec<(Step, bool)>,
     /// Dependencies of stage `i`: `dep_targets[dep_offsets[i]..dep_offsets[i + 1]]`.
     dep_offsets: Vec<u32>,
     dep_targets: Vec<u32>,
@@ -415,6 +419,16 @@ impl StageGraph {
 
     pub(crate) fn spec(&self, i: usize) -> &StageSpec {
         &self.stages[i]
+    }
+
+    /// The step stage `i` belongs to.
+    pub(crate) fn step_of(&self, i: usize) -> Step {
+        self.placement[i].0
+    }
+
+    /// Whether stage `i` is a finally stage.
+    pub(crate) fn is_finally(&self, i: usize) -> bool {
+        self.placement[i].1
     }
 
     pub(crate) fn deps_of(&self, i: usize) -> &[u32] {
