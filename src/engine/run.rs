@@ -518,7 +518,7 @@ impl<'a> StepState<'a> {
                 if !outputs.is_empty() {
                     self.outputs[slot] = Some(Arc::new(outputs.clone()));
                 }
-                let now = self.run.clock.now();
+                let clock = self.run.clock;
                 for &d in graph.dependents_of(i) {
                     let d_slot = self.slot_of[d as usize];
                     if d_slot == NOT_IN_STEP {
@@ -530,7 +530,7 @@ impl<'a> StepState<'a> {
                         phase.ready.push(graph, d as usize, d_slot as usize);
                         self.engine.emit(|| Event::StageReady {
                             stage: graph.spec(d as usize).id.clone(),
-                            at: now,
+                            at: clock.now(),
                         });
                     }
                 }
