@@ -4,7 +4,8 @@
 //!
 //! Run with `cargo bench --bench engine`; the whole run takes about five minutes on two
 //! cores. `cargo bench --bench engine -- chain` runs the speed groups whose name contains
-//! `chain` and still prints the makespan and memory tables.
+//! `chain` and still prints the makespan and memory tables. With `TOLLGATE_PROFILE` set the
+//! binary runs one shape under one runner for a profiler instead (see [`profile`]).
 
 // Ratios and per-stage figures divide counts far below 2^52, so the float casts are exact
 // enough; stage counts fit in `u32` as they do in the engine.
@@ -874,6 +875,38 @@ fn memory_table() {
     }
 }
 
+/// Runs one runner on one shape a number of times and nothing else, for a profiler:
+/// `TOLLGATE_PROFILE="chain_10k tollgate 3"` (runners: `tollgate`, `lower_bound`). Under
+/// `valgrind --tool=callgrind --toggle-collect='*block_on*'` only the runs are counted, not
+/// building the graphs.
+fn profile(shapes: &[Shape], request: &str) {
+    let words: Vec<&str> = request.split_whitespace().collect();
+    let [shape, runner, runs] = words[..] else {
+        panic!("TOLLGATE_PROFILE wants \"<shape> <runner> <runs>\", got {request:?}");
+    };
+    let shape = shapes
+        .iter()
+        .find(|s| s.name == shape)
+        .unwrap_or_else(|| panic!("no shape {shape:?}"));
+    let runs: usize = runs.parse().expect("the number of runs");
+    match runner {
+        "tollgate" => {
+            let host = Host::new(Engine::new());
+            let graph = tollgate_graph(shape, |_| None);
+            for _ in 0..runs {
+                assert!(run_tollgate(&host, &graph).succeeded());
+            }
+        }
+        "lower_bound" => {
+            let plain = Plain::new(shape);
+            for _ in 0..runs {
+                assert_eq!(run_lower_bound(&plain), shape.len());
+            }
+        }
+        other => panic!("no runner {other:?} (tollgate, lower_bound)"),
+    }
+}
+
 fn main() {
     let shapes = [
         layered(10_000, 0x9E37_79B9_7F4A_7C15),
@@ -885,6 +918,10 @@ fn main() {
         fan_in(10_000),
         fan_in(100_000),
     ];
+    if let Ok(request) = std::env::var("TOLLGATE_PROFILE") {
+        profile(&shapes, &request);
+        return;
+    }
     let mut criterion = Criterion::default().configure_from_args();
     speed(&mut criterion, &shapes);
     criterion.final_summary();
