@@ -1699,8 +1699,8 @@ fn a_long_run_of_stages_that_finish_at_once_yields_to_the_executor_between_batch
         &release,
         &revision
     ));
-    let wakes = Arc::new(CountingWaker(AtomicUsize::new(0)));
-    let waker = futures::task::waker(Arc::clone(&wakes));
+    let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let waker = futures::task::waker(Arc::clone(&counter));
     let mut cx = std::task::Context::from_waker(&waker);
     let mut pending = 0;
     let report = loop {
@@ -1709,7 +1709,11 @@ fn a_long_run_of_stages_that_finish_at_once_yields_to_the_executor_between_batch
             std::task::Poll::Pending => {
                 pending += 1;
                 // Every yield asks to be polled again at once: nothing else would wake it.
-                assert_eq!(wakes.0.load(Ordering::Relaxed), pending, "yield {pending}");
+                assert_eq!(
+                    counter.0.load(Ordering::Relaxed),
+                    pending,
+                    "yield {pending}"
+                );
                 assert!(pending <= n, "the step never finishes");
             }
         }
