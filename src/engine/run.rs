@@ -419,8 +419,12 @@ impl<'a> StepState<'a> {
                     break;
                 };
                 let i = self.members[slot];
-                let limited = !self.engine.group_limits.is_empty();
-                if let Some(group) = graph.spec(i).group.as_deref().filter(|_| limited) {
+                // Without group limits the spec's group is not even read: on a big graph
+                // that read is a cache miss per stage.
+                let group = (!self.engine.group_limits.is_empty())
+                    .then(|| graph.spec(i).group.as_deref())
+                    .flatten();
+                if let Some(group) = group {
                     if let Some(&limit) = self.engine.group_limits.get(group) {
                         let count = phase.group_running.entry(group).or_insert(0);
                         if *count >= limit {
@@ -585,7 +589,13 @@ impl<'a> StepState<'a> {
         self.phase[slot] = Phase::Running;
         let number = report.attempts.len() as u32 + 1;
         let started_at = *report.started_at.get_or_insert(now);
-        let stage_deadline = spec.timeout.map(|d| started_at.saturating_add(d));
+        // The spec's timeouts are read only for stages that have one (the graph knows which):
+        // the scheduler itself then reads no spec for most stages.
+        let timed = run.graph.is_timed(i);
+        let stage_deadline = timed
+            .then_some(spec)
+            .and_then(|spec| spec.timeout)
+            .map(|d| started_at.saturating_add(d));
         // A stage that waited for a worker after its backoff may have run out of time.
         if number > 1 && stage_deadline.is_some_and(|d| now >= d) {
             return Started::Ended(AttemptEnd::Expired);
@@ -615,7 +625,10 @@ impl<'a> StepState<'a> {
             clock: run.clock,
             step_outcome,
         };
-        let attempt_deadline = spec.attempt_timeout.map(|d| now.saturating_add(d));
+        let attempt_deadline = timed
+            .then_some(spec)
+            .and_then(|spec| spec.attempt_timeout)
+            .map(|d| now.saturating_add(d));
         let limit = match (attempt_deadline, stage_deadline) {
             (Some(a), Some(s)) if a < s => Some((a, "attempt timeout")),
             (Some(a), None) => Some((a, "attempt timeout")),

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::{StageGraph, StageId, StageSpec, Step};
+use super::{Placement, StageGraph, StageId, StageSpec, Step};
 use crate::error::{Error, Result};
 
 /// Collects stage definitions and checks them into a [`StageGraph`].
@@ -158,7 +158,14 @@ impl StageGraphBuilder {
         })?;
         let priority = priorities(&stages, &topo, &dependents);
 
-        let placement = stages.iter().map(|s| (s.step, s.finally)).collect();
+        let placement = stages
+            .iter()
+            .map(|s| Placement {
+                step: s.step,
+                finally: s.finally,
+                timed: s.timeout.is_some() || s.attempt_timeout.is_some(),
+            })
+            .collect();
         Ok(StageGraph {
             placement,
             stages,

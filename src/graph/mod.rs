@@ -313,6 +313,15 @@ impl StageSpec {
     }
 }
 
+/// The few facts about a stage that the engine reads for every stage of a step.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placement {
+    pub(crate) step: Step,
+    pub(crate) finally: bool,
+    /// Whether it has an attempt or stage timeout.
+    pub(crate) timed: bool,
+}
+
 /// A validated, immutable DAG of stages.
 ///
 /// Built with [`StageGraph::builder`]; see the module docs for what is checked. Its serde form
@@ -324,10 +333,9 @@ pub struct StageGraph {
     stages: Vec<StageSpec>,
     /// Id → index.
     index: std::collections::HashMap<StageId, u32>,
-    /// Each stage's step and whether it is a finally stage, packed apart from the specs:
-    /// the engine reads these for every stage of a graph before it runs a step, and a pass
-    /// over two bytes per stage stays in cache where a pass over the specs would not.
-    placement: Vec<(Step, bool)>,
+    /// What the engine reads of every stage, packed apart from the specs: a pass over three
+    /// bytes per stage stays in cache where a pass over the specs would not.
+    placement: Vec<Placement>,
     /// Dependencies of stage `i`: `dep_targets[dep_offsets[i]..dep_offsets[i + 1]]`.
     dep_offsets: Vec<u32>,
     dep_targets: Vec<u32>,
@@ -423,12 +431,17 @@ impl StageGraph {
 
     /// The step stage `i` belongs to.
     pub(crate) fn step_of(&self, i: usize) -> Step {
-        self.placement[i].0
+        self.placement[i].step
     }
 
     /// Whether stage `i` is a finally stage.
     pub(crate) fn is_finally(&self, i: usize) -> bool {
-        self.placement[i].1
+        self.placement[i].finally
+    }
+
+    /// Whether stage `i` has an attempt or stage timeout.
+    pub(crate) fn is_timed(&self, i: usize) -> bool {
+        self.placement[i].timed
     }
 
     pub(crate) fn deps_of(&self, i: usize) -> &[u32] {
