@@ -54,11 +54,6 @@ struct Stopper<'a> {
 }
 
 impl Stopper<'_> {
-    /// Whether the step has been cancelled or has run out of time.
-    fn is_due(&self, state: &StepState<'_>) -> bool {
-        self.check(state.engine, state.run.clock).is_some()
-    }
-
     fn check(&self, engine: &Engine, clock: &dyn Clock) -> Option<Stop> {
         if engine.cancel.generation() != self.generation {
             Some(Stop::Cancelled)
@@ -414,6 +409,11 @@ impl<'a> StepState<'a> {
                 }
                 return Poll::Ready(self.halt(phase, why));
             }
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let mut recheck = false;
             while phase.running.len() < phase.workers {
                 let Some(slot) = phase.ready.pop() else {
                     break;
@@ -448,19 +448,20 @@ impl<'a> StepState<'a> {
                     return Poll::Ready(outcome);
                 }
                 budget -= 1;
-                // The stage that just ended may have cancelled the step, or used up its time.
-                if budget == 0 || stop.as_deref().is_some_and(|stop| stop.is_due(self)) {
+                // Back to the top if the budget is spent, or if the stage that just ended
+                // cancelled the step or used up its time.
+                let stopped = stop
+                    .as_deref()
+                    .is_some_and(|stop| stop.check(self.engine, self.run.clock).is_some());
+                if budget == 0 || stopped {
+                    recheck = true;
                     break;
                 }
             }
             for (i, slot) in phase.held_back.drain(..) {
                 phase.ready.push(graph, i, slot);
             }
-            if budget == 0 {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            if stop.as_deref().is_some_and(|stop| stop.is_due(self)) {
+            if recheck {
                 continue;
             }
             if phase.running.is_empty() && phase.sleeping.is_empty() && phase.ready.is_empty() {
@@ -471,10 +472,6 @@ impl<'a> StepState<'a> {
                     return Poll::Ready(outcome);
                 }
                 budget -= 1;
-                if budget == 0 {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
                 continue;
             }
             if let Poll::Ready(Some(slot)) = phase.sleeping.poll_next_unpin(cx) {
