@@ -173,47 +173,26 @@ pub trait Clock: Send + Sync {
     }
 }
 
-impl<C: Clock + ?Sized> Clock for &C {
-    fn now(&self) -> Timestamp {
-        (**self).now()
-    }
+/// A clock behind a reference or a smart pointer is the clock it points to.
+macro_rules! forward_clock {
+    ($($pointer:ty),+) => {$(
+        impl<C: Clock + ?Sized> Clock for $pointer {
+            fn now(&self) -> Timestamp {
+                (**self).now()
+            }
 
-    fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()> {
-        (**self).sleep_until(deadline)
-    }
+            fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()> {
+                (**self).sleep_until(deadline)
+            }
 
-    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-        (**self).sleep(d)
-    }
+            fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+                (**self).sleep(d)
+            }
+        }
+    )+};
 }
 
-impl<C: Clock + ?Sized> Clock for Box<C> {
-    fn now(&self) -> Timestamp {
-        (**self).now()
-    }
-
-    fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()> {
-        (**self).sleep_until(deadline)
-    }
-
-    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-        (**self).sleep(d)
-    }
-}
-
-impl<C: Clock + ?Sized> Clock for Arc<C> {
-    fn now(&self) -> Timestamp {
-        (**self).now()
-    }
-
-    fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()> {
-        (**self).sleep_until(deadline)
-    }
-
-    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-        (**self).sleep(d)
-    }
-}
+forward_clock!(&C, Box<C>, Arc<C>);
 
 #[cfg(test)]
 mod tests {
