@@ -575,14 +575,13 @@ fn a_failing_stage_makes_exactly_max_attempts_with_fixed_delays() {
     )));
 }
 
-#[test]
-fn a_stage_in_backoff_frees_its_worker_and_queues_again() {
-    // One worker. `flaky` (the longer path) starts first, fails after 1 s and backs off for
-    // 10 s; meanwhile `other` takes the worker for 5 s. `flaky` tries again at 11 s.
+/// One worker, two stages: `flaky` (the longer path, so it starts first) fails its first
+/// attempt after 1 s, backs off for `backoff` and then passes in 1 s; `other` takes 5 s.
+fn flaky_beside_another_on_one_worker(backoff: Duration) -> (StepReport, Trace) {
     let graph = graph_of([
         StageSpec::test("flaky")
             .estimate(secs(20))
-            .retry(RetryPolicy::attempts(2).backoff(Backoff::Fixed { delay: secs(10) })),
+            .retry(RetryPolicy::attempts(2).backoff(Backoff::Fixed { delay: backoff })),
         StageSpec::test("other").estimate(secs(5)),
     ]);
     let trace = Trace::default();
@@ -593,6 +592,14 @@ fn a_stage_in_backoff_frees_its_worker_and_queues_again() {
     });
     let engine = Engine::builder().workers(1).build().unwrap();
     let report = run(&engine, &graph, &executor, &clock());
+    (report, trace)
+}
+
+#[test]
+fn a_stage_in_backoff_frees_its_worker_and_queues_again() {
+    // `flaky` backs off for 10 s; meanwhile `other` takes the worker from 1 s to 6 s, and
+    // `flaky` tries again at 11 s.
+    let (report, trace) = flaky_beside_another_on_one_worker(secs(10));
     assert!(report.succeeded(), "{report:?}");
     let other = report.stage("other").unwrap();
     assert_eq!(other.started_at, Some(at(secs(1))));
@@ -611,21 +618,9 @@ fn a_stage_in_backoff_frees_its_worker_and_queues_again() {
 
 #[test]
 fn a_stage_whose_backoff_ends_while_workers_are_busy_waits_for_one() {
-    // `flaky` backs off for 1 s, but `long` holds the only worker until 6 s.
-    let graph = graph_of([
-        StageSpec::test("flaky")
-            .estimate(secs(20))
-            .retry(RetryPolicy::attempts(2).backoff(Backoff::Fixed { delay: secs(1) })),
-        StageSpec::test("long").estimate(secs(5)),
-    ]);
-    let trace = Trace::default();
-    let executor = scripted(&trace, |ctx| match (ctx.stage().as_str(), ctx.attempt()) {
-        ("flaky", 1) => Act::fail_after(secs(1), "flaked"),
-        ("flaky", _) => Act::sleep(secs(1)),
-        _ => Act::sleep(secs(5)),
-    });
-    let engine = Engine::builder().workers(1).build().unwrap();
-    let report = run(&engine, &graph, &executor, &clock());
+    // `flaky` backs off for 1 s, but `other` holds the only worker until 6 s.
+    let (report, _) = flaky_beside_another_on_one_worker(secs(1));
+    assert!(report.succeeded(), "{report:?}");
     let flaky = &report.stage("flaky").unwrap().attempts;
     assert_eq!(flaky[1].started_at, at(secs(6)));
     assert_eq!(report.finished_at, at(secs(7)));
