@@ -331,6 +331,18 @@ fn two_build_stages_with_the_same_artifact_agree() {
 
 // ---- failing stages ----
 
+/// The step, stage and reason of a `StageFailed` error; any other error fails the test.
+fn stage_failure(error: &Error) -> (Step, &str, &str) {
+    match error {
+        Error::StageFailed {
+            step,
+            stage,
+            reason,
+        } => (*step, stage.as_str(), reason.as_str()),
+        other => panic!("expected StageFailed, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_failing_stage_fails_the_move_skips_its_dependents_and_can_be_retried() {
     let clock = clock();
@@ -357,18 +369,10 @@ fn a_failing_stage_fails_the_move_skips_its_dependents_and_can_be_retried() {
     let (built, artifact) = built(&pipeline, "r1", "aaa");
 
     let refused = block_on(built.test(&pipeline, &artifact)).unwrap_err();
-    match refused.error() {
-        Error::StageFailed {
-            step,
-            stage,
-            reason,
-        } => {
-            assert_eq!(*step, Step::Test);
-            assert_eq!(stage, "unit");
-            assert_eq!(reason, "3 tests failed");
-        }
-        other => panic!("expected StageFailed, got {other:?}"),
-    }
+    assert_eq!(
+        stage_failure(refused.error()),
+        (Step::Test, "unit", "3 tests failed")
+    );
     assert_eq!(refused.kind(), ErrorKind::StageFailed);
     assert_eq!(
         refused.to_string(),
@@ -422,17 +426,13 @@ fn a_panicking_executor_fails_its_stage_and_the_others_run_on() {
     let (built, artifact) = built(&pipeline, "r1", "aaa");
 
     let refused = block_on(built.test(&pipeline, &artifact)).unwrap_err();
-    match refused.error() {
-        Error::StageFailed { stage, reason, .. } => {
-            assert_eq!(stage, "unit");
-            assert!(reason.contains("panicked"), "{reason}");
-            assert!(
-                reason.contains("index out of bounds in the test runner"),
-                "{reason}"
-            );
-        }
-        other => panic!("expected StageFailed, got {other:?}"),
-    }
+    let (_, stage, reason) = stage_failure(refused.error());
+    assert_eq!(stage, "unit");
+    assert!(reason.contains("panicked"), "{reason}");
+    assert!(
+        reason.contains("index out of bounds in the test runner"),
+        "{reason}"
+    );
     let built = refused.into_release();
     let report = built.record().steps().last().unwrap();
     assert_eq!(report.stage("lint").unwrap().status, StageStatus::Succeeded);
@@ -485,14 +485,10 @@ fn an_executor_panicking_before_its_future_exists_fails_its_stage() {
         panic!("the executor's panic escaped the engine instead of failing the stage");
     };
     let refused = result.unwrap_err();
-    match refused.error() {
-        Error::StageFailed { stage, reason, .. } => {
-            assert_eq!(stage, "unit");
-            assert!(reason.contains("panicked"), "{reason}");
-            assert!(reason.contains("could not prepare the job"), "{reason}");
-        }
-        other => panic!("expected StageFailed, got {other:?}"),
-    }
+    let (_, stage, reason) = stage_failure(refused.error());
+    assert_eq!(stage, "unit");
+    assert!(reason.contains("panicked"), "{reason}");
+    assert!(reason.contains("could not prepare the job"), "{reason}");
 }
 
 #[test]
@@ -511,19 +507,10 @@ fn an_executor_error_fails_its_stage() {
         .unwrap();
     let (built, artifact) = built(&pipeline, "r1", "aaa");
     let refused = block_on(built.test(&pipeline, &artifact)).unwrap_err();
-    match refused.error() {
-        Error::StageFailed {
-            step,
-            stage,
-            reason,
-        } => {
-            assert_eq!(*step, Step::Test);
-            assert_eq!(stage, "unit");
-            assert!(reason.contains("executor error"), "{reason}");
-            assert!(reason.contains("runner unreachable"), "{reason}");
-        }
-        other => panic!("expected StageFailed, got {other:?}"),
-    }
+    let (step, stage, reason) = stage_failure(refused.error());
+    assert_eq!((step, stage), (Step::Test, "unit"));
+    assert!(reason.contains("executor error"), "{reason}");
+    assert!(reason.contains("runner unreachable"), "{reason}");
     assert_eq!(refused.into_release().state(), StateName::Built);
 }
 
