@@ -28,7 +28,7 @@ use super::{
     StepReport, StepRun,
 };
 use crate::executor::{ExecutorError, Outputs, StageContext, StageOutcome, StageStatus};
-use crate::graph::{StageGraph, StageId};
+use crate::graph::{StageGraph, StageId, StageSpec};
 use crate::time::{Clock, Timestamp};
 
 const NOT_IN_STEP: u32 = u32::MAX;
@@ -585,14 +585,15 @@ impl<'a> StepState<'a> {
         let report = &mut self.reports[slot];
         self.phase[slot] = Phase::Running;
         let number = report.attempts.len() as u32 + 1;
-        let started_at = *report.started_at.get_or_insert(now);
+        report.started_at.get_or_insert(now);
         // The spec's timeouts are read only for stages that have one (the graph knows which):
         // the scheduler itself then reads no spec for most stages.
         let timed = run.graph.is_timed(i);
-        let stage_deadline = timed
-            .then_some(spec)
-            .and_then(|spec| spec.timeout)
-            .map(|d| started_at.saturating_add(d));
+        let stage_deadline = if timed {
+            stage_deadline(spec, report)
+        } else {
+            None
+        };
         // A stage that waited for a worker after its backoff may have run out of time.
         if number > 1 && stage_deadline.is_some_and(|d| now >= d) {
             return Started::Ended(AttemptEnd::Expired);
@@ -710,10 +711,7 @@ impl<'a> StepState<'a> {
             at: now,
         });
         let policy = spec.retry.unwrap_or_default();
-        let stage_deadline = spec
-            .timeout
-            .zip(report.started_at)
-            .map(|(d, started_at)| started_at.saturating_add(d));
+        let stage_deadline = stage_deadline(spec, report);
         let stage_time_up = stage_deadline.is_some_and(|d| now >= d);
         let retry = number < policy.max_attempts
             && !stage_time_up
@@ -778,6 +776,13 @@ impl<'a> StepState<'a> {
             self.finish(slot, status.clone(), now);
         }
     }
+}
+
+/// When the stage of `report` runs out of time: its timeout after it first started.
+fn stage_deadline(spec: &StageSpec, report: &StageReport) -> Option<Timestamp> {
+    spec.timeout
+        .zip(report.started_at)
+        .map(|(limit, started_at)| started_at.saturating_add(limit))
 }
 
 /// The status of a stage whose own time limit ran out.
