@@ -33,7 +33,7 @@ use futures::task::SpawnExt as _;
 use tollgate::engine::Engine;
 use tollgate::executor::{self, StageOutcome};
 use tollgate::graph::{StageGraph, StageSpec, Step};
-use tollgate::release::{ReleaseId, Revision};
+use tollgate::{id::ReleaseId, record::Revision};
 use tollgate::time::{ManualClock, Timestamp, run_virtual};
 
 /// Counts live heap bytes, so that the memory table can report what in-flight stages cost.

@@ -27,9 +27,7 @@ async fn run() -> Result<(), Error> {
 
     let built = release.build(&pipeline).await?;
     let artifact = built
-        .artifact()
-        .cloned()
-        .expect("built releases carry an artifact");
+        .artifact().clone();
     common::moved("commit", "built", &artifact.digest);
     common::logs(built.record());
 
@@ -58,11 +56,11 @@ async fn run() -> Result<(), Error> {
         "\n  waiting for approval: {} ({}) to {}",
         request.release, request.digest, request.environment
     );
-    match pipeline.approve(&request, "dana", "ship it") {
+    match pipeline.sign_off(&request, "dana", "ship it") {
         Err(refused) => println!("  refused:  {refused}"),
         Ok(_) => unreachable!("authors never approve their own change"),
     }
-    let approval = pipeline.approve(&request, "rita", "checkout flow signed off by product")?;
+    let approval = pipeline.sign_off(&request, "rita", "checkout flow signed off by product")?;
     println!("  approved by {}\n", approval.approver());
 
     let approved = staged.approve(&pipeline, approval).await?;

@@ -41,9 +41,7 @@ async fn run() -> Result<(), Error> {
 
     let built = release.build(&pipeline).await?;
     let artifact = built
-        .artifact()
-        .cloned()
-        .expect("built releases carry an artifact");
+        .artifact().clone();
     common::moved("commit", "built", &artifact.digest);
 
     let tested = built.test(&pipeline, &artifact).await?;

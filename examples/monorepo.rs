@@ -21,7 +21,7 @@ use tollgate::Error;
 use tollgate::engine::{Engine, Event, StageReport, StepReport};
 use tollgate::executor::{StageOutcome, StageStatus, from_async_fn};
 use tollgate::graph::{Backoff, RetryPolicy, StageGraph, StageSpec, Step};
-use tollgate::release::{ReleaseId, Revision};
+use tollgate::{id::ReleaseId, record::Revision};
 use tollgate::time::{ManualClock, Timestamp, run_virtual};
 
 const SEED: u64 = 2024;

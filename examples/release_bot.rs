@@ -29,7 +29,8 @@ use std::io::{BufRead as _, IsTerminal as _};
 use std::time::Duration;
 
 use futures::executor::block_on;
-use tollgate::gate::{self, Ballot, ChangeWindows, Decision, Groups, Move, Rule};
+use tollgate::approval::{Ballot, Decision, Groups, Rule};
+use tollgate::gate::{self, ChangeWindows, Move};
 use tollgate::prelude::*;
 use tollgate::time::{Clock as _, ManualClock, Timestamp};
 

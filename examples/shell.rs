@@ -133,9 +133,7 @@ async fn run(work: &Path, transcript: &Transcript) -> Result<(), Box<dyn StdErro
 
     let built = release.build(&pipeline).await?;
     let reported = built
-        .artifact()
-        .cloned()
-        .expect("built releases carry an artifact");
+        .artifact().clone();
     moved("commit", "built", &reported.digest);
     transcript.print();
 

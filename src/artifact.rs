@@ -16,7 +16,71 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use crate::error::{Error, Result};
+use crate::id::{ReleaseId, StageId};
+
+/// What can be wrong with an artifact or its digest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArtifactError {
+    /// A string is not a valid digest.
+    #[error("invalid digest `{input}`: {reason}")]
+    InvalidDigest {
+        /// The text that failed to parse.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A move was handed an artifact other than the one fixed when the release was built.
+    #[error("artifact mismatch for release `{release}`: expected {expected}, found {found}")]
+    Mismatch {
+        /// The release.
+        release: ReleaseId,
+        /// The digest fixed at build time.
+        expected: Digest,
+        /// The digest of the artifact that was handed in.
+        found: Digest,
+    },
+    /// The build step finished but no build stage reported an artifact.
+    #[error("the build step of release `{release}` succeeded but no stage produced an artifact")]
+    Missing {
+        /// The release.
+        release: ReleaseId,
+    },
+    /// Two build stages reported different artifacts; a release carries exactly one.
+    #[error(
+        "stages `{first_stage}` and `{second_stage}` produced different artifacts ({first} and {second})"
+    )]
+    Conflicting {
+        /// The first stage that reported an artifact.
+        first_stage: StageId,
+        /// Its artifact's digest.
+        first: Digest,
+        /// The second stage.
+        second_stage: StageId,
+        /// Its artifact's digest.
+        second: Digest,
+    },
+    /// A file artifact's bytes changed on disk after it was hashed.
+    #[error("artifact `{}` changed on disk: expected {expected}, found {found}", .path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// The digest when it was opened.
+        expected: Digest,
+        /// The digest now.
+        found: Digest,
+    },
+    /// Reading an artifact from disk failed.
+    #[error("cannot read artifact `{}`: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = ArtifactError> = std::result::Result<T, E>;
 
 /// A hash algorithm a [`Digest`] can be computed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -145,10 +209,10 @@ impl fmt::Debug for Digest {
 }
 
 impl FromStr for Digest {
-    type Err = Error;
+    type Err = ArtifactError;
 
     fn from_str(s: &str) -> Result<Self> {
-        let invalid = |reason| Error::InvalidDigest {
+        let invalid = |reason| ArtifactError::InvalidDigest {
             input: s.to_owned(),
             reason,
         };
@@ -174,7 +238,7 @@ impl FromStr for Digest {
 }
 
 impl TryFrom<String> for Digest {
-    type Error = Error;
+    type Error = ArtifactError;
     fn try_from(s: String) -> Result<Self> {
         s.parse()
     }
@@ -343,14 +407,14 @@ impl FileArtifact {
         self.size
     }
 
-    /// Hashes the file again and fails with [`Error::ArtifactChanged`], naming both digests,
+    /// Hashes the file again and fails with [`ArtifactError::Changed`], naming both digests,
     /// if its bytes changed since it was opened.
     pub fn verify(&self) -> Result<()> {
         let (now, _) = hash_file(&self.path)?;
         if now == self.digest {
             Ok(())
         } else {
-            Err(Error::ArtifactChanged {
+            Err(ArtifactError::Changed {
                 path: self.path.clone(),
                 expected: self.digest.clone(),
                 found: now,
@@ -360,7 +424,7 @@ impl FileArtifact {
 }
 
 fn hash_file(path: &Path) -> Result<(Digest, u64)> {
-    let io = |source| Error::ArtifactIo {
+    let io = |source| ArtifactError::Io {
         path: path.to_path_buf(),
         source,
     };

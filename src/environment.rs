@@ -4,9 +4,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::name::EnvironmentName;
+pub use crate::id::EnvironmentName;
 
-use crate::error::Result;
+use crate::id::IdError;
 
 /// A place a release can be deployed to.
 ///
@@ -28,7 +28,7 @@ impl Environment {
     /// assert_eq!(prod.name(), "production");
     /// # Ok::<(), tollgate::Error>(())
     /// ```
-    pub fn new(name: impl Into<String>) -> Result<Self> {
+    pub fn new(name: impl Into<String>) -> Result<Self, IdError> {
         Ok(Environment {
             name: EnvironmentName::new(name)?,
             description: None,

@@ -3,6 +3,9 @@
 #![doc = include_str!("../docs/overview.md")]
 #![doc(test(attr(deny(warnings))))]
 
+// The layers, from the ground up (ARCHITECTURE.md draws them; tests/architecture.rs checks
+// that every import points down and that no two modules import each other).
+pub mod approval;
 pub mod artifact;
 pub mod engine;
 pub mod environment;
@@ -10,8 +13,10 @@ pub mod error;
 pub mod executor;
 pub mod gate;
 pub mod graph;
-mod name;
+pub mod id;
+pub mod lifecycle;
 pub mod pipeline;
+pub mod record;
 pub mod release;
 pub mod time;
 
@@ -19,16 +24,16 @@ pub use error::{Error, ErrorKind, Result};
 
 /// The items most programs need, for a glob import.
 pub mod prelude {
+    pub use crate::approval::{Approval, ApprovalPolicy, ApprovalRequest};
     pub use crate::artifact::{Artifact, ArtifactRef, Digest, FileArtifact};
     pub use crate::environment::Environment;
     pub use crate::error::{Error, ErrorKind};
     pub use crate::executor::{Executor, StageContext, StageOutcome};
-    pub use crate::gate::{
-        Approval, ApprovalPolicy, ApprovalRequest, Gate, GateExt, Move, Verdict,
+    pub use crate::gate::{Gate, GateExt, Verdict};
+    pub use crate::lifecycle::{
+        Approved, Built, Commit, Delivery, Deployed, Deployment, Move, Staged, Tested,
     };
     pub use crate::pipeline::{Pipeline, Stage};
-    pub use crate::release::{
-        AnyRelease, Approved, Built, Commit, Delivery, Deployed, Deployment, Release, Revision,
-        Staged, Tested,
-    };
+    pub use crate::record::{AnyRelease, Revision};
+    pub use crate::release::Release;
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use support::{AUTHOR, block_on, clock, standard_stages};
 use tollgate::error::{Error, ErrorKind};
-use tollgate::gate::{ApprovalPolicy, Ballot, Decision, Directory, Groups, Progress, Rule};
+use tollgate::approval::{ApprovalPolicy, Ballot, Decision, Directory, Groups, Progress, Rule};
 use tollgate::prelude::*;
 use tollgate::release::{Person, StateName};
 use tollgate::time::ManualClock;
@@ -86,7 +86,7 @@ fn staged(
             .build(pipeline)
             .await
             .unwrap();
-        let artifact = built.artifact().cloned().unwrap();
+        let artifact = built.artifact().clone();
         let tested = built.test(pipeline, &artifact).await.unwrap();
         tested.stage(pipeline, &artifact).await.unwrap()
     })
@@ -561,7 +561,7 @@ proptest! {
         let revision = Revision::new("abc", author).unwrap();
         let staged = block_on(async {
             let built = pipeline.start("r1", revision).unwrap().build(&pipeline).await.unwrap();
-            let artifact = built.artifact().cloned().unwrap();
+            let artifact = built.artifact().clone();
             let tested = built.test(&pipeline, &artifact).await.unwrap();
             tested.stage(&pipeline, &artifact).await.unwrap()
         });
@@ -634,7 +634,7 @@ proptest! {
         let staged = staged(&pipeline, "aaa", None);
         let mut request = staged.approval_request();
         match field {
-            0 => request.release = tollgate::release::ReleaseId::new(format!("r-{other}")).unwrap(),
+            0 => request.release = tollgate::id::ReleaseId::new(format!("r-{other}")).unwrap(),
             1 => request.revision = format!("rev-{other}"),
             2 => request.author = Person::new(format!("dev-{other}")).unwrap(),
             3 => request.digest = Digest::sha256(other.as_bytes()),
@@ -652,7 +652,7 @@ proptest! {
         );
         let staged = refused.into_release();
         prop_assert_eq!(staged.state(), StateName::Staged);
-        let approval = pipeline.approve(&staged.approval_request(), "rita", "ok").unwrap();
+        let approval = pipeline.sign_off(&staged.approval_request(), "rita", "ok").unwrap();
         prop_assert!(block_on(staged.approve(&pipeline, approval)).is_ok());
     }
 }

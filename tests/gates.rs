@@ -450,7 +450,7 @@ fn an_override_needs_a_person_and_a_reason_and_is_recorded() {
     assert_eq!(
         last.verdict,
         Verdict::Overridden {
-            by: tollgate::release::Person::new("rita").unwrap(),
+            by: tollgate::id::Person::new("rita").unwrap(),
             reason: "payment outage hotfix".to_owned()
         }
     );
@@ -653,7 +653,7 @@ fn the_test_results_gate_reads_the_release_record() {
         deployment("shop", &clock)
             .stage(Stage::build("compile").run(support::compile()))
             .stage(Stage::test("unit").after("compile").retry(
-                tollgate::graph::RetryPolicy::attempts(2).backoff(
+                tollgate::engine::RetryPolicy::attempts(2).backoff(
                     tollgate::graph::Backoff::Fixed {
                         delay: Duration::ZERO,
                     },

@@ -590,7 +590,7 @@ fn an_approval_from_another_pipeline_is_refused() {
     let for_blog = blog
         .approve(&in_blog.approval_request(), "rita", "blog ok")
         .unwrap();
-    let refused = block_on(in_shop.approve(&shop, for_blog)).unwrap_err();
+    let refused = block_on(in_shop.sign_off(&shop, for_blog)).unwrap_err();
     assert_mismatch(refused.error(), "pipeline");
     still_staged_and_approvable(refused, &shop);
 
@@ -759,7 +759,7 @@ fn editing_the_request_author_does_not_bypass_the_self_approval_rule() {
     let (staged, _) = staged(&pipeline, "r1", "aaa");
     let mut request = staged.approval_request();
     request.author = Person::new("someone-else").unwrap();
-    let refusal = match pipeline.approve(&request, AUTHOR, "my own change") {
+    let refusal = match pipeline.sign_off(&request, AUTHOR, "my own change") {
         Err(error) => error,
         Ok(approval) => match block_on(staged.approve(&pipeline, approval)) {
             Err(refused) => refused.into_parts().1,

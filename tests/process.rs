@@ -37,7 +37,7 @@ use tollgate::executor::{
 };
 use tollgate::graph::{RetryPolicy, StageGraph, StageSpec, Step};
 use tollgate::prelude::*;
-use tollgate::release::ReleaseId;
+use tollgate::id::ReleaseId;
 use tollgate::time::{ManualClock, run_virtual};
 
 /// How long a test waits for a kernel event (a FIFO write, a process's death) before it fails.
@@ -620,7 +620,7 @@ fn a_pipeline_of_programs_carries_the_reported_artifact_to_later_steps() {
             .build(&pipeline)
             .await
             .expect("the build succeeds");
-        let artifact = built.artifact().cloned().expect("an artifact was reported");
+        let artifact = built.artifact().clone();
         assert_eq!(artifact, ArtifactRef::new("web", digest));
         let tested = built.test(&pipeline, &artifact).await.expect("tests pass");
         let staged = tested

@@ -64,7 +64,7 @@ fn stages(story: &Story) -> Vec<Stage> {
     let logs = story.logs.clone();
     let outputs = story.outputs.clone();
     let compile = from_fn(move |ctx| {
-        let mut outcome = StageOutcome::success().artifact(artifact_for(&ctx.revision().id));
+        let mut outcome = StageOutcome::success().artifact(artifact_for(&ctx.revision()));
         for line in &logs {
             outcome = outcome.log(line.clone());
         }
@@ -135,7 +135,7 @@ where
         return release.into_any();
     }
     let built = release.build(pipeline).await.expect("build");
-    let artifact = built.artifact().cloned().expect("artifact");
+    let artifact = built.artifact().clone();
     clock.advance(pause);
     if story.moves == 1 {
         return built.into_any();
@@ -267,7 +267,7 @@ fn deployed_delivery_json() -> Value {
 /// Reads `value` back and converts it to its own typed state: the error, if any.
 fn reload(value: Value) -> Result<(), Error> {
     let any: AnyRelease = serde_json::from_value(value).map_err(|e| Error::InconsistentRecord {
-        release: tollgate::release::ReleaseId::new("unparsed").unwrap(),
+        release: tollgate::id::ReleaseId::new("unparsed").unwrap(),
         reason: format!("json: {e}"),
     })?;
     match (any.state(), any.mode()) {

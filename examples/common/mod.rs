@@ -7,9 +7,9 @@ use tollgate::prelude::*;
 /// The "compiler": produces the artifact, whose digest is fixed from here on.
 #[allow(clippy::unnecessary_wraps)] // The signature every executor closure has.
 fn compile(ctx: &StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
-    let binary = format!("shop-api built from {}", ctx.revision().id);
+    let binary = format!("shop-api built from {}", ctx.revision());
     let artifact = ArtifactRef::from_bytes("shop-api", binary.as_bytes())
-        .with_metadata("revision", ctx.revision().id.clone());
+        .with_metadata("revision", ctx.revision().clone());
     Ok(StageOutcome::success()
         .log(format!("cargo build --release ({} bytes)", binary.len()))
         .output("digest", artifact.digest.to_string())

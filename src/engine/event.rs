@@ -7,9 +7,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::executor::StageStatus;
-use crate::gate::{Move, Verdict};
-use crate::graph::{StageId, Step};
-use crate::name::ReleaseId;
+use crate::id::ReleaseId;
+use crate::id::StageId;
+use crate::lifecycle::Step;
+use crate::lifecycle::{Move, Verdict};
 use crate::time::Timestamp;
 
 /// Something that happened while a step ran, stamped with the pipeline clock's time.

@@ -23,16 +23,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::ArtifactRef;
 use crate::environment::Environment;
-use crate::error::{Error, Result};
 use crate::executor::{Executor, LogLine, Outputs, StageStatus};
-use crate::graph::{StageGraph, StageId, Step};
-use crate::release::{ReleaseId, Revision};
+use crate::graph::StageGraph;
+use crate::id::{ReleaseId, StageId};
+use crate::lifecycle::Step;
 use crate::time::{Clock, Timestamp};
 
+pub use crate::executor::StepOutcome;
+
+pub use crate::graph::{Backoff, RetryPolicy};
 pub use attempts::Attempts;
 pub use cancel::CancelHandle;
 pub use event::{Event, EventLog, Observer, final_statuses};
 pub use plan::{Plan, PlannedStage};
+
+/// An engine setting that can never work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// An engine setting is unusable (for example zero workers).
+    #[error("invalid engine configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+}
 
 /// What the engine does when a stage fails (after its retries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -153,7 +168,7 @@ impl Engine {
     /// use tollgate::engine::Engine;
     /// use tollgate::executor::{self, StageOutcome};
     /// use tollgate::graph::{StageGraph, StageSpec, Step};
-    /// use tollgate::release::{ReleaseId, Revision};
+    /// use tollgate::id::ReleaseId;
     /// use tollgate::time::{ManualClock, Timestamp, run_virtual};
     ///
     /// let graph = StageGraph::builder()
@@ -163,11 +178,11 @@ impl Engine {
     ///     .build()?;
     /// let echo = executor::from_fn(|ctx| Ok(StageOutcome::success().log(ctx.stage().as_str())));
     /// let clock = ManualClock::new(Timestamp::EPOCH);
-    /// let (release, revision) = (ReleaseId::new("nightly-1")?, Revision::new("4f2a9c1", "ci")?);
+    /// let release = ReleaseId::new("nightly-1")?;
     /// let engine = Engine::builder().workers(2).build()?;
     /// let report = run_virtual(
     ///     &clock,
-    ///     engine.run_graph(&graph, Step::Test, &echo, &clock, &release, &revision),
+    ///     engine.run_graph(&graph, Step::Test, &echo, &clock, &release, "4f2a9c1"),
     /// );
     /// assert!(report.succeeded());
     /// assert_eq!(report.stages.len(), 3);
@@ -180,7 +195,7 @@ impl Engine {
         executor: &dyn Executor,
         clock: &dyn Clock,
         release: &ReleaseId,
-        revision: &Revision,
+        revision: &str,
     ) -> StepReport {
         let prior = BTreeMap::new();
         let run = StepRun {
@@ -192,6 +207,7 @@ impl Engine {
             environment: None,
             prior_outputs: &prior,
             clock,
+            cancel: None,
         };
         let hooks = |_: usize| StageHooks {
             executor,
@@ -283,14 +299,14 @@ impl EngineBuilder {
     }
 
     /// Checks the settings and builds the engine.
-    pub fn build(self) -> Result<Engine> {
+    pub fn build(self) -> Result<Engine, EngineError> {
         if self.zero_workers {
-            return Err(Error::InvalidEngine {
+            return Err(EngineError::InvalidConfig {
                 reason: "an engine needs at least one worker".to_owned(),
             });
         }
         if let Some(group) = self.zero_groups.first() {
-            return Err(Error::InvalidEngine {
+            return Err(EngineError::InvalidConfig {
                 reason: format!("group `{group}` needs a limit of at least one"),
             });
         }
@@ -303,11 +319,14 @@ pub(crate) struct StepRun<'a> {
     pub graph: &'a StageGraph,
     pub step: Step,
     pub release: &'a ReleaseId,
-    pub revision: &'a Revision,
+    /// The revision's id, as a label for the executors.
+    pub revision: &'a str,
     pub artifact: Option<&'a ArtifactRef>,
     pub environment: Option<&'a Environment>,
     pub prior_outputs: &'a BTreeMap<StageId, Arc<Outputs>>,
     pub clock: &'a dyn Clock,
+    /// The move's own cancel handle, besides the engine's, when the run is a release's move.
+    pub cancel: Option<&'a CancelHandle>,
 }
 
 /// What the engine needs from the host for one stage.
@@ -374,20 +393,6 @@ impl StageReport {
             artifact: None,
         }
     }
-}
-
-/// How a step ended, as finally stages see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepOutcome {
-    /// Every ordinary stage succeeded.
-    Succeeded,
-    /// At least one stage failed.
-    Failed,
-    /// The step was cancelled.
-    Cancelled,
-    /// The step ran out of time.
-    TimedOut,
 }
 
 /// What happened in one step run: every stage of the step, in the order they were added to

@@ -24,8 +24,8 @@ use futures::future::{self, BoxFuture, Either, select};
 use futures::stream::FuturesUnordered;
 
 use super::{
-    Attempt, AttemptFailure, Engine, Event, FailurePolicy, StageHooks, StageReport, StepOutcome,
-    StepReport, StepRun,
+    Attempt, AttemptFailure, CancelHandle, Engine, Event, FailurePolicy, StageHooks, StageReport,
+    StepOutcome, StepReport, StepRun,
 };
 use crate::executor::{ExecutorError, Outputs, StageContext, StageOutcome, StageStatus};
 use crate::graph::{StageGraph, StageId, StageSpec};
@@ -50,12 +50,18 @@ enum Stop {
 struct Stopper<'a> {
     future: Pin<Box<dyn Future<Output = Stop> + Send + 'a>>,
     generation: u64,
+    /// The move's own handle and its generation when the step began, when it has one.
+    move_cancel: Option<(&'a CancelHandle, u64)>,
     deadline: Option<Timestamp>,
 }
 
 impl Stopper<'_> {
     fn check(&self, engine: &Engine, clock: &dyn Clock) -> Option<Stop> {
-        if engine.cancel.generation() != self.generation {
+        if engine.cancel.generation() != self.generation
+            || self
+                .move_cancel
+                .is_some_and(|(handle, generation)| handle.generation() != generation)
+        {
             Some(Stop::Cancelled)
         } else if self.deadline.is_some_and(|d| clock.now() >= d) {
             Some(Stop::TimedOut)
@@ -241,7 +247,18 @@ impl Engine {
         };
 
         let deadline = self.step_timeout.map(|d| started_at.saturating_add(d));
-        let cancelled = self.cancel.cancelled(generation);
+        let move_cancel = run.cancel.map(|handle| (handle, handle.generation()));
+        let engine_cancelled = self.cancel.cancelled(generation);
+        let move_cancelled = move_cancel.map(|(handle, generation)| handle.cancelled(generation));
+        // Either handle stops the step: the engine's (every move) or the move's own.
+        let cancelled = Box::pin(async move {
+            match move_cancelled {
+                None => engine_cancelled.await,
+                Some(move_cancelled) => {
+                    select(engine_cancelled, move_cancelled).await;
+                }
+            }
+        });
         let mut stop = Stopper {
             future: Box::pin(async move {
                 match deadline {
@@ -258,6 +275,7 @@ impl Engine {
                 }
             }),
             generation,
+            move_cancel,
             deadline,
         };
         let outcome = state.run_phase(None, Some(&mut stop)).await;

@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::ArtifactRef;
 use crate::environment::Environment;
-use crate::graph::{StageId, StageSpec, Step};
-use crate::release::{ReleaseId, Revision};
+use crate::graph::StageSpec;
+use crate::id::{ReleaseId, StageId};
+use crate::lifecycle::Step;
+use crate::time::Clock;
 
 pub use closure::{AsyncFnExecutor, FnExecutor, from_async_fn, from_fn};
 #[cfg(all(feature = "process", unix))]
@@ -92,13 +94,13 @@ pub type BoxExecutor = Box<dyn Executor>;
 pub struct StageContext<'a> {
     pub(crate) spec: &'a StageSpec,
     pub(crate) release: &'a ReleaseId,
-    pub(crate) revision: &'a Revision,
+    pub(crate) revision: &'a str,
     pub(crate) artifact: Option<&'a ArtifactRef>,
     pub(crate) environment: Option<&'a Environment>,
     pub(crate) inputs: Vec<(&'a StageId, Arc<Outputs>)>,
     pub(crate) attempt: u32,
-    pub(crate) clock: &'a dyn crate::time::Clock,
-    pub(crate) step_outcome: Option<crate::engine::StepOutcome>,
+    pub(crate) clock: &'a dyn Clock,
+    pub(crate) step_outcome: Option<StepOutcome>,
 }
 
 impl fmt::Debug for StageContext<'_> {
@@ -139,9 +141,9 @@ impl<'a> StageContext<'a> {
         self.release
     }
 
-    /// The source revision the release was started from.
+    /// The id of the source revision the release was started from (a commit SHA, a tag).
     #[must_use]
-    pub fn revision(&self) -> &'a Revision {
+    pub fn revision(&self) -> &'a str {
         self.revision
     }
 
@@ -184,15 +186,29 @@ impl<'a> StageContext<'a> {
     /// The pipeline's clock: wait on it (`ctx.clock().sleep(d).await`) rather than on a
     /// runtime timer, so that the stage also runs in virtual time.
     #[must_use]
-    pub fn clock(&self) -> &'a dyn crate::time::Clock {
+    pub fn clock(&self) -> &'a dyn Clock {
         self.clock
     }
 
     /// For a finally stage, how the step's ordinary stages ended; `None` for ordinary stages.
     #[must_use]
-    pub fn step_outcome(&self) -> Option<crate::engine::StepOutcome> {
+    pub fn step_outcome(&self) -> Option<StepOutcome> {
         self.step_outcome
     }
+}
+
+/// How a step ended, as finally stages see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// Every ordinary stage succeeded.
+    Succeeded,
+    /// At least one stage failed.
+    Failed,
+    /// The step was cancelled.
+    Cancelled,
+    /// The step ran out of time.
+    TimedOut,
 }
 
 /// How a stage ended.

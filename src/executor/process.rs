@@ -270,7 +270,7 @@ impl ProcessExecutor {
             .env("TOLLGATE_STAGE", ctx.stage().as_str())
             .env("TOLLGATE_STEP", ctx.step().as_str())
             .env("TOLLGATE_RELEASE", ctx.release().as_str())
-            .env("TOLLGATE_REVISION", &ctx.revision().id)
+            .env("TOLLGATE_REVISION", ctx.revision())
             .env("TOLLGATE_ATTEMPT", ctx.attempt().to_string());
         if let Some(artifact) = ctx.artifact() {
             command

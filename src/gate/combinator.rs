@@ -12,8 +12,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::{join, join_all};
 
+use super::GateError;
 use super::{BoxGate, Gate, GateContext, Verdict};
-use crate::error::{Error, Result};
+
+type Result<T, E = GateError> = std::result::Result<T, E>;
 use crate::time::Timestamp;
 
 /// Combinators for every [`Gate`], in the style of `Iterator` adapters.
@@ -134,7 +136,7 @@ pub fn k_of_n(k: usize, gates: impl IntoIterator<Item = BoxGate>) -> Result<KOfN
         kind: Kind::KOfN,
     };
     if k == 0 || k > gate.gates.len() {
-        return Err(Error::InvalidGate {
+        return Err(GateError::Invalid {
             gate: gate.name().into_owned(),
             reason: format!(
                 "needs between 1 and {} open gates, not {k}",

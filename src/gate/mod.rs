@@ -1,15 +1,14 @@
 //! What guards a move: the [`Gate`] trait and its [`Verdict`], closure gates
-//! ([`from_fn`]), and the human approval capability ([`Approval`]).
+//! ([`from_fn`]), combinators ([`GateExt`]), and the built-in gates (soak timers, change
+//! windows, test verdicts, metric thresholds). The human decision of continuous delivery has
+//! a module of its own, [`approval`](crate::approval).
 //!
 //! Automated gates attach to moves with
 //! [`PipelineBuilder::gate`](crate::pipeline::PipelineBuilder::gate). Every gate on a move
 //! must be open for the move to happen: a closed gate stops it with its reason, a pending one
 //! with what it waits for, and the release is handed back unchanged either way.
 
-mod approval;
 mod combinator;
-mod explain;
-mod policy;
 mod verdicts;
 mod window;
 
@@ -18,130 +17,51 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::environment::Environment;
-use crate::name::Person;
-use crate::release::AnyRelease;
+
+use crate::record::AnyRelease;
 use crate::time::Timestamp;
 
-pub use approval::{Approval, ApprovalRecord, ApprovalRequest, Signoff};
+pub use crate::lifecycle::{Move, Verdict};
+pub use crate::record::GateRecord;
 pub use combinator::{And, GateExt, KOfN, Named, Not, Or, Soak, Timeout, all, any, k_of_n, soak};
-pub use explain::{ApprovalNeed, Explanation, GateVerdict};
-pub use policy::{
-    ApprovalPolicy, Approver, Ballot, Decision, Directory, Groups, NoGroups, Progress, Rule,
-    RuleProgress, Vote,
-};
 pub use verdicts::{MetricGate, MetricSource, TestResults, Threshold};
 pub use window::{ChangeWindows, Override, Overrides, Window};
 
-/// A move of a release from one state to the next; gates attach to moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Move {
-    /// Commit → Built.
-    Build,
-    /// Built → Tested.
-    Test,
-    /// Tested → Staged.
-    Stage,
-    /// Staged → Approved.
-    Approve,
-    /// Approved → Deployed.
-    Deploy,
-}
-
-impl Move {
-    /// The move's lower-case name.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Move::Build => "build",
-            Move::Test => "test",
-            Move::Stage => "stage",
-            Move::Approve => "approve",
-            Move::Deploy => "deploy",
-        }
-    }
-}
-
-impl fmt::Display for Move {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A gate's decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "verdict", rename_all = "lowercase")]
+/// A gate that is built wrong, or a gate that stopped a move.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Verdict {
-    /// The move may happen.
-    Open,
-    /// A person opened a gate that would otherwise block (a change-window override, a
-    /// break-glass deploy); counts as open, and records who and why.
-    Overridden {
-        /// Who opened it.
-        by: Person,
-        /// Why, in their words.
+pub enum GateError {
+    /// A gate is built with settings that can never make sense (for example 3 of 2 gates).
+    #[error("invalid gate `{gate}`: {reason}")]
+    Invalid {
+        /// The gate, as it would be named.
+        gate: String,
+        /// What is wrong.
         reason: String,
     },
-    /// The move may not happen.
+    /// A gate on a move is closed.
+    #[error("gate `{gate}` is closed: {reason}")]
     Closed {
-        /// Why.
+        /// The gate's name.
+        gate: String,
+        /// Why it is closed.
         reason: String,
     },
-    /// The gate has not decided yet.
+    /// A gate on a move has not decided yet.
+    #[error("gate `{gate}` is pending: waiting for {waiting_for}")]
     Pending {
-        /// What it waits for: a person, a verdict, a time.
+        /// The gate's name.
+        gate: String,
+        /// What it waits for (a person, a time, a verdict).
         waiting_for: String,
         /// When it will decide on its own, if it knows.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<Timestamp>,
     },
-}
-
-impl Verdict {
-    /// A closed verdict.
-    pub fn closed(reason: impl Into<String>) -> Self {
-        Verdict::Closed {
-            reason: reason.into(),
-        }
-    }
-
-    /// A pending verdict with no known deadline.
-    pub fn pending(waiting_for: impl Into<String>) -> Self {
-        Verdict::Pending {
-            waiting_for: waiting_for.into(),
-            until: None,
-        }
-    }
-
-    /// Whether the gate is open (or was opened by a person's override).
-    #[must_use]
-    pub fn is_open(&self) -> bool {
-        matches!(self, Verdict::Open | Verdict::Overridden { .. })
-    }
-}
-
-impl fmt::Display for Verdict {
-    /// `open`, `open (overridden by rita: hotfix)`, `closed: <reason>`,
-    /// `pending: <what it waits for>` with `until @<ms>` when known.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Verdict::Open => f.write_str("open"),
-            Verdict::Overridden { by, reason } => write!(f, "open (overridden by {by}: {reason})"),
-            Verdict::Closed { reason } => write!(f, "closed: {reason}"),
-            Verdict::Pending {
-                waiting_for,
-                until: None,
-            } => write!(f, "pending: {waiting_for}"),
-            Verdict::Pending {
-                waiting_for,
-                until: Some(until),
-            } => write!(f, "pending until {until}: {waiting_for}"),
-        }
-    }
+    /// A name given to a gate (a person granting an override) is malformed.
+    #[error(transparent)]
+    Id(#[from] crate::id::IdError),
 }
 
 /// What a gate may look at: the release, the move asked for, the target environment and the
@@ -317,19 +237,4 @@ where
     fn name(&self) -> Cow<'_, str> {
         Cow::Borrowed(&self.name)
     }
-}
-
-/// One gate's verdict on one move, as recorded in the release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GateRecord {
-    /// The gate's name.
-    pub gate: String,
-    /// The move it guarded.
-    #[serde(rename = "move")]
-    pub mv: Move,
-    /// Its verdict.
-    #[serde(flatten)]
-    pub verdict: Verdict,
-    /// When it was given.
-    pub at: Timestamp,
 }

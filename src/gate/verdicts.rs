@@ -11,8 +11,8 @@ use async_trait::async_trait;
 
 use super::{Gate, GateContext, Verdict};
 use crate::executor::StageStatus;
-use crate::graph::Step;
-use crate::name::ReleaseId;
+use crate::id::ReleaseId;
+use crate::lifecycle::Step;
 
 /// A gate over the release's test results: open when its latest test step succeeded and no
 /// more than a set number of its stages needed a retry to pass.

@@ -13,9 +13,11 @@ use async_trait::async_trait;
 use jiff::civil::DateTime;
 use jiff::tz::Offset;
 
+use super::GateError;
 use super::{Gate, GateContext, Verdict};
-use crate::error::{Error, Result};
-use crate::name::{Person, ReleaseId};
+
+type Result<T, E = GateError> = std::result::Result<T, E>;
+use crate::id::{Person, ReleaseId};
 use crate::time::Timestamp;
 
 const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -75,7 +77,7 @@ impl Overrides {
     ) -> Result<()> {
         let by = Person::new(person)?;
         if reason.trim().is_empty() {
-            return Err(Error::InvalidGate {
+            return Err(GateError::Invalid {
                 gate: "change-window override".to_owned(),
                 reason: format!("`{by}` gave no reason for overriding the windows"),
             });
@@ -144,7 +146,7 @@ impl ChangeWindows {
     /// (`"+02:00"`, `"-05:30"`, `"Z"`), with no windows yet.
     pub fn new(name: impl Into<String>, offset: &str) -> Result<Self> {
         let name = name.into();
-        let offset = parse_offset(offset).map_err(|reason| Error::InvalidGate {
+        let offset = parse_offset(offset).map_err(|reason| GateError::Invalid {
             gate: name.clone(),
             reason,
         })?;
@@ -196,8 +198,8 @@ impl ChangeWindows {
         self.deny.iter().chain(&self.allow)
     }
 
-    fn invalid(&self, reason: String) -> Error {
-        Error::InvalidGate {
+    fn invalid(&self, reason: String) -> GateError {
+        GateError::Invalid {
             gate: self.name.clone(),
             reason,
         }

@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
+use super::{GraphError, Result};
 use super::{Placement, StageGraph, StageId, StageSpec, Step};
-use crate::error::{Error, Result};
 
 /// Collects stage definitions and checks them into a [`StageGraph`].
 ///
@@ -77,11 +77,11 @@ impl StageGraphBuilder {
         self
     }
 
-    /// Makes [`build`](StageGraphBuilder::build) fail with [`Error::EmptyStep`] unless `step`
+    /// Makes [`build`](StageGraphBuilder::build) fail with [`GraphError::EmptyStep`] unless `step`
     /// has at least one stage.
     ///
     /// ```
-    /// use tollgate::Error;
+    /// use tollgate::graph::GraphError;
     /// use tollgate::graph::{StageGraph, StageSpec, Step};
     ///
     /// let err = StageGraph::builder()
@@ -89,7 +89,7 @@ impl StageGraphBuilder {
     ///     .require_step(Step::Test)
     ///     .build()
     ///     .unwrap_err();
-    /// assert!(matches!(err, Error::EmptyStep { step: Step::Test }));
+    /// assert!(matches!(err, GraphError::EmptyStep { step: Step::Test }));
     /// ```
     #[must_use]
     pub fn require_step(mut self, step: Step) -> Self {
@@ -102,21 +102,21 @@ impl StageGraphBuilder {
     /// The checks run in this order, and the first one that fails is reported for the first
     /// stage (in the order stages were added) that fails it:
     ///
-    /// 1. every stage id and every dependency id is well formed ([`Error::InvalidStageId`]);
-    /// 2. no two stages share an id ([`Error::DuplicateStage`], naming the second one);
-    /// 3. no stage depends on itself ([`Error::SelfDependency`]);
-    /// 4. every dependency names a stage ([`Error::UnknownDependency`]);
-    /// 5. no stage depends on a stage of a later step ([`Error::DependencyOnLaterStep`]);
+    /// 1. every stage id and every dependency id is well formed ([`GraphError::InvalidStageId`]);
+    /// 2. no two stages share an id ([`GraphError::DuplicateStage`], naming the second one);
+    /// 3. no stage depends on itself ([`GraphError::SelfDependency`]);
+    /// 4. every dependency names a stage ([`GraphError::UnknownDependency`]);
+    /// 5. no stage depends on a stage of a later step ([`GraphError::DependencyOnLaterStep`]);
     /// 6. every step passed to [`require_step`](StageGraphBuilder::require_step) has a stage
-    ///    ([`Error::EmptyStep`], the earliest such step);
-    /// 7. retry and timeout policies are usable ([`Error::InvalidPolicy`]) and no ordinary
-    ///    stage depends on a finally stage of its own step ([`Error::DependsOnFinally`]);
-    /// 8. the dependencies are acyclic ([`Error::Cycle`], listing the stages of one cycle).
+    ///    ([`GraphError::EmptyStep`], the earliest such step);
+    /// 7. retry and timeout policies are usable ([`GraphError::InvalidPolicy`]) and no ordinary
+    ///    stage depends on a finally stage of its own step ([`GraphError::DependsOnFinally`]);
+    /// 8. the dependencies are acyclic ([`GraphError::Cycle`], listing the stages of one cycle).
     ///
     /// A dependency listed twice by one stage is kept once, at its first position.
     ///
     /// ```
-    /// use tollgate::Error;
+    /// use tollgate::graph::GraphError;
     /// use tollgate::graph::{StageGraph, StageSpec};
     ///
     /// let err = StageGraph::builder()
@@ -125,7 +125,7 @@ impl StageGraphBuilder {
     ///     .build()
     ///     .unwrap_err();
     /// assert_eq!(err.to_string(), "dependency cycle: a -> b -> a");
-    /// assert!(matches!(err, Error::Cycle { .. }));
+    /// assert!(matches!(err, GraphError::Cycle { .. }));
     /// ```
     ///
     /// # Panics
@@ -150,7 +150,7 @@ impl StageGraphBuilder {
         check_required_steps(&stages, required)?;
         check_policies(&stages, &deps)?;
         let dependents = deps.transpose(n);
-        let topo = topological_order(&deps, &dependents).map_err(|cycle| Error::Cycle {
+        let topo = topological_order(&deps, &dependents).map_err(|cycle| GraphError::Cycle {
             stages: cycle
                 .into_iter()
                 .map(|i| stages[i as usize].id.clone())
@@ -185,7 +185,7 @@ impl StageGraphBuilder {
 fn check_policies(stages: &[StageSpec], deps: &Csr) -> Result<()> {
     for (i, spec) in stages.iter().enumerate() {
         let invalid = |reason| {
-            Err(Error::InvalidPolicy {
+            Err(GraphError::InvalidPolicy {
                 stage: spec.id.clone(),
                 reason,
             })
@@ -205,7 +205,7 @@ fn check_policies(stages: &[StageSpec], deps: &Csr) -> Result<()> {
             for &d in deps.row(i) {
                 let dep = &stages[d as usize];
                 if dep.finally && dep.step == spec.step {
-                    return Err(Error::DependsOnFinally {
+                    return Err(GraphError::DependsOnFinally {
                         stage: spec.id.clone(),
                         finally: dep.id.clone(),
                     });
@@ -270,7 +270,7 @@ fn check_ids(stages: &[StageSpec]) -> Result<()> {
     for spec in stages {
         for id in std::iter::once(&spec.id).chain(&spec.after) {
             if let Some(reason) = id.problem() {
-                return Err(Error::InvalidStageId {
+                return Err(GraphError::InvalidStageId {
                     id: id.as_str().to_owned(),
                     reason,
                 });
@@ -285,7 +285,7 @@ fn index_stages(stages: &[StageSpec]) -> Result<HashMap<StageId, u32>> {
     let mut index = HashMap::with_capacity(stages.len());
     for (i, spec) in stages.iter().enumerate() {
         if index.insert(spec.id.clone(), i as u32).is_some() {
-            return Err(Error::DuplicateStage {
+            return Err(GraphError::DuplicateStage {
                 id: spec.id.clone(),
             });
         }
@@ -318,20 +318,20 @@ fn resolve_dependencies(
         let stamp = i as u32 + 1;
         for dependency in &spec.after {
             let Some(&d) = index.get(dependency) else {
-                unknown.get_or_insert_with(|| Error::UnknownDependency {
+                unknown.get_or_insert_with(|| GraphError::UnknownDependency {
                     stage: spec.id.clone(),
                     dependency: dependency.clone(),
                 });
                 continue;
             };
             if d as usize == i {
-                return Err(Error::SelfDependency {
+                return Err(GraphError::SelfDependency {
                     stage: spec.id.clone(),
                 });
             }
             let dependency_step = stages[d as usize].step;
             if dependency_step > spec.step {
-                later.get_or_insert_with(|| Error::DependencyOnLaterStep {
+                later.get_or_insert_with(|| GraphError::DependencyOnLaterStep {
                     stage: spec.id.clone(),
                     stage_step: spec.step,
                     dependency: dependency.clone(),
@@ -378,7 +378,7 @@ fn check_required_steps(stages: &[StageSpec], required: [bool; Step::ALL.len()])
         .into_iter()
         .find(|&step| required[step as usize] && !present[step as usize])
     {
-        Some(step) => Err(Error::EmptyStep { step }),
+        Some(step) => Err(GraphError::EmptyStep { step }),
         None => Ok(()),
     }
 }
@@ -478,7 +478,7 @@ mod tests {
             .build()
             .unwrap_err();
         match err {
-            Error::InvalidStageId { id, reason } => {
+            GraphError::InvalidStageId { id, reason } => {
                 assert_eq!(id, "bad id");
                 assert!(reason.contains("ASCII"), "{reason}");
             }
@@ -493,7 +493,7 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(
-            matches!(&err, Error::InvalidStageId { id, .. } if id.is_empty()),
+            matches!(&err, GraphError::InvalidStageId { id, .. } if id.is_empty()),
             "{err:?}"
         );
     }
@@ -507,7 +507,7 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(
-            matches!(&err, Error::DuplicateStage { id } if id == "a"),
+            matches!(&err, GraphError::DuplicateStage { id } if id == "a"),
             "{err:?}"
         );
     }
@@ -520,7 +520,7 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(
-            matches!(&err, Error::SelfDependency { stage } if stage == "b"),
+            matches!(&err, GraphError::SelfDependency { stage } if stage == "b"),
             "{err:?}"
         );
     }
@@ -534,7 +534,7 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(
-            matches!(&err, Error::UnknownDependency { stage, dependency }
+            matches!(&err, GraphError::UnknownDependency { stage, dependency }
                 if stage == "b" && dependency == "nope"),
             "{err:?}"
         );
@@ -548,7 +548,7 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(
-            matches!(&err, Error::DependencyOnLaterStep {
+            matches!(&err, GraphError::DependencyOnLaterStep {
                 stage, stage_step: Step::Test, dependency, dependency_step: Step::Deploy,
             } if stage == "unit" && dependency == "ship"),
             "{err:?}"
@@ -576,7 +576,7 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(
-            matches!(err, Error::EmptyStep { step: Step::Stage }),
+            matches!(err, GraphError::EmptyStep { step: Step::Stage }),
             "{err:?}"
         );
     }
@@ -590,7 +590,7 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(
-            matches!(err, Error::EmptyStep { step: Step::Test }),
+            matches!(err, GraphError::EmptyStep { step: Step::Test }),
             "{err:?}"
         );
     }
@@ -608,7 +608,7 @@ mod tests {
             .build()
             .unwrap_err();
         match err {
-            Error::Cycle { stages } => assert_eq!(stages, ["a", "b", "c"]),
+            GraphError::Cycle { stages } => assert_eq!(stages, ["a", "b", "c"]),
             other => panic!("unexpected {other:?}"),
         }
     }

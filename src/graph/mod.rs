@@ -11,173 +11,120 @@ mod build;
 mod export;
 mod policy;
 
-use std::borrow::Borrow;
 use std::fmt;
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+pub use crate::id::{MAX_STAGE_ID_LEN, StageId};
+pub use crate::lifecycle::Step;
 
 pub use build::StageGraphBuilder;
 pub use export::CriticalPath;
 pub use policy::{Backoff, RetryPolicy};
 
-/// The longest stage id accepted, in bytes.
-pub const MAX_STAGE_ID_LEN: usize = 128;
+/// What is wrong with a stage graph; every check of
+/// [`StageGraphBuilder::build`] has its variant, naming the stages involved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// Two stages share one id.
+    #[error("duplicate stage id `{id}`")]
+    DuplicateStage {
+        /// The id given twice.
+        id: StageId,
+    },
+    /// A stage depends on an id that names no stage.
+    #[error("stage `{stage}` depends on unknown stage `{dependency}`")]
+    UnknownDependency {
+        /// The stage that declared the dependency.
+        stage: StageId,
+        /// The id that names no stage.
+        dependency: StageId,
+    },
+    /// A stage lists itself among its dependencies.
+    #[error("stage `{stage}` depends on itself")]
+    SelfDependency {
+        /// The stage.
+        stage: StageId,
+    },
+    /// The dependencies form a cycle.
+    #[error("dependency cycle: {}", CycleDisplay(.stages))]
+    Cycle {
+        /// The stages of one cycle in run order: each depends on the one before it, and the
+        /// first depends on the last.
+        stages: Vec<StageId>,
+    },
+    /// A stage depends on a stage of a later lifecycle step (a test stage on a deploy stage).
+    #[error(
+        "stage `{stage}` ({stage_step}) depends on `{dependency}` of the later step {dependency_step}"
+    )]
+    DependencyOnLaterStep {
+        /// The stage that declared the dependency.
+        stage: StageId,
+        /// Its step.
+        stage_step: Step,
+        /// The stage it depends on.
+        dependency: StageId,
+        /// That stage's (later) step.
+        dependency_step: Step,
+    },
+    /// An ordinary stage depends on a finally stage, which runs only after it.
+    #[error(
+        "stage `{stage}` depends on finally stage `{finally}`, which runs after every ordinary stage"
+    )]
+    DependsOnFinally {
+        /// The ordinary stage.
+        stage: StageId,
+        /// The finally stage it depends on.
+        finally: StageId,
+    },
+    /// A stage's run policy is unusable.
+    #[error("stage `{stage}` has an invalid policy: {reason}")]
+    InvalidPolicy {
+        /// The stage.
+        stage: StageId,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A lifecycle step that must have at least one stage has none.
+    #[error("the {step} step has no stages, but a pipeline needs at least one")]
+    EmptyStep {
+        /// The empty step.
+        step: Step,
+    },
+    /// A stage id that the graph does not contain was asked for.
+    #[error("unknown stage `{id}`")]
+    UnknownStage {
+        /// The id asked for.
+        id: StageId,
+    },
+    /// A stage id is empty or contains characters that are not allowed.
+    #[error("invalid stage id `{id}`: {reason}")]
+    InvalidStageId {
+        /// The id as given.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
 
-/// The id of a stage: non-empty, at most [`MAX_STAGE_ID_LEN`] bytes of ASCII letters, digits
-/// and `-`, `_`, `.`, `/`, `:`.
-///
-/// The restricted alphabet keeps ids safe to print in logs, Mermaid and DOT output and
-/// command lines without quoting surprises.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-// Shared, not owned: reports, events and inputs all hold ids, and a copy is then a
-// reference-count increment instead of an allocation.
-pub struct StageId(Arc<str>);
+/// Shows a cycle as `a -> b -> c -> a`.
+struct CycleDisplay<'a>(&'a [StageId]);
 
-impl StageId {
-    /// Validates `id` and wraps it.
-    ///
-    /// ```
-    /// use tollgate::graph::StageId;
-    /// assert!(StageId::new("unit-tests").is_ok());
-    /// assert!(StageId::new("has space").is_err());
-    /// ```
-    pub fn new(id: impl Into<String>) -> Result<Self> {
-        let id = id.into();
-        match check_id(&id) {
-            None => Ok(StageId(id.into())),
-            Some(reason) => Err(Error::InvalidStageId { id, reason }),
+impl fmt::Display for CycleDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for id in self.0 {
+            write!(f, "{id} -> ")?;
         }
-    }
-
-    /// Wraps `id` without checking it; [`StageGraphBuilder::build`] checks it later.
-    pub(crate) fn unchecked(id: impl Into<String>) -> Self {
-        StageId(id.into().into())
-    }
-
-    /// Why this id is invalid, if it is.
-    pub(crate) fn problem(&self) -> Option<&'static str> {
-        check_id(&self.0)
-    }
-
-    /// The id as a string slice.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-fn check_id(id: &str) -> Option<&'static str> {
-    if id.is_empty() {
-        Some("a stage id may not be empty")
-    } else if id.len() > MAX_STAGE_ID_LEN {
-        Some("a stage id may be at most 128 bytes long")
-    } else if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b':'))
-    {
-        Some("a stage id may contain only ASCII letters, digits and - _ . / :")
-    } else {
-        None
-    }
-}
-
-impl fmt::Display for StageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for StageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-impl AsRef<str> for StageId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Borrow<str> for StageId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for StageId {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        StageId::new(s)
-    }
-}
-
-impl TryFrom<String> for StageId {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
-        StageId::new(s)
-    }
-}
-
-impl From<StageId> for String {
-    fn from(id: StageId) -> String {
-        id.0.as_ref().to_owned()
-    }
-}
-
-impl PartialEq<str> for StageId {
-    fn eq(&self, other: &str) -> bool {
-        *self.0 == *other
-    }
-}
-
-impl PartialEq<&str> for StageId {
-    fn eq(&self, other: &&str) -> bool {
-        *self.0 == **other
-    }
-}
-
-/// The lifecycle step a stage belongs to. Steps run in this order, one per release move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Step {
-    /// Compile and package: produces the release's one artifact (Commit → Built).
-    Build,
-    /// Test the artifact (Built → Tested).
-    Test,
-    /// Deploy to staging and run acceptance tests there (Tested → Staged).
-    Stage,
-    /// Deploy to production (Approved → Deployed).
-    Deploy,
-}
-
-impl Step {
-    /// Every step, in run order.
-    pub const ALL: [Step; 4] = [Step::Build, Step::Test, Step::Stage, Step::Deploy];
-
-    /// The step's lower-case name.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Step::Build => "build",
-            Step::Test => "test",
-            Step::Stage => "stage",
-            Step::Deploy => "deploy",
+        match self.0.first() {
+            Some(first) => write!(f, "{first}"),
+            None => f.write_str("(empty)"),
         }
     }
 }
 
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+type Result<T, E = GraphError> = std::result::Result<T, E>;
 
 /// The definition of one stage: its id, its step, what it runs after, and hints for planning.
 ///
@@ -326,7 +273,7 @@ pub(crate) struct Placement {
 ///
 /// Built with [`StageGraph::builder`]; see the module docs for what is checked. Its serde form
 /// is the list of its [`StageSpec`]s, and deserializing runs the same validation, so a
-/// malformed spec file is a typed [`Error`], never a broken graph.
+/// malformed spec file is a typed [`GraphError`], never a broken graph.
 #[derive(Debug, Clone)]
 pub struct StageGraph {
     /// The stages, in the order they were added. A stage's index is its position here.
@@ -420,7 +367,7 @@ impl StageGraph {
     }
 
     fn require(&self, id: &str) -> Result<usize> {
-        self.index_of(id).ok_or_else(|| Error::UnknownStage {
+        self.index_of(id).ok_or_else(|| GraphError::UnknownStage {
             id: StageId::unchecked(id),
         })
     }

@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 pub use futures::executor::block_on;
 use tollgate::executor::{ExecutorError, StageContext, from_async_fn, from_fn};
-use tollgate::pipeline::PipelineBuilder;
+use tollgate::pipeline::{PipelineBuilder, WithApprovals};
 use tollgate::prelude::*;
 use tollgate::release::Mode;
 use tollgate::time::{ManualClock, Timestamp};
@@ -41,9 +41,9 @@ pub fn artifact_for(revision: &str) -> ArtifactRef {
 /// `digest`.
 pub fn compile() -> impl Executor + use<> {
     from_fn(|ctx| {
-        let artifact = artifact_for(&ctx.revision().id);
+        let artifact = artifact_for(&ctx.revision());
         Ok(StageOutcome::success()
-            .log(format!("compiled {}", ctx.revision().id))
+            .log(format!("compiled {}", ctx.revision()))
             .output("digest", artifact.digest.to_string())
             .artifact(artifact))
     })
@@ -78,7 +78,7 @@ pub fn policy() -> ApprovalPolicy {
 }
 
 /// A delivery pipeline builder called `name` on `clock` with [`policy`] and no stages.
-pub fn delivery(name: &str, clock: &ManualClock) -> PipelineBuilder<Delivery> {
+pub fn delivery(name: &str, clock: &ManualClock) -> PipelineBuilder<Delivery, WithApprovals> {
     Pipeline::<Delivery>::builder(name)
         .clock(clock.clone())
         .approvals(policy())
@@ -120,9 +120,7 @@ pub fn built<M: Mode>(
         let fresh = pipeline.start(id, revision(rev)).expect("valid release id");
         let built = fresh.build(pipeline).await.expect("build succeeds");
         let artifact = built
-            .artifact()
-            .cloned()
-            .expect("a built release has an artifact");
+            .artifact().clone();
         (built, artifact)
     })
 }

@@ -1,5 +1,5 @@
 // An `Approval` cannot be copied: it does not implement `Clone`.
-use tollgate::gate::Approval;
+use tollapproval::approval::Approval;
 
 fn case(approval: Approval) -> (Approval, Approval) {
     let copy = approval.clone();

@@ -1,163 +1,54 @@
 //! A [`Pipeline<M>`](Pipeline): a validated stage graph with an executor per stage, gates on
 //! moves, the staging and production environments, a clock, and (in delivery mode) an
-//! approval policy. It starts releases and drives their moves.
+//! approval policy. Releases are started from it and moved through it; it knows nothing of
+//! the typed [`Release`](crate::release::Release), which drives it through the narrow
+//! crate-internal interface at the end of this file (gates of a move, a step's run).
+//!
+//! | file | job |
+//! |---|---|
+//! | `mod.rs` | [`PipelineBuilder`], [`Pipeline`], votes and approvals |
+//! | `stage.rs` | [`Stage`]: a spec and its executor |
+//! | `explain.rs` | [`Explanation`]: what blocks a release's next move |
+
+mod explain;
+mod stage;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::engine::{AttemptFailure, Engine, RetryPredicate, StageHooks, StepReport, StepRun};
+use crate::approval::{
+    Approval, ApprovalError, ApprovalPolicy, ApprovalRequest, Ballot, Decision, Directory,
+    NoGroups, Progress, Vote,
+};
+use crate::engine::{CancelHandle, Engine, Event, StageHooks, StepReport, StepRun};
 use crate::environment::{Environment, EnvironmentName};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
-use crate::gate::{
-    Approval, ApprovalPolicy, ApprovalRequest, Ballot, BoxGate, Decision, Directory, Gate,
-    GateContext, Move, NoGroups, Progress, Verdict, Vote,
-};
-use crate::graph::{RetryPolicy, StageGraph, StageSpec, Step};
-use crate::name::{Person, ReleaseId};
-use crate::release::{AnyRelease, Commit, Delivery, Mode, Release, Revision};
-use crate::time::{Clock, SystemClock};
+use crate::gate::{BoxGate, Gate, GateContext};
+use crate::graph::{StageGraph, Step};
+use crate::id::{Person, PipelineName};
+use crate::lifecycle::{Delivery, Deployment, Mode, ModeKind, Move, Verdict};
+use crate::record::AnyRelease;
+use crate::time::{Clock, SystemClock, Timestamp};
 
-/// A stage of a pipeline: its [`StageSpec`] and the executor that runs it.
-pub struct Stage {
-    spec: StageSpec,
-    executor: Option<Arc<dyn Executor>>,
-    retry_if: Option<Arc<RetryPredicate>>,
-}
-
-impl fmt::Debug for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Stage")
-            .field("spec", &self.spec)
-            .field("has_executor", &self.executor.is_some())
-            .field("has_retry_if", &self.retry_if.is_some())
-            .finish()
-    }
-}
-
-impl Stage {
-    /// A stage from a full spec.
-    #[must_use]
-    pub fn from_spec(spec: StageSpec) -> Self {
-        Stage {
-            spec,
-            executor: None,
-            retry_if: None,
-        }
-    }
-
-    /// A stage of the build step.
-    pub fn build(id: impl Into<String>) -> Self {
-        Stage::from_spec(StageSpec::build(id))
-    }
-
-    /// A stage of the test step.
-    pub fn test(id: impl Into<String>) -> Self {
-        Stage::from_spec(StageSpec::test(id))
-    }
-
-    /// A stage of the stage (staging) step.
-    #[allow(clippy::self_named_constructors)] // Named after `Step::Stage`, like its siblings.
-    pub fn stage(id: impl Into<String>) -> Self {
-        Stage::from_spec(StageSpec::stage(id))
-    }
-
-    /// A stage of the deploy step.
-    pub fn deploy(id: impl Into<String>) -> Self {
-        Stage::from_spec(StageSpec::deploy(id))
-    }
-
-    /// Runs this stage after `dependency` succeeded.
-    #[must_use]
-    pub fn after(mut self, dependency: impl Into<String>) -> Self {
-        self.spec = self.spec.after(dependency);
-        self
-    }
-
-    /// Sets a description.
-    #[must_use]
-    pub fn description(mut self, text: impl Into<String>) -> Self {
-        self.spec = self.spec.description(text);
-        self
-    }
-
-    /// Sets the expected duration (used to order ready stages by critical path).
-    #[must_use]
-    pub fn estimate(mut self, duration: Duration) -> Self {
-        self.spec = self.spec.estimate(duration);
-        self
-    }
-
-    /// Retries failed attempts by `policy` (see [`RetryPolicy`]).
-    #[must_use]
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.spec = self.spec.retry(policy);
-        self
-    }
-
-    /// Retries only the failures for which `predicate` returns true (default: every failure
-    /// and timeout, up to the policy's attempt limit).
-    ///
-    /// ```
-    /// use tollgate::graph::RetryPolicy;
-    /// use tollgate::pipeline::Stage;
-    ///
-    /// // Retry network flakes, not compile errors.
-    /// let fetch = Stage::build("fetch")
-    ///     .retry(RetryPolicy::attempts(3))
-    ///     .retry_if(|failure| failure.timed_out || failure.reason.contains("connection reset"));
-    /// # let _ = fetch;
-    /// ```
-    #[must_use]
-    pub fn retry_if(
-        mut self,
-        predicate: impl Fn(&AttemptFailure) -> bool + Send + Sync + 'static,
-    ) -> Self {
-        self.retry_if = Some(Arc::new(predicate));
-        self
-    }
-
-    /// Cuts each attempt off after `limit`.
-    #[must_use]
-    pub fn attempt_timeout(mut self, limit: Duration) -> Self {
-        self.spec = self.spec.attempt_timeout(limit);
-        self
-    }
-
-    /// Cuts the stage off after `limit`, over all its attempts.
-    #[must_use]
-    pub fn timeout(mut self, limit: Duration) -> Self {
-        self.spec = self.spec.timeout(limit);
-        self
-    }
-
-    /// Puts the stage in a concurrency group.
-    #[must_use]
-    pub fn group(mut self, name: impl Into<String>) -> Self {
-        self.spec = self.spec.group(name);
-        self
-    }
-
-    /// Makes this a finally stage: it runs after the step's other stages, whatever happened.
-    #[must_use]
-    pub fn finally(mut self) -> Self {
-        self.spec = self.spec.finally();
-        self
-    }
-
-    /// Sets the executor that runs this stage.
-    #[must_use]
-    pub fn run(mut self, executor: impl Executor + 'static) -> Self {
-        self.executor = Some(Arc::new(executor));
-        self
-    }
-}
+pub use explain::{ApprovalNeed, Explanation, GateVerdict};
+pub use stage::Stage;
 
 /// Builds a [`Pipeline`]; every check happens in [`PipelineBuilder::build`].
-pub struct PipelineBuilder<M: Mode> {
+///
+/// `A` says whether an approval policy has been set ([`NoApprovals`] until
+/// [`approvals`](PipelineBuilder::approvals) is called, [`WithApprovals`] after): a delivery
+/// pipeline is built only with one, so a pipeline in which nobody may approve does not
+/// compile.
+///
+/// ```compile_fail,E0277
+/// use tollgate::prelude::*;
+/// // continuous delivery needs a person to approve: no policy, no pipeline
+/// let _ = Pipeline::<Delivery>::builder("web").build();
+/// ```
+pub struct PipelineBuilder<M: Mode, A = NoApprovals> {
     name: String,
     stages: Vec<Stage>,
     default_executor: Option<Arc<dyn Executor>>,
@@ -167,36 +58,66 @@ pub struct PipelineBuilder<M: Mode> {
     clock: Arc<dyn Clock>,
     staging: Option<Environment>,
     production: Option<Environment>,
-    approvals: Approvals,
-    _mode: PhantomData<fn() -> M>,
+    approvals: Option<Approvals>,
+    _mode: PhantomData<fn() -> (M, A)>,
+}
+
+/// The builder state of a pipeline with no approval policy yet: a deployment pipeline can be
+/// built in it, a delivery pipeline cannot.
+#[derive(Debug)]
+pub enum NoApprovals {}
+
+/// The builder state of a pipeline with an approval policy: what a delivery pipeline needs.
+#[derive(Debug)]
+pub enum WithApprovals {}
+
+/// Whether a pipeline builder in approval state `Self` may build a pipeline in mode `M`:
+/// deployment pipelines take no approval policy, delivery pipelines need one.
+#[diagnostic::on_unimplemented(
+    message = "this pipeline cannot be built yet: a Delivery pipeline needs an approval policy (a person approves every release), a Deployment pipeline takes none",
+    label = "this builder has no approval policy",
+    note = "set who may approve before building: `.approvals(ApprovalPolicy::any_of([\"rita\", \"sam\"])?)`",
+    note = "for a pipeline that ships on its automated gates alone, use `Pipeline::<Deployment>::builder`"
+)]
+pub trait ApprovalsFor<M: Mode>: sealed::Sealed {}
+impl ApprovalsFor<Deployment> for NoApprovals {}
+impl ApprovalsFor<Delivery> for WithApprovals {}
+
+mod sealed {
+    /// Seals [`ApprovalsFor`](super::ApprovalsFor): the two builder states are tollgate's.
+    pub trait Sealed {}
+    impl Sealed for super::NoApprovals {}
+    impl Sealed for super::WithApprovals {}
 }
 
 /// A delivery pipeline's approval policies (a default and per-environment ones) and the
 /// directory that resolves their groups.
 #[derive(Clone)]
 struct Approvals {
-    default: Option<ApprovalPolicy>,
+    default: ApprovalPolicy,
     per_environment: BTreeMap<EnvironmentName, ApprovalPolicy>,
     directory: Arc<dyn Directory>,
 }
 
 impl Approvals {
-    fn new() -> Self {
+    /// What a deployment pipeline holds: a policy without rules (which is never met) and no
+    /// groups. No method of a deployment pipeline reads it.
+    fn none() -> Self {
         Approvals {
-            default: None,
+            default: ApprovalPolicy::new(),
             per_environment: BTreeMap::new(),
             directory: Arc::new(NoGroups),
         }
     }
 
-    fn for_environment(&self, environment: &EnvironmentName) -> Option<&ApprovalPolicy> {
+    fn for_environment(&self, environment: &EnvironmentName) -> &ApprovalPolicy {
         self.per_environment
             .get(environment)
-            .or(self.default.as_ref())
+            .unwrap_or(&self.default)
     }
 }
 
-impl<M: Mode> fmt::Debug for PipelineBuilder<M> {
+impl<M: Mode, A> fmt::Debug for PipelineBuilder<M, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PipelineBuilder")
             .field("name", &self.name)
@@ -206,7 +127,7 @@ impl<M: Mode> fmt::Debug for PipelineBuilder<M> {
     }
 }
 
-impl<M: Mode> PipelineBuilder<M> {
+impl<M: Mode, A> PipelineBuilder<M, A> {
     /// Adds a stage.
     #[must_use]
     pub fn stage(mut self, stage: Stage) -> Self {
@@ -259,7 +180,7 @@ impl<M: Mode> PipelineBuilder<M> {
         mut self,
         environment: impl Into<String>,
         gate: impl Gate + 'static,
-    ) -> Result<Self> {
+    ) -> Result<Self, crate::id::IdError> {
         let environment = EnvironmentName::new(environment)?;
         self.environment_gates.push((environment, Box::new(gate)));
         Ok(self)
@@ -296,9 +217,13 @@ impl<M: Mode> PipelineBuilder<M> {
 
     /// Validates everything and builds the pipeline: the name, the graph (see
     /// [`StageGraphBuilder::build`](crate::graph::StageGraphBuilder::build)), every step
-    /// non-empty, every stage with an executor, and in delivery mode an approval policy.
-    pub fn build(self) -> Result<Pipeline<M>> {
-        let name = crate::name::check("pipeline name", self.name)?;
+    /// non-empty and every stage with an executor. That a delivery pipeline has an approval
+    /// policy is checked by the compiler (see [`ApprovalsFor`]).
+    pub fn build(self) -> Result<Pipeline<M>>
+    where
+        A: ApprovalsFor<M>,
+    {
+        let name = PipelineName::new(self.name)?;
         let mut graph = StageGraph::builder();
         let mut executors = Vec::with_capacity(self.stages.len());
         for stage in self.stages {
@@ -318,16 +243,14 @@ impl<M: Mode> PipelineBuilder<M> {
             graph = graph.require_step(step);
         }
         let graph = graph.build()?;
-        let default_env = |n: &str| Environment::new(n);
+        let staging = match self.staging {
+            Some(e) => e,
+            None => Environment::new("staging")?,
+        };
         let production = match self.production {
             Some(e) => e,
-            None => default_env("production")?,
+            None => Environment::new("production")?,
         };
-        if M::KIND == crate::release::ModeKind::Delivery
-            && self.approvals.for_environment(production.name()).is_none()
-        {
-            return Err(Error::MissingApprovalPolicy { pipeline: name });
-        }
         Ok(Pipeline {
             name,
             graph,
@@ -336,19 +259,34 @@ impl<M: Mode> PipelineBuilder<M> {
             environment_gates: self.environment_gates,
             engine: self.engine,
             clock: self.clock,
-            staging: match self.staging {
-                Some(e) => e,
-                None => default_env("staging")?,
-            },
+            staging,
             production,
-            approvals: self.approvals,
+            approvals: self.approvals.unwrap_or_else(Approvals::none),
             _mode: PhantomData,
         })
     }
+
+    /// The same builder in approval state `B`.
+    fn into_state<B>(self) -> PipelineBuilder<M, B> {
+        PipelineBuilder {
+            name: self.name,
+            stages: self.stages,
+            default_executor: self.default_executor,
+            gates: self.gates,
+            environment_gates: self.environment_gates,
+            engine: self.engine,
+            clock: self.clock,
+            staging: self.staging,
+            production: self.production,
+            approvals: self.approvals,
+            _mode: PhantomData,
+        }
+    }
 }
 
-impl PipelineBuilder<Delivery> {
-    /// Sets who may approve releases for production. Required in delivery mode, and only
+impl PipelineBuilder<Delivery, NoApprovals> {
+    /// Sets who may approve releases (for every environment without a policy of its own, see
+    /// [`approvals_for`](PipelineBuilder::approvals_for)). Required in delivery mode, and only
     /// available there:
     ///
     /// ```compile_fail,E0599
@@ -357,15 +295,21 @@ impl PipelineBuilder<Delivery> {
     /// let _ = Pipeline::<Deployment>::builder("web").approvals(policy); // no people in deployment mode
     /// ```
     #[must_use]
-    pub fn approvals(mut self, policy: ApprovalPolicy) -> Self {
-        self.approvals.default = Some(policy);
-        self
+    pub fn approvals(mut self, policy: ApprovalPolicy) -> PipelineBuilder<Delivery, WithApprovals> {
+        self.approvals = Some(Approvals {
+            default: policy,
+            per_environment: BTreeMap::new(),
+            directory: Arc::new(NoGroups),
+        });
+        self.into_state()
     }
+}
 
+impl PipelineBuilder<Delivery, WithApprovals> {
     /// Sets a policy for approvals aimed at `environment`, instead of the default one.
     ///
     /// ```
-    /// use tollgate::gate::{ApprovalPolicy, Rule};
+    /// use tollgate::approval::{ApprovalPolicy, Rule};
     /// use tollgate::prelude::*;
     ///
     /// let builder = Pipeline::<Delivery>::builder("web")
@@ -381,9 +325,11 @@ impl PipelineBuilder<Delivery> {
         mut self,
         environment: impl Into<String>,
         policy: ApprovalPolicy,
-    ) -> Result<Self> {
+    ) -> Result<Self, crate::id::IdError> {
         let environment = EnvironmentName::new(environment)?;
-        self.approvals.per_environment.insert(environment, policy);
+        if let Some(approvals) = &mut self.approvals {
+            approvals.per_environment.insert(environment, policy);
+        }
         Ok(self)
     }
 
@@ -391,19 +337,23 @@ impl PipelineBuilder<Delivery> {
     /// there are no groups: only people named directly may approve).
     #[must_use]
     pub fn directory(mut self, directory: impl Directory + 'static) -> Self {
-        self.approvals.directory = Arc::new(directory);
+        if let Some(approvals) = &mut self.approvals {
+            approvals.directory = Arc::new(directory);
+        }
         self
     }
 }
 
 /// What runs one stage: its executor and, when set, the predicate deciding which failures
 /// are retried.
-type StageRunner = (Arc<dyn Executor>, Option<Arc<RetryPredicate>>);
+type StageRunner = (
+    Arc<dyn Executor>,
+    Option<Arc<crate::engine::RetryPredicate>>,
+);
 
-/// A validated pipeline in mode `M` ([`Delivery`] or
-/// [`Deployment`](crate::release::Deployment)).
+/// A validated pipeline in mode `M` ([`Delivery`] or [`Deployment`]).
 pub struct Pipeline<M: Mode> {
-    name: String,
+    name: PipelineName,
     graph: StageGraph,
     /// One executor and retry predicate per stage, indexed like the graph's stages.
     executors: Vec<StageRunner>,
@@ -413,6 +363,8 @@ pub struct Pipeline<M: Mode> {
     clock: Arc<dyn Clock>,
     staging: Environment,
     production: Environment,
+    /// A delivery pipeline's policies (the builder's type sees that it was given one); a
+    /// deployment pipeline holds [`Approvals::none`].
     approvals: Approvals,
     _mode: PhantomData<fn() -> M>,
 }
@@ -432,7 +384,7 @@ impl<M: Mode> fmt::Debug for Pipeline<M> {
 
 impl<M: Mode> Pipeline<M> {
     /// Starts building a pipeline called `name`.
-    pub fn builder(name: impl Into<String>) -> PipelineBuilder<M> {
+    pub fn builder(name: impl Into<String>) -> PipelineBuilder<M, NoApprovals> {
         PipelineBuilder {
             name: name.into(),
             stages: Vec::new(),
@@ -443,28 +395,14 @@ impl<M: Mode> Pipeline<M> {
             clock: Arc::new(SystemClock),
             staging: None,
             production: None,
-            approvals: Approvals::new(),
+            approvals: None,
             _mode: PhantomData,
         }
     }
 
-    /// Starts a release `id` of `revision`. It is headed for the production environment.
-    pub fn start(&self, id: impl Into<String>, revision: Revision) -> Result<Release<Commit, M>> {
-        let any = AnyRelease::new(
-            ReleaseId::new(id)?,
-            self.name.clone(),
-            M::KIND,
-            revision,
-            self.clock.now(),
-            self.staging.clone(),
-            self.production.clone(),
-        );
-        Ok(Release::from_any_unchecked(any))
-    }
-
     /// The pipeline's name.
     #[must_use]
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &PipelineName {
         &self.name
     }
 
@@ -502,7 +440,7 @@ impl<M: Mode> Pipeline<M> {
     /// [`CancelHandle`](crate::engine::CancelHandle)): running stages stop, finally stages
     /// run, and the move fails with the release handed back.
     #[must_use]
-    pub fn cancel_handle(&self) -> crate::engine::CancelHandle {
+    pub fn cancel_handle(&self) -> CancelHandle {
         self.engine.cancel_handle()
     }
 
@@ -528,7 +466,7 @@ impl<M: Mode> Pipeline<M> {
     ///     .approvals(ApprovalPolicy::any_of(["rita"])?)
     ///     .build()?;
     /// # let built = pipeline.start("r1", Revision::new("4f2a9c1", "dana")?)?.build(&pipeline).await?;
-    /// # let artifact = built.artifact().cloned().unwrap();
+    /// # let artifact = built.artifact().clone();
     /// # let staged = built.test(&pipeline, &artifact).await?.stage(&pipeline, &artifact).await?;
     /// let why = pipeline.explain(staged.record(), None).await;
     /// assert!(!why.is_ready());
@@ -536,52 +474,28 @@ impl<M: Mode> Pipeline<M> {
     /// println!("{why}");
     /// # Ok(()) }) }
     /// ```
-    pub async fn explain(
-        &self,
-        release: &AnyRelease,
-        ballot: Option<&Ballot>,
-    ) -> crate::gate::Explanation {
-        use crate::release::StateName;
+    pub async fn explain(&self, release: &AnyRelease, ballot: Option<&Ballot>) -> Explanation {
         let now = self.clock.now();
-        let next = match release.state() {
-            StateName::Commit => Some(Move::Build),
-            StateName::Built => Some(Move::Test),
-            StateName::Tested => Some(Move::Stage),
-            StateName::Staged => Some(Move::Approve),
-            StateName::Approved => Some(Move::Deploy),
-            StateName::Deployed => None,
-        };
-        let environment = match next {
-            Some(Move::Stage) => Some(release.staging()),
-            Some(_) => Some(release.target()),
-            None => None,
-        };
+        let next = release.state().next_move();
+        let environment = next.map(|mv| release.aimed_at(mv));
         let gates = match (next, environment) {
             (Some(mv), Some(environment)) => self
                 .evaluate_gates(release, mv, environment, now, false)
                 .await
                 .into_iter()
-                .map(|(gate, verdict)| crate::gate::GateVerdict { gate, verdict })
+                .map(|(gate, verdict)| GateVerdict { gate, verdict })
                 .collect(),
             _ => Vec::new(),
         };
-        let approval = (M::KIND == crate::release::ModeKind::Delivery
-            && next == Some(Move::Approve))
-        .then(|| {
-            let policy = self.approvals.for_environment(release.target().name());
-            crate::gate::ApprovalNeed {
-                rules: policy
-                    .map(|p| p.rules().iter().map(ToString::to_string).collect())
-                    .unwrap_or_default(),
-                progress: match (policy, ballot) {
-                    (Some(policy), Some(ballot)) => {
-                        Some(policy.progress(ballot, &*self.approvals.directory, now))
-                    }
-                    _ => None,
-                },
+        let approval = (M::KIND == ModeKind::Delivery && next == Some(Move::Approve)).then(|| {
+            let approvals = &self.approvals;
+            let policy = approvals.for_environment(release.target().name());
+            ApprovalNeed {
+                rules: policy.rules().iter().map(ToString::to_string).collect(),
+                progress: ballot.map(|b| policy.progress(b, &*approvals.directory, now)),
             }
         });
-        crate::gate::Explanation {
+        Explanation {
             release: release.id().clone(),
             state: release.state(),
             mode: release.mode(),
@@ -600,7 +514,7 @@ impl<M: Mode> Pipeline<M> {
         mv: Move,
         environment: &'a EnvironmentName,
     ) -> impl Iterator<Item = &'a BoxGate> + 'a {
-        let deploys = matches!(mv, Move::Stage | Move::Deploy);
+        let deploys = mv.deploys();
         self.gates
             .iter()
             .filter(move |(m, _)| *m == mv)
@@ -620,7 +534,7 @@ impl<M: Mode> Pipeline<M> {
         release: &AnyRelease,
         mv: Move,
         environment: &Environment,
-        now: crate::time::Timestamp,
+        now: Timestamp,
         report: bool,
     ) -> Vec<(String, Verdict)> {
         let ctx = GateContext::new(release, mv, environment, now);
@@ -632,7 +546,7 @@ impl<M: Mode> Pipeline<M> {
             .map(|(gate, verdict)| {
                 let name = gate.name().into_owned();
                 if report {
-                    self.engine.emit(|| crate::engine::Event::GateEvaluated {
+                    self.engine.emit(|| Event::GateEvaluated {
                         release: release.id().clone(),
                         mv,
                         gate: name.clone(),
@@ -650,17 +564,19 @@ impl<M: Mode> Pipeline<M> {
         release: &AnyRelease,
         step: Step,
         environment: &Environment,
+        cancel: &CancelHandle,
     ) -> StepReport {
         let prior = release.outputs();
         let run = StepRun {
             graph: &self.graph,
             step,
             release: release.id(),
-            revision: release.revision(),
+            revision: &release.revision().id,
             artifact: release.artifact(),
-            environment: matches!(step, Step::Stage | Step::Deploy).then_some(environment),
+            environment: step.deploys().then_some(environment),
             prior_outputs: &prior,
             clock: &*self.clock,
+            cancel: Some(cancel),
         };
         let executors = &self.executors;
         let hooks = |i: usize| {
@@ -676,12 +592,8 @@ impl<M: Mode> Pipeline<M> {
 
 impl Pipeline<Delivery> {
     /// The policy that applies to `request`, by its environment.
-    fn policy_for(&self, request: &ApprovalRequest) -> Result<&ApprovalPolicy> {
-        self.approvals
-            .for_environment(&request.environment)
-            .ok_or_else(|| Error::MissingApprovalPolicy {
-                pipeline: self.name.clone(),
-            })
+    fn policy_for(&self, request: &ApprovalRequest) -> &ApprovalPolicy {
+        self.approvals.for_environment(&request.environment)
     }
 
     /// Records `person`'s `decision` on the ballot, with their `reason`, at the pipeline
@@ -694,7 +606,7 @@ impl Pipeline<Delivery> {
     ///
     /// ```
     /// # use tollgate::prelude::*;
-    /// # use tollgate::gate::{Ballot, Decision, Groups, Rule};
+    /// # use tollgate::approval::{Ballot, Decision, Groups, Rule};
     /// # use tollgate::executor::from_fn;
     /// # fn main() -> Result<(), tollgate::Error> { futures::executor::block_on(async {
     /// # let ok = || from_fn(|_| Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes("app", b"app"))));
@@ -713,7 +625,7 @@ impl Pipeline<Delivery> {
     ///     )
     ///     .build()?;
     /// # let built = pipeline.start("r1", Revision::new("4f2a9c1", "dana")?)?.build(&pipeline).await?;
-    /// # let artifact = built.artifact().cloned().unwrap();
+    /// # let artifact = built.artifact().clone();
     /// # let staged = built.test(&pipeline, &artifact).await?.stage(&pipeline, &artifact).await?;
     /// let mut ballot = Ballot::new(staged.approval_request());
     /// pipeline.vote(&mut ballot, "rita", Decision::Approve, "release notes checked")?;
@@ -737,7 +649,7 @@ impl Pipeline<Delivery> {
         reason: &str,
     ) -> Result<Progress> {
         let person = Person::new(person)?;
-        let policy = self.policy_for(ballot.request())?;
+        let policy = self.policy_for(ballot.request());
         policy.check_voter(
             &self.name,
             ballot.request(),
@@ -756,42 +668,32 @@ impl Pipeline<Delivery> {
     /// How far `ballot` has come under the policy for its environment, now: rule by rule,
     /// any rejection, and expired votes. Every vote is re-checked against the policy, the
     /// directory and the clock.
-    ///
-    /// # Panics
-    ///
-    /// Never: a delivery pipeline always has a policy for its production environment, and
-    /// ballots for other environments report that no rule is met.
     #[must_use]
     pub fn progress(&self, ballot: &Ballot) -> Progress {
-        match self.policy_for(ballot.request()) {
-            Ok(policy) => policy.progress(ballot, &*self.approvals.directory, self.clock.now()),
-            Err(_) => Progress {
-                rules: Vec::new(),
-                rejection: None,
-                expired: Vec::new(),
-            },
-        }
+        self.policy_for(ballot.request()).progress(
+            ballot,
+            &*self.approvals.directory,
+            self.clock.now(),
+        )
     }
 
     /// Issues the [`Approval`] capability for `ballot` when every rule of the policy is met
     /// and nobody it admits rejects; otherwise says what is missing
-    /// ([`Error::ApprovalIncomplete`]) or who rejected ([`Error::ApprovalRejected`]).
+    /// ([`ApprovalError::Incomplete`]) or who rejected ([`ApprovalError::Rejected`]).
     ///
     /// The approval expires when the earliest of the votes that made it would.
     pub fn issue(&self, ballot: &Ballot) -> Result<Approval> {
-        let policy = self.policy_for(ballot.request())?;
+        let policy = self.policy_for(ballot.request());
         if ballot.request().pipeline != self.name {
-            return Err(Error::ApprovalMismatch {
+            return Err(ApprovalError::Mismatch {
                 // The ballot's latest voter, for the message; the ballot is refused whoever
                 // voted.
-                approver: ballot
-                    .votes()
-                    .last()
-                    .map_or_else(|| "nobody".to_owned(), |v| v.person.to_string()),
+                approver: ballot.votes().last().map(|v| v.person.clone()),
                 field: "pipeline",
-                approved: ballot.request().pipeline.clone(),
-                actual: self.name.clone(),
-            });
+                approved: ballot.request().pipeline.to_string(),
+                actual: self.name.to_string(),
+            }
+            .into());
         }
         let record = policy.complete(ballot, &*self.approvals.directory, self.clock.now())?;
         Ok(Approval::new(ballot.request().clone(), record))
@@ -801,7 +703,10 @@ impl Pipeline<Delivery> {
     /// and issues the [`Approval`] capability if that alone meets the policy (as with
     /// [`ApprovalPolicy::any_of`]). For policies that need several people, collect votes on
     /// a [`Ballot`] with [`Pipeline::vote`] and call [`Pipeline::issue`].
-    pub fn approve(
+    ///
+    /// The pipeline signs off (issues an approval); the release is approved when it uses one
+    /// ([`Release::approve`](crate::release::Release::approve)).
+    pub fn sign_off(
         &self,
         request: &ApprovalRequest,
         approver: &str,
@@ -813,14 +718,8 @@ impl Pipeline<Delivery> {
     }
 
     /// The approval policy for the production environment.
-    ///
-    /// # Panics
-    ///
-    /// Never: a delivery pipeline cannot be built without one.
     #[must_use]
     pub fn approval_policy(&self) -> &ApprovalPolicy {
-        self.approvals
-            .for_environment(self.production.name())
-            .expect("a delivery pipeline always has a production approval policy: checked at build")
+        self.approvals.for_environment(self.production.name())
     }
 }

@@ -1,84 +1,64 @@
-//! [`AnyRelease`], the runtime and serde form of a release in any state and mode, and the
-//! [`Revision`] a release starts from.
+//! The serde form of a release: [`AnyRelease`] (what a bot stores and reloads, in any state
+//! and mode), the [`Revision`] it starts from, and the records of what was decided on the way
+//! ([`GateRecord`], [`ApprovalRecord`], [`Signoff`]).
+//!
+//! A record is plain data: it reads and displays, and gates and approval policies look at a
+//! release through it. It is never trusted as it stands: the typed
+//! [`Release`](crate::release::Release) comes back from a record only through checks that
+//! re-derive it ([`RecordError`] says what did not fit).
+
+mod decision;
+mod revision;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Mode, ModeKind, Release, State, StateName};
-use crate::artifact::ArtifactRef;
+use crate::artifact::{ArtifactError, ArtifactRef};
 use crate::engine::StepReport;
 use crate::environment::Environment;
-use crate::error::{Error, Result};
 use crate::executor::{Outputs, StageStatus};
-use crate::gate::{ApprovalRecord, GateRecord};
-use crate::graph::{StageId, Step};
-use crate::name::{Person, ReleaseId};
+use crate::id::{PipelineName, ReleaseId, StageId};
+use crate::lifecycle::{Aim, ModeKind, Move, StateName, Step};
 use crate::time::Timestamp;
 
-/// The source revision a release is built from: a commit id and its author.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Revision {
-    /// The commit id (a SHA, a tag, a change number).
-    pub id: String,
-    /// Who wrote the change; by default they may not approve it.
-    pub author: Person,
-    /// The commit message's first line, for reports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Who triggered the pipeline for it (merged it, pressed "run"), when known; by default
-    /// they may not approve it either.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub triggered_by: Option<Person>,
-}
+pub use decision::{ApprovalRecord, GateRecord, Signoff};
+pub use revision::Revision;
 
-impl Revision {
-    /// A revision `id` written by `author`.
-    ///
-    /// ```
-    /// use tollgate::release::Revision;
-    /// let rev = Revision::new("4f2a9c1", "dana")?.message("Add checkout flow");
-    /// assert_eq!(rev.author, "dana");
-    /// # Ok::<(), tollgate::Error>(())
-    /// ```
-    pub fn new(id: impl Into<String>, author: impl Into<String>) -> Result<Self> {
-        let id = id.into();
-        if id.trim().is_empty() {
-            return Err(Error::InvalidName {
-                what: "revision id",
-                value: id,
-                reason: "it may not be empty or blank",
-            });
-        }
-        Ok(Revision {
-            id,
-            author: Person::new(author)?,
-            message: None,
-            triggered_by: None,
-        })
-    }
-
-    /// Sets the message.
-    #[must_use]
-    pub fn message(mut self, text: impl Into<String>) -> Self {
-        self.message = Some(text.into());
-        self
-    }
-
-    /// Records who triggered the pipeline for this revision.
-    ///
-    /// ```
-    /// use tollgate::release::{Person, Revision};
-    /// let rev = Revision::new("4f2a9c1", "dana")?.triggered_by(Person::new("merge-bot")?);
-    /// assert_eq!(rev.triggered_by.unwrap(), "merge-bot");
-    /// # Ok::<(), tollgate::Error>(())
-    /// ```
-    #[must_use]
-    pub fn triggered_by(mut self, person: Person) -> Self {
-        self.triggered_by = Some(person);
-        self
-    }
+/// A stored release that does not fit what it is loaded as, or contradicts itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// A stored release is in another state than the one asked for.
+    #[error("release `{release}` is {found}, not {expected}")]
+    WrongState {
+        /// The release.
+        release: ReleaseId,
+        /// The state asked for.
+        expected: StateName,
+        /// The state it is in.
+        found: StateName,
+    },
+    /// A stored release runs in another mode than the one asked for.
+    #[error("release `{release}` runs in {found} mode, not {expected}")]
+    WrongMode {
+        /// The release.
+        release: ReleaseId,
+        /// The mode asked for.
+        expected: ModeKind,
+        /// The mode it has.
+        found: ModeKind,
+    },
+    /// A stored release record contradicts itself (for example an Approved delivery release
+    /// without an approval record).
+    #[error("release `{release}` is inconsistent: {reason}")]
+    Inconsistent {
+        /// The release.
+        release: ReleaseId,
+        /// What contradicts what.
+        reason: String,
+    },
 }
 
 /// A release in any state and mode: what a bot stores and reloads.
@@ -110,7 +90,7 @@ impl Revision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnyRelease {
     id: ReleaseId,
-    pipeline: String,
+    pipeline: PipelineName,
     mode: ModeKind,
     state: StateName,
     /// When the release entered `state` (for soak timers and gate timeouts).
@@ -135,7 +115,7 @@ impl AnyRelease {
     #[allow(clippy::too_many_arguments)] // Crate-internal constructor of a plain record.
     pub(crate) fn new(
         id: ReleaseId,
-        pipeline: String,
+        pipeline: PipelineName,
         mode: ModeKind,
         revision: Revision,
         created_at: Timestamp,
@@ -168,7 +148,7 @@ impl AnyRelease {
 
     /// The name of the pipeline that started it.
     #[must_use]
-    pub fn pipeline(&self) -> &str {
+    pub fn pipeline(&self) -> &PipelineName {
         &self.pipeline
     }
 
@@ -213,6 +193,16 @@ impl AnyRelease {
     #[must_use]
     pub fn target(&self) -> &Environment {
         &self.target
+    }
+
+    /// The environment a move of this release is aimed at (see [`Move::aim`]): staging for
+    /// the stage move, the target for every other one.
+    #[must_use]
+    pub fn aimed_at(&self, mv: Move) -> &Environment {
+        match mv.aim() {
+            Aim::Staging => &self.staging,
+            Aim::Target => &self.target,
+        }
     }
 
     /// Its artifact, once built.
@@ -290,7 +280,7 @@ impl AnyRelease {
     }
 
     /// The one artifact the build stages of `report` produced.
-    pub(crate) fn artifact_from(&self, report: &StepReport) -> Result<ArtifactRef> {
+    pub(crate) fn artifact_from(&self, report: &StepReport) -> Result<ArtifactRef, ArtifactError> {
         let mut found: Option<(&StageId, &ArtifactRef)> = None;
         for stage in &report.stages {
             let Some(artifact) = &stage.artifact else {
@@ -300,7 +290,7 @@ impl AnyRelease {
                 None => found = Some((&stage.id, artifact)),
                 Some((_, first)) if first.digest == artifact.digest => {}
                 Some((first_stage, first)) => {
-                    return Err(Error::ConflictingArtifacts {
+                    return Err(ArtifactError::Conflicting {
                         first_stage: first_stage.clone(),
                         first: first.digest.clone(),
                         second_stage: stage.id.clone(),
@@ -311,7 +301,7 @@ impl AnyRelease {
         }
         found
             .map(|(_, a)| a.clone())
-            .ok_or_else(|| Error::NoArtifact {
+            .ok_or_else(|| ArtifactError::Missing {
                 release: self.id.clone(),
             })
     }
@@ -341,10 +331,30 @@ impl AnyRelease {
         self.deployed_at = Some(at);
     }
 
+    /// Checks that the record is a release in `state` and `mode` whose parts agree with
+    /// that state: what a typed release is restored from.
+    pub(crate) fn check_as(&self, state: StateName, mode: ModeKind) -> Result<(), RecordError> {
+        if self.mode != mode {
+            return Err(RecordError::WrongMode {
+                release: self.id.clone(),
+                expected: mode,
+                found: self.mode,
+            });
+        }
+        if self.state != state {
+            return Err(RecordError::WrongState {
+                release: self.id.clone(),
+                expected: state,
+                found: self.state,
+            });
+        }
+        self.check_consistency()
+    }
+
     /// Checks that the record's parts agree with its state.
-    fn check_consistency(&self) -> Result<()> {
+    fn check_consistency(&self) -> Result<(), RecordError> {
         let inconsistent = |reason: String| {
-            Err(Error::InconsistentRecord {
+            Err(RecordError::Inconsistent {
                 release: self.id.clone(),
                 reason,
             })
@@ -357,13 +367,8 @@ impl AnyRelease {
                 if past_commit { "" } else { "not " }
             ));
         }
-        let needed = [
-            (StateName::Built, Step::Build),
-            (StateName::Tested, Step::Test),
-            (StateName::Staged, Step::Stage),
-            (StateName::Deployed, Step::Deploy),
-        ];
-        for (state, step) in needed {
+        for step in Step::ALL {
+            let state = step.reaches();
             let done = self.steps.iter().any(|r| r.step == step && r.succeeded());
             if self.state >= state && !done {
                 return inconsistent(format!(
@@ -405,34 +410,5 @@ impl AnyRelease {
             return inconsistent("only a deployed release has a deployment time".to_owned());
         }
         Ok(())
-    }
-}
-
-impl<S: State, M: Mode> From<Release<S, M>> for AnyRelease {
-    fn from(release: Release<S, M>) -> Self {
-        release.into_any()
-    }
-}
-
-impl<S: State, M: Mode> TryFrom<AnyRelease> for Release<S, M> {
-    type Error = Error;
-
-    fn try_from(any: AnyRelease) -> Result<Self> {
-        if any.mode != M::KIND {
-            return Err(Error::WrongMode {
-                release: any.id,
-                expected: M::KIND,
-                found: any.mode,
-            });
-        }
-        if any.state != S::NAME {
-            return Err(Error::WrongState {
-                release: any.id,
-                expected: S::NAME,
-                found: any.state,
-            });
-        }
-        any.check_consistency()?;
-        Ok(Release::from_any_unchecked(any))
     }
 }

@@ -5,10 +5,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Move, Progress, Verdict};
-use crate::environment::EnvironmentName;
-use crate::name::ReleaseId;
-use crate::release::{ModeKind, StateName};
+use crate::approval::Progress;
+use crate::id::{EnvironmentName, ReleaseId};
+use crate::lifecycle::{ModeKind, Move, StateName, Verdict};
 use crate::time::Timestamp;
 
 /// Why a release can or cannot take its next move, gate by gate. Made by

@@ -1,0 +1,69 @@
+//! The votes cast on one approval request: [`Decision`], [`Vote`], [`Ballot`].
+
+use serde::{Deserialize, Serialize};
+
+use super::ApprovalRequest;
+use crate::id::Person;
+use crate::time::Timestamp;
+
+/// A person's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Yes.
+    Approve,
+    /// "Changes requested": blocks the approval while it counts.
+    Reject,
+}
+
+/// One person's answer to an approval request, with their reason and the time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    /// Who.
+    pub person: Person,
+    /// What they said.
+    pub decision: Decision,
+    /// Why, in their words.
+    pub reason: String,
+    /// When (on the pipeline's clock).
+    pub at: Timestamp,
+}
+
+/// The votes cast on one approval request: what a bot stores between chat messages.
+///
+/// Votes are added with [`Pipeline::vote`](crate::pipeline::Pipeline::vote), which checks
+/// the voter, and counted by [`Pipeline::progress`](crate::pipeline::Pipeline::progress) and
+/// [`Pipeline::issue`](crate::pipeline::Pipeline::issue), which re-check every vote against
+/// the policy, the directory and the clock: a ballot edited by hand gains nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ballot {
+    request: ApprovalRequest,
+    votes: Vec<Vote>,
+}
+
+impl Ballot {
+    /// An empty ballot for `request`.
+    #[must_use]
+    pub fn new(request: ApprovalRequest) -> Self {
+        Ballot {
+            request,
+            votes: Vec::new(),
+        }
+    }
+
+    /// What is being decided.
+    #[must_use]
+    pub fn request(&self) -> &ApprovalRequest {
+        &self.request
+    }
+
+    /// Every vote cast, oldest first (a person's latest vote is the one that counts).
+    #[must_use]
+    pub fn votes(&self) -> &[Vote] {
+        &self.votes
+    }
+
+    pub(crate) fn push(&mut self, vote: Vote) {
+        self.votes.push(vote);
+    }
+}

@@ -1,0 +1,304 @@
+//! Every validated name of the crate, at the ground floor: [`ReleaseId`], [`PipelineName`],
+//! [`EnvironmentName`] and [`Person`] (non-empty, at most 256 bytes, no control characters),
+//! and [`StageId`] (a stricter alphabet, safe in diagrams and command lines), with the one
+//! error a bad name gives, [`IdError`].
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A name that is empty, too long or holds characters that are not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// The name is malformed.
+    #[error("invalid {what} `{value}`: {reason}")]
+    Invalid {
+        /// What the name is of (`person`, `stage id`, `release id`, …).
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+type Result<T, E = IdError> = std::result::Result<T, E>;
+
+/// The longest name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Checks a name: non-empty, not blank, at most [`MAX_NAME_LEN`] bytes, no control characters.
+pub(crate) fn check(what: &'static str, value: String) -> Result<String> {
+    let reason = if value.trim().is_empty() {
+        "it may not be empty or blank"
+    } else if value.len() > MAX_NAME_LEN {
+        "it may be at most 256 bytes long"
+    } else if value.chars().any(char::is_control) {
+        "it may not contain control characters"
+    } else {
+        return Ok(value);
+    };
+    Err(IdError::Invalid {
+        what,
+        value,
+        reason,
+    })
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            #[doc = concat!("Validates `value` as a ", $what, ".")]
+            pub fn new(value: impl Into<String>) -> Result<Self> {
+                check($what, value.into()).map($name)
+            }
+
+            /// The name as a string slice.
+            #[must_use]
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self> {
+                $name::new(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self> {
+                $name::new(s)
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = IdError;
+            fn try_from(s: &str) -> Result<Self> {
+                $name::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+name_type!(
+    /// The id of a release (`v1.4.2`, `shop#1289`), unique within its pipeline.
+    ReleaseId,
+    "release id"
+);
+
+name_type!(
+    /// The name of an environment (`staging`, `production`, `eu-west/prod`).
+    EnvironmentName,
+    "environment name"
+);
+
+name_type!(
+    /// The name of a pipeline (`shop`, `payments/api`): what releases, approvals and ballots are
+    /// bound to.
+    PipelineName,
+    "pipeline name"
+);
+
+name_type!(
+    /// A person (or a bot acting as one): an author, a trigger, an approver.
+    Person,
+    "person"
+);
+
+/// The longest stage id accepted, in bytes.
+pub const MAX_STAGE_ID_LEN: usize = 128;
+
+/// The id of a stage: non-empty, at most [`MAX_STAGE_ID_LEN`] bytes of ASCII letters, digits
+/// and `-`, `_`, `.`, `/`, `:`.
+///
+/// The restricted alphabet keeps ids safe to print in logs, Mermaid and DOT output and
+/// command lines without quoting surprises.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+// Shared, not owned: reports, events and inputs all hold ids, and a copy is then a
+// reference-count increment instead of an allocation.
+pub struct StageId(Arc<str>);
+
+impl StageId {
+    /// Validates `id` and wraps it.
+    ///
+    /// ```
+    /// use tollgate::id::StageId;
+    /// assert!(StageId::new("unit-tests").is_ok());
+    /// assert!(StageId::new("has space").is_err());
+    /// ```
+    pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
+        let id = id.into();
+        match check_id(&id) {
+            None => Ok(StageId(id.into())),
+            Some(reason) => Err(IdError::Invalid {
+                what: "stage id",
+                value: id,
+                reason,
+            }),
+        }
+    }
+
+    /// Wraps `id` without checking it; [`StageGraphBuilder::build`](crate::graph::StageGraphBuilder::build) checks it later.
+    pub(crate) fn unchecked(id: impl Into<String>) -> Self {
+        StageId(id.into().into())
+    }
+
+    /// Why this id is invalid, if it is.
+    pub(crate) fn problem(&self) -> Option<&'static str> {
+        check_id(&self.0)
+    }
+
+    /// The id as a string slice.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn check_id(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("a stage id may not be empty")
+    } else if id.len() > MAX_STAGE_ID_LEN {
+        Some("a stage id may be at most 128 bytes long")
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b':'))
+    {
+        Some("a stage id may contain only ASCII letters, digits and - _ . / :")
+    } else {
+        None
+    }
+}
+
+impl fmt::Display for StageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl AsRef<str> for StageId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for StageId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for StageId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        StageId::new(s)
+    }
+}
+
+impl TryFrom<String> for StageId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        StageId::new(s)
+    }
+}
+
+impl From<StageId> for String {
+    fn from(id: StageId) -> String {
+        id.0.as_ref().to_owned()
+    }
+}
+
+impl PartialEq<str> for StageId {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for StageId {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_reject_blank_long_and_control() {
+        assert!(Person::new("dana").is_ok());
+        for bad in ["", "   ", "a\nb"] {
+            let err = Person::new(bad).unwrap_err();
+            assert!(err.to_string().starts_with("invalid person"), "{err}");
+        }
+        assert!(ReleaseId::new("x".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn serde_validates() {
+        let ok: EnvironmentName = serde_json::from_str("\"production\"").unwrap();
+        assert_eq!(ok, "production");
+        assert!(serde_json::from_str::<EnvironmentName>("\"\"").is_err());
+    }
+}
