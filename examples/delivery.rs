@@ -26,8 +26,7 @@ async fn run() -> Result<(), Error> {
     println!("release {} of revision 4f2a9c1 by dana:", release.id());
 
     let built = release.build(&pipeline).await?;
-    let artifact = built
-        .artifact().clone();
+    let artifact = built.artifact().clone();
     common::moved("commit", "built", &artifact.digest);
     common::logs(built.record());
 
@@ -74,18 +73,14 @@ async fn run() -> Result<(), Error> {
         format!("by {} ({})", record.approver, record.reason),
     );
 
-    let live = approved
-        .deploy(&pipeline, &artifact, pipeline.production())
-        .await?;
+    let live = approved.deploy(&pipeline, &artifact).await?;
     common::moved("approved", "deployed", pipeline.production());
     common::logs(live.record());
 
     println!(
         "\n{} is live: the bytes tested are the bytes deployed ({})",
         live.id(),
-        live.artifact()
-            .map(|a| a.digest.short())
-            .unwrap_or_default()
+        live.artifact().digest.short()
     );
     Ok(())
 }

@@ -40,8 +40,7 @@ async fn run() -> Result<(), Error> {
     println!("release {} of revision 4f2a9c1 by dana:", release.id());
 
     let built = release.build(&pipeline).await?;
-    let artifact = built
-        .artifact().clone();
+    let artifact = built.artifact().clone();
     common::moved("commit", "built", &artifact.digest);
 
     let tested = built.test(&pipeline, &artifact).await?;
@@ -60,9 +59,7 @@ async fn run() -> Result<(), Error> {
         );
     }
 
-    let live = approved
-        .deploy(&pipeline, &artifact, pipeline.production())
-        .await?;
+    let live = approved.deploy(&pipeline, &artifact).await?;
     common::moved("approved", "deployed", pipeline.production());
     common::logs(live.record());
     println!("\n{} shipped with no human in the loop", live.id());

@@ -160,12 +160,7 @@ async fn stage(
     revision: Revision,
 ) -> Result<Release<Staged, Delivery>, tollgate::Error> {
     let built = pipeline.start(id, revision)?.build(pipeline).await?;
-    let artifact = built
-        .artifact()
-        .cloned()
-        .ok_or(tollgate::Error::NoArtifact {
-            release: built.id().clone(),
-        })?;
+    let artifact = built.artifact().clone();
     let tested = built.test(pipeline, &artifact).await?;
     Ok(tested.stage(pipeline, &artifact).await?)
 }
@@ -300,7 +295,7 @@ fn ship(pipeline: &Pipeline<Delivery>, held: &mut BTreeMap<String, Held>) {
                 continue;
             }
         };
-        let artifact = staged.artifact().cloned();
+        let artifact = staged.artifact().clone();
         let approved = match block_on(staged.approve(pipeline, approval)) {
             Ok(approved) => approved,
             Err(refused) => {
@@ -309,8 +304,7 @@ fn ship(pipeline: &Pipeline<Delivery>, held: &mut BTreeMap<String, Held>) {
                 continue;
             }
         };
-        let Some(artifact) = artifact else { continue };
-        match block_on(approved.deploy(pipeline, &artifact, pipeline.production())) {
+        match block_on(approved.deploy(pipeline, &artifact)) {
             Ok(live) => {
                 let record = live.record().approval().map(|a| {
                     a.signoffs

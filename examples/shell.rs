@@ -132,8 +132,7 @@ async fn run(work: &Path, transcript: &Transcript) -> Result<(), Box<dyn StdErro
     println!("release {} of revision 4f2a9c1 by dana:", release.id());
 
     let built = release.build(&pipeline).await?;
-    let reported = built
-        .artifact().clone();
+    let reported = built.artifact().clone();
     moved("commit", "built", &reported.digest);
     transcript.print();
 
@@ -161,9 +160,7 @@ async fn run(work: &Path, transcript: &Transcript) -> Result<(), Box<dyn StdErro
         );
     }
 
-    let live = approved
-        .deploy(&pipeline, &artifact, pipeline.production())
-        .await?;
+    let live = approved.deploy(&pipeline, &artifact).await?;
     moved("approved", "deployed", pipeline.production());
     transcript.print();
 

@@ -23,7 +23,14 @@ use crate::id::Person;
 use crate::time::Timestamp;
 
 mod private {
-    /// Seals [`State`](super::State) and [`Mode`](super::Mode): only tollgate defines them.
+    /// Seals [`State`](super::State), [`Mode`](super::Mode) and the mode capabilities: only
+    /// tollgate defines them.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be a release state or mode: tollgate's lifecycle is sealed",
+        label = "not one of tollgate's states or modes",
+        note = "the states are Commit, Built, Tested, Staged, Approved and Deployed; the modes are Delivery (a person approves) and Deployment (automated gates approve)",
+        note = "to model more environments or phases, configure the pipeline (environments, gates); the lifecycle itself is fixed"
+    )]
     pub trait Sealed {}
 }
 
@@ -194,6 +201,25 @@ impl fmt::Display for Step {
         f.write_str(self.as_str())
     }
 }
+
+/// A mode in which a person approves: [`Delivery`] only. Pipelines take approval policies and
+/// releases take an [`Approval`](crate::approval::Approval) only in such a mode.
+#[diagnostic::on_unimplemented(
+    message = "a {Self} pipeline takes no human approval: its automated gates approve (`auto_approve`); for a person to approve, use `Pipeline::<Delivery>`",
+    label = "continuous deployment ships on its automated gates alone",
+    note = "approval policies, `approval_request` and `approve` exist only in delivery mode, where a person must say yes before production"
+)]
+pub trait HumanApproval: Mode {}
+impl HumanApproval for Delivery {}
+
+/// A mode in which the automated gates approve: [`Deployment`] only.
+#[diagnostic::on_unimplemented(
+    message = "a {Self} release needs a person's approval: call `approve` with an `Approval`, or use `Pipeline::<Deployment>`",
+    label = "continuous delivery does not ship without a person",
+    note = "get the `Approval` from `pipeline.sign_off(&staged.approval_request(), \"rita\", \"why\")` or from a ballot with `pipeline.issue(&ballot)`"
+)]
+pub trait AutomaticApproval: Mode {}
+impl AutomaticApproval for Deployment {}
 
 /// A move of a release from one state to the next; gates attach to moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

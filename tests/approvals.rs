@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use support::{AUTHOR, block_on, clock, standard_stages};
+use tollgate::approval::{
+    ApprovalError, ApprovalPolicy, Ballot, Decision, Directory, Groups, Progress, Rule,
+};
 use tollgate::error::{Error, ErrorKind};
-use tollgate::approval::{ApprovalPolicy, Ballot, Decision, Directory, Groups, Progress, Rule};
+use tollgate::id::Person;
+use tollgate::lifecycle::StateName;
 use tollgate::prelude::*;
-use tollgate::release::{Person, StateName};
 use tollgate::time::ManualClock;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -120,7 +123,7 @@ fn every_rule_must_be_met_and_progress_says_what_is_missing() {
     );
     let refused = pipeline.issue(&ballot).unwrap_err();
     assert!(
-        matches!(&refused, Error::ApprovalIncomplete { waiting_for, .. } if waiting_for.contains("security 0 of 1")),
+        matches!(&refused, Error::Approval(ApprovalError::Incomplete { waiting_for, .. }) if waiting_for.contains("security 0 of 1")),
         "{refused:?}"
     );
     assert_eq!(refused.kind(), ErrorKind::Approval);
@@ -199,7 +202,10 @@ fn people_outside_every_rule_cannot_vote() {
     let error = pipeline
         .vote(&mut ballot, "mallory", Decision::Approve, "trust me")
         .unwrap_err();
-    assert!(matches!(error, Error::NotAnApprover { .. }), "{error:?}");
+    assert!(
+        matches!(error, Error::Approval(ApprovalError::NotAnApprover { .. })),
+        "{error:?}"
+    );
     assert!(ballot.votes().is_empty());
 }
 
@@ -213,12 +219,18 @@ fn author_and_triggerer_are_excluded_unless_relaxed_and_the_relaxation_is_record
     let author = strict
         .vote(&mut ballot, AUTHOR, Decision::Approve, "mine")
         .unwrap_err();
-    assert!(matches!(author, Error::SelfApproval { .. }), "{author:?}");
+    assert!(
+        matches!(author, Error::Approval(ApprovalError::SelfApproval { .. })),
+        "{author:?}"
+    );
     let trigger = strict
         .vote(&mut ballot, "merge-bot", Decision::Approve, "auto")
         .unwrap_err();
     assert!(
-        matches!(trigger, Error::TriggererApproval { .. }),
+        matches!(
+            trigger,
+            Error::Approval(ApprovalError::TriggererApproval { .. })
+        ),
         "{trigger:?}"
     );
     assert!(trigger.to_string().contains("merge-bot"), "{trigger}");
@@ -257,7 +269,7 @@ fn a_hand_edited_ballot_gains_nothing() {
     let forged: Ballot = serde_json::from_value(value).unwrap();
     let error = pipeline.issue(&forged).unwrap_err();
     assert!(
-        matches!(error, Error::ApprovalIncomplete { .. }),
+        matches!(error, Error::Approval(ApprovalError::Incomplete { .. })),
         "{error:?}"
     );
 }
@@ -290,7 +302,7 @@ fn a_rejection_closes_until_its_author_changes_their_mind() {
     );
     let error = pipeline.issue(&ballot).unwrap_err();
     assert!(
-        matches!(&error, Error::ApprovalRejected { person, reason } if person == "sam" && reason.contains("reversible")),
+        matches!(&error, Error::Approval(ApprovalError::Rejected { person, reason }) if person == "sam" && reason.contains("reversible")),
         "{error:?}"
     );
     pipeline
@@ -374,10 +386,10 @@ fn policies_can_differ_per_environment() {
     let staged = staged(&pipeline, "aaa", None);
     // The production policy applies, so rita alone is not enough.
     let error = pipeline
-        .approve(&staged.approval_request(), "rita", "ok")
+        .sign_off(&staged.approval_request(), "rita", "ok")
         .unwrap_err();
     assert!(
-        matches!(error, Error::ApprovalIncomplete { .. }),
+        matches!(error, Error::Approval(ApprovalError::Incomplete { .. })),
         "{error:?}"
     );
     assert_eq!(pipeline.approval_policy().rules().len(), 2);
@@ -394,7 +406,7 @@ fn a_policy_without_rules_and_a_ballot_for_an_unguarded_environment_are_never_me
     assert_eq!(progress.to_string(), "the policy has no rules");
     assert!(matches!(
         pipeline.issue(&ballot),
-        Err(Error::ApprovalIncomplete { .. })
+        Err(Error::Approval(ApprovalError::Incomplete { .. }))
     ));
 }
 
@@ -411,7 +423,10 @@ fn a_policy_that_cannot_be_met_is_refused() {
     ];
     for (rule, needle) in cases {
         let error = ApprovalPolicy::new().rule(rule).unwrap_err();
-        assert!(matches!(error, Error::InvalidGate { .. }), "{error:?}");
+        assert!(
+            matches!(error, ApprovalError::InvalidRule { .. }),
+            "{error:?}"
+        );
         assert!(
             error.to_string().contains(needle),
             "{error} should say {needle:?}"
@@ -608,7 +623,7 @@ fn the_release_is_approved_only_through_the_policy() {
         // Until the last vote, some rule is unmet and no approval is issued.
         assert!(matches!(
             pipeline.issue(&ballot),
-            Err(Error::ApprovalIncomplete { .. })
+            Err(Error::Approval(ApprovalError::Incomplete { .. }))
         ));
         pipeline
             .vote(&mut ballot, person, Decision::Approve, "ok")
@@ -646,7 +661,7 @@ proptest! {
         let approval = pipeline.issue(&ballot).unwrap();
         let refused = block_on(staged.approve(&pipeline, approval)).unwrap_err();
         prop_assert!(
-            matches!(refused.error(), Error::ApprovalMismatch { .. }),
+            matches!(refused.error(), Error::Approval(ApprovalError::Mismatch { .. })),
             "{:?}",
             refused.error()
         );

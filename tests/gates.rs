@@ -10,9 +10,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use support::{START, block_on, clock, deployment, staged, standard_stages};
 use tollgate::error::Error;
-use tollgate::gate::{self, BoxGate, Gate, GateContext, GateExt, Move, Verdict};
+use tollgate::gate::{self, BoxGate, Gate, GateContext, GateError, GateExt, Move, Verdict};
+use tollgate::lifecycle::StateName;
 use tollgate::prelude::*;
-use tollgate::release::StateName;
 use tollgate::time::{Clock, Timestamp};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -39,11 +39,11 @@ fn a_soak_gate_opens_exactly_when_its_time_is_up() {
     clock.set(Timestamp::from_millis(deadline.as_millis() - 1));
     let refused = block_on(staged.auto_approve(&pipeline)).unwrap_err();
     match refused.error() {
-        Error::GatePending {
+        Error::Gate(GateError::Pending {
             gate,
             waiting_for,
             until,
-        } => {
+        }) => {
             assert_eq!(gate, "soak 30m");
             assert!(waiting_for.contains("30m in staged"), "{waiting_for}");
             assert_eq!(*until, Some(deadline));
@@ -88,7 +88,7 @@ fn a_timeout_turns_pending_into_closed_at_its_deadline() {
     clock.advance(59 * MINUTE);
     let refused = block_on(staged.auto_approve(&pipeline)).unwrap_err();
     assert!(
-        matches!(refused.error(), Error::GatePending { until: Some(u), .. } if *u == deadline),
+        matches!(refused.error(), Error::Gate(GateError::Pending { until: Some(u), .. }) if *u == deadline),
         "{:?}",
         refused.error()
     );
@@ -97,7 +97,7 @@ fn a_timeout_turns_pending_into_closed_at_its_deadline() {
     clock.set(deadline);
     let refused = block_on(staged.auto_approve(&pipeline)).unwrap_err();
     match refused.error() {
-        Error::GateClosed { gate, reason } => {
+        Error::Gate(GateError::Closed { gate, reason }) => {
             assert_eq!(gate, "canary-analysis");
             assert_eq!(reason, "gave up after 1h waiting for enough samples");
         }
@@ -296,7 +296,7 @@ fn gates_can_be_shared_between_pipelines() {
     let refused_b = block_on(staged_b.auto_approve(&b)).unwrap_err();
     for refused in [refused_a.error(), refused_b.error()] {
         assert!(
-            matches!(refused, Error::GatePending { gate, .. } if gate == "soak 10m"),
+            matches!(refused, Error::Gate(GateError::Pending { gate, .. }) if gate == "soak 10m"),
             "{refused:?}"
         );
     }
@@ -422,10 +422,9 @@ fn an_override_needs_a_person_and_a_reason_and_is_recorded() {
     let (staged, artifact) = staged(&pipeline, "r1", "aaa");
     let approved = block_on(staged.auto_approve(&pipeline)).unwrap();
     clock.set(Timestamp::from_millis(FRIDAY_1400_UTC + HOUR_MS));
-    let refused =
-        block_on(approved.deploy(&pipeline, &artifact, pipeline.production())).unwrap_err();
+    let refused = block_on(approved.deploy(&pipeline, &artifact)).unwrap_err();
     assert!(
-        matches!(refused.error(), Error::GatePending { .. }),
+        matches!(refused.error(), Error::Gate(GateError::Pending { .. })),
         "{:?}",
         refused.error()
     );
@@ -444,7 +443,7 @@ fn an_override_needs_a_person_and_a_reason_and_is_recorded() {
     overrides
         .grant(approved.id(), "rita", "payment outage hotfix", until)
         .unwrap();
-    let live = block_on(approved.deploy(&pipeline, &artifact, pipeline.production())).unwrap();
+    let live = block_on(approved.deploy(&pipeline, &artifact)).unwrap();
     let last = live.record().gates().last().unwrap();
     assert_eq!(last.gate, "change-windows");
     assert_eq!(
@@ -488,7 +487,7 @@ fn an_override_ends_at_its_time_and_is_then_dropped() {
 #[test]
 fn malformed_windows_are_refused_with_what_is_wrong() {
     let base = || gate::ChangeWindows::new("w", "+01:00").unwrap();
-    let cases: Vec<(tollgate::Result<gate::ChangeWindows>, &str)> = vec![
+    let cases: Vec<(Result<gate::ChangeWindows, GateError>, &str)> = vec![
         (gate::ChangeWindows::new("w", "CET"), "UTC offset"),
         (
             base().deny_weekly("x", "Friday 16:00", "Mon 08:00"),
@@ -509,7 +508,7 @@ fn malformed_windows_are_refused_with_what_is_wrong() {
     ];
     for (result, needle) in cases {
         let error = result.unwrap_err();
-        assert!(matches!(error, Error::InvalidGate { .. }), "{error:?}");
+        assert!(matches!(error, GateError::Invalid { .. }), "{error:?}");
         assert!(
             error.to_string().contains(needle),
             "{error} should say {needle:?}"
@@ -654,7 +653,7 @@ fn the_test_results_gate_reads_the_release_record() {
             .stage(Stage::build("compile").run(support::compile()))
             .stage(Stage::test("unit").after("compile").retry(
                 tollgate::engine::RetryPolicy::attempts(2).backoff(
-                    tollgate::graph::Backoff::Fixed {
+                    tollgate::engine::Backoff::Fixed {
                         delay: Duration::ZERO,
                     },
                 ),
@@ -671,7 +670,7 @@ fn the_test_results_gate_reads_the_release_record() {
     let (staged, _) = staged(&pipeline, "r1", "aaa");
     let refused = block_on(staged.auto_approve(&pipeline)).unwrap_err();
     assert!(
-        matches!(refused.error(), Error::GateClosed { gate, reason }
+        matches!(refused.error(), Error::Gate(GateError::Closed { gate, reason })
             if gate == "test-results" && reason == "1 test stages passed only on a retry (unit), at most 0 allowed"),
         "{:?}",
         refused.error()
@@ -717,16 +716,12 @@ fn environment_gates_guard_deployments_into_their_environment_and_every_verdict_
         Some(approved.record().entered_at().saturating_add(30 * MINUTE))
     );
 
-    let refused =
-        block_on(approved.deploy(&pipeline, &artifact, pipeline.production())).unwrap_err();
-    assert!(matches!(refused.error(), Error::GatePending { gate, .. } if gate == "soak 30m"));
+    let refused = block_on(approved.deploy(&pipeline, &artifact)).unwrap_err();
+    assert!(
+        matches!(refused.error(), Error::Gate(GateError::Pending { gate, .. }) if gate == "soak 30m")
+    );
     clock.advance(30 * MINUTE);
-    let live = block_on(
-        refused
-            .into_release()
-            .deploy(&pipeline, &artifact, pipeline.production()),
-    )
-    .unwrap();
+    let live = block_on(refused.into_release().deploy(&pipeline, &artifact)).unwrap();
     let gate_events: Vec<(String, bool)> = log
         .events()
         .into_iter()

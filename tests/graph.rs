@@ -6,8 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tollgate::Error;
-use tollgate::graph::{StageGraph, StageGraphBuilder, StageSpec, Step};
+use tollgate::graph::{GraphError, StageGraph, StageGraphBuilder, StageSpec, Step};
 
 const HUGE: usize = 1_000_000;
 
@@ -92,7 +91,7 @@ fn million_stage_cycle_is_reported_whole() {
     let err = chain(HUGE, Some(&stage_name(HUGE - 1)))
         .build()
         .unwrap_err();
-    let Error::Cycle { stages } = err else {
+    let GraphError::Cycle { stages } = err else {
         panic!("expected a cycle, got {err:?}");
     };
     assert_eq!(stages.len(), HUGE);
@@ -271,7 +270,7 @@ proptest! {
         });
 
         let err = StageGraph::builder().stages(specs).build().unwrap_err();
-        let Error::Cycle { stages } = err else {
+        let GraphError::Cycle { stages } = err else {
             return Err(TestCaseError::fail(format!("expected a cycle, got {err:?}")));
         };
         let cycle: Vec<usize> = stages.iter().map(|id| index_of(id.as_str())).collect();

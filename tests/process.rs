@@ -30,14 +30,15 @@ use async_trait::async_trait;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags};
 use support::{block_on, clock, revision};
-use tollgate::engine::{CancelHandle, Engine, Event, StepOutcome, StepReport};
+use tollgate::engine::{CancelHandle, Engine, Event, RetryPolicy, StepOutcome, StepReport};
 use tollgate::executor::{
     BoxExecutor, CommandTable, ExecutorError, LogLine, ProcessError, ProcessExecutor, StageStatus,
     Stream, from_async_fn,
 };
-use tollgate::graph::{RetryPolicy, StageGraph, StageSpec, Step};
-use tollgate::prelude::*;
+use tollgate::graph::{StageGraph, StageSpec};
 use tollgate::id::ReleaseId;
+use tollgate::lifecycle::Step;
+use tollgate::prelude::*;
 use tollgate::time::{ManualClock, run_virtual};
 
 /// How long a test waits for a kernel event (a FIFO write, a process's death) before it fails.
@@ -231,10 +232,9 @@ impl Drop for CancelOnDrop {
 fn run_step(graph: &StageGraph, step: Step, executor: &dyn Executor) -> StepReport {
     let clock = clock();
     let release = ReleaseId::new("web-1").expect("valid release id");
-    let revision = revision("4f2a9c1");
     run_virtual(
         &clock,
-        Engine::new().run_graph(graph, step, executor, &clock, &release, &revision),
+        Engine::new().run_graph(graph, step, executor, &clock, &release, "4f2a9c1"),
     )
 }
 
@@ -629,7 +629,7 @@ fn a_pipeline_of_programs_carries_the_reported_artifact_to_later_steps() {
             .expect("staging passes");
         let approved = staged.auto_approve(&pipeline).await.expect("no gates");
         let deployed = approved
-            .deploy(&pipeline, &artifact, pipeline.production())
+            .deploy(&pipeline, &artifact)
             .await
             .expect("the deploy succeeds");
         assert_eq!(deployed.record().steps().len(), 4);
@@ -803,8 +803,7 @@ fn spawn_step(
 ) -> Background<StepReport> {
     Background::spawn(move || {
         let release = ReleaseId::new("web-1").expect("valid release id");
-        let revision = revision("4f2a9c1");
-        block_on(engine.run_graph(&graph, Step::Test, &executor, &clock, &release, &revision))
+        block_on(engine.run_graph(&graph, Step::Test, &executor, &clock, &release, "4f2a9c1"))
     })
 }
 

@@ -11,8 +11,11 @@ use serde_json::{Value, json};
 use support::{APPROVERS, artifact_for, block_on, clock, delivery, deployment, ok};
 use tollgate::error::{Error, ErrorKind};
 use tollgate::executor::from_fn;
+use tollgate::lifecycle::{
+    Approved, Built, Commit, Deployed, Mode, ModeKind, Staged, StateName, Tested,
+};
 use tollgate::prelude::*;
-use tollgate::release::{Approved, Built, Commit, Deployed, ModeKind, Staged, StateName, Tested};
+use tollgate::record::RecordError;
 use tollgate::time::ManualClock;
 
 /// What a generated release is made of: where it stops, and the data its stages report.
@@ -64,7 +67,7 @@ fn stages(story: &Story) -> Vec<Stage> {
     let logs = story.logs.clone();
     let outputs = story.outputs.clone();
     let compile = from_fn(move |ctx| {
-        let mut outcome = StageOutcome::success().artifact(artifact_for(&ctx.revision()));
+        let mut outcome = StageOutcome::success().artifact(artifact_for(ctx.revision()));
         for line in &logs {
             outcome = outcome.log(line.clone());
         }
@@ -96,7 +99,7 @@ fn live(story: &Story, clock: &ManualClock) -> AnyRelease {
             .expect("valid pipeline");
         let approve = |staged: Release<Staged, Delivery>| async {
             let approval = pipeline
-                .approve(&staged.approval_request(), APPROVERS[0], "looks good")
+                .sign_off(&staged.approval_request(), APPROVERS[0], "looks good")
                 .expect("an approver approves");
             staged.approve(&pipeline, approval).await.expect("approve")
         };
@@ -124,7 +127,7 @@ async fn drive<M, F, Fut>(
     approve: F,
 ) -> AnyRelease
 where
-    M: tollgate::release::Mode,
+    M: Mode,
     F: FnOnce(Release<Staged, M>) -> Fut,
     Fut: std::future::Future<Output = Release<Approved, M>>,
 {
@@ -156,7 +159,7 @@ where
         return approved.into_any();
     }
     approved
-        .deploy(pipeline, &artifact, pipeline.production())
+        .deploy(pipeline, &artifact)
         .await
         .expect("deploy")
         .into_any()
@@ -220,8 +223,11 @@ fn converting_to_the_wrong_state_or_mode_names_both() {
     assert!(
         matches!(
             &wrong_state,
-            Error::WrongState { release, expected: StateName::Approved, found: StateName::Tested }
-                if release == "r7"
+            Error::Record(RecordError::WrongState {
+                release,
+                expected: StateName::Approved,
+                found: StateName::Tested,
+            }) if release == "r7"
         ),
         "{wrong_state:?}"
     );
@@ -229,11 +235,11 @@ fn converting_to_the_wrong_state_or_mode_names_both() {
     assert!(
         matches!(
             &wrong_mode,
-            Error::WrongMode {
+            Error::Record(RecordError::WrongMode {
                 expected: ModeKind::Deployment,
                 found: ModeKind::Delivery,
                 ..
-            }
+            })
         ),
         "{wrong_mode:?}"
     );
@@ -266,7 +272,7 @@ fn deployed_delivery_json() -> Value {
 
 /// Reads `value` back and converts it to its own typed state: the error, if any.
 fn reload(value: Value) -> Result<(), Error> {
-    let any: AnyRelease = serde_json::from_value(value).map_err(|e| Error::InconsistentRecord {
+    let any: AnyRelease = serde_json::from_value(value).map_err(|e| RecordError::Inconsistent {
         release: tollgate::id::ReleaseId::new("unparsed").unwrap(),
         reason: format!("json: {e}"),
     })?;
@@ -294,8 +300,8 @@ fn assert_inconsistent(value: Value, needle: &str) {
     let error = reload(value).expect_err("a tampered record must be refused");
     assert_eq!(error.kind(), ErrorKind::Release, "{error:?}");
     assert!(
-        matches!(&error, Error::InconsistentRecord { .. }),
-        "expected InconsistentRecord, got {error:?}"
+        matches!(&error, Error::Record(RecordError::Inconsistent { .. })),
+        "expected RecordError::Inconsistent, got {error:?}"
     );
     let message = error.to_string();
     assert!(
@@ -464,6 +470,6 @@ proptest! {
             (state, mode) => return Err(TestCaseError::fail(format!("unexpected {state:?} {mode:?}"))),
         };
         let error = typed.expect_err("a tampered record was trusted");
-        prop_assert!(matches!(error, Error::InconsistentRecord { .. }), "{:?}", error);
+        prop_assert!(matches!(error, Error::Record(RecordError::Inconsistent { .. })), "{:?}", error);
     }
 }

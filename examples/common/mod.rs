@@ -9,7 +9,7 @@ use tollgate::prelude::*;
 fn compile(ctx: &StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
     let binary = format!("shop-api built from {}", ctx.revision());
     let artifact = ArtifactRef::from_bytes("shop-api", binary.as_bytes())
-        .with_metadata("revision", ctx.revision().clone());
+        .with_metadata("revision", ctx.revision());
     Ok(StageOutcome::success()
         .log(format!("cargo build --release ({} bytes)", binary.len()))
         .output("digest", artifact.digest.to_string())

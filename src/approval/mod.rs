@@ -156,7 +156,7 @@ pub struct ApprovalRequest {
 ///
 /// It cannot be built outside tollgate (no public constructor, no `Deserialize`, no `Clone`):
 /// the only way to get one is
-/// [`Pipeline::<Delivery>::approve`](crate::pipeline::Pipeline::approve), which checks the
+/// [`Pipeline::issue`](crate::pipeline::Pipeline::issue) (or its one-person shortcut `sign_off`), which checks the
 /// policy. Approving a release consumes it, so it cannot be used twice.
 ///
 /// ```compile_fail,E0451
@@ -167,6 +167,28 @@ pub struct ApprovalRequest {
 pub struct Approval {
     request: ApprovalRequest,
     record: ApprovalRecord,
+}
+
+/// Never implemented: the bound that keeps [`Approval`] from being deserialized, there only to
+/// say so in the compiler's words when someone tries.
+#[diagnostic::on_unimplemented(
+    message = "an `Approval` cannot be deserialized: it is a capability, issued only by a pipeline that checked its policy",
+    label = "stored data is never trusted as an approval",
+    note = "store the `Ballot` (the votes) and call `pipeline.issue(&ballot)` again after a restart; an `ApprovalRecord` (what was approved) can be stored and read, but approves nothing"
+)]
+pub trait IssuedNotDeserialized<'de> {}
+
+/// Refuses at compile time: the bound [`IssuedNotDeserialized`] holds for no type, so
+/// `serde_json::from_str::<Approval>(..)` fails to compile with a message that names the fix.
+impl<'de> Deserialize<'de> for Approval
+where
+    Approval: IssuedNotDeserialized<'de>,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "an approval cannot be deserialized: it is issued by a pipeline",
+        ))
+    }
 }
 
 impl Approval {

@@ -59,7 +59,7 @@ impl Rule {
     }
 
     /// Lets `person` approve. An invalid name is reported by
-    /// [`ApprovalPolicy::rule`] when the rule is added.
+    /// [`ApprovalPolicy::rule`](super::ApprovalPolicy::rule) when the rule is added.
     #[must_use]
     pub fn person(mut self, person: impl Into<String>) -> Self {
         // The chain stays infallible; the first invalid name is reported by

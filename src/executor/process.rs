@@ -92,7 +92,7 @@ use crate::graph::StageId;
 ///     .build()?;
 ///
 /// let built = pipeline.start("web-1", Revision::new("4f2a9c1", "dana")?)?.build(&pipeline).await?;
-/// assert_eq!(built.artifact().unwrap().digest, digest);
+/// assert_eq!(built.artifact().digest, digest);
 /// let report = &built.record().steps()[0];
 /// assert_eq!(report.stage("compile").unwrap().outputs["version"], "1.2.3");
 /// let _tested = built.test(&pipeline, &ArtifactRef::new("app", digest)).await?;

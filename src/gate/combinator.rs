@@ -50,7 +50,7 @@ pub trait GateExt: Gate + Sized {
     }
 
     /// Pending turns into closed once the release has been in its current state for
-    /// `limit` (counted from [`AnyRelease::entered_at`](crate::release::AnyRelease::entered_at)
+    /// `limit` (counted from [`AnyRelease::entered_at`](crate::record::AnyRelease::entered_at)
     /// on the pipeline's clock). Open and closed verdicts pass through.
     fn timeout(self, limit: Duration) -> Timeout<Self> {
         Timeout { gate: self, limit }
@@ -117,7 +117,7 @@ pub fn any(gates: impl IntoIterator<Item = BoxGate>) -> KOfN {
 /// Open when at least `k` of `gates` are open; closed as soon as too many are closed for `k`
 /// to be reachable; pending otherwise.
 ///
-/// `k` must be between 1 and the number of gates, else [`Error::InvalidGate`].
+/// `k` must be between 1 and the number of gates, else [`GateError::Invalid`](super::GateError::Invalid).
 ///
 /// ```
 /// use tollgate::gate::{self, GateExt, Verdict};

@@ -29,7 +29,7 @@ use crate::executor::Executor;
 use crate::gate::{BoxGate, Gate, GateContext};
 use crate::graph::{StageGraph, Step};
 use crate::id::{Person, PipelineName};
-use crate::lifecycle::{Delivery, Deployment, Mode, ModeKind, Move, Verdict};
+use crate::lifecycle::{Delivery, Deployment, HumanApproval, Mode, ModeKind, Move, Verdict};
 use crate::record::AnyRelease;
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -58,7 +58,7 @@ pub struct PipelineBuilder<M: Mode, A = NoApprovals> {
     clock: Arc<dyn Clock>,
     staging: Option<Environment>,
     production: Option<Environment>,
-    approvals: Option<Approvals>,
+    approval_policies: Option<Approvals>,
     _mode: PhantomData<fn() -> (M, A)>,
 }
 
@@ -261,7 +261,7 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
             clock: self.clock,
             staging,
             production,
-            approvals: self.approvals.unwrap_or_else(Approvals::none),
+            approvals: self.approval_policies.unwrap_or_else(Approvals::none),
             _mode: PhantomData,
         })
     }
@@ -278,25 +278,28 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
             clock: self.clock,
             staging: self.staging,
             production: self.production,
-            approvals: self.approvals,
+            approval_policies: self.approval_policies,
             _mode: PhantomData,
         }
     }
 }
 
-impl PipelineBuilder<Delivery, NoApprovals> {
+impl<M: Mode> PipelineBuilder<M, NoApprovals> {
     /// Sets who may approve releases (for every environment without a policy of its own, see
     /// [`approvals_for`](PipelineBuilder::approvals_for)). Required in delivery mode, and only
     /// available there:
     ///
-    /// ```compile_fail,E0599
+    /// ```compile_fail,E0277
     /// use tollgate::prelude::*;
     /// let policy = ApprovalPolicy::any_of(["alice"]).unwrap();
     /// let _ = Pipeline::<Deployment>::builder("web").approvals(policy); // no people in deployment mode
     /// ```
     #[must_use]
-    pub fn approvals(mut self, policy: ApprovalPolicy) -> PipelineBuilder<Delivery, WithApprovals> {
-        self.approvals = Some(Approvals {
+    pub fn approvals(mut self, policy: ApprovalPolicy) -> PipelineBuilder<M, WithApprovals>
+    where
+        M: HumanApproval,
+    {
+        self.approval_policies = Some(Approvals {
             default: policy,
             per_environment: BTreeMap::new(),
             directory: Arc::new(NoGroups),
@@ -305,7 +308,7 @@ impl PipelineBuilder<Delivery, NoApprovals> {
     }
 }
 
-impl PipelineBuilder<Delivery, WithApprovals> {
+impl<M: HumanApproval> PipelineBuilder<M, WithApprovals> {
     /// Sets a policy for approvals aimed at `environment`, instead of the default one.
     ///
     /// ```
@@ -327,7 +330,7 @@ impl PipelineBuilder<Delivery, WithApprovals> {
         policy: ApprovalPolicy,
     ) -> Result<Self, crate::id::IdError> {
         let environment = EnvironmentName::new(environment)?;
-        if let Some(approvals) = &mut self.approvals {
+        if let Some(approvals) = &mut self.approval_policies {
             approvals.per_environment.insert(environment, policy);
         }
         Ok(self)
@@ -337,7 +340,7 @@ impl PipelineBuilder<Delivery, WithApprovals> {
     /// there are no groups: only people named directly may approve).
     #[must_use]
     pub fn directory(mut self, directory: impl Directory + 'static) -> Self {
-        if let Some(approvals) = &mut self.approvals {
+        if let Some(approvals) = &mut self.approval_policies {
             approvals.directory = Arc::new(directory);
         }
         self
@@ -395,7 +398,7 @@ impl<M: Mode> Pipeline<M> {
             clock: Arc::new(SystemClock),
             staging: None,
             production: None,
-            approvals: None,
+            approval_policies: None,
             _mode: PhantomData,
         }
     }
@@ -437,7 +440,7 @@ impl<M: Mode> Pipeline<M> {
     }
 
     /// The handle that cancels the step this pipeline is running (see
-    /// [`CancelHandle`](crate::engine::CancelHandle)): running stages stop, finally stages
+    /// [`CancelHandle`]): running stages stop, finally stages
     /// run, and the move fails with the release handed back.
     #[must_use]
     pub fn cancel_handle(&self) -> CancelHandle {

@@ -63,7 +63,7 @@ pub enum RecordError {
 
 /// A release in any state and mode: what a bot stores and reloads.
 ///
-/// Convert a typed [`Release`] into it with [`Release::into_any`] (or `From`), and back with
+/// Convert a typed [`Release`](crate::release::Release) into it with [`Release::into_any`](crate::release::Release::into_any) (or `From`), and back with
 /// `Release::<S, M>::try_from(any)`, which checks the state, the mode and that the record is
 /// consistent (an Approved delivery release has an approval record for its artifact, every
 /// state past Commit has an artifact and the successful step reports that got it there).

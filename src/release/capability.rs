@@ -2,9 +2,9 @@
 //! `Release<S, M>` has. Each carries a diagnostic, so a program that tries a move the
 //! lifecycle does not allow fails to compile with a message that names the fix.
 
-use crate::lifecycle::{
-    Approved, Built, Commit, Delivery, Deployed, Deployment, Mode, Staged, State, Tested,
-};
+use crate::lifecycle::{Approved, Built, Commit, Deployed, Staged, State, Tested};
+
+pub use crate::lifecycle::{AutomaticApproval, HumanApproval};
 
 mod sealed {
     /// Seals the capability traits: which state may do what is tollgate's to say.
@@ -15,8 +15,6 @@ mod sealed {
     impl Sealed for crate::lifecycle::Staged {}
     impl Sealed for crate::lifecycle::Approved {}
     impl Sealed for crate::lifecycle::Deployed {}
-    impl Sealed for crate::lifecycle::Delivery {}
-    impl Sealed for crate::lifecycle::Deployment {}
 }
 
 /// A state a release can be built from: [`Commit`] only.
@@ -76,21 +74,3 @@ impl HasArtifact for Tested {}
 impl HasArtifact for Staged {}
 impl HasArtifact for Approved {}
 impl HasArtifact for Deployed {}
-
-/// A mode in which a person approves: [`Delivery`] only.
-#[diagnostic::on_unimplemented(
-    message = "a {Self} pipeline takes no human approval: call `auto_approve`, or use `Pipeline::<Delivery>`",
-    label = "continuous deployment ships on its automated gates alone",
-    note = "`approve` and `approval_request` exist only in delivery mode, where a person must say yes before production"
-)]
-pub trait HumanApproval: Mode + sealed::Sealed {}
-impl HumanApproval for Delivery {}
-
-/// A mode in which the automated gates approve: [`Deployment`] only.
-#[diagnostic::on_unimplemented(
-    message = "a {Self} release needs a person's approval: call `approve` with an `Approval`, or use `Pipeline::<Deployment>`",
-    label = "continuous delivery does not ship without a person",
-    note = "get the `Approval` from `pipeline.sign_off(&staged.approval_request(), \"rita\", \"why\")` or from a ballot with `pipeline.issue(&ballot)`"
-)]
-pub trait AutomaticApproval: Mode + sealed::Sealed {}
-impl AutomaticApproval for Deployment {}

@@ -133,7 +133,7 @@ impl<S: State, M: Mode> Release<S, M> {
     }
 }
 
-impl<S: HasArtifact, M: Mode> Release<S, M> {
+impl<S: State, M: Mode> Release<S, M> {
     /// The artifact, fixed by the build move: every state after [`Commit`] has one.
     ///
     /// ```compile_fail,E0277
@@ -148,7 +148,10 @@ impl<S: HasArtifact, M: Mode> Release<S, M> {
     /// Never: a typed release past Commit is made only by the build move, which fixes the
     /// artifact, or restored from a record whose consistency check requires one.
     #[must_use]
-    pub fn artifact(&self) -> &ArtifactRef {
+    pub fn artifact(&self) -> &ArtifactRef
+    where
+        S: HasArtifact,
+    {
         self.any
             .artifact()
             .expect("a release past Commit has an artifact: fixed by build, checked on restore")

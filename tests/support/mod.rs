@@ -41,7 +41,7 @@ pub fn artifact_for(revision: &str) -> ArtifactRef {
 /// `digest`.
 pub fn compile() -> impl Executor + use<> {
     from_fn(|ctx| {
-        let artifact = artifact_for(&ctx.revision());
+        let artifact = artifact_for(ctx.revision());
         Ok(StageOutcome::success()
             .log(format!("compiled {}", ctx.revision()))
             .output("digest", artifact.digest.to_string())
@@ -72,6 +72,30 @@ pub fn standard_stages() -> Vec<Stage> {
     ]
 }
 
+/// The smallest valid pipeline shape after the given build stages: one stage for each other
+/// step, `unit`, `staging` and `production`, each [`ok`].
+pub fn stages_after_build(build: impl IntoIterator<Item = Stage>) -> Vec<Stage> {
+    build
+        .into_iter()
+        .chain([
+            Stage::test("unit").run(ok()),
+            Stage::stage("staging").run(ok()),
+            Stage::deploy("production").run(ok()),
+        ])
+        .collect()
+}
+
+/// The smallest valid pipeline shape around one test stage: `compile` ([`compile`]), `unit`
+/// after it running `unit`, `staging` and `production` ([`ok`]).
+pub fn stages_testing_with(unit: impl Executor + 'static) -> Vec<Stage> {
+    vec![
+        Stage::build("compile").run(compile()),
+        Stage::test("unit").after("compile").run(unit),
+        Stage::stage("staging").run(ok()),
+        Stage::deploy("production").run(ok()),
+    ]
+}
+
 /// The default approval policy: [`APPROVERS`], 24 hours, no self-approval.
 pub fn policy() -> ApprovalPolicy {
     ApprovalPolicy::any_of(APPROVERS).expect("valid approver names")
@@ -79,9 +103,19 @@ pub fn policy() -> ApprovalPolicy {
 
 /// A delivery pipeline builder called `name` on `clock` with [`policy`] and no stages.
 pub fn delivery(name: &str, clock: &ManualClock) -> PipelineBuilder<Delivery, WithApprovals> {
+    delivery_with(name, clock, policy())
+}
+
+/// A delivery pipeline builder called `name` on `clock` with approval policy `policy` and no
+/// stages (a builder takes its policy once, so tests that need another one start here).
+pub fn delivery_with(
+    name: &str,
+    clock: &ManualClock,
+    policy: ApprovalPolicy,
+) -> PipelineBuilder<Delivery, WithApprovals> {
     Pipeline::<Delivery>::builder(name)
         .clock(clock.clone())
-        .approvals(policy())
+        .approvals(policy)
 }
 
 /// A deployment pipeline builder called `name` on `clock` with no stages.
@@ -89,9 +123,26 @@ pub fn deployment(name: &str, clock: &ManualClock) -> PipelineBuilder<Deployment
     Pipeline::<Deployment>::builder(name).clock(clock.clone())
 }
 
+/// A delivery pipeline builder `shop` on `clock` with [`policy`] and [`standard_stages`], for
+/// tests that add gates or environments before building it.
+pub fn standard_delivery(clock: &ManualClock) -> PipelineBuilder<Delivery, WithApprovals> {
+    delivery("shop", clock).stages(standard_stages())
+}
+
+/// A deployment pipeline builder `shop` on `clock` with [`standard_stages`], for tests that
+/// add gates or environments before building it.
+pub fn standard_deployment(clock: &ManualClock) -> PipelineBuilder<Deployment> {
+    deployment("shop", clock).stages(standard_stages())
+}
+
 /// The standard delivery pipeline `shop`.
 pub fn delivery_pipeline(clock: &ManualClock) -> Pipeline<Delivery> {
-    delivery("shop", clock)
+    delivery_pipeline_with(clock, policy())
+}
+
+/// The standard delivery pipeline `shop` with approval policy `policy` instead of [`policy`].
+pub fn delivery_pipeline_with(clock: &ManualClock, policy: ApprovalPolicy) -> Pipeline<Delivery> {
+    delivery_with("shop", clock, policy)
         .stages(standard_stages())
         .build()
         .expect("the standard delivery pipeline is valid")
@@ -99,10 +150,46 @@ pub fn delivery_pipeline(clock: &ManualClock) -> Pipeline<Delivery> {
 
 /// The standard deployment pipeline `shop`.
 pub fn deployment_pipeline(clock: &ManualClock) -> Pipeline<Deployment> {
-    deployment("shop", clock)
-        .stages(standard_stages())
+    standard_deployment(clock)
         .build()
         .expect("the standard deployment pipeline is valid")
+}
+
+/// The standard deployment pipeline `shop` with one gate, `gate`, on `mv`.
+pub fn gated_deployment(
+    clock: &ManualClock,
+    mv: Move,
+    gate: impl Gate + 'static,
+) -> Pipeline<Deployment> {
+    standard_deployment(clock)
+        .gate(mv, gate)
+        .build()
+        .expect("the gated deployment pipeline is valid")
+}
+
+/// The smallest deployment pipeline `shop` around the given build stages: what a test of
+/// what builds report (no artifact, two artifacts) starts from. See [`stages_after_build`].
+pub fn deployment_building_with(
+    clock: &ManualClock,
+    build: impl IntoIterator<Item = Stage>,
+) -> Pipeline<Deployment> {
+    deployment("shop", clock)
+        .stages(stages_after_build(build))
+        .build()
+        .expect("the minimal deployment pipeline is valid")
+}
+
+/// The smallest deployment pipeline `shop` whose `unit` test stage runs `unit`: what a test
+/// of one stage's behaviour (failing, panicking, erroring) starts from. See
+/// [`stages_testing_with`].
+pub fn deployment_testing_with(
+    clock: &ManualClock,
+    unit: impl Executor + 'static,
+) -> Pipeline<Deployment> {
+    deployment("shop", clock)
+        .stages(stages_testing_with(unit))
+        .build()
+        .expect("the minimal deployment pipeline is valid")
 }
 
 /// Revision `id` by [`AUTHOR`].
@@ -119,8 +206,7 @@ pub fn built<M: Mode>(
     block_on(async {
         let fresh = pipeline.start(id, revision(rev)).expect("valid release id");
         let built = fresh.build(pipeline).await.expect("build succeeds");
-        let artifact = built
-            .artifact().clone();
+        let artifact = built.artifact().clone();
         (built, artifact)
     })
 }

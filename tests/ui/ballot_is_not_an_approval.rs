@@ -1,6 +1,6 @@
 // A ballot full of votes is data, not permission: only `Pipeline::issue` turns a ballot that
 // meets the policy into an `Approval`.
-use tollapproval::approval::Ballot;
+use tollgate::approval::Ballot;
 use tollgate::prelude::*;
 
 async fn skip_the_policy(staged: Release<Staged, Delivery>, pipeline: &Pipeline<Delivery>) {

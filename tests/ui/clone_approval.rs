@@ -1,5 +1,5 @@
 // An `Approval` cannot be copied: it does not implement `Clone`.
-use tollapproval::approval::Approval;
+use tollgate::approval::Approval;
 
 fn case(approval: Approval) -> (Approval, Approval) {
     let copy = approval.clone();

@@ -6,6 +6,7 @@ use tollgate::prelude::*;
 fn case(any: AnyRelease) -> Release<Deployed, Delivery> {
     Release::<Deployed, Delivery> {
         any,
+        cancel: Default::default(),
         _marker: PhantomData,
     }
 }

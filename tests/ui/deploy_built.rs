@@ -1,13 +1,12 @@
-// A built release cannot be deployed: `deploy` exists only on `Release<Approved, _>`.
+// A built release cannot be deployed: only an `Approved` release can be deployed.
 use tollgate::prelude::*;
 
 async fn case(
     built: Release<Built, Delivery>,
     pipeline: &Pipeline<Delivery>,
     artifact: &ArtifactRef,
-    environment: &Environment,
 ) {
-    let _ = built.deploy(pipeline, artifact, environment).await;
+    let _ = built.deploy(pipeline, artifact).await;
 }
 
 fn main() {}

@@ -5,9 +5,8 @@ async fn case(
     staged: Release<Staged, Delivery>,
     pipeline: &Pipeline<Delivery>,
     artifact: &ArtifactRef,
-    environment: &Environment,
 ) {
-    let _ = staged.deploy(pipeline, artifact, environment).await;
+    let _ = staged.deploy(pipeline, artifact).await;
 }
 
 fn main() {}

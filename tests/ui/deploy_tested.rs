@@ -5,9 +5,8 @@ async fn case(
     tested: Release<Tested, Deployment>,
     pipeline: &Pipeline<Deployment>,
     artifact: &ArtifactRef,
-    environment: &Environment,
 ) {
-    let _ = tested.deploy(pipeline, artifact, environment).await;
+    let _ = tested.deploy(pipeline, artifact).await;
 }
 
 fn main() {}

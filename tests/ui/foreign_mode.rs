@@ -1,5 +1,5 @@
 // `Mode` is sealed: no mode can be added outside tollgate.
-use tollgate::release::{Mode, ModeKind};
+use tollgate::lifecycle::{Mode, ModeKind};
 
 struct Cowboy;
 

@@ -1,5 +1,5 @@
 // `State` is sealed: no state can be added outside tollgate.
-use tollgate::release::{State, StateName};
+use tollgate::lifecycle::{State, StateName};
 
 struct Hotfix;
 

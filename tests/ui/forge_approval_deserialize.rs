@@ -1,5 +1,5 @@
 // An `Approval` cannot be forged from JSON: it does not implement `Deserialize`.
-use tollapproval::approval::Approval;
+use tollgate::approval::Approval;
 
 fn case(json: &str) -> Approval {
     serde_json::from_str::<Approval>(json).unwrap()

@@ -1,4 +1,4 @@
-// A fresh release cannot skip the build: `test` exists only on `Release<Built, _>`.
+// A fresh release cannot skip the build: only a `Built` release can be tested.
 use tollgate::prelude::*;
 
 async fn case(

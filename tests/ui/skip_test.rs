@@ -1,4 +1,4 @@
-// A built release cannot skip testing: `stage` exists only on `Release<Tested, _>`.
+// A built release cannot skip testing: only a `Tested` release can be staged.
 use tollgate::prelude::*;
 
 async fn case(

@@ -1,0 +1,187 @@
+//! The artifact is fixed at build: one per release, refused if another is handed to a later
+//! move; and the outputs stages hand to the stages that depend on them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::approve_properly;
+use crate::support::{
+    artifact_for, block_on, built, clock, compile, delivery_pipeline, deployment,
+    deployment_building_with, ok, revision, staged,
+};
+use tollgate::artifact::ArtifactError;
+use tollgate::executor::from_fn;
+use tollgate::prelude::*;
+use tollgate::release::StateName;
+
+// ---- the artifact is fixed at build ----
+
+#[test]
+fn a_different_artifact_is_refused_at_every_move_and_the_release_handed_back() {
+    let clock = clock();
+    let pipeline = delivery_pipeline(&clock);
+    let (built, artifact) = built(&pipeline, "r1", "aaa");
+    let other = ArtifactRef::from_bytes("app", b"a rebuilt binary");
+
+    let check = |error: &Error| {
+        assert!(
+            matches!(error, Error::Artifact(ArtifactError::Mismatch { .. })),
+            "{error:?}"
+        );
+        assert_eq!(error.kind(), ErrorKind::Artifact);
+        let message = error.to_string();
+        assert!(message.contains(&artifact.digest.to_string()), "{message}");
+        assert!(message.contains(&other.digest.to_string()), "{message}");
+    };
+
+    let refused = block_on(built.test(&pipeline, &other)).unwrap_err();
+    check(refused.error());
+    let built = refused.into_release();
+    assert_eq!(built.state(), StateName::Built);
+    assert_eq!(
+        built.record().steps().len(),
+        1,
+        "nothing ran for the refused move"
+    );
+    let tested = block_on(built.test(&pipeline, &artifact)).unwrap();
+
+    let refused = block_on(tested.stage(&pipeline, &other)).unwrap_err();
+    check(refused.error());
+    let tested = refused.into_release();
+    assert_eq!(tested.state(), StateName::Tested);
+    let staged = block_on(tested.stage(&pipeline, &artifact)).unwrap();
+
+    let approved = approve_properly(staged, &pipeline);
+    let refused = block_on(approved.deploy(&pipeline, &other)).unwrap_err();
+    check(refused.error());
+    let approved = refused.into_release();
+    assert_eq!(approved.state(), StateName::Approved);
+    let live = block_on(approved.deploy(&pipeline, &artifact)).unwrap();
+    assert_eq!(live.artifact().digest, artifact.digest);
+    assert_eq!(live.record().steps().len(), 4);
+}
+
+#[test]
+fn a_build_that_reports_no_artifact_fails_with_no_artifact() {
+    let clock = clock();
+    let pipeline = deployment_building_with(&clock, [Stage::build("compile").run(ok())]);
+    let fresh = pipeline.start("r1", revision("aaa")).unwrap();
+    let refused = block_on(fresh.build(&pipeline)).unwrap_err();
+    assert!(
+        matches!(refused.error(), Error::Artifact(ArtifactError::Missing { release }) if release == "r1"),
+        "{:?}",
+        refused.error()
+    );
+    assert_eq!(refused.kind(), ErrorKind::Artifact);
+    let fresh = refused.into_release();
+    assert_eq!(fresh.state(), StateName::Commit);
+    assert!(fresh.record().artifact().is_none());
+    assert_eq!(
+        fresh.record().steps().len(),
+        1,
+        "the build attempt is recorded"
+    );
+}
+
+#[test]
+fn two_build_stages_with_different_artifacts_conflict() {
+    let clock = clock();
+    let reports = |name: &'static str| {
+        from_fn(move |_| {
+            Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes(name, name.as_bytes())))
+        })
+    };
+    let pipeline = deployment_building_with(
+        &clock,
+        [
+            Stage::build("server").run(reports("server")),
+            Stage::build("client").run(reports("client")),
+        ],
+    );
+    let refused = block_on(
+        pipeline
+            .start("r1", revision("aaa"))
+            .unwrap()
+            .build(&pipeline),
+    )
+    .unwrap_err();
+    match refused.error() {
+        Error::Artifact(ArtifactError::Conflicting {
+            first_stage,
+            first,
+            second_stage,
+            second,
+        }) => {
+            assert_eq!(first_stage, "server");
+            assert_eq!(second_stage, "client");
+            assert_eq!(first, &Digest::sha256(b"server"));
+            assert_eq!(second, &Digest::sha256(b"client"));
+        }
+        other => panic!("expected ArtifactError::Conflicting, got {other:?}"),
+    }
+    let message = refused.to_string();
+    assert!(
+        message.contains("`server`") && message.contains("`client`"),
+        "{message}"
+    );
+    assert_eq!(refused.into_release().state(), StateName::Commit);
+}
+
+#[test]
+fn two_build_stages_with_the_same_artifact_agree() {
+    let clock = clock();
+    let pipeline = deployment_building_with(
+        &clock,
+        [
+            Stage::build("compile").run(compile()),
+            Stage::build("compile-again").run(compile()),
+        ],
+    );
+    let (built, artifact) = built(&pipeline, "r1", "aaa");
+    assert_eq!(artifact, artifact_for("aaa"));
+    assert_eq!(built.state(), StateName::Built);
+}
+
+// ---- outputs ----
+
+#[test]
+fn outputs_reach_the_stages_that_depend_on_them_and_no_others() {
+    let clock = clock();
+    let seen: Arc<Mutex<BTreeMap<String, Option<String>>>> = Arc::default();
+    let reader = || {
+        let seen = Arc::clone(&seen);
+        from_fn(move |ctx| {
+            let digest = ctx.input("compile", "digest").map(str::to_owned);
+            seen.lock().unwrap().insert(ctx.stage().to_string(), digest);
+            Ok(StageOutcome::success())
+        })
+    };
+    let pipeline = deployment("shop", &clock)
+        .stage(Stage::build("compile").run(compile()))
+        .stage(Stage::build("package").after("compile").run(reader()))
+        .stage(Stage::test("unit").after("compile").run(reader()))
+        .stage(Stage::test("lint").run(reader()))
+        .stage(Stage::test("fuzz").after("unit").run(reader()))
+        .stage(Stage::stage("staging").run(reader()))
+        .stage(Stage::deploy("production").after("compile").run(reader()))
+        .build()
+        .unwrap();
+    let (staged, artifact) = staged(&pipeline, "r1", "aaa");
+    let approved = block_on(staged.auto_approve(&pipeline)).unwrap();
+    block_on(approved.deploy(&pipeline, &artifact)).unwrap();
+
+    let digest = Some(artifact.digest.to_string());
+    let seen = seen.lock().unwrap().clone();
+    let expected: BTreeMap<String, Option<String>> = [
+        ("package", digest.clone()),
+        ("unit", digest.clone()),
+        ("lint", None),
+        ("fuzz", None), // Only direct dependencies are visible.
+        ("staging", None),
+        ("production", digest),
+    ]
+    .into_iter()
+    .map(|(stage, value)| (stage.to_owned(), value))
+    .collect();
+    assert_eq!(seen, expected);
+}
