@@ -14,6 +14,7 @@ pub mod executor;
 pub mod gate;
 pub mod graph;
 pub mod id;
+pub mod journal;
 pub mod lifecycle;
 pub mod pipeline;
 pub mod record;

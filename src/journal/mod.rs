@@ -1,0 +1,367 @@
+//! The journal: an append-only, keyed hash chain of entries, the durable source of truth a
+//! release bot keeps across restarts. This module is storage only: an [`Entry`] is a key (the
+//! release it is about, or empty) and opaque bytes; what the bytes mean (the facts about
+//! releases) is the [`fact`](crate::fact) layer's business.
+//!
+//! Every stored entry carries its sequence number, the sequence number of the previous entry
+//! with the same key, and a MAC chained over the previous entry's ([`ChainKey::link`]):
+//! HMAC-SHA256 under a key the host keeps out of the store. So someone who can write the
+//! store but does not hold the key cannot add, edit, delete or reorder an entry without the
+//! chain breaking there, and [`verify`] names the first bad entry; and one release's entries,
+//! read through the key index, are checked on their own (each MAC, and each back-link to the
+//! release's previous entry).
+//!
+//! What the chain cannot tell is the loss of the newest entries of the whole journal (a
+//! rollback of the store to an older copy): keep [`Journal::head`] somewhere the store's
+//! writers cannot reach if that matters.
+//!
+//! | file | job |
+//! |---|---|
+//! | `mod.rs` | the [`Journal`] trait, [`Entry`], [`Stored`], [`ChainKey`], [`JournalError`], [`verify`] |
+//! | `memory.rs` | [`MemoryJournal`]: for tests and simulations |
+
+mod memory;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+
+pub use memory::MemoryJournal;
+
+/// A position in a journal: the first entry is 1; 0 means "before everything".
+pub type Seq = u64;
+
+/// The MAC of an entry in the chain (HMAC-SHA256).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChainHash(pub [u8; 32]);
+
+impl ChainHash {
+    /// The hash "before" the first entry.
+    pub const GENESIS: ChainHash = ChainHash([0; 32]);
+}
+
+impl fmt::Debug for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for ChainHash {
+    /// The first 8 bytes, in hex.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The secret the chain is keyed with. The host keeps it out of the store (an environment
+/// variable, a secret manager); whoever holds it can write entries the chain accepts.
+///
+/// Its `Debug` form never shows the key.
+#[derive(Clone)]
+pub struct ChainKey([u8; 32]);
+
+impl ChainKey {
+    /// A key of 32 secret bytes.
+    #[must_use]
+    pub const fn new(bytes: [u8; 32]) -> Self {
+        ChainKey(bytes)
+    }
+
+    /// A key derived from a secret of any length (SHA-256 of it).
+    #[must_use]
+    pub fn derive(secret: &[u8]) -> Self {
+        use sha2::Digest as _;
+        ChainKey(Sha256::digest(secret).into())
+    }
+
+    /// The MAC of entry `seq` (filed under `key`, whose previous entry is `key_prev`, with
+    /// `payload`) after the entry whose MAC is `previous`.
+    #[must_use]
+    pub fn link(
+        &self,
+        previous: &ChainHash,
+        seq: Seq,
+        key: &str,
+        key_prev: Seq,
+        payload: &[u8],
+    ) -> ChainHash {
+        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(b"tollgate-journal-v1");
+        mac.update(&previous.0);
+        mac.update(&seq.to_le_bytes());
+        mac.update(&(key.len() as u64).to_le_bytes());
+        mac.update(key.as_bytes());
+        mac.update(&key_prev.to_le_bytes());
+        mac.update(&(payload.len() as u64).to_le_bytes());
+        mac.update(payload);
+        ChainHash(mac.finalize().into_bytes().into())
+    }
+
+    /// Checks that `stored` is a link of the chain: its MAC follows from its content and the
+    /// previous entry's MAC it names.
+    pub fn check(&self, stored: &Stored) -> Result<(), JournalError> {
+        let expected = self.link(
+            &stored.prev,
+            stored.seq,
+            &stored.key,
+            stored.key_prev,
+            &stored.payload,
+        );
+        if expected == stored.hash {
+            Ok(())
+        } else {
+            Err(JournalError::Corrupt {
+                seq: stored.seq,
+                offset: stored.offset,
+                reason: "its MAC does not match its content (edited, or written without the key)"
+                    .to_owned(),
+            })
+        }
+    }
+}
+
+impl fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChainKey(..)")
+    }
+}
+
+/// What is appended: the key it is filed under (a release id, so that one release's entries
+/// can be read without the rest) and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The key (a release id), or empty for entries about no release.
+    pub key: String,
+    /// The entry's bytes.
+    pub payload: Vec<u8>,
+}
+
+impl Entry {
+    /// An entry filed under `key`.
+    pub fn new(key: impl Into<String>, payload: Vec<u8>) -> Self {
+        Entry {
+            key: key.into(),
+            payload,
+        }
+    }
+}
+
+/// An entry as stored: its place in the journal and in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Its sequence number, from 1, without gaps.
+    pub seq: Seq,
+    /// The key it was filed under.
+    pub key: String,
+    /// The sequence number of the previous entry with the same key, 0 for the first.
+    pub key_prev: Seq,
+    /// Its bytes.
+    pub payload: Vec<u8>,
+    /// The MAC of the entry before it (`seq - 1`), [`ChainHash::GENESIS`] for the first.
+    pub prev: ChainHash,
+    /// Its own MAC.
+    pub hash: ChainHash,
+    /// Where it starts in the backend's storage, in bytes (0 where that means nothing).
+    pub offset: u64,
+}
+
+/// What can go wrong with a journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// Another writer holds the journal.
+    #[error("the journal `{path}` is held by another writer")]
+    Locked {
+        /// Where the journal is.
+        path: String,
+    },
+    /// An entry does not fit the chain, its framing or its checksum.
+    #[error("journal entry {seq} (at byte {offset}) is corrupt: {reason}")]
+    Corrupt {
+        /// The sequence number the entry has, or should have.
+        seq: Seq,
+        /// Where it starts, in bytes from the start of the journal (0 for backends without
+        /// offsets).
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An entry is larger than the journal takes.
+    #[error("a journal entry of {size} bytes is larger than the limit of {limit}")]
+    TooLarge {
+        /// The entry's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The storage failed (a full disk, a lost connection); nothing of the failed append was
+    /// acknowledged.
+    #[error("journal storage failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The journal was closed, or its writer stopped.
+    #[error("the journal is closed")]
+    Closed,
+}
+
+/// An append-only, keyed hash chain: the durable source of truth.
+///
+/// Implementations promise: an append resolves only once its entries are durable (or fails
+/// and leaves nothing of them acknowledged); entries get consecutive sequence numbers in the
+/// order of the appends that were acknowledged; every stored entry is linked with
+/// [`ChainKey::link`] under the journal's key to the one before it and to the previous entry
+/// with its key; and readers never see a gap.
+///
+/// Every method that may wait for a disk or a database is async, so that no executor thread
+/// is ever blocked.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a tollgate journal",
+    note = "use `tollgate::journal::MemoryJournal` in tests, or implement `append`, `read`, `read_key`, `head` and `key`"
+)]
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// Appends `entries`, in order, as one unit: all of them are acknowledged or none.
+    /// Resolves with the sequence number of the last one (the journal's new head) once they
+    /// are durable.
+    async fn append(&self, entries: Vec<Entry>) -> Result<Seq, JournalError>;
+
+    /// Up to `limit` entries from sequence number `from` on (inclusive), in order.
+    async fn read(&self, from: Seq, limit: usize) -> Result<Vec<Stored>, JournalError>;
+
+    /// Every entry filed under `key`, in order, without reading the others where the backend
+    /// has an index.
+    async fn read_key(&self, key: &str) -> Result<Vec<Stored>, JournalError>;
+
+    /// The sequence number and MAC of the last entry (0 and [`ChainHash::GENESIS`] for an
+    /// empty journal).
+    async fn head(&self) -> Result<(Seq, ChainHash), JournalError>;
+
+    /// The key the chain is checked with.
+    fn key(&self) -> &ChainKey;
+}
+
+/// Reads the whole of `journal` and checks its chain: consecutive sequence numbers from 1,
+/// each entry naming the MAC of the one before, each MAC recomputed, each back-link pointing
+/// at the previous entry with the same key. Resolves with the head, or names the first bad
+/// entry.
+pub async fn verify(journal: &(impl Journal + ?Sized)) -> Result<(Seq, ChainHash), JournalError> {
+    const BATCH: usize = 4096;
+    let key = journal.key();
+    let mut previous = ChainHash::GENESIS;
+    let mut next: Seq = 1;
+    let mut last_of_key: std::collections::HashMap<String, Seq> = std::collections::HashMap::new();
+    loop {
+        let batch = journal.read(next, BATCH).await?;
+        let done = batch.len() < BATCH;
+        for stored in batch {
+            let corrupt = |reason: String| JournalError::Corrupt {
+                seq: next,
+                offset: stored.offset,
+                reason,
+            };
+            if stored.seq != next {
+                return Err(corrupt(format!(
+                    "found sequence number {} where {next} belongs",
+                    stored.seq
+                )));
+            }
+            if stored.prev != previous {
+                return Err(corrupt(
+                    "it does not follow the entry before it (one was edited, removed or moved)"
+                        .to_owned(),
+                ));
+            }
+            key.check(&stored)?;
+            let expected = last_of_key.get(&stored.key).copied().unwrap_or(0);
+            if stored.key_prev != expected {
+                return Err(corrupt(format!(
+                    "it names entry {} as the previous one of `{}`, but that is {expected}",
+                    stored.key_prev, stored.key
+                )));
+            }
+            last_of_key.insert(stored.key.clone(), stored.seq);
+            previous = stored.hash;
+            next += 1;
+        }
+        if done {
+            return Ok((next - 1, previous));
+        }
+    }
+}
+
+/// Checks entries read by key (one release's): each MAC, and that each names the one before
+/// it as its predecessor, starting from 0. A removed, edited or reordered entry of the key
+/// is found; entries removed after the last one are not (see the module docs).
+pub fn check_key_chain(key: &ChainKey, entries: &[Stored]) -> Result<(), JournalError> {
+    let mut expected: Seq = 0;
+    for stored in entries {
+        key.check(stored)?;
+        if stored.key_prev != expected {
+            return Err(JournalError::Corrupt {
+                seq: stored.seq,
+                offset: stored.offset,
+                reason: format!(
+                    "it names entry {} as the previous one of `{}`, but that is {expected}",
+                    stored.key_prev, stored.key
+                ),
+            });
+        }
+        expected = stored.seq;
+    }
+    Ok(())
+}
+
+/// Links `entries` onto a chain whose head is `(head, head_hash)` and whose last entry per key
+/// is given by `last_of_key`: what a backend stores for an append. `last_of_key` is updated.
+pub fn link_all(
+    key: &ChainKey,
+    head: Seq,
+    head_hash: ChainHash,
+    last_of_key: &mut impl KeyIndex,
+    entries: Vec<Entry>,
+) -> Vec<Stored> {
+    let mut previous = head_hash;
+    let mut seq = head;
+    entries
+        .into_iter()
+        .map(|entry| {
+            seq += 1;
+            let key_prev = last_of_key.last(&entry.key);
+            let hash = key.link(&previous, seq, &entry.key, key_prev, &entry.payload);
+            last_of_key.set(&entry.key, seq);
+            let stored = Stored {
+                seq,
+                key: entry.key,
+                key_prev,
+                payload: entry.payload,
+                prev: previous,
+                hash,
+                offset: 0,
+            };
+            previous = hash;
+            stored
+        })
+        .collect()
+}
+
+/// Where a backend keeps the last sequence number of each key, for [`link_all`].
+pub trait KeyIndex {
+    /// The last sequence number filed under `key`, 0 if none.
+    fn last(&self, key: &str) -> Seq;
+    /// Records `seq` as the last one of `key`.
+    fn set(&mut self, key: &str, seq: Seq);
+}
+
+impl<S: std::hash::BuildHasher> KeyIndex for std::collections::HashMap<String, Seq, S> {
+    fn last(&self, key: &str) -> Seq {
+        self.get(key).copied().unwrap_or(0)
+    }
+    fn set(&mut self, key: &str, seq: Seq) {
+        self.insert(key.to_owned(), seq);
+    }
+}
