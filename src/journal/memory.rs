@@ -81,7 +81,7 @@ impl Journal for MemoryJournal {
             last_of_key,
             by_key,
         } = &mut *inner;
-        for entry in link_all(&self.key, head, head_hash, last_of_key, entries) {
+        for entry in link_all(&self.key, head, head_hash, last_of_key, entries)? {
             by_key
                 .entry(entry.key.clone())
                 .or_default()
@@ -157,6 +157,30 @@ mod tests {
         assert_eq!(r1.iter().map(|s| s.seq).collect::<Vec<_>>(), [1, 3, 4]);
         assert_eq!(r1.iter().map(|s| s.key_prev).collect::<Vec<_>>(), [0, 1, 3]);
         check_key_chain(j.key(), &r1).unwrap();
+    }
+
+    #[test]
+    fn a_conditional_append_is_refused_when_the_key_moved_on() {
+        let j = journal();
+        // r1's last entry is 4; r2's is 2.
+        let stale = block_on(j.append(vec![
+            Entry::new("r2", b"x".to_vec()).after(2),
+            Entry::new("r1", b"deployed".to_vec()).after(3),
+        ]))
+        .unwrap_err();
+        assert!(
+            matches!(&stale, JournalError::Conflict { key, expected: 3, found: 4 } if key == "r1"),
+            "{stale}"
+        );
+        assert_eq!(j.len(), 4, "nothing of a refused append is written");
+        let head = block_on(j.append(vec![
+            Entry::new("r1", b"deployed".to_vec()).after(4),
+            Entry::new("r1", b"noted".to_vec()).after(5),
+        ]))
+        .unwrap();
+        assert_eq!(head, 6);
+        assert!(block_on(j.append(vec![Entry::new("r3", b"new".to_vec()).after(0)])).is_ok());
+        block_on(verify(&j)).unwrap();
     }
 
     #[test]

@@ -133,13 +133,18 @@ impl fmt::Debug for ChainKey {
 }
 
 /// What is appended: the key it is filed under (a release id, so that one release's entries
-/// can be read without the rest) and its bytes.
+/// can be read without the rest), its bytes, and optionally the condition that the key's
+/// last entry is still the one the writer saw (optimistic concurrency: two copies of a
+/// release cannot both take the same move).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The key (a release id), or empty for entries about no release.
     pub key: String,
     /// The entry's bytes.
     pub payload: Vec<u8>,
+    /// When set, the append is refused ([`JournalError::Conflict`]) unless the last entry
+    /// filed under `key` is this one (0: the key has no entry yet).
+    pub expect_prev: Option<Seq>,
 }
 
 impl Entry {
@@ -148,7 +153,15 @@ impl Entry {
         Entry {
             key: key.into(),
             payload,
+            expect_prev: None,
         }
+    }
+
+    /// The same entry, appended only if the last entry of its key is `seq`.
+    #[must_use]
+    pub fn after(mut self, seq: Seq) -> Self {
+        self.expect_prev = Some(seq);
+        self
     }
 }
 
@@ -207,6 +220,17 @@ pub enum JournalError {
     /// The journal was closed, or its writer stopped.
     #[error("the journal is closed")]
     Closed,
+    /// A conditional append found another entry of its key written since the writer looked:
+    /// someone else moved the release first. Nothing of the append was written.
+    #[error("`{key}` moved on since entry {expected}: its last entry is {found}")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// The last entry the writer saw.
+        expected: Seq,
+        /// The last entry there is.
+        found: Seq,
+    },
 }
 
 /// An append-only, keyed hash chain: the durable source of truth.
@@ -317,17 +341,41 @@ pub fn check_key_chain(key: &ChainKey, entries: &[Stored]) -> Result<(), Journal
 }
 
 /// Links `entries` onto a chain whose head is `(head, head_hash)` and whose last entry per key
-/// is given by `last_of_key`: what a backend stores for an append. `last_of_key` is updated.
+/// is given by `last_of_key`: what a backend stores for an append. `last_of_key` is updated
+/// only when every entry's condition ([`Entry::expect_prev`]) holds; otherwise nothing is
+/// linked and the first failed condition is the error.
 pub fn link_all(
     key: &ChainKey,
     head: Seq,
     head_hash: ChainHash,
     last_of_key: &mut impl KeyIndex,
     entries: Vec<Entry>,
-) -> Vec<Stored> {
+) -> Result<Vec<Stored>, JournalError> {
+    // Conditions are checked against the journal as it is plus the entries before them in
+    // this append, so a batch may hold several conditional entries of one key.
+    let mut pending: Vec<(&str, Seq)> = Vec::new();
+    let mut seq = head;
+    for entry in &entries {
+        seq += 1;
+        let last = pending
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == entry.key)
+            .map_or_else(|| last_of_key.last(&entry.key), |&(_, s)| s);
+        if let Some(expected) = entry.expect_prev {
+            if expected != last {
+                return Err(JournalError::Conflict {
+                    key: entry.key.clone(),
+                    expected,
+                    found: last,
+                });
+            }
+        }
+        pending.push((&entry.key, seq));
+    }
     let mut previous = head_hash;
     let mut seq = head;
-    entries
+    Ok(entries
         .into_iter()
         .map(|entry| {
             seq += 1;
@@ -346,7 +394,7 @@ pub fn link_all(
             previous = hash;
             stored
         })
-        .collect()
+        .collect())
 }
 
 /// Where a backend keeps the last sequence number of each key, for [`link_all`].
