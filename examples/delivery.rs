@@ -55,11 +55,14 @@ async fn run() -> Result<(), Error> {
         "\n  waiting for approval: {} ({}) to {}",
         request.release, request.digest, request.environment
     );
-    match pipeline.sign_off(&request, "dana", "ship it") {
+    let id = staged.id().as_str();
+    match pipeline.sign_off(id, "dana", "ship it").await {
         Err(refused) => println!("  refused:  {refused}"),
         Ok(_) => unreachable!("authors never approve their own change"),
     }
-    let approval = pipeline.sign_off(&request, "rita", "checkout flow signed off by product")?;
+    let approval = pipeline
+        .sign_off(id, "rita", "checkout flow signed off by product")
+        .await?;
     println!("  approved by {}\n", approval.approver());
 
     let approved = staged.approve(&pipeline, approval).await?;

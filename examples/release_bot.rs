@@ -29,7 +29,8 @@ use std::io::{BufRead as _, IsTerminal as _};
 use std::time::Duration;
 
 use futures::executor::block_on;
-use tollgate::approval::{Ballot, Decision, Groups, Rule};
+use tollgate::approval::{Decision, Groups, Rule};
+use tollgate::artifact::ArtifactError;
 use tollgate::gate::{self, ChangeWindows, Move};
 use tollgate::prelude::*;
 use tollgate::time::{Clock as _, ManualClock, Timestamp};
@@ -56,7 +57,7 @@ const SCRIPT: &[&str] = &[
 
 /// Where a held release is.
 enum Held {
-    Staged(Release<Staged, Delivery>, Ballot),
+    Staged(Release<Staged, Delivery>),
     Deployed(Release<Deployed, Delivery>),
 }
 
@@ -72,8 +73,7 @@ fn main() -> Result<(), tollgate::Error> {
         ("shop-3", "c77e0aa", "pat"),
     ] {
         let staged = block_on(stage(&pipeline, id, Revision::new(revision, author)?))?;
-        let ballot = Ballot::new(staged.approval_request());
-        held.insert(id.to_owned(), Held::Staged(staged, ballot));
+        held.insert(id.to_owned(), Held::Staged(staged));
     }
     println!(
         "release bot: {} releases staged; policy: {}\n",
@@ -181,10 +181,8 @@ fn run(
         ["status"] => {
             for slot in held.values() {
                 let record = match slot {
-                    Held::Staged(release, ballot) => {
-                        block_on(pipeline.explain(release.record(), Some(ballot)))
-                    }
-                    Held::Deployed(release) => block_on(pipeline.explain(release.record(), None)),
+                    Held::Staged(release) => block_on(pipeline.explain(release.record())),
+                    Held::Deployed(release) => block_on(pipeline.explain(release.record())),
                 };
                 println!("  {}", record.to_string().replace('\n', "\n  "));
             }
@@ -202,31 +200,35 @@ fn run(
             } else {
                 Decision::Reject
             };
-            let Some(Held::Staged(staged, ballot)) = held.remove(*release) else {
+            let Some(Held::Staged(staged)) = held.get(*release) else {
                 return Err(format!("no release `{release}` is waiting for approval"));
             };
             match rest {
                 [] => {
-                    let mut ballot = ballot;
-                    let progress = pipeline.vote(&mut ballot, person, decision, reason);
-                    held.insert((*release).to_owned(), Held::Staged(staged, ballot));
+                    // Votes are facts in the pipeline's journal, stamped with its clock.
+                    let progress = block_on(pipeline.vote(release, person, decision, reason));
                     println!("  {release}: {}", progress.map_err(|e| e.to_string())?);
                     Ok(())
                 }
                 ["for", digest] => {
-                    // The person reviewed a specific artifact, so their approval is for that
-                    // digest. The library binds every approval to its digest and refuses it
-                    // on a release that carries another one.
-                    let result =
-                        approve_reviewed(pipeline, staged, &ballot, person, digest, reason);
-                    let (staged, outcome) = result;
-                    held.insert((*release).to_owned(), Held::Staged(staged, ballot));
-                    outcome
+                    // The person reviewed a specific artifact: their yes counts only for that
+                    // digest. The request they vote on is the one the pipeline derives from
+                    // the release itself, so a yes for another artifact cannot be cast.
+                    let reviewed: Digest =
+                        digest.parse().map_err(|e: ArtifactError| e.to_string())?;
+                    let carried = &staged.artifact().digest;
+                    if &reviewed != carried {
+                        return Err(format!(
+                            "{person} reviewed {}, but {release} carries {}: no vote recorded",
+                            reviewed.short(),
+                            carried.short()
+                        ));
+                    }
+                    let progress = block_on(pipeline.vote(release, person, decision, reason));
+                    println!("  {release}: {}", progress.map_err(|e| e.to_string())?);
+                    Ok(())
                 }
-                _ => {
-                    held.insert((*release).to_owned(), Held::Staged(staged, ballot));
-                    Err(format!("cannot read `{command}`"))
-                }
+                _ => Err(format!("cannot read `{command}`")),
             }
         }
         ["ship"] => {
@@ -237,61 +239,18 @@ fn run(
     }
 }
 
-/// Votes as `person` for the artifact `digest` they reviewed and tries the approval on
-/// `staged`; hands the release back with what happened.
-fn approve_reviewed(
-    pipeline: &Pipeline<Delivery>,
-    staged: Release<Staged, Delivery>,
-    ballot: &Ballot,
-    person: &str,
-    digest: &str,
-    reason: &str,
-) -> (Release<Staged, Delivery>, Result<(), String>) {
-    let reviewed: Digest = match digest.parse() {
-        Ok(d) => d,
-        Err(e) => return (staged, Err(e.to_string())),
-    };
-    let mut request = staged.approval_request();
-    request.digest = reviewed;
-    let mut for_reviewed = Ballot::new(request);
-    for vote in ballot.votes() {
-        // The votes so far were for the release as it is; carried over, they let this vote
-        // complete the policy, so that the digest check is what decides.
-        let _ = pipeline.vote(
-            &mut for_reviewed,
-            vote.person.as_str(),
-            vote.decision,
-            &vote.reason,
-        );
-    }
-    if let Err(e) = pipeline.vote(&mut for_reviewed, person, Decision::Approve, reason) {
-        return (staged, Err(e.to_string()));
-    }
-    let approval = match pipeline.issue(&for_reviewed) {
-        Ok(approval) => approval,
-        Err(e) => return (staged, Err(e.to_string())),
-    };
-    match block_on(staged.approve(pipeline, approval)) {
-        Ok(_) => unreachable!("an approval for another digest never approves a release"),
-        Err(refused) => {
-            let (staged, error) = refused.into_parts();
-            (staged, Err(error.to_string()))
-        }
-    }
-}
-
 /// Tries to approve and deploy every staged release; parks the ones that cannot go yet.
 fn ship(pipeline: &Pipeline<Delivery>, held: &mut BTreeMap<String, Held>) {
     let ids: Vec<String> = held.keys().cloned().collect();
     for id in ids {
-        let Some(Held::Staged(staged, ballot)) = held.remove(&id) else {
+        let Some(Held::Staged(staged)) = held.remove(&id) else {
             continue;
         };
-        let approval = match pipeline.issue(&ballot) {
+        let approval = match block_on(pipeline.issue(&id)) {
             Ok(approval) => approval,
             Err(error) => {
                 println!("  {id}: parked, {error}");
-                held.insert(id, Held::Staged(staged, ballot));
+                held.insert(id, Held::Staged(staged));
                 continue;
             }
         };
@@ -300,7 +259,7 @@ fn ship(pipeline: &Pipeline<Delivery>, held: &mut BTreeMap<String, Held>) {
             Ok(approved) => approved,
             Err(refused) => {
                 println!("  {id}: parked, {}", refused.error());
-                held.insert(id, Held::Staged(refused.into_release(), ballot));
+                held.insert(id, Held::Staged(refused.into_release()));
                 continue;
             }
         };

@@ -10,9 +10,11 @@
 use crate::approval::ApprovalError;
 use crate::artifact::ArtifactError;
 use crate::engine::EngineError;
+use crate::fact::FactError;
 use crate::gate::GateError;
 use crate::graph::GraphError;
 use crate::id::{IdError, PipelineName, ReleaseId, StageId};
+use crate::journal::JournalError;
 use crate::lifecycle::Step;
 use crate::record::RecordError;
 
@@ -45,6 +47,13 @@ pub enum Error {
     /// A vote, ballot, approval or policy was refused.
     #[error(transparent)]
     Approval(#[from] ApprovalError),
+    /// The journal failed, or someone else moved the release first.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The journal's facts about a release do not add up to one this pipeline could have
+    /// written.
+    #[error(transparent)]
+    Fact(#[from] FactError),
 
     /// A pipeline stage has no executor and the pipeline has no default executor.
     #[error("stage `{stage}` has no executor and the pipeline has no default executor")]
@@ -98,8 +107,15 @@ pub enum ErrorKind {
     GatePending,
     /// An approval is invalid, expired, or given by someone who may not give it.
     Approval,
-    /// A stored release does not fit the state, mode or pipeline asked for.
+    /// A stored release does not fit the state, mode or pipeline asked for, or its history
+    /// in the journal does not add up.
     Release,
+    /// The journal's storage failed (a full disk, a lost connection) or its chain is broken;
+    /// nothing was acknowledged.
+    Journal,
+    /// Someone else moved the release first (another copy, another replica): restore it
+    /// from the journal and look again.
+    Conflict,
 }
 
 impl Error {
@@ -119,7 +135,12 @@ impl Error {
             Error::Gate(GateError::Closed { .. }) => ErrorKind::GateClosed,
             Error::Gate(GateError::Pending { .. }) => ErrorKind::GatePending,
             Error::Approval(_) => ErrorKind::Approval,
-            Error::Record(_) | Error::PipelineMismatch { .. } => ErrorKind::Release,
+            Error::Journal(JournalError::Conflict { .. })
+            | Error::Fact(FactError::Journal(JournalError::Conflict { .. })) => ErrorKind::Conflict,
+            Error::Journal(_) | Error::Fact(FactError::Journal(_)) => ErrorKind::Journal,
+            Error::Record(_) | Error::PipelineMismatch { .. } | Error::Fact(_) => {
+                ErrorKind::Release
+            }
         }
     }
 }

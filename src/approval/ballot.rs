@@ -63,6 +63,15 @@ impl Ballot {
         &self.votes
     }
 
+    /// The ballot as it was at `at`: the votes cast until then.
+    #[must_use]
+    pub fn until(&self, at: Timestamp) -> Ballot {
+        Ballot {
+            request: self.request.clone(),
+            votes: self.votes.iter().filter(|v| v.at <= at).cloned().collect(),
+        }
+    }
+
     pub(crate) fn push(&mut self, vote: Vote) {
         self.votes.push(vote);
     }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::Digest;
 use crate::id::{EnvironmentName, IdError, Person, PipelineName, ReleaseId};
-use crate::record::{ApprovalRecord, Revision};
+use crate::record::ApprovalRecord;
 use crate::time::Timestamp;
 
 pub use ballot::{Ballot, Decision, Vote};
@@ -167,6 +167,9 @@ pub struct ApprovalRequest {
 pub struct Approval {
     request: ApprovalRequest,
     record: ApprovalRecord,
+    /// Who issued it: a digest of the issuing pipeline's definition, so that a pipeline that
+    /// is only named like this one cannot issue approvals this one accepts.
+    issuer: String,
 }
 
 /// Never implemented: the bound that keeps [`Approval`] from being deserialized, there only to
@@ -174,7 +177,7 @@ pub struct Approval {
 #[diagnostic::on_unimplemented(
     message = "an `Approval` cannot be deserialized: it is a capability, issued only by a pipeline that checked its policy",
     label = "stored data is never trusted as an approval",
-    note = "store the `Ballot` (the votes) and call `pipeline.issue(&ballot)` again after a restart; an `ApprovalRecord` (what was approved) can be stored and read, but approves nothing"
+    note = "votes are facts in the pipeline's journal: after a restart, call `pipeline.issue(release_id)` again; an `ApprovalRecord` (what was approved) can be stored and read, but approves nothing"
 )]
 pub trait IssuedNotDeserialized<'de> {}
 
@@ -192,9 +195,14 @@ where
 }
 
 impl Approval {
-    /// The capability for `request`, approved as `record` says. Only the policy calls this.
-    pub(crate) fn new(request: ApprovalRequest, record: ApprovalRecord) -> Self {
-        Approval { request, record }
+    /// The capability for `request`, approved as `record` says, issued by the pipeline whose
+    /// definition digests to `issuer`. Only a pipeline calls this, after its policy.
+    pub(crate) fn new(request: ApprovalRequest, record: ApprovalRecord, issuer: String) -> Self {
+        Approval {
+            request,
+            record,
+            issuer,
+        }
     }
 
     /// Who approved.
@@ -215,15 +223,13 @@ impl Approval {
         &self.record
     }
 
-    /// Checks that the approval covers `release` of `pipeline` with `digest` for
-    /// `environment` at time `now`, and turns it into its record.
+    /// Checks that the approval was issued by `issuer` for exactly `request` (the release as
+    /// it is: pipeline, id, revision, author, triggerer, digest, environment), and has not
+    /// expired at `now`; turns it into its record.
     pub(crate) fn redeem(
         self,
-        pipeline: &PipelineName,
-        release: &ReleaseId,
-        revision: &Revision,
-        digest: &Digest,
-        environment: &EnvironmentName,
+        issuer: &str,
+        request: &ApprovalRequest,
         now: Timestamp,
     ) -> Result<ApprovalRecord> {
         let approver = &self.record.approver;
@@ -233,50 +239,62 @@ impl Approval {
             approved,
             actual,
         };
-        if self.request.pipeline != *pipeline {
-            return Err(mismatch(
+        let ours = &self.request;
+        let bindings = [
+            (
                 "pipeline",
-                self.request.pipeline.to_string(),
-                pipeline.to_string(),
-            ));
-        }
-        if &self.request.release != release {
-            return Err(mismatch(
+                ours.pipeline.to_string(),
+                request.pipeline.to_string(),
+            ),
+            (
                 "release",
-                self.request.release.to_string(),
-                release.to_string(),
-            ));
-        }
-        if &self.record.digest != digest {
-            return Err(mismatch(
+                ours.release.to_string(),
+                request.release.to_string(),
+            ),
+            ("revision", ours.revision.clone(), request.revision.clone()),
+            (
+                "author",
+                ours.author.to_string(),
+                request.author.to_string(),
+            ),
+            (
+                "triggerer",
+                ours.triggered_by
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                request
+                    .triggered_by
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            ),
+            (
                 "artifact",
                 self.record.digest.to_string(),
-                digest.to_string(),
-            ));
-        }
-        if &self.record.environment != environment {
-            return Err(mismatch(
+                request.digest.to_string(),
+            ),
+            (
+                "artifact",
+                ours.digest.to_string(),
+                request.digest.to_string(),
+            ),
+            (
                 "environment",
                 self.record.environment.to_string(),
-                environment.to_string(),
-            ));
-        }
-        // The request is plain data a caller may have edited; the release knows its own
-        // revision and author, so an approval issued for another author (to slip past the
-        // self-approval rule) or another revision does not fit.
-        if self.request.revision != revision.id {
-            return Err(mismatch(
-                "revision",
-                self.request.revision.clone(),
-                revision.id.clone(),
-            ));
-        }
-        if self.request.author != revision.author {
-            return Err(mismatch(
-                "author",
-                self.request.author.to_string(),
-                revision.author.to_string(),
-            ));
+                request.environment.to_string(),
+            ),
+            (
+                "environment",
+                ours.environment.to_string(),
+                request.environment.to_string(),
+            ),
+            ("issuer", self.issuer.clone(), issuer.to_owned()),
+        ];
+        for (field, approved, actual) in bindings {
+            if approved != actual {
+                return Err(mismatch(field, approved, actual));
+            }
         }
         if now >= self.record.expires_at {
             return Err(ApprovalError::Expired {

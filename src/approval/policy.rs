@@ -249,6 +249,115 @@ impl ApprovalPolicy {
     }
 
     /// Issues the record of a met policy, or says what is missing.
+    /// Checks a recorded approval against the votes of `ballot` without the directory (whose
+    /// groups may have changed since): every signoff is its person's latest vote, a yes, cast
+    /// when the record says; every rule has as many signoffs as it needs; nobody signed off
+    /// against a relaxation the policy does not make; and at `used_at` the approval had not
+    /// expired and no vote on the ballot was a current rejection (every vote on a ballot in
+    /// the journal passed the policy when it was cast).
+    pub(crate) fn check_record(
+        &self,
+        ballot: &Ballot,
+        record: &ApprovalRecord,
+        used_at: Timestamp,
+    ) -> Result<()> {
+        let request = ballot.request();
+        let mismatch =
+            |field: &'static str, approved: String, actual: String| ApprovalError::Mismatch {
+                approver: Some(record.approver.clone()),
+                field,
+                approved,
+                actual,
+            };
+        if record.digest != request.digest {
+            return Err(mismatch(
+                "artifact",
+                record.digest.to_string(),
+                request.digest.to_string(),
+            ));
+        }
+        if record.environment != request.environment {
+            return Err(mismatch(
+                "environment",
+                record.environment.to_string(),
+                request.environment.to_string(),
+            ));
+        }
+        if used_at >= record.expires_at {
+            return Err(ApprovalError::Expired {
+                approver: record.approver.clone(),
+                expired_at: record.expires_at,
+                now: used_at,
+            });
+        }
+        if record.signoffs.is_empty()
+            || !record.signoffs.iter().any(|s| s.person == record.approver)
+        {
+            return Err(mismatch(
+                "votes",
+                record.approver.to_string(),
+                "no signoff".to_owned(),
+            ));
+        }
+        let latest_until = |at: Timestamp| {
+            let mut latest: BTreeMap<&Person, &Vote> = BTreeMap::new();
+            for vote in ballot.votes().iter().filter(|v| v.at <= at) {
+                latest.insert(&vote.person, vote);
+            }
+            latest
+        };
+        let at_issue = latest_until(record.issued_at);
+        for signoff in &record.signoffs {
+            let backed = at_issue.get(&signoff.person).is_some_and(|v| {
+                v.decision == Decision::Approve && v.at == signoff.at && v.reason == signoff.reason
+            });
+            if !backed {
+                return Err(mismatch(
+                    "votes",
+                    format!("a yes from {}", signoff.person),
+                    "no such vote".to_owned(),
+                ));
+            }
+            if signoff.person == request.author && !self.allow_self_approval {
+                return Err(ApprovalError::SelfApproval {
+                    person: signoff.person.clone(),
+                    revision: request.revision.clone(),
+                });
+            }
+            if request.triggered_by.as_ref() == Some(&signoff.person)
+                && !self.allow_triggerer_approval
+            {
+                return Err(ApprovalError::TriggererApproval {
+                    person: signoff.person.clone(),
+                    release: request.release.clone(),
+                });
+            }
+        }
+        for rule in &self.rules {
+            let met = record
+                .signoffs
+                .iter()
+                .filter(|s| s.rules.iter().any(|r| r == rule.name()))
+                .count();
+            if met < rule.needed() {
+                return Err(ApprovalError::Incomplete {
+                    release: request.release.clone(),
+                    waiting_for: format!("{}: {met} of {}", rule.name(), rule.needed()),
+                });
+            }
+        }
+        for vote in latest_until(used_at).values() {
+            if vote.decision == Decision::Reject && used_at < vote.at.saturating_add(self.valid_for)
+            {
+                return Err(ApprovalError::Rejected {
+                    person: vote.person.clone(),
+                    reason: vote.reason.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn complete(
         &self,
         ballot: &Ballot,

@@ -14,23 +14,26 @@ mod explain;
 mod stage;
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::approval::{
-    Approval, ApprovalError, ApprovalPolicy, ApprovalRequest, Ballot, Decision, Directory,
-    NoGroups, Progress, Vote,
+    ApprovalError, ApprovalPolicy, ApprovalRequest, Ballot, Directory, NoGroups, Progress,
 };
+use crate::artifact::ArtifactError;
 use crate::engine::{CancelHandle, Engine, Event, StageHooks, StepReport, StepRun};
 use crate::environment::{Environment, EnvironmentName};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
+use crate::fact::{Fact, Fingerprint, read_release};
 use crate::gate::{BoxGate, Gate, GateContext};
 use crate::graph::{StageGraph, Step};
 use crate::id::{Person, PipelineName};
+use crate::journal::{ChainKey, Journal, MemoryJournal};
 use crate::lifecycle::{Delivery, Deployment, HumanApproval, Mode, ModeKind, Move, Verdict};
 use crate::record::AnyRelease;
+use crate::record::ApprovalRecord;
 use crate::time::{Clock, SystemClock, Timestamp};
 
 pub use explain::{ApprovalNeed, Explanation, GateVerdict};
@@ -59,6 +62,7 @@ pub struct PipelineBuilder<M: Mode, A = NoApprovals> {
     staging: Option<Environment>,
     production: Option<Environment>,
     approval_policies: Option<Approvals>,
+    journal: Option<Arc<dyn Journal>>,
     _mode: PhantomData<fn() -> (M, A)>,
 }
 
@@ -200,6 +204,15 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
         self
     }
 
+    /// Sets the journal every fact about this pipeline's releases is written to, and from
+    /// which they are restored (default: a [`MemoryJournal`] of its own, which lives as long
+    /// as the pipeline). Several pipelines may share one journal.
+    #[must_use]
+    pub fn journal(mut self, journal: impl Journal + 'static) -> Self {
+        self.journal = Some(Arc::new(journal));
+        self
+    }
+
     /// Sets the staging environment (default `staging`).
     #[must_use]
     pub fn staging(mut self, environment: Environment) -> Self {
@@ -251,6 +264,15 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
             Some(e) => e,
             None => Environment::new("production")?,
         };
+        let approvals = self.approval_policies.unwrap_or_else(Approvals::none);
+        let fingerprint = fingerprint::<M>(
+            &graph,
+            &self.gates,
+            &self.environment_gates,
+            &approvals,
+            &staging,
+            &production,
+        );
         Ok(Pipeline {
             name,
             graph,
@@ -261,7 +283,13 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
             clock: self.clock,
             staging,
             production,
-            approvals: self.approval_policies.unwrap_or_else(Approvals::none),
+            approvals,
+            journal: self.journal.unwrap_or_else(|| {
+                Arc::new(MemoryJournal::new(ChainKey::derive(
+                    b"tollgate: a pipeline's own in-memory journal",
+                )))
+            }),
+            fingerprint,
             _mode: PhantomData,
         })
     }
@@ -279,6 +307,7 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
             staging: self.staging,
             production: self.production,
             approval_policies: self.approval_policies,
+            journal: self.journal,
             _mode: PhantomData,
         }
     }
@@ -369,6 +398,8 @@ pub struct Pipeline<M: Mode> {
     /// A delivery pipeline's policies (the builder's type sees that it was given one); a
     /// deployment pipeline holds [`Approvals::none`].
     approvals: Approvals,
+    journal: Arc<dyn Journal>,
+    fingerprint: Fingerprint,
     _mode: PhantomData<fn() -> M>,
 }
 
@@ -399,6 +430,7 @@ impl<M: Mode> Pipeline<M> {
             staging: None,
             production: None,
             approval_policies: None,
+            journal: None,
             _mode: PhantomData,
         }
     }
@@ -407,6 +439,19 @@ impl<M: Mode> Pipeline<M> {
     #[must_use]
     pub fn name(&self) -> &PipelineName {
         &self.name
+    }
+
+    /// The journal the pipeline writes its releases' facts to.
+    #[must_use]
+    pub fn journal(&self) -> &dyn Journal {
+        &*self.journal
+    }
+
+    /// What the pipeline is: a digest per part of its definition, recorded in every release
+    /// it starts.
+    #[must_use]
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
     }
 
     /// The stage graph.
@@ -448,8 +493,8 @@ impl<M: Mode> Pipeline<M> {
     }
 
     /// Explains what stands between `release` and its next move: every gate's verdict now
-    /// and, for a staged delivery release, the approval it needs (with the progress of
-    /// `ballot`, when given). Nothing is recorded and the release is not touched; gates are
+    /// and, for a staged delivery release, the approval it needs (with the progress of the
+    /// votes the journal holds on it). Nothing is recorded and the release is not touched; gates are
     /// asked as they would be by the move itself (a [`MetricGate`](crate::gate::MetricGate)
     /// takes a sample).
     ///
@@ -471,13 +516,13 @@ impl<M: Mode> Pipeline<M> {
     /// # let built = pipeline.start("r1", Revision::new("4f2a9c1", "dana")?)?.build(&pipeline).await?;
     /// # let artifact = built.artifact().clone();
     /// # let staged = built.test(&pipeline, &artifact).await?.stage(&pipeline, &artifact).await?;
-    /// let why = pipeline.explain(staged.record(), None).await;
+    /// let why = pipeline.explain(staged.record()).await;
     /// assert!(!why.is_ready());
     /// assert_eq!(why.blocking().next().unwrap().gate, "soak 30m");
     /// println!("{why}");
     /// # Ok(()) }) }
     /// ```
-    pub async fn explain(&self, release: &AnyRelease, ballot: Option<&Ballot>) -> Explanation {
+    pub async fn explain(&self, release: &AnyRelease) -> Explanation {
         let now = self.clock.now();
         let next = release.state().next_move();
         let environment = next.map(|mv| release.aimed_at(mv));
@@ -490,14 +535,18 @@ impl<M: Mode> Pipeline<M> {
                 .collect(),
             _ => Vec::new(),
         };
-        let approval = (M::KIND == ModeKind::Delivery && next == Some(Move::Approve)).then(|| {
+        let approval = if M::KIND == ModeKind::Delivery && next == Some(Move::Approve) {
             let approvals = &self.approvals;
             let policy = approvals.for_environment(release.target().name());
-            ApprovalNeed {
+            // A release not yet in the journal (or a journal that fails) shows no progress.
+            let ballot = self.ballot_of(release).await.ok();
+            Some(ApprovalNeed {
                 rules: policy.rules().iter().map(ToString::to_string).collect(),
-                progress: ballot.map(|b| policy.progress(b, &*approvals.directory, now)),
-            }
-        });
+                progress: ballot.map(|b| policy.progress(&b, &*approvals.directory, now)),
+            })
+        } else {
+            None
+        };
         Explanation {
             release: release.id().clone(),
             state: release.state(),
@@ -593,131 +642,104 @@ impl<M: Mode> Pipeline<M> {
     }
 }
 
-impl Pipeline<Delivery> {
-    /// The policy that applies to `request`, by its environment.
-    fn policy_for(&self, request: &ApprovalRequest) -> &ApprovalPolicy {
-        self.approvals.for_environment(&request.environment)
+impl<M: Mode> Pipeline<M> {
+    /// The policy that applies to approvals for `environment`.
+    fn policy_for(&self, environment: &EnvironmentName) -> &ApprovalPolicy {
+        self.approvals.for_environment(environment)
     }
 
-    /// Records `person`'s `decision` on the ballot, with their `reason`, at the pipeline
-    /// clock's time, and returns the progress it makes.
-    ///
-    /// The vote is refused, and the ballot left unchanged, when no rule of the policy admits
-    /// `person` (directly or through a group), when they wrote the change or triggered the
-    /// pipeline (unless the policy relaxes that), or when the ballot belongs to another
-    /// pipeline. A later vote by the same person replaces their earlier one.
-    ///
-    /// ```
-    /// # use tollgate::prelude::*;
-    /// # use tollgate::approval::{Ballot, Decision, Groups, Rule};
-    /// # use tollgate::executor::from_fn;
-    /// # fn main() -> Result<(), tollgate::Error> { futures::executor::block_on(async {
-    /// # let ok = || from_fn(|_| Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes("app", b"app"))));
-    /// let pipeline = Pipeline::<Delivery>::builder("shop")
-    ///     # .stage(Stage::build("compile").run(ok())).stage(Stage::test("unit").run(ok()))
-    ///     # .stage(Stage::stage("staging").run(ok())).stage(Stage::deploy("production").run(ok()))
-    ///     .approvals(
-    ///         ApprovalPolicy::new()
-    ///             .rule(Rule::new("release-managers").group("release-managers").need(2))?
-    ///             .rule(Rule::new("security").group("security"))?,
-    ///     )
-    ///     .directory(
-    ///         Groups::new()
-    ///             .group("release-managers", ["rita", "sam", "ines"])?
-    ///             .group("security", ["ines", "omar"])?,
-    ///     )
-    ///     .build()?;
-    /// # let built = pipeline.start("r1", Revision::new("4f2a9c1", "dana")?)?.build(&pipeline).await?;
-    /// # let artifact = built.artifact().clone();
-    /// # let staged = built.test(&pipeline, &artifact).await?.stage(&pipeline, &artifact).await?;
-    /// let mut ballot = Ballot::new(staged.approval_request());
-    /// pipeline.vote(&mut ballot, "rita", Decision::Approve, "release notes checked")?;
-    /// let progress = pipeline.vote(&mut ballot, "ines", Decision::Approve, "scan is clean")?;
-    /// // ines counts once per rule, for both rules: she is in both groups.
-    /// assert_eq!(
-    ///     progress.to_string(),
-    ///     "approved: release-managers 2 of 2 (ines, rita), security 1 of 1 (ines)"
-    /// );
-    /// assert!(pipeline.vote(&mut ballot, "dana", Decision::Approve, "mine").is_err()); // the author
-    /// let approval = pipeline.issue(&ballot)?;
-    /// let approved = staged.approve(&pipeline, approval).await?;
-    /// assert_eq!(approved.record().approval().unwrap().signoffs.len(), 2);
-    /// # Ok(()) }) }
-    /// ```
-    pub fn vote(
-        &self,
-        ballot: &mut Ballot,
-        person: &str,
-        decision: Decision,
-        reason: &str,
-    ) -> Result<Progress> {
-        let person = Person::new(person)?;
-        let policy = self.policy_for(ballot.request());
-        policy.check_voter(
-            &self.name,
-            ballot.request(),
-            &person,
+    /// How far `ballot` has come under the policy for its environment at `at`.
+    pub(crate) fn progress_at(&self, ballot: &Ballot, at: Timestamp) -> Progress {
+        self.policy_for(&ballot.request().environment).progress(
+            ballot,
             &*self.approvals.directory,
-        )?;
-        ballot.push(Vote {
-            person,
-            decision,
-            reason: reason.to_owned(),
-            at: self.clock.now(),
-        });
-        Ok(self.progress(ballot))
+            at,
+        )
     }
 
+    /// The approval record the policy gives for `ballot` at `at`, or why it gives none.
+    pub(crate) fn complete_ballot(
+        &self,
+        ballot: &Ballot,
+        at: Timestamp,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        self.policy_for(&ballot.request().environment).complete(
+            ballot,
+            &*self.approvals.directory,
+            at,
+        )
+    }
+
+    /// Checks a recorded approval against the journal's votes, without the directory (see
+    /// `ApprovalPolicy::check_record`): what a restore can re-derive of the past.
+    pub(crate) fn check_recorded_approval(
+        &self,
+        ballot: &Ballot,
+        record: &ApprovalRecord,
+        used_at: Timestamp,
+    ) -> Result<(), ApprovalError> {
+        self.policy_for(&ballot.request().environment)
+            .check_record(ballot, record, used_at)
+    }
+
+    /// Whether the policy for `environment` admits `person` now (directly or through the
+    /// directory's groups).
+    pub(crate) fn admits(&self, environment: &EnvironmentName, person: &Person) -> bool {
+        self.policy_for(environment)
+            .admits(person.as_str(), &*self.approvals.directory)
+    }
+
+    /// Checks that `person` may vote on `request`.
+    pub(crate) fn check_voter(
+        &self,
+        request: &ApprovalRequest,
+        person: &Person,
+    ) -> Result<(), ApprovalError> {
+        self.policy_for(&request.environment).check_voter(
+            &self.name,
+            request,
+            person,
+            &*self.approvals.directory,
+        )
+    }
+
+    /// The digest of the pipeline's definition that its approvals carry.
+    pub(crate) fn issuer(&self) -> String {
+        Fingerprint::digest(json(&self.fingerprint).as_bytes())
+    }
+
+    /// The votes the journal holds on `release`'s current approval request: those cast
+    /// since it was staged, on the request it has now.
+    pub(crate) async fn ballot_of(&self, release: &AnyRelease) -> Result<Ballot> {
+        let Some(request) = request_for(release) else {
+            return Err(ArtifactError::Missing {
+                release: release.id().clone(),
+            }
+            .into());
+        };
+        let mut ballot = Ballot::new(request.clone());
+        for (_, fact) in read_release(&*self.journal, release.id().as_str()).await? {
+            match fact {
+                Fact::Moved { .. } => ballot = Ballot::new(request.clone()),
+                Fact::Voted {
+                    request: asked,
+                    vote,
+                    ..
+                } if asked == request => ballot.push(vote),
+                _ => {}
+            }
+        }
+        Ok(ballot)
+    }
+}
+
+impl<M: HumanApproval> Pipeline<M> {
     /// How far `ballot` has come under the policy for its environment, now: rule by rule,
     /// any rejection, and expired votes. Every vote is re-checked against the policy, the
     /// directory and the clock.
     #[must_use]
     pub fn progress(&self, ballot: &Ballot) -> Progress {
-        self.policy_for(ballot.request()).progress(
-            ballot,
-            &*self.approvals.directory,
-            self.clock.now(),
-        )
-    }
-
-    /// Issues the [`Approval`] capability for `ballot` when every rule of the policy is met
-    /// and nobody it admits rejects; otherwise says what is missing
-    /// ([`ApprovalError::Incomplete`]) or who rejected ([`ApprovalError::Rejected`]).
-    ///
-    /// The approval expires when the earliest of the votes that made it would.
-    pub fn issue(&self, ballot: &Ballot) -> Result<Approval> {
-        let policy = self.policy_for(ballot.request());
-        if ballot.request().pipeline != self.name {
-            return Err(ApprovalError::Mismatch {
-                // The ballot's latest voter, for the message; the ballot is refused whoever
-                // voted.
-                approver: ballot.votes().last().map(|v| v.person.clone()),
-                field: "pipeline",
-                approved: ballot.request().pipeline.to_string(),
-                actual: self.name.to_string(),
-            }
-            .into());
-        }
-        let record = policy.complete(ballot, &*self.approvals.directory, self.clock.now())?;
-        Ok(Approval::new(ballot.request().clone(), record))
-    }
-
-    /// The one-person shortcut: records `approver`'s yes to `request`, with their `reason`,
-    /// and issues the [`Approval`] capability if that alone meets the policy (as with
-    /// [`ApprovalPolicy::any_of`]). For policies that need several people, collect votes on
-    /// a [`Ballot`] with [`Pipeline::vote`] and call [`Pipeline::issue`].
-    ///
-    /// The pipeline signs off (issues an approval); the release is approved when it uses one
-    /// ([`Release::approve`](crate::release::Release::approve)).
-    pub fn sign_off(
-        &self,
-        request: &ApprovalRequest,
-        approver: &str,
-        reason: &str,
-    ) -> Result<Approval> {
-        let mut ballot = Ballot::new(request.clone());
-        self.vote(&mut ballot, approver, Decision::Approve, reason)?;
-        self.issue(&ballot)
+        self.progress_at(ballot, self.clock.now())
     }
 
     /// The approval policy for the production environment.
@@ -725,4 +747,62 @@ impl Pipeline<Delivery> {
     pub fn approval_policy(&self) -> &ApprovalPolicy {
         self.approvals.for_environment(self.production.name())
     }
+}
+
+/// The approval request of a release, as its record says: `None` before it has an artifact.
+pub(crate) fn request_for(any: &AnyRelease) -> Option<ApprovalRequest> {
+    Some(ApprovalRequest {
+        pipeline: any.pipeline().clone(),
+        release: any.id().clone(),
+        revision: any.revision().id.clone(),
+        author: any.revision().author.clone(),
+        triggered_by: any.revision().triggered_by.clone(),
+        digest: any.artifact()?.digest.clone(),
+        environment: any.target().name().clone(),
+    })
+}
+
+/// The fingerprint of a pipeline's definition: the graph (every stage spec), the gates by
+/// move and environment (by name), the approval policies, the environments and the mode.
+/// Executors are code and are not in it.
+fn fingerprint<M: Mode>(
+    graph: &StageGraph,
+    gates: &[(Move, BoxGate)],
+    environment_gates: &[(EnvironmentName, BoxGate)],
+    approvals: &Approvals,
+    staging: &Environment,
+    production: &Environment,
+) -> Fingerprint {
+    let mut gate_names = String::new();
+    for (mv, gate) in gates {
+        let _ = writeln!(gate_names, "move {mv}: {}", gate.name());
+    }
+    for (environment, gate) in environment_gates {
+        let _ = writeln!(gate_names, "environment {environment}: {}", gate.name());
+    }
+    let approvals = (M::KIND == ModeKind::Delivery).then(|| {
+        (
+            &approvals.default,
+            approvals.per_environment.iter().collect::<Vec<_>>(),
+        )
+    });
+    Fingerprint {
+        graph: Fingerprint::digest(json(graph).as_bytes()),
+        gates: Fingerprint::digest(gate_names.as_bytes()),
+        approvals: Fingerprint::digest(json(&approvals).as_bytes()),
+        environments: Fingerprint::digest(
+            format!(
+                "staging {}\nproduction {}",
+                staging.name(),
+                production.name()
+            )
+            .as_bytes(),
+        ),
+        mode: M::KIND,
+    }
+}
+
+/// A value's JSON form, for the digests of plain data (which always serializes).
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }

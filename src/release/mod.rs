@@ -14,8 +14,10 @@
 //!
 //! The release drives its [`Pipeline`]; the pipeline never names a release.
 
+mod approvals;
 pub mod capability;
 mod moves;
+mod restore;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -23,7 +25,9 @@ use std::marker::PhantomData;
 use crate::artifact::ArtifactRef;
 use crate::engine::CancelHandle;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fact::Fingerprint;
 use crate::id::ReleaseId;
+use crate::journal::Seq;
 use crate::pipeline::Pipeline;
 use crate::record::AnyRelease;
 use crate::time::Timestamp;
@@ -38,9 +42,11 @@ pub use crate::record::Revision;
 
 /// A release in state `S` of a pipeline in mode `M`.
 ///
-/// Created only by [`Pipeline::start`] (or restored from storage with
-/// `Release::try_from(any_release)`), moved only by the methods of its state, and never
-/// copied: a release that has moved cannot be used again.
+/// Created only by [`Pipeline::start`] or restored from the journal by
+/// [`Pipeline::restore`] (which re-derives it from its facts), moved only by the methods its
+/// state has, and never copied: a release that has moved cannot be used again. Every move
+/// writes its facts to the pipeline's journal first, and a move that another copy of the
+/// release (another process) took first is refused ([`ErrorKind::Conflict`]).
 ///
 /// ```compile_fail,E0382
 /// # use tollgate::prelude::*;
@@ -51,6 +57,11 @@ pub use crate::record::Revision;
 /// ```
 pub struct Release<S: State, M: Mode> {
     any: AnyRelease,
+    /// The journal entry this release was last written or read at; `None` until its first
+    /// move writes its start.
+    head: Option<Seq>,
+    /// The definition of the pipeline that started it.
+    fingerprint: Fingerprint,
     /// Cancels this release's next move only (a child of the pipeline's handle, which
     /// cancels every move). Each move gets a fresh one when it ends.
     cancel: CancelHandle,
@@ -80,17 +91,24 @@ impl<M: Mode> Pipeline<M> {
             self.staging().clone(),
             self.production().clone(),
         );
-        Ok(Release::from_any_unchecked(any))
+        Ok(Release::new(any, None, self.fingerprint().clone()))
     }
 }
 
 impl<S: State, M: Mode> Release<S, M> {
-    pub(crate) fn from_any_unchecked(any: AnyRelease) -> Self {
+    fn new(any: AnyRelease, head: Option<Seq>, fingerprint: Fingerprint) -> Self {
         Release {
             any,
+            head,
+            fingerprint,
             cancel: CancelHandle::new(),
             _marker: PhantomData,
         }
+    }
+
+    /// The same release in state `N`, at journal entry `head`.
+    fn moved<N: State>(self) -> Release<N, M> {
+        Release::new(self.any, self.head, self.fingerprint)
     }
 
     /// The release's id.
@@ -171,17 +189,6 @@ impl<M: Mode> Release<Deployed, M> {
 impl<S: State, M: Mode> From<Release<S, M>> for AnyRelease {
     fn from(release: Release<S, M>) -> Self {
         release.into_any()
-    }
-}
-
-impl<S: State, M: Mode> TryFrom<AnyRelease> for Release<S, M> {
-    type Error = Error;
-
-    /// Restores a typed release from its record after checking its mode, its state and that
-    /// its parts agree with that state.
-    fn try_from(any: AnyRelease) -> Result<Self> {
-        any.check_as(S::NAME, M::KIND)?;
-        Ok(Release::from_any_unchecked(any))
     }
 }
 

@@ -1,21 +1,27 @@
 //! The moves of a release: one generic `advance` that checks, asks the gates, runs the
-//! move's step and records everything, and the public moves, each bound by the capability
-//! its state or mode must have.
+//! move's step and records everything in the journal, and the public moves, each bound by
+//! the capability its state or mode must have.
+//!
+//! Each move writes its facts in two appends: the gates' verdicts first (conditional on the
+//! release's last fact being the one this copy saw, so two copies cannot both take a move),
+//! then the step's report with the move or the refusal.
 
 use super::capability::{
     AutomaticApproval, CanApprove, CanBuild, CanDeploy, CanStage, CanTest, HumanApproval,
 };
 use super::{MoveError, Release};
-use crate::approval::{Approval, ApprovalRequest};
+use crate::approval::{Approval, ApprovalError, ApprovalRequest, Ballot};
 use crate::artifact::{Artifact, ArtifactError};
 use crate::error::{Error, Result};
 use crate::executor::StageStatus;
+use crate::fact::{Fact, FactError};
 use crate::gate::GateError;
 use crate::lifecycle::{
     Approved, Built, Deployed, Mode, Move, Staged, State, StateName, Tested, Verdict,
 };
-use crate::pipeline::Pipeline;
-use crate::record::GateRecord;
+use crate::pipeline::{Pipeline, request_for};
+use crate::record::{ApprovalRecord, GateRecord};
+use crate::time::Timestamp;
 
 impl<S: State, M: Mode> Release<S, M> {
     /// Runs the build step. The build stages must report exactly one artifact
@@ -80,9 +86,8 @@ impl<S: State, M: Mode> Release<S, M> {
         self.advance(pipeline, Move::Stage, Some(&artifact)).await
     }
 
-    /// The question to put to a person: this release, this artifact, the target environment.
-    /// Hand it to [`Pipeline::sign_off`] (one person) or collect votes on a
-    /// [`Ballot`](crate::approval::Ballot) with it.
+    /// The question to put to people: this release, this artifact, the target environment.
+    /// Post it where they answer; their votes go to [`Pipeline::vote`] with the release's id.
     #[must_use]
     pub fn approval_request(&self) -> ApprovalRequest
     where
@@ -101,9 +106,11 @@ impl<S: State, M: Mode> Release<S, M> {
         }
     }
 
-    /// Continuous delivery's human gate: moves to Approved with a person's [`Approval`],
-    /// which must name this release, its artifact digest and its target environment, and
-    /// must not have expired. Automated gates on [`Move::Approve`] must be open too.
+    /// Continuous delivery's human gate: moves to Approved with an [`Approval`] this
+    /// pipeline issued for this release, its artifact digest and its target environment.
+    /// When it is used, the approval must not have expired, nobody the policy admits may have
+    /// rejected the release since, and everyone who gave it must still be admitted by the
+    /// policy and its directory. Automated gates on [`Move::Approve`] must be open too.
     ///
     /// A delivery release cannot approve itself:
     ///
@@ -128,32 +135,35 @@ impl<S: State, M: Mode> Release<S, M> {
         // Gates first: when one is closed or pending, the person's approval is still good
         // and is handed back in the error (`MoveError::take_approval`) for the next try.
         if let Err(error) = self.open_gates(pipeline, Move::Approve).await {
-            let mut refused = MoveError::new(self, error);
+            let mut refused = self.refuse(pipeline, Move::Approve, error).await;
             refused.approval = Some(approval);
             return Err(refused);
         }
-        let Some(digest) = self.any.artifact().map(|a| a.digest.clone()) else {
-            let error = ArtifactError::Missing {
-                release: self.id().clone(),
-            };
-            return Err(MoveError::new(self, error.into()));
-        };
-        let redeemed = approval.redeem(
-            pipeline.name(),
-            self.any.id(),
-            self.any.revision(),
-            &digest,
-            self.any.target().name(),
-            pipeline.clock().now(),
-        );
+        let now = pipeline.clock().now();
+        let redeemed = self.redeem(pipeline, approval, now).await;
         match redeemed {
             Ok(record) => {
+                let facts = vec![
+                    Fact::ApprovalUsed {
+                        release: self.any.id().clone(),
+                        record: record.clone(),
+                        at: now,
+                    },
+                    Fact::Moved {
+                        release: self.any.id().clone(),
+                        to: StateName::Approved,
+                        artifact: None,
+                        at: now,
+                    },
+                ];
+                if let Err(error) = self.write(pipeline, facts).await {
+                    return Err(MoveError::new(self, error));
+                }
                 self.any.set_approval(record);
-                self.any
-                    .set_state(StateName::Approved, pipeline.clock().now());
-                Ok(Release::from_any_unchecked(self.any))
+                self.any.set_state(StateName::Approved, now);
+                Ok(self.moved())
             }
-            Err(error) => Err(MoveError::new(self, error.into())),
+            Err(error) => Err(self.refuse(pipeline, Move::Approve, error).await),
         }
     }
 
@@ -178,7 +188,8 @@ impl<S: State, M: Mode> Release<S, M> {
     }
 
     /// Runs the deploy step against `artifact` (which must be the one tested) in the
-    /// release's target environment, the one it was approved for.
+    /// release's target environment, the one it was approved for. In delivery mode the
+    /// approval must still be unexpired.
     ///
     /// ```compile_fail,E0277
     /// # use tollgate::prelude::*;
@@ -194,11 +205,23 @@ impl<S: State, M: Mode> Release<S, M> {
     where
         S: CanDeploy,
     {
+        if let Some(record) = self.any.approval() {
+            let now = pipeline.clock().now();
+            if now >= record.expires_at {
+                let error = ApprovalError::Expired {
+                    approver: record.approver.clone(),
+                    expired_at: record.expires_at,
+                    now,
+                };
+                return Err(self.refuse(pipeline, Move::Deploy, error.into()).await);
+            }
+        }
         self.advance(pipeline, Move::Deploy, Some(&artifact)).await
     }
 
     /// Checks the pipeline and (when given) the artifact, evaluates the move's gates, runs
-    /// the move's step (if it has one), and either advances to `N` or hands the release back.
+    /// the move's step (if it has one), writes what happened to the journal, and either
+    /// advances to `N` or hands the release back.
     async fn advance<N: State>(
         mut self,
         pipeline: &Pipeline<M>,
@@ -207,11 +230,13 @@ impl<S: State, M: Mode> Release<S, M> {
     ) -> Result<Release<N, M>, MoveError<S, M>> {
         debug_assert_eq!((mv.from(), mv.to()), (S::NAME, N::NAME));
         if let Err(error) = self.check(pipeline, artifact) {
-            return Err(MoveError::new(self, error));
+            return Err(self.refuse(pipeline, mv, error).await);
         }
         if let Err(error) = self.open_gates(pipeline, mv).await {
-            return Err(MoveError::new(self, error));
+            return Err(self.refuse(pipeline, mv, error).await);
         }
+        let mut built = None;
+        let mut facts = Vec::new();
         if let Some(step) = mv.step() {
             let environment = self.any.aimed_at(mv).clone();
             let report = pipeline
@@ -232,40 +257,63 @@ impl<S: State, M: Mode> Release<S, M> {
                     None => Error::StepCancelled { step },
                 })
             };
-            let built = if failure.is_none() && mv == Move::Build {
-                match self.any.artifact_from(&report) {
-                    Ok(a) => Some(a),
-                    Err(error) => {
-                        self.any.push_step(report);
-                        return Err(MoveError::new(self, error.into()));
+            let failure = match failure {
+                None if mv == Move::Build => match self.any.artifact_from(&report) {
+                    Ok(a) => {
+                        built = Some(a);
+                        None
                     }
-                }
-            } else {
-                None
+                    Err(error) => Some(error.into()),
+                },
+                other => other,
             };
+            facts.push(Fact::StepRan {
+                release: self.any.id().clone(),
+                report: report.clone(),
+            });
             self.any.push_step(report);
             if let Some(error) = failure {
-                return Err(MoveError::new(self, error));
-            }
-            if let Some(artifact) = built {
-                self.any.set_artifact(artifact);
+                return Err(self.refuse_after(pipeline, mv, error, facts).await);
             }
         }
         let now = pipeline.clock().now();
+        facts.push(Fact::Moved {
+            release: self.any.id().clone(),
+            to: N::NAME,
+            artifact: built.clone(),
+            at: now,
+        });
+        if let Err(error) = self.write(pipeline, facts).await {
+            return Err(MoveError::new(self, error));
+        }
+        if let Some(artifact) = built {
+            self.any.set_artifact(artifact);
+        }
         self.any.set_state(N::NAME, now);
         if N::NAME == StateName::Deployed {
             self.any.set_deployed_at(now);
         }
-        Ok(Release::from_any_unchecked(self.any))
+        Ok(self.moved())
     }
 
     fn check(&self, pipeline: &Pipeline<M>, artifact: Option<&dyn Artifact>) -> Result<()> {
-        if self.any.pipeline() != pipeline.name() {
-            return Err(Error::PipelineMismatch {
+        if self.any.pipeline() != pipeline.name() || &self.fingerprint != pipeline.fingerprint() {
+            let mut differences = self.fingerprint.differences(pipeline.fingerprint());
+            if self.any.pipeline() != pipeline.name() {
+                return Err(Error::PipelineMismatch {
+                    release: self.id().clone(),
+                    expected: self.any.pipeline().clone(),
+                    found: pipeline.name().clone(),
+                });
+            }
+            differences.dedup();
+            return Err(FactError::ForeignPipeline {
                 release: self.id().clone(),
                 expected: self.any.pipeline().clone(),
                 found: pipeline.name().clone(),
-            });
+                differences,
+            }
+            .into());
         }
         if let (Some(given), Some(fixed)) = (artifact, self.any.artifact()) {
             if given.digest() != &fixed.digest {
@@ -280,8 +328,9 @@ impl<S: State, M: Mode> Release<S, M> {
         Ok(())
     }
 
-    /// Evaluates every gate on `mv`, records each verdict, and fails on the first closed
-    /// gate, else on the first pending one.
+    /// Evaluates every gate on `mv`, records each verdict (in the release and, first, in the
+    /// journal, which claims the move for this copy of the release), and fails on the first
+    /// closed gate, else on the first pending one.
     async fn open_gates(&mut self, pipeline: &Pipeline<M>, mv: Move) -> Result<()> {
         let now = pipeline.clock().now();
         let environment = self.any.aimed_at(mv).clone();
@@ -289,6 +338,7 @@ impl<S: State, M: Mode> Release<S, M> {
             .evaluate_gates(&self.any, mv, &environment, now, true)
             .await;
         let mut blocked: Option<GateError> = None;
+        let mut records = Vec::with_capacity(verdicts.len());
         for (gate, verdict) in verdicts {
             let error = match &verdict {
                 Verdict::Open | Verdict::Overridden { .. } => None,
@@ -310,13 +360,151 @@ impl<S: State, M: Mode> Release<S, M> {
                 }
                 _ => {}
             }
-            self.any.push_gate(GateRecord {
+            records.push(GateRecord {
                 gate,
                 mv,
                 verdict,
                 at: now,
             });
         }
+        let fact = Fact::Gates {
+            release: self.any.id().clone(),
+            mv,
+            verdicts: records.clone(),
+        };
+        self.write(pipeline, vec![fact]).await?;
+        for record in records {
+            self.any.push_gate(record);
+        }
         blocked.map_or(Ok(()), |e| Err(e.into()))
     }
+
+    /// Redeems `approval` for this release at `now`: the approval must be this pipeline's,
+    /// for this release as it is, unexpired; and the journal's votes must still give it.
+    async fn redeem(
+        &self,
+        pipeline: &Pipeline<M>,
+        approval: Approval,
+        now: Timestamp,
+    ) -> Result<ApprovalRecord> {
+        let Some(request) = request_for(&self.any) else {
+            return Err(ArtifactError::Missing {
+                release: self.id().clone(),
+            }
+            .into());
+        };
+        let record = approval.redeem(&pipeline.issuer(), &request, now)?;
+        let ballot = pipeline.ballot_of(&self.any).await?;
+        check_approval(pipeline, &ballot, &record, now)?;
+        Ok(record)
+    }
+
+    /// Writes `facts` to the pipeline's journal, after the release's start if this is its
+    /// first write, on the condition that the release's last fact is still the one this
+    /// copy saw.
+    async fn write(&mut self, pipeline: &Pipeline<M>, mut facts: Vec<Fact>) -> Result<()> {
+        if self.head.is_none() {
+            facts.insert(
+                0,
+                Fact::Started {
+                    release: self.any.id().clone(),
+                    pipeline: self.any.pipeline().clone(),
+                    fingerprint: self.fingerprint.clone(),
+                    mode: M::KIND,
+                    revision: self.any.revision().clone(),
+                    staging: self.any.staging().clone(),
+                    target: self.any.target().clone(),
+                    at: self.any.created_at(),
+                },
+            );
+        }
+        let mut entries: Vec<_> = facts.iter().map(Fact::to_entry).collect();
+        if let Some(first) = entries.first_mut() {
+            first.expect_prev = Some(self.head.unwrap_or(0));
+        }
+        let head = pipeline.journal().append(entries).await?;
+        self.head = Some(head);
+        Ok(())
+    }
+
+    /// Records that `mv` was refused with `error`, and hands the release back with it. A
+    /// failure to record is added to nothing: the refusal itself is what the caller hears.
+    async fn refuse(mut self, pipeline: &Pipeline<M>, mv: Move, error: Error) -> MoveError<S, M> {
+        if !matches!(
+            error,
+            Error::Journal(_) | Error::PipelineMismatch { .. } | Error::Fact(_)
+        ) {
+            let fact = self.refusal(pipeline, mv, &error);
+            // A refusal that cannot be written changes nothing about the release.
+            let _ = self.write(pipeline, vec![fact]).await;
+        }
+        MoveError::new(self, error)
+    }
+
+    /// Like [`refuse`](Self::refuse), with `facts` (a step's report) written before it.
+    async fn refuse_after(
+        mut self,
+        pipeline: &Pipeline<M>,
+        mv: Move,
+        error: Error,
+        mut facts: Vec<Fact>,
+    ) -> MoveError<S, M> {
+        facts.push(self.refusal(pipeline, mv, &error));
+        match self.write(pipeline, facts).await {
+            Ok(()) => MoveError::new(self, error),
+            Err(journal) => MoveError::new(self, journal),
+        }
+    }
+
+    fn refusal(&self, pipeline: &Pipeline<M>, mv: Move, error: &Error) -> Fact {
+        Fact::Refused {
+            release: self.any.id().clone(),
+            mv,
+            reason: error.to_string(),
+            at: pipeline.clock().now(),
+        }
+    }
+}
+
+/// Checks, when `record` is used at `at`, that it is what this pipeline's policy gives from
+/// the votes of `ballot` cast until it was issued (with the directory as it is now: everyone
+/// who gave it is still admitted), that it has not expired, and that nobody the policy admits
+/// has rejected the release since.
+pub(super) fn check_approval<M: Mode>(
+    pipeline: &Pipeline<M>,
+    ballot: &Ballot,
+    record: &ApprovalRecord,
+    at: Timestamp,
+) -> Result<(), ApprovalError> {
+    if at >= record.expires_at {
+        return Err(ApprovalError::Expired {
+            approver: record.approver.clone(),
+            expired_at: record.expires_at,
+            now: at,
+        });
+    }
+    for signoff in &record.signoffs {
+        if !pipeline.admits(&record.environment, &signoff.person) {
+            return Err(ApprovalError::NotAnApprover {
+                person: signoff.person.clone(),
+                pipeline: pipeline.name().clone(),
+            });
+        }
+    }
+    let derived = pipeline.complete_ballot(&ballot.until(record.issued_at), record.issued_at)?;
+    if derived != *record {
+        return Err(ApprovalError::Mismatch {
+            approver: Some(record.approver.clone()),
+            field: "votes",
+            approved: format!("{} signoffs", record.signoffs.len()),
+            actual: format!("{} from the journal's votes", derived.signoffs.len()),
+        });
+    }
+    if let Some(rejection) = pipeline.progress_at(ballot, at).rejection {
+        return Err(ApprovalError::Rejected {
+            person: rejection.person,
+            reason: rejection.reason,
+        });
+    }
+    Ok(())
 }

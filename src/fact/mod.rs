@@ -1,0 +1,297 @@
+//! The facts about releases that a [`Journal`] holds, and what can be wrong with them.
+//!
+//! Everything that happens to a release is a [`Fact`]: it was started (by which pipeline, of
+//! which definition, from which revision), a step ran (its whole report), gates gave their
+//! verdicts on a move, a person voted, an approval was used, the release moved, a move was
+//! refused. Facts are appended to the journal under the release's id, chained under the
+//! host's key; a typed release is restored only by replaying them through the pipeline, which
+//! re-derives every state from them ([`FactError`] says what did not fit).
+//!
+//! A pipeline's [`Fingerprint`] is recorded when a release starts, so a release is only ever
+//! moved or restored by a pipeline with the same definition.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::approval::{ApprovalRequest, Vote};
+use crate::artifact::ArtifactRef;
+use crate::engine::StepReport;
+use crate::environment::Environment;
+use crate::id::{PipelineName, ReleaseId};
+use crate::journal::{Entry, Journal, JournalError, Seq, Stored, check_key_chain};
+use crate::lifecycle::{ModeKind, Move, StateName};
+use crate::record::{ApprovalRecord, GateRecord, Revision};
+use crate::time::Timestamp;
+
+/// One thing that happened to a release, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "fact", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Fact {
+    /// A pipeline started the release.
+    Started {
+        /// The release.
+        release: ReleaseId,
+        /// The pipeline that started it.
+        pipeline: PipelineName,
+        /// That pipeline's definition.
+        fingerprint: Fingerprint,
+        /// Its mode.
+        mode: ModeKind,
+        /// The revision it is built from.
+        revision: Revision,
+        /// Where it is staged.
+        staging: Environment,
+        /// Where it is headed.
+        target: Environment,
+        /// When (the pipeline clock).
+        at: Timestamp,
+    },
+    /// A step of the release ran (whether or not it succeeded).
+    StepRan {
+        /// The release.
+        release: ReleaseId,
+        /// What happened, stage by stage.
+        report: StepReport,
+    },
+    /// The gates on a move gave their verdicts.
+    Gates {
+        /// The release.
+        release: ReleaseId,
+        /// The move they guarded.
+        #[serde(rename = "move")]
+        mv: Move,
+        /// Every gate's verdict.
+        verdicts: Vec<GateRecord>,
+    },
+    /// A person voted on the release's approval.
+    Voted {
+        /// The release.
+        release: ReleaseId,
+        /// What they were asked, as the pipeline derived it from the release.
+        request: ApprovalRequest,
+        /// Their vote, stamped with the pipeline clock's time.
+        vote: Vote,
+    },
+    /// An approval was used to move the release to Approved.
+    ApprovalUsed {
+        /// The release.
+        release: ReleaseId,
+        /// The approval, as it stays in the record.
+        record: ApprovalRecord,
+        /// When it was used.
+        at: Timestamp,
+    },
+    /// The release moved to a new state.
+    Moved {
+        /// The release.
+        release: ReleaseId,
+        /// The state it reached.
+        to: StateName,
+        /// The artifact the move fixed (the build move only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        artifact: Option<ArtifactRef>,
+        /// When.
+        at: Timestamp,
+    },
+    /// A move was tried and did not happen.
+    Refused {
+        /// The release.
+        release: ReleaseId,
+        /// The move.
+        #[serde(rename = "move")]
+        mv: Move,
+        /// Why, as the error said.
+        reason: String,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+impl Fact {
+    /// The release the fact is about.
+    #[must_use]
+    pub fn release(&self) -> &ReleaseId {
+        match self {
+            Fact::Started { release, .. }
+            | Fact::StepRan { release, .. }
+            | Fact::Gates { release, .. }
+            | Fact::Voted { release, .. }
+            | Fact::ApprovalUsed { release, .. }
+            | Fact::Moved { release, .. }
+            | Fact::Refused { release, .. } => release,
+        }
+    }
+
+    /// The journal key the fact is filed under: its release's id for everything that moves
+    /// the release, and [`votes_key`] of it for votes, so that votes (which may arrive from
+    /// anyone at any time) never make a copy of the release look stale.
+    #[must_use]
+    pub fn key(&self) -> String {
+        match self {
+            Fact::Voted { release, .. } => votes_key(release.as_str()),
+            other => other.release().as_str().to_owned(),
+        }
+    }
+
+    /// The fact as a journal entry, filed under [`key`](Fact::key).
+    ///
+    /// # Panics
+    ///
+    /// Never: every fact is plain data that serializes.
+    #[must_use]
+    pub fn to_entry(&self) -> Entry {
+        let payload = serde_json::to_vec(self)
+            .unwrap_or_else(|e| unreachable!("a fact is plain data that serializes: {e}"));
+        Entry::new(self.key(), payload)
+    }
+
+    /// Reads a fact from a stored entry.
+    pub fn from_stored(stored: &Stored) -> Result<Self, FactError> {
+        let fact: Fact =
+            serde_json::from_slice(&stored.payload).map_err(|e| FactError::Malformed {
+                seq: stored.seq,
+                reason: e.to_string(),
+            })?;
+        if fact.key() != stored.key {
+            return Err(FactError::Malformed {
+                seq: stored.seq,
+                reason: format!(
+                    "a fact about `{}` is filed under `{}`",
+                    fact.release(),
+                    stored.key
+                ),
+            });
+        }
+        Ok(fact)
+    }
+}
+
+/// The journal key of a release's votes: its id and a unit separator (a control character,
+/// which no id may hold) before `votes`.
+#[must_use]
+pub fn votes_key(release: &str) -> String {
+    format!("{release}\u{1f}votes")
+}
+
+/// The facts of one release (its moves and its votes), read by their keys from `journal`,
+/// each key's chain checked (each MAC, and that none of its entries is missing or moved),
+/// in journal order.
+pub async fn read_release(
+    journal: &(impl Journal + ?Sized),
+    release: &str,
+) -> Result<Vec<(Seq, Fact)>, FactError> {
+    let moves = journal.read_key(release).await?;
+    check_key_chain(journal.key(), &moves)?;
+    let votes = journal.read_key(&votes_key(release)).await?;
+    check_key_chain(journal.key(), &votes)?;
+    let mut facts = moves
+        .iter()
+        .chain(&votes)
+        .map(|s| Fact::from_stored(s).map(|f| (s.seq, f)))
+        .collect::<Result<Vec<_>, _>>()?;
+    facts.sort_by_key(|(seq, _)| *seq);
+    Ok(facts)
+}
+
+/// What a pipeline is, as a digest per part of its definition: two pipelines with the same
+/// name but another graph, other gates or other approval policies have different
+/// fingerprints, and one does not move or restore the other's releases.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// The stage graph (every stage spec).
+    pub graph: String,
+    /// The gates, by move and environment, by name.
+    pub gates: String,
+    /// The approval policies and their environments.
+    pub approvals: String,
+    /// The staging and production environments.
+    pub environments: String,
+    /// The mode.
+    pub mode: ModeKind,
+}
+
+impl Fingerprint {
+    /// The hex SHA-256 of `bytes`, the form of each part.
+    #[must_use]
+    pub fn digest(bytes: &[u8]) -> String {
+        let sum = Sha256::digest(bytes);
+        let mut hex = String::with_capacity(64);
+        for b in sum {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+        }
+        hex
+    }
+
+    /// The parts in which `self` and `other` differ, by name.
+    #[must_use]
+    pub fn differences(&self, other: &Fingerprint) -> Vec<&'static str> {
+        let mut parts = Vec::new();
+        if self.graph != other.graph {
+            parts.push("graph");
+        }
+        if self.gates != other.gates {
+            parts.push("gates");
+        }
+        if self.approvals != other.approvals {
+            parts.push("approval policies");
+        }
+        if self.environments != other.environments {
+            parts.push("environments");
+        }
+        if self.mode != other.mode {
+            parts.push("mode");
+        }
+        parts
+    }
+}
+
+/// A journal's facts could not be read, or do not add up to a release.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FactError {
+    /// The journal failed, or its chain is broken.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// An entry is not a fact.
+    #[error("journal entry {seq} is not a fact: {reason}")]
+    Malformed {
+        /// The entry.
+        seq: Seq,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The journal holds no release with this id.
+    #[error("the journal holds no release `{release}`")]
+    UnknownRelease {
+        /// The id asked for.
+        release: String,
+    },
+    /// The release was started by another pipeline, or by this one with another definition.
+    #[error(
+        "release `{release}` belongs to pipeline `{expected}` with another definition ({}), not to `{found}`",
+        .differences.join(", ")
+    )]
+    ForeignPipeline {
+        /// The release.
+        release: ReleaseId,
+        /// The pipeline that started it.
+        expected: PipelineName,
+        /// The pipeline asked to restore or move it.
+        found: PipelineName,
+        /// The parts of the definition that differ (`name` when the names do).
+        differences: Vec<&'static str>,
+    },
+    /// A fact does not follow from the ones before it: the history is not one the pipeline
+    /// could have written.
+    #[error("release `{release}` cannot be restored: fact {seq} {reason}")]
+    Inconsistent {
+        /// The release.
+        release: ReleaseId,
+        /// The fact that does not fit.
+        seq: Seq,
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,360 @@
+//! Restoring a typed release from the journal: [`Pipeline::restore`] replays a release's
+//! facts and re-derives every state from them, refusing any history this pipeline could not
+//! have written. No other public path turns stored data into a typed release.
+
+use std::collections::BTreeSet;
+
+use super::Release;
+use crate::approval::Ballot;
+use crate::engine::StepReport;
+use crate::error::{Error, Result};
+use crate::executor::{StageStatus, StepOutcome};
+use crate::fact::{Fact, FactError, read_release};
+use crate::id::ReleaseId;
+use crate::journal::Seq;
+use crate::lifecycle::{Mode, ModeKind, Move, State, StateName, Step};
+use crate::pipeline::{Pipeline, request_for};
+use crate::record::AnyRelease;
+
+/// A release restored from the journal, in whichever state its facts say it reached.
+///
+/// Turn it into the typed release you expect with `Release::<S, M>::try_from(restored)`
+/// (a release in another state is a [`RecordError::WrongState`](crate::record::RecordError)),
+/// or match on [`state`](Restored::state) first.
+#[derive(Debug)]
+pub struct Restored<M: Mode> {
+    any: AnyRelease,
+    head: Seq,
+    fingerprint: crate::fact::Fingerprint,
+    _mode: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M: Mode> Restored<M> {
+    /// The state the release reached.
+    #[must_use]
+    pub fn state(&self) -> StateName {
+        self.any.state()
+    }
+
+    /// The release's record, as the facts make it.
+    #[must_use]
+    pub fn record(&self) -> &AnyRelease {
+        &self.any
+    }
+}
+
+impl<S: State, M: Mode> TryFrom<Restored<M>> for Release<S, M> {
+    type Error = Error;
+
+    /// The typed release, if it is in state `S`.
+    fn try_from(restored: Restored<M>) -> Result<Self> {
+        restored.any.check_as(S::NAME, M::KIND)?;
+        Ok(Release::new(
+            restored.any,
+            Some(restored.head),
+            restored.fingerprint,
+        ))
+    }
+}
+
+impl<M: Mode> Pipeline<M> {
+    /// Restores release `id` from the pipeline's journal: reads its facts (checking their
+    /// chain), and replays them, re-deriving each state: the release was started by this
+    /// pipeline with this definition ([`Fingerprint`](crate::fact::Fingerprint)); every move
+    /// came in lifecycle order, after the gates on it were open; every step that moved it
+    /// ran every stage of the step, and each succeeded; the artifact is the one the build
+    /// reported; and an approval was issued by this pipeline's policy from the votes the
+    /// journal holds, unexpired when used.
+    ///
+    /// ```
+    /// # use tollgate::prelude::*;
+    /// # use tollgate::executor::from_fn;
+    /// # fn main() -> Result<(), tollgate::Error> { futures::executor::block_on(async {
+    /// # let ok = || from_fn(|_| Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes("app", b"app"))));
+    /// let pipeline = Pipeline::<Deployment>::builder("web")
+    ///     # .stage(Stage::build("compile").run(ok())).stage(Stage::test("unit").run(ok()))
+    ///     # .stage(Stage::stage("staging").run(ok())).stage(Stage::deploy("production").run(ok()))
+    ///     .build()?;
+    /// let built = pipeline.start("r1", Revision::new("4f2a9c1", "dana")?)?.build(&pipeline).await?;
+    /// drop(built); // the bot restarts
+    /// let restored = pipeline.restore("r1").await?;
+    /// let built = Release::<Built, Deployment>::try_from(restored)?;
+    /// assert_eq!(built.id(), "r1");
+    /// # Ok(()) }) }
+    /// ```
+    pub async fn restore(&self, id: &str) -> Result<Restored<M>> {
+        let facts = read_release(self.journal(), id).await?;
+        let (any, head) = self.replay(id, &facts)?;
+        Ok(Restored {
+            any,
+            head,
+            fingerprint: self.fingerprint().clone(),
+            _mode: std::marker::PhantomData,
+        })
+    }
+
+    /// Replays `facts` (one release's, in order) into its record, checking each against the
+    /// ones before it and against this pipeline's definition.
+    pub(crate) fn replay(&self, id: &str, facts: &[(Seq, Fact)]) -> Result<(AnyRelease, Seq)> {
+        let Some(((first_seq, first), rest)) = facts.split_first() else {
+            return Err(FactError::UnknownRelease {
+                release: id.to_owned(),
+            }
+            .into());
+        };
+        let Fact::Started {
+            release,
+            pipeline,
+            fingerprint,
+            mode,
+            revision,
+            staging,
+            target,
+            at,
+        } = first
+        else {
+            return Err(inconsistent_id(
+                id,
+                *first_seq,
+                "is not the release's start",
+            ));
+        };
+        let mut differences = fingerprint.differences(self.fingerprint());
+        if pipeline != self.name() {
+            differences.insert(0, "name");
+        }
+        if !differences.is_empty() {
+            return Err(FactError::ForeignPipeline {
+                release: release.clone(),
+                expected: pipeline.clone(),
+                found: self.name().clone(),
+                differences,
+            }
+            .into());
+        }
+        if *mode != M::KIND {
+            return Err(inconsistent(
+                release,
+                *first_seq,
+                "starts a release of another mode",
+            ));
+        }
+        let mut any = AnyRelease::new(
+            release.clone(),
+            pipeline.clone(),
+            *mode,
+            revision.clone(),
+            *at,
+            staging.clone(),
+            target.clone(),
+        );
+        let mut replay = Replay {
+            pipeline: self,
+            release,
+            ballot: None,
+            step_ok: None,
+            gates_open: false,
+            approval_used: false,
+            last_at: *at,
+        };
+        let mut head = *first_seq;
+        for (seq, fact) in rest {
+            replay.apply(&mut any, *seq, fact)?;
+            head = *seq;
+        }
+        any.check_as(any.state(), M::KIND)?;
+        Ok((any, head))
+    }
+}
+
+/// The replay of one release's facts: what has been seen since the last move.
+struct Replay<'a, M: Mode> {
+    pipeline: &'a Pipeline<M>,
+    release: &'a ReleaseId,
+    /// The votes cast since the release was staged.
+    ballot: Option<Ballot>,
+    /// Whether the latest run of the next move's step succeeded in full.
+    step_ok: Option<bool>,
+    /// Whether the gates on the next move were all open, the latest time they were asked.
+    gates_open: bool,
+    /// Whether an approval was used since the release was staged.
+    approval_used: bool,
+    /// The latest time a fact carries (facts never go back in time).
+    last_at: crate::time::Timestamp,
+}
+
+impl<M: Mode> Replay<'_, M> {
+    fn apply(&mut self, any: &mut AnyRelease, seq: Seq, fact: &Fact) -> Result<()> {
+        let release = self.release;
+        let bad = |reason: &str| inconsistent(release, seq, reason);
+        let next = any.state().next_move();
+        match fact {
+            Fact::Started { .. } => return Err(bad("starts the release a second time")),
+            Fact::StepRan { report, .. } => {
+                let Some(step) = next.and_then(Move::step) else {
+                    return Err(bad("runs a step where the release's next move runs none"));
+                };
+                if report.step != step {
+                    return Err(bad(&format!(
+                        "runs the {} step where the next move runs the {step} step",
+                        report.step
+                    )));
+                }
+                self.step_ok = Some(self.complete_run(step, report));
+                any.push_step(report.clone());
+            }
+            Fact::Gates { mv, verdicts, .. } => {
+                if Some(*mv) != next {
+                    return Err(bad(&format!("records gates on a {mv} move out of turn")));
+                }
+                let environment = any.aimed_at(*mv).name().clone();
+                let asked: BTreeSet<String> = verdicts.iter().map(|v| v.gate.clone()).collect();
+                let required: BTreeSet<String> = self
+                    .pipeline
+                    .gates_on(*mv, &environment)
+                    .map(|g| g.name().into_owned())
+                    .collect();
+                self.gates_open = required.is_subset(&asked)
+                    && verdicts.iter().all(|v| v.mv == *mv && v.verdict.is_open());
+                for record in verdicts {
+                    any.push_gate(record.clone());
+                }
+            }
+            Fact::Voted { request, vote, .. } => {
+                if any.state() != StateName::Staged || M::KIND != ModeKind::Delivery {
+                    return Err(bad("records a vote on a release that is not awaiting one"));
+                }
+                let Some(expected) = request_for(any) else {
+                    return Err(bad("records a vote on a release without an artifact"));
+                };
+                if *request != expected {
+                    return Err(bad("records a vote on another request than the release's"));
+                }
+                let ballot = self
+                    .ballot
+                    .get_or_insert_with(|| Ballot::new(expected.clone()));
+                ballot.push(vote.clone());
+            }
+            Fact::ApprovalUsed { record, at, .. } => {
+                if any.state() != StateName::Staged || M::KIND != ModeKind::Delivery {
+                    return Err(bad("uses an approval where none is taken"));
+                }
+                let Some(request) = request_for(any) else {
+                    return Err(bad("uses an approval on a release without an artifact"));
+                };
+                let ballot = self.ballot.clone().unwrap_or_else(|| Ballot::new(request));
+                // The approval is re-derived from the votes the journal holds, by this
+                // pipeline's policy, as it was issued; and nothing since (a rejection, its
+                // expiry) may have withdrawn it by the time it was used.
+                self.pipeline
+                    .check_recorded_approval(&ballot, record, *at)
+                    .map_err(|e| bad(&format!("uses an approval its votes do not give: {e}")))?;
+                self.at(*at);
+                any.set_approval(record.clone());
+                self.approval_used = true;
+            }
+            Fact::Moved {
+                to, artifact, at, ..
+            } => self.moved(any, seq, *to, artifact.as_ref(), *at)?,
+            Fact::Refused { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// A move to `to` at `at`: in turn, after the gates on it were open and its step ran in
+    /// full; the build fixes the artifact its report names, and the approve move in delivery
+    /// mode follows a used approval.
+    fn moved(
+        &mut self,
+        any: &mut AnyRelease,
+        seq: Seq,
+        to: StateName,
+        artifact: Option<&crate::artifact::ArtifactRef>,
+        at: crate::time::Timestamp,
+    ) -> Result<()> {
+        let release = self.release;
+        let bad = |reason: &str| inconsistent(release, seq, reason);
+        let Some(mv) = any.state().next_move().filter(|m| m.to() == to) else {
+            return Err(bad(&format!("moves the release to {to} out of turn")));
+        };
+        if !self.gates_open {
+            return Err(bad(&format!("moves to {to} without the gates on it open")));
+        }
+        if mv.step().is_some() && self.step_ok != Some(true) {
+            return Err(bad(&format!(
+                "moves to {to} without a run of every stage of its step succeeding"
+            )));
+        }
+        match (mv, artifact) {
+            (Move::Build, Some(artifact)) => {
+                let built = any
+                    .steps()
+                    .last()
+                    .map(|report| any.artifact_from(report))
+                    .transpose()
+                    .map_err(|e| bad(&e.to_string()))?;
+                if built.as_ref() != Some(artifact) {
+                    return Err(bad("fixes an artifact the build did not report"));
+                }
+                any.set_artifact(artifact.clone());
+            }
+            (Move::Build, None) => return Err(bad("builds without an artifact")),
+            (_, Some(_)) => return Err(bad("changes the artifact after the build")),
+            (_, None) => {}
+        }
+        if mv == Move::Approve && (M::KIND == ModeKind::Delivery) != self.approval_used {
+            return Err(bad(match M::KIND {
+                ModeKind::Delivery => "approves a delivery release without an approval",
+                ModeKind::Deployment => "approves a deployment release with a person's",
+            }));
+        }
+        let at = self.at(at);
+        any.set_state(to, at);
+        if to == StateName::Deployed {
+            any.set_deployed_at(at);
+        }
+        self.step_ok = None;
+        self.gates_open = false;
+        self.ballot = None;
+        self.approval_used = false;
+        Ok(())
+    }
+
+    /// Facts never go back in time: a fact dated before the latest one is taken at the
+    /// latest one's time (a wall clock that stepped back), never earlier.
+    fn at(&mut self, at: crate::time::Timestamp) -> crate::time::Timestamp {
+        self.last_at = self.last_at.max(at);
+        self.last_at
+    }
+
+    /// Whether `report` is a full, successful run of `step`: it succeeded, and it holds every
+    /// stage of the step in this pipeline's graph, each succeeded, and no other stage.
+    fn complete_run(&self, step: Step, report: &StepReport) -> bool {
+        let graph = self.pipeline.graph();
+        let expected: BTreeSet<&str> = graph.stages_in(step).map(|s| s.id.as_str()).collect();
+        let ran: BTreeSet<&str> = report.stages.iter().map(|s| s.id.as_str()).collect();
+        report.outcome == StepOutcome::Succeeded
+            && report.stages.len() == expected.len()
+            && ran == expected
+            && report
+                .stages
+                .iter()
+                .all(|s| s.status == StageStatus::Succeeded)
+    }
+}
+
+fn inconsistent(release: &ReleaseId, seq: Seq, reason: &str) -> Error {
+    FactError::Inconsistent {
+        release: release.clone(),
+        seq,
+        reason: reason.to_owned(),
+    }
+    .into()
+}
+
+fn inconsistent_id(id: &str, seq: Seq, reason: &str) -> Error {
+    match ReleaseId::new(id) {
+        Ok(release) => inconsistent(&release, seq, reason),
+        Err(e) => e.into(),
+    }
+}
