@@ -11,6 +11,7 @@ pub mod engine;
 pub mod environment;
 pub mod error;
 pub mod executor;
+mod forward;
 pub mod gate;
 pub mod graph;
 pub mod id;
