@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tollgate::Error;
-use tollgate::engine::{Engine, Event, StageReport, StepReport};
+use tollgate::engine::{Engine, Event, StageReport, StepReport, observer_fn};
 use tollgate::executor::{StageOutcome, StageStatus, from_async_fn};
 use tollgate::graph::{Backoff, RetryPolicy, StageGraph, StageSpec, Step};
 use tollgate::id::ReleaseId;
@@ -66,7 +66,7 @@ fn main() -> Result<(), Error> {
     let progress = Arc::new(Mutex::new(Progress::default()));
     let observer = {
         let progress = Arc::clone(&progress);
-        move |event: &Event| progress.lock().expect("progress lock").observe(event)
+        observer_fn(move |event: &Event| progress.lock().expect("progress lock").observe(event))
     };
     let engine = Engine::builder()
         .workers(WORKERS)

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::executor::block_on;
-use tollgate::engine::{Engine, Event};
+use tollgate::engine::{Engine, Event, observer_fn};
 use tollgate::executor::{ExecutorError, LogLine, ProcessExecutor, Stream};
 use tollgate::gate::from_fn;
 use tollgate::graph::{Backoff, RetryPolicy};
@@ -87,7 +87,7 @@ async fn run(work: &Path, transcript: &Transcript) -> Result<(), Box<dyn StdErro
     // order with the log lines of the attempts.
     let notes = transcript.clone();
     let engine = Engine::builder()
-        .observer(move |event: &Event| match event {
+        .observer(observer_fn(move |event: &Event| match event {
             Event::AttemptFailed {
                 stage,
                 attempt,
@@ -103,7 +103,7 @@ async fn run(work: &Path, transcript: &Transcript) -> Result<(), Box<dyn StdErro
                 "{stage} retries in {delay:?} (attempt {next_attempt})"
             )),
             _ => {}
-        })
+        }))
         .build()?;
     let pipeline = Pipeline::<Deployment>::builder("shop")
         .engine(engine)

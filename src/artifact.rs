@@ -11,11 +11,11 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use crate::forward::forward_impls;
 use crate::id::{ReleaseId, StageId};
 
 /// What can be wrong with an artifact or its digest.
@@ -272,39 +272,11 @@ pub trait Artifact: Send + Sync {
     }
 }
 
-impl<T: Artifact + ?Sized> Artifact for &T {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn digest(&self) -> &Digest {
-        (**self).digest()
-    }
-    fn metadata(&self) -> BTreeMap<String, String> {
-        (**self).metadata()
-    }
-}
-
-impl<T: Artifact + ?Sized> Artifact for Box<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn digest(&self) -> &Digest {
-        (**self).digest()
-    }
-    fn metadata(&self) -> BTreeMap<String, String> {
-        (**self).metadata()
-    }
-}
-
-impl<T: Artifact + ?Sized> Artifact for Arc<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn digest(&self) -> &Digest {
-        (**self).digest()
-    }
-    fn metadata(&self) -> BTreeMap<String, String> {
-        (**self).metadata()
+forward_impls! {
+    impl Artifact {
+        fn name(&self) -> &str;
+        fn digest(&self) -> &Digest;
+        fn metadata(&self) -> BTreeMap<String, String>;
     }
 }
 

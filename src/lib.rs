@@ -12,6 +12,7 @@ pub mod environment;
 pub mod error;
 pub mod executor;
 pub mod fact;
+mod forward;
 pub mod gate;
 pub mod graph;
 pub mod id;

@@ -30,7 +30,9 @@ use async_trait::async_trait;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags};
 use support::{START, block_on, clock, revision};
-use tollgate::engine::{CancelHandle, Engine, Event, RetryPolicy, StepOutcome, StepReport};
+use tollgate::engine::{
+    CancelHandle, Engine, Event, RetryPolicy, StepOutcome, StepReport, observer_fn,
+};
 use tollgate::executor::{
     BoxExecutor, CommandTable, ExecutorError, LogLine, ProcessError, ProcessExecutor, StageStatus,
     Stream, from_async_fn,
@@ -874,11 +876,11 @@ fn a_panicking_observer_unwinds_the_run_and_still_kills_the_program() {
     // The observer panics on the sibling's end, which the test triggers once `hang` runs: the
     // panic unwinds out of `block_on`, dropping the run with `hang` still in it.
     let engine = Engine::builder()
-        .observer(|event: &Event| {
+        .observer(observer_fn(|event: &Event| {
             if let Event::StageFinished { stage, .. } = event {
                 assert_ne!(stage, "sibling", "deliberate panic in an observer");
             }
-        })
+        }))
         .build()
         .expect("valid engine");
     // At a fixed instant, which the sibling may start waiting for only after the test moved

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::forward::forward_impls;
 use crate::id::{IdError, Person};
 
 /// Resolves groups to people: the host implements it from its own directory (LDAP, GitHub
@@ -33,21 +34,9 @@ pub trait Directory: Send + Sync {
     fn is_member(&self, person: &str, group: &str) -> bool;
 }
 
-impl<D: Directory + ?Sized> Directory for &D {
-    fn is_member(&self, person: &str, group: &str) -> bool {
-        (**self).is_member(person, group)
-    }
-}
-
-impl<D: Directory + ?Sized> Directory for Box<D> {
-    fn is_member(&self, person: &str, group: &str) -> bool {
-        (**self).is_member(person, group)
-    }
-}
-
-impl<D: Directory + ?Sized> Directory for std::sync::Arc<D> {
-    fn is_member(&self, person: &str, group: &str) -> bool {
-        (**self).is_member(person, group)
+forward_impls! {
+    impl Directory {
+        fn is_member(&self, person: &str, group: &str) -> bool;
     }
 }
 

@@ -1,4 +1,4 @@
-//! What the engine tells observers: [`Event`] and the [`Observer`] trait.
+//! What the engine tells observers: [`Event`], the [`Observer`] trait and [`observer_fn`].
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::executor::StageStatus;
+use crate::forward::forward_impls;
 use crate::id::ReleaseId;
 use crate::id::StageId;
 use crate::lifecycle::Step;
@@ -129,18 +130,66 @@ pub fn final_statuses(events: &[Event]) -> Vec<(StageId, StageStatus)> {
 
 /// Receives the engine's events. Called on the thread that polls the step, so it must be
 /// quick: hand the event to a channel or a buffer for anything slow.
+///
+/// A closure observes through [`observer_fn`]; an observer shared with the host (an
+/// `Arc<dyn Observer>`, a `&'static` one) is an observer itself.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tollgate::engine::{Engine, EventLog, Observer};
+///
+/// let log = EventLog::new();
+/// let shared: Arc<dyn Observer> = Arc::new(log.clone());
+/// let engine = Engine::builder().observer(shared).build()?;
+/// # let _ = engine;
+/// # Ok::<(), tollgate::Error>(())
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a tollgate event observer",
-    note = "implement `fn observe(&self, event: &Event)`, pass a closure `|event: &Event| ...`, or use `EventLog`"
+    note = "implement `fn observe(&self, event: &Event)`, wrap a closure with `tollgate::engine::observer_fn(|event: &Event| ...)`, or use `EventLog`"
 )]
 pub trait Observer: Send + Sync {
     /// Called once per event.
     fn observe(&self, event: &Event);
 }
 
-impl<F: Fn(&Event) + Send + Sync> Observer for F {
+forward_impls! {
+    impl Observer {
+        fn observe(&self, event: &Event);
+    }
+}
+
+/// Wraps a closure as an observer.
+///
+/// ```
+/// use tollgate::engine::{Engine, Event, observer_fn};
+///
+/// let engine = Engine::builder()
+///     .observer(observer_fn(|event: &Event| println!("{event}")))
+///     .build()?;
+/// # let _ = engine;
+/// # Ok::<(), tollgate::Error>(())
+/// ```
+pub fn observer_fn<F>(f: F) -> FnObserver<F>
+where
+    F: Fn(&Event) + Send + Sync,
+{
+    FnObserver(f)
+}
+
+/// The observer made by [`observer_fn`].
+#[derive(Clone, Copy)]
+pub struct FnObserver<F>(F);
+
+impl<F> fmt::Debug for FnObserver<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnObserver")
+    }
+}
+
+impl<F: Fn(&Event) + Send + Sync> Observer for FnObserver<F> {
     fn observe(&self, event: &Event) {
-        self(event);
+        (self.0)(event);
     }
 }
 

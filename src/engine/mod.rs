@@ -34,7 +34,7 @@ pub use crate::executor::StepOutcome;
 pub use crate::graph::{Backoff, RetryPolicy};
 pub use attempts::Attempts;
 pub use cancel::CancelHandle;
-pub use event::{Event, EventLog, Observer, final_statuses};
+pub use event::{Event, EventLog, FnObserver, Observer, final_statuses, observer_fn};
 pub use plan::{Plan, PlannedStage};
 
 /// An engine setting that can never work.
@@ -283,7 +283,9 @@ impl EngineBuilder {
         self
     }
 
-    /// Sends every event to `observer`.
+    /// Sends every event to `observer`: an [`EventLog`], an [`Observer`] of your own, a
+    /// closure through [`observer_fn`], or an observer the host keeps a handle to
+    /// (`Arc<dyn Observer>`).
     #[must_use]
     pub fn observer(mut self, observer: impl Observer + 'static) -> Self {
         self.engine.observer = Some(Arc::new(observer));

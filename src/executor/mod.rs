@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::ArtifactRef;
 use crate::environment::Environment;
+use crate::forward::forward_impls;
 use crate::graph::StageSpec;
 use crate::id::{ReleaseId, StageId};
 use crate::lifecycle::Step;
@@ -66,24 +67,10 @@ pub trait Executor: Send + Sync {
     async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError>;
 }
 
-#[async_trait]
-impl<E: Executor + ?Sized> Executor for &E {
-    async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
-        (**self).run(ctx).await
-    }
-}
-
-#[async_trait]
-impl<E: Executor + ?Sized> Executor for Box<E> {
-    async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
-        (**self).run(ctx).await
-    }
-}
-
-#[async_trait]
-impl<E: Executor + ?Sized> Executor for Arc<E> {
-    async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
-        (**self).run(ctx).await
+forward_impls! {
+    #[async_trait]
+    impl Executor {
+        async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError>;
     }
 }
 

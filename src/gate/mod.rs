@@ -14,11 +14,11 @@ mod window;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::environment::Environment;
+use crate::forward::forward_impls;
 
 use crate::record::AnyRelease;
 use crate::time::Timestamp;
@@ -157,33 +157,11 @@ pub trait Gate: Send + Sync {
     }
 }
 
-#[async_trait]
-impl<G: Gate + ?Sized> Gate for &G {
-    async fn evaluate(&self, ctx: &GateContext<'_>) -> Verdict {
-        (**self).evaluate(ctx).await
-    }
-    fn name(&self) -> Cow<'_, str> {
-        (**self).name()
-    }
-}
-
-#[async_trait]
-impl<G: Gate + ?Sized> Gate for Box<G> {
-    async fn evaluate(&self, ctx: &GateContext<'_>) -> Verdict {
-        (**self).evaluate(ctx).await
-    }
-    fn name(&self) -> Cow<'_, str> {
-        (**self).name()
-    }
-}
-
-#[async_trait]
-impl<G: Gate + ?Sized> Gate for Arc<G> {
-    async fn evaluate(&self, ctx: &GateContext<'_>) -> Verdict {
-        (**self).evaluate(ctx).await
-    }
-    fn name(&self) -> Cow<'_, str> {
-        (**self).name()
+forward_impls! {
+    #[async_trait]
+    impl Gate {
+        async fn evaluate(&self, ctx: &GateContext<'_>) -> Verdict;
+        fn name(&self) -> Cow<'_, str>;
     }
 }
 

@@ -5,12 +5,13 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
 use super::{Gate, GateContext, Verdict};
 use crate::executor::StageStatus;
+use crate::forward::forward_impls;
 use crate::id::ReleaseId;
 use crate::lifecycle::Step;
 
@@ -108,17 +109,10 @@ pub trait MetricSource: Send + Sync {
     async fn sample(&self, query: &str, ctx: &GateContext<'_>) -> Option<f64>;
 }
 
-#[async_trait]
-impl<S: MetricSource + ?Sized> MetricSource for Arc<S> {
-    async fn sample(&self, query: &str, ctx: &GateContext<'_>) -> Option<f64> {
-        (**self).sample(query, ctx).await
-    }
-}
-
-#[async_trait]
-impl<S: MetricSource + ?Sized> MetricSource for Box<S> {
-    async fn sample(&self, query: &str, ctx: &GateContext<'_>) -> Option<f64> {
-        (**self).sample(query, ctx).await
+forward_impls! {
+    #[async_trait]
+    impl MetricSource {
+        async fn sample(&self, query: &str, ctx: &GateContext<'_>) -> Option<f64>;
     }
 }
 

@@ -38,11 +38,12 @@ mod manual;
 mod system;
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+
+use crate::forward::forward_impls;
 
 pub use driver::run_virtual;
 pub use manual::ManualClock;
@@ -173,29 +174,17 @@ pub trait Clock: Send + Sync {
     }
 }
 
-/// A clock behind a reference or a smart pointer is the clock it points to.
-macro_rules! forward_clock {
-    ($($pointer:ty),+) => {$(
-        impl<C: Clock + ?Sized> Clock for $pointer {
-            fn now(&self) -> Timestamp {
-                (**self).now()
-            }
-
-            fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()> {
-                (**self).sleep_until(deadline)
-            }
-
-            fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-                (**self).sleep(d)
-            }
-        }
-    )+};
+forward_impls! {
+    impl Clock {
+        fn now(&self) -> Timestamp;
+        fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()>;
+        fn sleep(&self, d: Duration) -> BoxFuture<'static, ()>;
+    }
 }
-
-forward_clock!(&C, Box<C>, Arc<C>);
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::task::{Context, Poll};
 
     use futures::FutureExt;
