@@ -32,11 +32,22 @@ use crate::id::{IdError, Person};
 pub trait Directory: Send + Sync {
     /// Whether `person` belongs to `group`.
     fn is_member(&self, person: &str, group: &str) -> bool;
+
+    /// The one name of `person` as this directory knows people: where logins or e-mail
+    /// addresses are case-insensitive, fold them (`Dana` → `dana`), so that the author
+    /// cannot approve as `Dana` and one person cannot count twice as `ines` and `INES`.
+    /// Every comparison of people in a policy (self-approval, the triggerer rule, one vote
+    /// per person, the people a rule names) goes through it. By default names are compared
+    /// as they are.
+    fn canonical(&self, person: &str) -> String {
+        person.to_owned()
+    }
 }
 
 forward_impls! {
     impl Directory {
         fn is_member(&self, person: &str, group: &str) -> bool;
+        fn canonical(&self, person: &str) -> String;
     }
 }
 

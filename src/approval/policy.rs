@@ -17,6 +17,11 @@ use crate::time::Timestamp;
 
 type Result<T, E = ApprovalError> = std::result::Result<T, E>;
 
+/// Whether `a` and `b` are one person, as `directory` names people.
+fn same(directory: &dyn Directory, a: &Person, b: &Person) -> bool {
+    a == b || directory.canonical(a.as_str()) == directory.canonical(b.as_str())
+}
+
 /// Who may approve releases of a delivery pipeline, how many of them, and for how long an
 /// approval counts.
 ///
@@ -182,13 +187,18 @@ impl ApprovalPolicy {
                 pipeline: pipeline.clone(),
             });
         }
-        if *person == request.author && !self.allow_self_approval {
+        if same(directory, person, &request.author) && !self.allow_self_approval {
             return Err(ApprovalError::SelfApproval {
                 person: person.clone(),
                 revision: request.revision.clone(),
             });
         }
-        if request.triggered_by.as_ref() == Some(person) && !self.allow_triggerer_approval {
+        if request
+            .triggered_by
+            .as_ref()
+            .is_some_and(|t| same(directory, person, t))
+            && !self.allow_triggerer_approval
+        {
             return Err(ApprovalError::TriggererApproval {
                 person: person.clone(),
                 release: request.release.clone(),
@@ -201,17 +211,22 @@ impl ApprovalPolicy {
     #[must_use]
     pub fn progress(&self, ballot: &Ballot, directory: &dyn Directory, now: Timestamp) -> Progress {
         let request = &ballot.request();
-        // The latest vote of each person who may vote at all, and has not expired.
-        let mut latest: BTreeMap<&Person, &Vote> = BTreeMap::new();
+        // The latest vote of each person (as the directory names people: `Dana` and `dana`
+        // are one person where it folds case) who may vote at all, and has not expired.
+        let mut latest: BTreeMap<String, &Vote> = BTreeMap::new();
         for vote in ballot.votes() {
-            latest.insert(&vote.person, vote);
+            latest.insert(directory.canonical(vote.person.as_str()), vote);
         }
         let mut expired = Vec::new();
         let current: Vec<&Vote> = latest
             .into_values()
             .filter(|vote| {
-                let excluded = (vote.person == request.author && !self.allow_self_approval)
-                    || (request.triggered_by.as_ref() == Some(&vote.person)
+                let excluded = (same(directory, &vote.person, &request.author)
+                    && !self.allow_self_approval)
+                    || (request
+                        .triggered_by
+                        .as_ref()
+                        .is_some_and(|t| same(directory, &vote.person, t))
                         && !self.allow_triggerer_approval)
                     || !self.admits(vote.person.as_str(), directory);
                 let live = now < vote.at.saturating_add(self.valid_for);
@@ -260,6 +275,7 @@ impl ApprovalPolicy {
         ballot: &Ballot,
         record: &ApprovalRecord,
         used_at: Timestamp,
+        directory: &dyn Directory,
     ) -> Result<()> {
         let request = ballot.request();
         let mismatch =
@@ -318,13 +334,16 @@ impl ApprovalPolicy {
                     "no such vote".to_owned(),
                 ));
             }
-            if signoff.person == request.author && !self.allow_self_approval {
+            if same(directory, &signoff.person, &request.author) && !self.allow_self_approval {
                 return Err(ApprovalError::SelfApproval {
                     person: signoff.person.clone(),
                     revision: request.revision.clone(),
                 });
             }
-            if request.triggered_by.as_ref() == Some(&signoff.person)
+            if request
+                .triggered_by
+                .as_ref()
+                .is_some_and(|t| same(directory, &signoff.person, t))
                 && !self.allow_triggerer_approval
             {
                 return Err(ApprovalError::TriggererApproval {
@@ -398,8 +417,11 @@ impl ApprovalPolicy {
                     .filter(|r| r.approved_by.contains(&v.person))
                     .map(|r| r.rule.clone())
                     .collect(),
-                self_approved: v.person == request.author,
-                triggerer_approved: request.triggered_by.as_ref() == Some(&v.person),
+                self_approved: same(directory, &v.person, &request.author),
+                triggerer_approved: request
+                    .triggered_by
+                    .as_ref()
+                    .is_some_and(|t| same(directory, &v.person, t)),
             })
             .collect();
         signoffs.reverse();

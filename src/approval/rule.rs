@@ -108,7 +108,9 @@ impl Rule {
     /// Whether `person` may approve under this rule, as `directory` says now.
     pub fn admits(&self, person: &str, directory: &dyn Directory) -> bool {
         self.approvers.iter().any(|a| match a {
-            Approver::Person(p) => p == person,
+            Approver::Person(p) => {
+                p == person || directory.canonical(p.as_str()) == directory.canonical(person)
+            }
             Approver::Group(g) => directory.is_member(person, g),
         })
     }

@@ -678,8 +678,17 @@ impl<M: Mode> Pipeline<M> {
         record: &ApprovalRecord,
         used_at: Timestamp,
     ) -> Result<(), ApprovalError> {
-        self.policy_for(&ballot.request().environment)
-            .check_record(ballot, record, used_at)
+        self.policy_for(&ballot.request().environment).check_record(
+            ballot,
+            record,
+            used_at,
+            &*self.approvals.directory,
+        )
+    }
+
+    /// `person` as the pipeline's directory names people (see [`Directory::canonical`]).
+    pub(crate) fn canonical(&self, person: &str) -> String {
+        self.approvals.directory.canonical(person)
     }
 
     /// Whether the policy for `environment` admits `person` now (directly or through the

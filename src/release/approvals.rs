@@ -69,7 +69,8 @@ impl<M: HumanApproval> Pipeline<M> {
         decision: Decision,
         reason: &str,
     ) -> Result<Progress> {
-        let person = Person::new(person)?;
+        // Votes are recorded under the one name the directory knows the person by.
+        let person = Person::new(self.canonical(Person::new(person)?.as_str()))?;
         let mut tries = 0;
         loop {
             tries += 1;
