@@ -12,6 +12,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -270,6 +271,15 @@ pub trait Artifact: Send + Sync {
     fn metadata(&self) -> BTreeMap<String, String> {
         BTreeMap::new()
     }
+
+    /// Checks that the artifact's bytes still have its [`digest`](Artifact::digest): every
+    /// move after the build calls it before it runs, so that bytes changed since the tests
+    /// (a file rewritten in place) are refused, never shipped. An artifact that holds only a
+    /// digest (an [`ArtifactRef`]) has no bytes to re-read and passes; a [`FileArtifact`]
+    /// hashes its file again, on a thread of its own so that no executor thread waits.
+    fn verify(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 forward_impls! {
@@ -277,6 +287,7 @@ forward_impls! {
         fn name(&self) -> &str;
         fn digest(&self) -> &Digest;
         fn metadata(&self) -> BTreeMap<String, String>;
+        fn verify(&self) -> BoxFuture<'_, Result<()>>;
     }
 }
 
@@ -340,7 +351,7 @@ impl Artifact for ArtifactRef {
 /// A file on disk, identified by the SHA-256 of its bytes.
 ///
 /// Opening hashes the file (blocking I/O: do it off async threads, e.g. in the build stage's
-/// executor before reporting the artifact). [`FileArtifact::verify`] hashes it again, to
+/// executor before reporting the artifact). [`Artifact::verify`] hashes it again, to
 /// catch a file changed on disk after it was built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileArtifact {
@@ -379,9 +390,11 @@ impl FileArtifact {
         self.size
     }
 
-    /// Hashes the file again and fails with [`ArtifactError::Changed`], naming both digests,
-    /// if its bytes changed since it was opened.
-    pub fn verify(&self) -> Result<()> {
+    /// Hashes the file again, on this thread (it reads the whole file: call it where
+    /// blocking is fine), and fails with [`ArtifactError::Changed`], naming both digests, if
+    /// its bytes changed since it was opened. Moves use [`Artifact::verify`], which does the
+    /// same on a thread of its own.
+    pub fn verify_now(&self) -> Result<()> {
         let (now, _) = hash_file(&self.path)?;
         if now == self.digest {
             Ok(())
@@ -415,6 +428,30 @@ impl Artifact for FileArtifact {
     }
     fn metadata(&self) -> BTreeMap<String, String> {
         BTreeMap::from([("size".to_owned(), self.size.to_string())])
+    }
+    fn verify(&self) -> BoxFuture<'_, Result<()>> {
+        let file = self.clone();
+        let (done, result) = futures::channel::oneshot::channel();
+        // Hashing reads the whole file: a thread of its own keeps it off executor threads.
+        let spawned = std::thread::Builder::new()
+            .name("tollgate-verify".to_owned())
+            .spawn(move || {
+                let _ = done.send(file.verify_now());
+            });
+        Box::pin(async move {
+            if let Err(error) = spawned {
+                return Err(ArtifactError::Io {
+                    path: self.path.clone(),
+                    source: error,
+                });
+            }
+            result.await.unwrap_or_else(|_| {
+                Err(ArtifactError::Io {
+                    path: self.path.clone(),
+                    source: std::io::Error::other("the verifying thread stopped"),
+                })
+            })
+        })
     }
 }
 
@@ -467,9 +504,14 @@ mod tests {
         assert_eq!(artifact.digest(), &Digest::sha256(b"hello"));
         assert_eq!(artifact.name(), "app.bin");
         assert_eq!(artifact.size(), 5);
-        artifact.verify().unwrap();
+        artifact.verify_now().unwrap();
         std::fs::write(&path, b"hellO").unwrap();
-        let err = artifact.verify().unwrap_err();
+        let err = artifact.verify_now().unwrap_err();
+        let err_async = futures::executor::block_on(Artifact::verify(&artifact)).unwrap_err();
+        assert!(
+            matches!(err_async, ArtifactError::Changed { .. }),
+            "{err_async}"
+        );
         assert!(
             err.to_string()
                 .contains(&Digest::sha256(b"hellO").to_string())

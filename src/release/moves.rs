@@ -129,7 +129,7 @@ impl<S: State, M: Mode> Release<S, M> {
         S: CanApprove,
         M: HumanApproval,
     {
-        if let Err(error) = self.check(pipeline, None) {
+        if let Err(error) = self.check(pipeline, None).await {
             return Err(MoveError::new(self, error));
         }
         // Gates first: when one is closed or pending, the person's approval is still good
@@ -229,7 +229,7 @@ impl<S: State, M: Mode> Release<S, M> {
         artifact: Option<&dyn Artifact>,
     ) -> Result<Release<N, M>, MoveError<S, M>> {
         debug_assert_eq!((mv.from(), mv.to()), (S::NAME, N::NAME));
-        if let Err(error) = self.check(pipeline, artifact) {
+        if let Err(error) = self.check(pipeline, artifact).await {
             return Err(self.refuse(pipeline, mv, error).await);
         }
         if let Err(error) = self.open_gates(pipeline, mv).await {
@@ -296,7 +296,7 @@ impl<S: State, M: Mode> Release<S, M> {
         Ok(self.moved())
     }
 
-    fn check(&self, pipeline: &Pipeline<M>, artifact: Option<&dyn Artifact>) -> Result<()> {
+    async fn check(&self, pipeline: &Pipeline<M>, artifact: Option<&dyn Artifact>) -> Result<()> {
         if self.any.pipeline() != pipeline.name() || &self.fingerprint != pipeline.fingerprint() {
             let mut differences = self.fingerprint.differences(pipeline.fingerprint());
             if self.any.pipeline() != pipeline.name() {
@@ -324,6 +324,8 @@ impl<S: State, M: Mode> Release<S, M> {
                 }
                 .into());
             }
+            // Its bytes, too: a file rewritten since the tests has the old digest in memory.
+            given.verify().await?;
         }
         Ok(())
     }
