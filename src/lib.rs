@@ -7,6 +7,7 @@
 // that every import points down and that no two modules import each other).
 pub mod approval;
 pub mod artifact;
+pub mod audit;
 pub mod engine;
 pub mod environment;
 pub mod error;
