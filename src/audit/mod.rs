@@ -141,11 +141,13 @@ impl Statement {
 
 impl Envelope {
     /// The payload's bytes, decoded.
+    #[must_use]
     pub fn payload_bytes(&self) -> Option<Vec<u8>> {
         BASE64.decode(&self.payload).ok()
     }
 
     /// The signatures' bytes, decoded, with their key ids.
+    #[must_use]
     pub fn signature_bytes(&self) -> Vec<(String, Vec<u8>)> {
         self.signatures
             .iter()
@@ -195,7 +197,7 @@ pub fn provenance(release: &AnyRelease, builder_id: &str) -> Result<Statement, A
                 "release": release.id().as_str(),
                 "revision": revision.id,
                 "author": revision.author.as_str(),
-                "triggeredBy": revision.triggered_by.as_ref().map(|p| p.as_str()),
+                "triggeredBy": revision.triggered_by.as_ref().map(crate::id::Person::as_str),
             },
             "internalParameters": { "mode": release.mode().to_string() },
             "resolvedDependencies": [ { "uri": format!("revision:{}", revision.id) } ],
