@@ -8,7 +8,6 @@ use tollgate::audit::{
     self, APPROVAL_PREDICATE, AuditError, IN_TOTO_PAYLOAD, SLSA_PROVENANCE, STATEMENT_TYPE, Signer,
     Statement,
 };
-use tollgate::prelude::*;
 
 /// A signer for tests: the "signature" is a keyed SHA-256 of the message.
 struct TestSigner;
