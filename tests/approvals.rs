@@ -1562,3 +1562,159 @@ proptest! {
         })?;
     }
 }
+
+// ---- library bugs these tests found (they fail until the library is fixed) ----
+//
+// Each test names the behaviour it expects; the comment above it says why it fails today.
+
+/// Fails today: `fact::read_release` checks each key's chain on its own
+/// (`check_key_chain`), which cannot see that a key's *last* entry was removed. The whole
+/// chain (`journal::verify`) sees it, but `issue` and `approve` never walk it.
+#[test]
+fn attack_a_deleted_rejection_that_was_the_last_vote_does_not_let_an_approval_through() {
+    // The bot's journal holds other releases: the rejection is the last of its release's
+    // votes, but other facts follow it in the journal.
+    block_on(async {
+        let clock = clock();
+        let journal = SharedJournal::new(b"a deleted last rejection");
+        let pipeline = pipeline_in(
+            &journal,
+            &clock,
+            ApprovalPolicy::any_of(["rita", "sam"]).unwrap(),
+            org(),
+        );
+        let staged = staged(&pipeline, "aaa", None).await;
+        let id = staged.id().to_string();
+        pipeline
+            .vote(&id, "rita", Decision::Approve, "fine")
+            .await
+            .unwrap();
+        pipeline
+            .vote(&id, "sam", Decision::Reject, "not reversible")
+            .await
+            .unwrap();
+        let _other = stage_release(&pipeline, "r-other", revision("ccc", None)).await;
+        assert!(matches!(
+            pipeline.issue(&id).await,
+            Err(Error::Approval(ApprovalError::Rejected { .. }))
+        ));
+        let (index, _) = find_vote(&journal, &id, "sam");
+        journal.entries_mut(|entries| entries.remove(index));
+        assert!(
+            verify(&journal).await.is_err(),
+            "the whole chain shows the deletion"
+        );
+        if let Ok(approval) = pipeline.issue(&id).await {
+            let approved = staged.approve(&pipeline, approval).await;
+            panic!(
+                "the attack succeeded: with sam's rejection deleted, an approval was issued, and \
+                 using it gave {:?}",
+                approved.map(|r| r.state())
+            );
+        }
+    });
+}
+
+/// Fails today: `Pipeline::replay` takes the release's head from its last fact *including
+/// votes*, which are filed under another key (`votes_key`), so a copy restored after a vote
+/// writes its first fact on the condition that the release key's last entry is the vote's
+/// sequence number: a `Conflict` on every try, however often it is restored.
+#[test]
+fn a_release_restored_after_its_votes_can_be_approved() {
+    // The release bot's everyday path: the release is parked awaiting approval, the bot
+    // restarts, people vote, the bot restores the release and approves it.
+    block_on(async {
+        let clock = clock();
+        let pipeline = pipeline(&clock, ApprovalPolicy::any_of(["rita"]).unwrap(), org());
+        let staged = staged(&pipeline, "aaa", None).await;
+        let id = staged.id().to_string();
+        drop(staged);
+        pipeline
+            .vote(&id, "rita", Decision::Approve, "ok")
+            .await
+            .unwrap();
+        // A conflict means "restore it from the journal and look again": so the bot does.
+        let mut errors = Vec::new();
+        for _ in 0..3 {
+            let restored = pipeline.restore(&id).await.unwrap();
+            let staged = Release::<Staged, Delivery>::try_from(restored).unwrap();
+            let approval = pipeline.issue(&id).await.unwrap();
+            match staged.approve(&pipeline, approval).await {
+                Ok(approved) => {
+                    assert_eq!(approved.state(), StateName::Approved);
+                    return;
+                }
+                Err(refused) => {
+                    assert_eq!(refused.kind(), ErrorKind::Conflict, "{:?}", refused.error());
+                    errors.push(refused.into_parts().1.to_string());
+                }
+            }
+        }
+        panic!("a restored release is never approved: {errors:?}");
+    });
+}
+
+/// Fails today for the same reason as `a_release_restored_after_its_votes_can_be_approved`:
+/// no copy is approved (safe, but the approval cannot be used at all).
+#[test]
+fn attack_an_approval_cannot_be_used_twice_across_two_copies_restored_after_the_votes() {
+    block_on(async {
+        let clock = clock();
+        let journal = SharedJournal::new(b"two copies, after the votes");
+        let pipeline = pipeline_in(
+            &journal,
+            &clock,
+            ApprovalPolicy::any_of(["rita"]).unwrap(),
+            org(),
+        );
+        let staged = staged(&pipeline, "aaa", None).await;
+        let id = staged.id().to_string();
+        drop(staged);
+        pipeline
+            .vote(&id, "rita", Decision::Approve, "ok")
+            .await
+            .unwrap();
+        let copies = vec![
+            Release::<Staged, Delivery>::try_from(pipeline.restore(&id).await.unwrap()).unwrap(),
+            Release::<Staged, Delivery>::try_from(pipeline.restore(&id).await.unwrap()).unwrap(),
+        ];
+        let approvals = vec![
+            pipeline.issue(&id).await.unwrap(),
+            pipeline.issue(&id).await.unwrap(),
+        ];
+        let approved = approve_copies(&pipeline, copies, approvals).await;
+        assert_eq!(approved, 1, "exactly one copy is approved");
+        let used = count_facts(&journal, &id, |f| matches!(f, Fact::ApprovalUsed { .. }));
+        assert_eq!(used, 1);
+    });
+}
+
+/// Fails today: `check_approval` re-derives the approval from the votes cast until its
+/// `issued_at` *inclusive*, so a vote cast after issuing but on the same clock tick joins the
+/// derivation and the approval no longer matches (`Mismatch { field: "votes" }`). Votes are
+/// ordered by the journal, not by the clock: the cut should be a sequence number.
+#[test]
+fn a_vote_cast_in_the_millisecond_the_approval_was_issued_does_not_void_it() {
+    block_on(async {
+        let clock = clock();
+        let pipeline = pipeline(
+            &clock,
+            ApprovalPolicy::any_of(["rita", "sam"]).unwrap(),
+            org(),
+        );
+        let staged = staged(&pipeline, "aaa", None).await;
+        let id = staged.id().to_string();
+        let approval = pipeline.sign_off(&id, "rita", "ok").await.unwrap();
+        // sam agrees, on the same clock tick.
+        pipeline
+            .vote(&id, "sam", Decision::Approve, "me too")
+            .await
+            .unwrap();
+        let approved = staged.approve(&pipeline, approval).await;
+        assert!(
+            approved.is_ok(),
+            "{:?}",
+            approved.err().map(|e| e.into_parts().1)
+        );
+    });
+}
