@@ -6,12 +6,16 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 pub use futures::executor::block_on;
 use tollgate::executor::{ExecutorError, StageContext, from_async_fn, from_fn};
+use tollgate::journal::{
+    ChainHash, ChainKey, Entry, Journal, JournalError, MemoryJournal, Seq, Stored,
+};
 use tollgate::pipeline::{PipelineBuilder, WithApprovals};
 use tollgate::prelude::*;
 use tollgate::release::Mode;
@@ -417,4 +421,79 @@ pub fn poll_at_most<F: Future>(future: F, max_polls: usize) -> Option<F::Output>
         Poll::Ready(output) => Some(output),
         Poll::Pending => None,
     })
+}
+
+/// A [`MemoryJournal`] that a test keeps a handle on while pipelines write to it: to share
+/// one journal between pipelines, and to edit its entries through
+/// [`MemoryJournal::entries_mut`] the way someone with write access to the store (but not
+/// the chain key) would.
+#[derive(Debug, Clone)]
+pub struct SharedJournal(Arc<MemoryJournal>);
+
+impl SharedJournal {
+    /// An empty journal chained under a key derived from `secret`.
+    pub fn new(secret: &[u8]) -> Self {
+        SharedJournal(Arc::new(MemoryJournal::new(ChainKey::derive(secret))))
+    }
+}
+
+impl Deref for SharedJournal {
+    type Target = MemoryJournal;
+
+    fn deref(&self) -> &MemoryJournal {
+        &self.0
+    }
+}
+
+/// The future an `async_trait` method returns (the crate's `Journal` trait is declared with
+/// `#[async_trait]`, which the tests do not depend on, so its expansion is written out).
+type JournalFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, JournalError>> + Send + 'a>>;
+
+impl Journal for SharedJournal {
+    fn append<'life0, 'async_trait>(
+        &'life0 self,
+        entries: Vec<Entry>,
+    ) -> JournalFuture<'async_trait, Seq>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.0.append(entries)
+    }
+
+    fn read<'life0, 'async_trait>(
+        &'life0 self,
+        from: Seq,
+        limit: usize,
+    ) -> JournalFuture<'async_trait, Vec<Stored>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.0.read(from, limit)
+    }
+
+    fn read_key<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        key: &'life1 str,
+    ) -> JournalFuture<'async_trait, Vec<Stored>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.0.read_key(key)
+    }
+
+    fn head<'life0, 'async_trait>(&'life0 self) -> JournalFuture<'async_trait, (Seq, ChainHash)>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.0.head()
+    }
+
+    fn key(&self) -> &ChainKey {
+        self.0.key()
+    }
 }
