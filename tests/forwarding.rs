@@ -86,17 +86,15 @@ fn check_pipeline_directory(label: &str, directory: impl Directory + 'static) {
         .build()
         .expect("a valid pipeline");
     let (staged, _) = staged(&pipeline, "r1", "aaa");
-    let request = staged.approval_request();
+    let release = staged.id().as_str();
 
-    let refused = pipeline
-        .sign_off(&request, "rita", "looks fine to me")
+    let refused = block_on(pipeline.sign_off(release, "rita", "looks fine to me"))
         .expect_err("rita is not in security");
     assert!(
         matches!(&refused, Error::Approval(ApprovalError::NotAnApprover { person, .. }) if person == "rita"),
         "{label}: {refused:?}"
     );
-    let approval = pipeline
-        .sign_off(&request, "omar", "scan is clean")
+    let approval = block_on(pipeline.sign_off(release, "omar", "scan is clean"))
         .unwrap_or_else(|e| panic!("{label}: omar is in security: {e}"));
     let approved = block_on(staged.approve(&pipeline, approval))
         .unwrap_or_else(|e| panic!("{label}: {}", e.error()));

@@ -32,9 +32,10 @@ fn delivery_flow_reaches_deployed_with_a_full_record() {
     assert_eq!(request.author, AUTHOR);
     assert_eq!(request.digest, artifact.digest);
     assert_eq!(request.environment, "production");
-    let approval = pipeline
-        .sign_off(&request, "rita", "checkout flow signed off")
-        .unwrap();
+    let approval =
+        block_on(pipeline.sign_off(staged.id().as_str(), "rita", "checkout flow signed off"))
+            .unwrap();
+    assert_eq!(approval.request(), &request);
     let approved = block_on(staged.approve(&pipeline, approval)).unwrap();
 
     clock.advance(HOUR);

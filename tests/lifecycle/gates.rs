@@ -220,9 +220,7 @@ fn a_closed_gate_on_approve_stops_a_delivery_approval_too() {
         .build()
         .unwrap();
     let (staged, _) = staged(&pipeline, "r1", "aaa");
-    let approval = pipeline
-        .sign_off(&staged.approval_request(), "rita", "ok")
-        .unwrap();
+    let approval = block_on(pipeline.sign_off(staged.id().as_str(), "rita", "ok")).unwrap();
     let refused = block_on(staged.approve(&pipeline, approval)).unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::GateClosed);
     let staged = refused.into_release();

@@ -5,9 +5,10 @@
 //! | `flows.rs` | full delivery and deployment flows; a release deploys to its target, driven by its own pipeline |
 //! | `artifacts.rs` | the artifact fixed at build, and stage outputs handed to dependents |
 //! | `failures.rs` | failing, panicking and erroring stages |
-//! | `approvals.rs` | approvals bound to pipeline, release, artifact and environment; expiry; who may approve |
+//! | `approvals.rs` | approvals bound to pipeline (name and definition), release, artifact and environment, and to the journal's votes; expiry at approve and at deploy; who may approve, and still may when it is used |
 //! | `gates.rs` | closed, pending and time-bound gates on moves |
 //! | `definitions.rs` | pipeline definition errors, the default executor |
+//! | `restores.rs` | a release restored from the journal after any move goes on from there; one id, one release; two copies cannot both move |
 //!
 //! The pipelines they run on come from the shared fixtures in `tests/support`.
 
@@ -20,10 +21,16 @@ mod definitions;
 mod failures;
 mod flows;
 mod gates;
+mod restores;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use support::block_on;
+use tollgate::journal::{
+    ChainHash, ChainKey, Entry, Journal, JournalError, MemoryJournal, Seq, Stored,
+};
 use tollgate::prelude::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -33,8 +40,44 @@ fn approve_properly(
     staged: Release<Staged, Delivery>,
     pipeline: &Pipeline<Delivery>,
 ) -> Release<Approved, Delivery> {
-    let approval = pipeline
-        .sign_off(&staged.approval_request(), "rita", "signed off")
+    let approval = block_on(pipeline.sign_off(staged.id().as_str(), "rita", "signed off"))
         .expect("rita may approve");
     block_on(staged.approve(pipeline, approval)).expect("a proper approval moves the release")
+}
+
+/// One in-memory journal that several pipelines write (a bot restarted with a new pipeline
+/// value, two pipelines on one store): the builder takes its journal by value, so each gets
+/// a clone of this handle.
+#[derive(Debug, Clone)]
+struct SharedJournal(Arc<MemoryJournal>);
+
+impl SharedJournal {
+    fn new() -> Self {
+        SharedJournal(Arc::new(MemoryJournal::new(ChainKey::derive(
+            b"tollgate lifecycle tests",
+        ))))
+    }
+}
+
+#[async_trait]
+impl Journal for SharedJournal {
+    async fn append(&self, entries: Vec<Entry>) -> Result<Seq, JournalError> {
+        self.0.append(entries).await
+    }
+
+    async fn read(&self, from: Seq, limit: usize) -> Result<Vec<Stored>, JournalError> {
+        self.0.read(from, limit).await
+    }
+
+    async fn read_key(&self, key: &str) -> Result<Vec<Stored>, JournalError> {
+        self.0.read_key(key).await
+    }
+
+    async fn head(&self) -> Result<(Seq, ChainHash), JournalError> {
+        self.0.head().await
+    }
+
+    fn key(&self) -> &ChainKey {
+        self.0.key()
+    }
 }
