@@ -39,6 +39,9 @@ pub struct Vote {
 pub struct Ballot {
     request: ApprovalRequest,
     votes: Vec<Vote>,
+    /// The journal position of each vote (0 for votes not from a journal).
+    #[serde(skip)]
+    positions: Vec<u64>,
 }
 
 impl Ballot {
@@ -48,6 +51,7 @@ impl Ballot {
         Ballot {
             request,
             votes: Vec::new(),
+            positions: Vec::new(),
         }
     }
 
@@ -66,13 +70,41 @@ impl Ballot {
     /// The ballot as it was at `at`: the votes cast until then.
     #[must_use]
     pub fn until(&self, at: Timestamp) -> Ballot {
+        self.filtered(|vote, _| vote.at <= at)
+    }
+
+    /// The ballot as the journal held it at position `position`: the votes written until
+    /// then.
+    #[must_use]
+    pub fn through(&self, position: u64) -> Ballot {
+        self.filtered(|_, at| at <= position)
+    }
+
+    /// The journal position of the latest vote (0 when there is none, or the votes are not
+    /// from a journal).
+    #[must_use]
+    pub fn last_position(&self) -> u64 {
+        self.positions.iter().copied().max().unwrap_or(0)
+    }
+
+    fn filtered(&self, keep: impl Fn(&Vote, u64) -> bool) -> Ballot {
+        let (votes, positions) = self
+            .votes
+            .iter()
+            .zip(self.positions.iter().copied().chain(std::iter::repeat(0)))
+            .filter(|(vote, at)| keep(vote, *at))
+            .map(|(vote, at)| (vote.clone(), at))
+            .unzip();
         Ballot {
             request: self.request.clone(),
-            votes: self.votes.iter().filter(|v| v.at <= at).cloned().collect(),
+            votes,
+            positions,
         }
     }
 
-    pub(crate) fn push(&mut self, vote: Vote) {
+    /// Adds `vote`, written at journal position `position`.
+    pub(crate) fn push(&mut self, vote: Vote, position: u64) {
         self.votes.push(vote);
+        self.positions.push(position);
     }
 }

@@ -229,7 +229,8 @@ impl ApprovalPolicy {
                         .is_some_and(|t| same(directory, &vote.person, t))
                         && !self.allow_triggerer_approval)
                     || !self.admits(vote.person.as_str(), directory);
-                let live = now < vote.at.saturating_add(self.valid_for);
+                // A vote from after `now` (a clock ahead, or a forged date) does not count yet.
+                let live = vote.at <= now && now < vote.at.saturating_add(self.valid_for);
                 if !excluded && !live {
                     expired.push(vote.person.clone());
                 }
@@ -264,12 +265,16 @@ impl ApprovalPolicy {
     }
 
     /// Issues the record of a met policy, or says what is missing.
-    /// Checks a recorded approval against the votes of `ballot` without the directory (whose
-    /// groups may have changed since): every signoff is its person's latest vote, a yes, cast
-    /// when the record says; every rule has as many signoffs as it needs; nobody signed off
-    /// against a relaxation the policy does not make; and at `used_at` the approval had not
-    /// expired and no vote on the ballot was a current rejection (every vote on a ballot in
+    /// Checks a recorded approval against the votes of `ballot`: it must be exactly what
+    /// this policy gives from the votes the journal held when it was issued (approver,
+    /// reason, times, expiry, signoffs, relaxations), issued no later than it was used, and at
+    /// `used_at` unexpired with no current rejection on the ballot (every vote on a ballot in
     /// the journal passed the policy when it was cast).
+    ///
+    /// Group membership is the one thing taken as recorded (groups may have changed since):
+    /// a signoff's claim to a group rule stands, while every other part of the record is
+    /// re-derived. An approval that is still to be acted on is checked against today's
+    /// directory when it is (the deploy move does).
     pub(crate) fn check_record(
         &self,
         ballot: &Ballot,
@@ -277,26 +282,32 @@ impl ApprovalPolicy {
         used_at: Timestamp,
         directory: &dyn Directory,
     ) -> Result<()> {
-        let request = ballot.request();
-        let mismatch =
-            |field: &'static str, approved: String, actual: String| ApprovalError::Mismatch {
-                approver: Some(record.approver.clone()),
-                field,
-                approved,
-                actual,
-            };
-        if record.digest != request.digest {
+        let mismatch = |approved: String, actual: String| ApprovalError::Mismatch {
+            approver: Some(record.approver.clone()),
+            field: "votes",
+            approved,
+            actual,
+        };
+        if record.issued_at > used_at {
             return Err(mismatch(
-                "artifact",
-                record.digest.to_string(),
-                request.digest.to_string(),
+                format!("issued at {}", record.issued_at),
+                format!("used at {used_at}"),
             ));
         }
-        if record.environment != request.environment {
+        let claimed = Claimed {
+            record,
+            rules: &self.rules,
+            inner: directory,
+        };
+        let derived = self.complete(
+            &ballot.through(record.votes_through),
+            &claimed,
+            record.issued_at,
+        )?;
+        if derived != *record {
             return Err(mismatch(
-                "environment",
-                record.environment.to_string(),
-                request.environment.to_string(),
+                format!("{record:?}"),
+                format!("{derived:?} from the journal's votes"),
             ));
         }
         if used_at >= record.expires_at {
@@ -306,66 +317,11 @@ impl ApprovalPolicy {
                 now: used_at,
             });
         }
-        if record.signoffs.is_empty()
-            || !record.signoffs.iter().any(|s| s.person == record.approver)
-        {
-            return Err(mismatch(
-                "votes",
-                record.approver.to_string(),
-                "no signoff".to_owned(),
-            ));
+        let mut latest: BTreeMap<String, &Vote> = BTreeMap::new();
+        for vote in ballot.votes().iter().filter(|v| v.at <= used_at) {
+            latest.insert(directory.canonical(vote.person.as_str()), vote);
         }
-        let latest_until = |at: Timestamp| {
-            let mut latest: BTreeMap<&Person, &Vote> = BTreeMap::new();
-            for vote in ballot.votes().iter().filter(|v| v.at <= at) {
-                latest.insert(&vote.person, vote);
-            }
-            latest
-        };
-        let at_issue = latest_until(record.issued_at);
-        for signoff in &record.signoffs {
-            let backed = at_issue.get(&signoff.person).is_some_and(|v| {
-                v.decision == Decision::Approve && v.at == signoff.at && v.reason == signoff.reason
-            });
-            if !backed {
-                return Err(mismatch(
-                    "votes",
-                    format!("a yes from {}", signoff.person),
-                    "no such vote".to_owned(),
-                ));
-            }
-            if same(directory, &signoff.person, &request.author) && !self.allow_self_approval {
-                return Err(ApprovalError::SelfApproval {
-                    person: signoff.person.clone(),
-                    revision: request.revision.clone(),
-                });
-            }
-            if request
-                .triggered_by
-                .as_ref()
-                .is_some_and(|t| same(directory, &signoff.person, t))
-                && !self.allow_triggerer_approval
-            {
-                return Err(ApprovalError::TriggererApproval {
-                    person: signoff.person.clone(),
-                    release: request.release.clone(),
-                });
-            }
-        }
-        for rule in &self.rules {
-            let met = record
-                .signoffs
-                .iter()
-                .filter(|s| s.rules.iter().any(|r| r == rule.name()))
-                .count();
-            if met < rule.needed() {
-                return Err(ApprovalError::Incomplete {
-                    release: request.release.clone(),
-                    waiting_for: format!("{}: {met} of {}", rule.name(), rule.needed()),
-                });
-            }
-        }
-        for vote in latest_until(used_at).values() {
+        for vote in latest.values() {
             if vote.decision == Decision::Reject && used_at < vote.at.saturating_add(self.valid_for)
             {
                 return Err(ApprovalError::Rejected {
@@ -439,6 +395,7 @@ impl ApprovalPolicy {
             expires_at: earliest.saturating_add(self.valid_for),
             digest: request.digest.clone(),
             environment: request.environment.clone(),
+            votes_through: ballot.last_position(),
             self_approved: signoffs.iter().any(|s| s.self_approved),
             triggerer_approved: signoffs.iter().any(|s| s.triggerer_approved),
             signoffs,
@@ -470,5 +427,36 @@ impl TryFrom<PolicyData> for ApprovalPolicy {
             policy = policy.rule(rule)?;
         }
         Ok(policy)
+    }
+}
+
+/// The groups a recorded approval's signoffs claim, as a directory: membership of a group is
+/// what a signoff claims through a rule naming that group. For re-deriving an approval of the
+/// past without today's groups.
+struct Claimed<'a> {
+    record: &'a ApprovalRecord,
+    rules: &'a [Rule],
+    inner: &'a dyn Directory,
+}
+
+impl Directory for Claimed<'_> {
+    fn is_member(&self, person: &str, group: &str) -> bool {
+        let person = self.inner.canonical(person);
+        self.record.signoffs.iter().any(|signoff| {
+            self.inner.canonical(signoff.person.as_str()) == person
+                && signoff.rules.iter().any(|claimed| {
+                    self.rules.iter().any(|rule| {
+                        rule.name() == claimed
+                            && rule
+                                .approvers()
+                                .iter()
+                                .any(|a| matches!(a, Approver::Group(g) if g == group))
+                    })
+                })
+        })
+    }
+
+    fn canonical(&self, person: &str) -> String {
+        self.inner.canonical(person)
     }
 }

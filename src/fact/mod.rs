@@ -175,16 +175,29 @@ pub fn votes_key(release: &str) -> String {
 }
 
 /// The facts of one release (its moves and its votes), read by their keys from `journal`,
-/// each key's chain checked (each MAC, and that none of its entries is missing or moved),
-/// in journal order.
+/// in journal order, with their chains checked: each key's own (each MAC, and that none of
+/// its entries is missing or moved), and the whole journal's from the release's first entry
+/// to the head, so that an entry removed after the key's last one (a deleted rejection) is
+/// found too. The cost of the second check is the journal's entries since the release began.
 pub async fn read_release(
     journal: &(impl Journal + ?Sized),
     release: &str,
 ) -> Result<Vec<(Seq, Fact)>, FactError> {
     let moves = journal.read_key(release).await?;
     check_key_chain(journal.key(), &moves)?;
-    let votes = journal.read_key(&votes_key(release)).await?;
+    let votes_key = votes_key(release);
+    let votes = journal.read_key(&votes_key).await?;
     check_key_chain(journal.key(), &votes)?;
+    let ours: std::collections::BTreeSet<Seq> = moves.iter().chain(&votes).map(|s| s.seq).collect();
+    if let Some(&first) = ours.first() {
+        check_since(
+            journal,
+            first,
+            |key| key == release || key == votes_key,
+            &ours,
+        )
+        .await?;
+    }
     let mut facts = moves
         .iter()
         .chain(&votes)
@@ -192,6 +205,61 @@ pub async fn read_release(
         .collect::<Result<Vec<_>, _>>()?;
     facts.sort_by_key(|(seq, _)| *seq);
     Ok(facts)
+}
+
+/// Walks the journal's chain from entry `first` to the head: each entry follows the one
+/// before it and carries its own MAC, and the entries whose key is one of `ours` are exactly
+/// the positions `expected`.
+async fn check_since(
+    journal: &(impl Journal + ?Sized),
+    first: Seq,
+    is_ours: impl Fn(&str) -> bool,
+    expected: &std::collections::BTreeSet<Seq>,
+) -> Result<(), FactError> {
+    const BATCH: usize = 4096;
+    let key = journal.key();
+    let mut previous = None;
+    let mut next = first;
+    let mut seen = 0;
+    loop {
+        let batch = journal.read(next, BATCH).await?;
+        let done = batch.len() < BATCH;
+        for stored in batch {
+            let corrupt = |reason: &str| JournalError::Corrupt {
+                seq: next,
+                offset: stored.offset,
+                reason: reason.to_owned(),
+            };
+            if stored.seq != next {
+                return Err(corrupt("an entry is missing before it").into());
+            }
+            if previous.is_some_and(|p| p != stored.prev) {
+                return Err(corrupt("it does not follow the entry before it").into());
+            }
+            key.check(&stored)?;
+            if is_ours(&stored.key) {
+                if !expected.contains(&stored.seq) {
+                    return Err(corrupt("the key index leaves it out").into());
+                }
+                seen += 1;
+            }
+            previous = Some(stored.hash);
+            next += 1;
+        }
+        if done {
+            break;
+        }
+    }
+    if seen == expected.len() {
+        Ok(())
+    } else {
+        Err(JournalError::Corrupt {
+            seq: next,
+            offset: 0,
+            reason: "the key index names entries the journal does not hold".to_owned(),
+        }
+        .into())
+    }
 }
 
 /// What a pipeline is, as a digest per part of its definition: two pipelines with the same

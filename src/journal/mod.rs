@@ -72,6 +72,25 @@ impl ChainKey {
         ChainKey(bytes)
     }
 
+    /// A fresh key no one else knows (from the process's random hash keys): for a journal
+    /// that lives and dies with the process, such as a pipeline's default in-memory one.
+    #[must_use]
+    pub fn ephemeral() -> Self {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut bytes = [0u8; 32];
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(i);
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+        ChainKey(bytes)
+    }
+
     /// A key derived from a secret of any length (SHA-256 of it).
     #[must_use]
     pub fn derive(secret: &[u8]) -> Self {
@@ -267,6 +286,17 @@ pub trait Journal: Send + Sync {
 
     /// The key the chain is checked with.
     fn key(&self) -> &ChainKey;
+}
+
+crate::forward::forward_impls! {
+    #[async_trait]
+    impl Journal {
+        async fn append(&self, entries: Vec<Entry>) -> Result<Seq, JournalError>;
+        async fn read(&self, from: Seq, limit: usize) -> Result<Vec<Stored>, JournalError>;
+        async fn read_key(&self, key: &str) -> Result<Vec<Stored>, JournalError>;
+        async fn head(&self) -> Result<(Seq, ChainHash), JournalError>;
+        fn key(&self) -> &ChainKey;
+    }
 }
 
 /// Reads the whole of `journal` and checks its chain: consecutive sequence numbers from 1,

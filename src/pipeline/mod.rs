@@ -31,7 +31,9 @@ use crate::gate::{BoxGate, Gate, GateContext};
 use crate::graph::{StageGraph, Step};
 use crate::id::{Person, PipelineName};
 use crate::journal::{ChainKey, Journal, MemoryJournal};
-use crate::lifecycle::{Delivery, Deployment, HumanApproval, Mode, ModeKind, Move, Verdict};
+use crate::lifecycle::{
+    Delivery, Deployment, HumanApproval, Mode, ModeKind, Move, StateName, Verdict,
+};
 use crate::record::AnyRelease;
 use crate::record::ApprovalRecord;
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -284,11 +286,9 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
             staging,
             production,
             approvals,
-            journal: self.journal.unwrap_or_else(|| {
-                Arc::new(MemoryJournal::new(ChainKey::derive(
-                    b"tollgate: a pipeline's own in-memory journal",
-                )))
-            }),
+            journal: self
+                .journal
+                .unwrap_or_else(|| Arc::new(MemoryJournal::new(ChainKey::ephemeral()))),
             fingerprint,
             _mode: PhantomData,
         })
@@ -717,8 +717,9 @@ impl<M: Mode> Pipeline<M> {
         Fingerprint::digest(json(&self.fingerprint).as_bytes())
     }
 
-    /// The votes the journal holds on `release`'s current approval request: those cast
-    /// since it was staged, on the request it has now.
+    /// The votes the journal holds on `release`'s approval request: those cast since it was
+    /// last staged, on the request it has now (for an approved release, the votes its
+    /// approval was issued from and any cast since).
     pub(crate) async fn ballot_of(&self, release: &AnyRelease) -> Result<Ballot> {
         let Some(request) = request_for(release) else {
             return Err(ArtifactError::Missing {
@@ -727,14 +728,17 @@ impl<M: Mode> Pipeline<M> {
             .into());
         };
         let mut ballot = Ballot::new(request.clone());
-        for (_, fact) in read_release(&*self.journal, release.id().as_str()).await? {
+        for (seq, fact) in read_release(&*self.journal, release.id().as_str()).await? {
             match fact {
-                Fact::Moved { .. } => ballot = Ballot::new(request.clone()),
+                Fact::Moved {
+                    to: StateName::Staged,
+                    ..
+                } => ballot = Ballot::new(request.clone()),
                 Fact::Voted {
                     request: asked,
                     vote,
                     ..
-                } if asked == request => ballot.push(vote),
+                } if asked == request => ballot.push(vote, seq),
                 _ => {}
             }
         }

@@ -39,6 +39,10 @@ pub struct ApprovalRecord {
     pub digest: Digest,
     /// The environment approved.
     pub environment: EnvironmentName,
+    /// The journal position of the last vote counted when it was issued: the approval
+    /// follows from the votes up to there (0 for votes not from a journal).
+    #[serde(default)]
+    pub votes_through: u64,
     /// Whether an approver authored the change (allowed only by an explicit relaxation).
     #[serde(default)]
     pub self_approved: bool,

@@ -205,15 +205,16 @@ impl<S: State, M: Mode> Release<S, M> {
     where
         S: CanDeploy,
     {
-        if let Some(record) = self.any.approval() {
+        if let Some(record) = self.any.approval().cloned() {
+            // The approval is acted on now: it must still hold (unexpired, everyone who gave
+            // it still admitted, the journal's votes still giving it, nobody rejected since).
             let now = pipeline.clock().now();
-            if now >= record.expires_at {
-                let error = ApprovalError::Expired {
-                    approver: record.approver.clone(),
-                    expired_at: record.expires_at,
-                    now,
-                };
-                return Err(self.refuse(pipeline, Move::Deploy, error.into()).await);
+            let checked = match pipeline.ballot_of(&self.any).await {
+                Ok(ballot) => check_approval(pipeline, &ballot, &record, now).map_err(Error::from),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = checked {
+                return Err(self.refuse(pipeline, Move::Deploy, error).await);
             }
         }
         self.advance(pipeline, Move::Deploy, Some(&artifact)).await
@@ -478,6 +479,14 @@ pub(super) fn check_approval<M: Mode>(
     record: &ApprovalRecord,
     at: Timestamp,
 ) -> Result<(), ApprovalError> {
+    if record.issued_at > at {
+        return Err(ApprovalError::Mismatch {
+            approver: Some(record.approver.clone()),
+            field: "votes",
+            approved: format!("issued at {}", record.issued_at),
+            actual: format!("used at {at}"),
+        });
+    }
     if at >= record.expires_at {
         return Err(ApprovalError::Expired {
             approver: record.approver.clone(),
@@ -493,7 +502,8 @@ pub(super) fn check_approval<M: Mode>(
             });
         }
     }
-    let derived = pipeline.complete_ballot(&ballot.until(record.issued_at), record.issued_at)?;
+    let derived =
+        pipeline.complete_ballot(&ballot.through(record.votes_through), record.issued_at)?;
     if derived != *record {
         return Err(ApprovalError::Mismatch {
             approver: Some(record.approver.clone()),

@@ -160,7 +160,10 @@ impl<M: Mode> Pipeline<M> {
         let mut head = *first_seq;
         for (seq, fact) in rest {
             replay.apply(&mut any, *seq, fact)?;
-            head = *seq;
+            // Votes are filed under a key of their own: the release's position is its own key's.
+            if !matches!(fact, Fact::Voted { .. }) {
+                head = *seq;
+            }
         }
         any.check_as(any.state(), M::KIND)?;
         Ok((any, head))
@@ -179,6 +182,7 @@ struct Replay<'a, M: Mode> {
     gates_open: bool,
     /// Whether an approval was used since the release was staged.
     approval_used: bool,
+
     /// The latest time a fact carries (facts never go back in time).
     last_at: crate::time::Timestamp,
 }
@@ -233,7 +237,7 @@ impl<M: Mode> Replay<'_, M> {
                 let ballot = self
                     .ballot
                     .get_or_insert_with(|| Ballot::new(expected.clone()));
-                ballot.push(vote.clone());
+                ballot.push(vote.clone(), seq);
             }
             Fact::ApprovalUsed { record, at, .. } => {
                 if any.state() != StateName::Staged || M::KIND != ModeKind::Delivery {
@@ -249,6 +253,7 @@ impl<M: Mode> Replay<'_, M> {
                 self.pipeline
                     .check_recorded_approval(&ballot, record, *at)
                     .map_err(|e| bad(&format!("uses an approval its votes do not give: {e}")))?;
+
                 self.at(*at);
                 any.set_approval(record.clone());
                 self.approval_used = true;
