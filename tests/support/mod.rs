@@ -6,16 +6,12 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::ops::Deref;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 pub use futures::executor::block_on;
 use tollgate::executor::{ExecutorError, StageContext, from_async_fn, from_fn};
-use tollgate::journal::{
-    ChainHash, ChainKey, Entry, Journal, JournalError, MemoryJournal, Seq, Stored,
-};
 use tollgate::pipeline::{PipelineBuilder, WithApprovals};
 use tollgate::prelude::*;
 use tollgate::release::Mode;
@@ -423,77 +419,222 @@ pub fn poll_at_most<F: Future>(future: F, max_polls: usize) -> Option<F::Output>
     })
 }
 
-/// A [`MemoryJournal`] that a test keeps a handle on while pipelines write to it: to share
-/// one journal between pipelines, and to edit its entries through
-/// [`MemoryJournal::entries_mut`] the way someone with write access to the store (but not
-/// the chain key) would.
+/// The chain key of every test journal: the host's secret, which an attacker who can only
+/// write the store does not have.
+pub fn chain_key() -> tollgate::journal::ChainKey {
+    tollgate::journal::ChainKey::derive(b"tollgate tests: the host's secret")
+}
+
+/// A [`MemoryJournal`](tollgate::journal::MemoryJournal) a pipeline writes to and a test
+/// keeps a handle on, to read it or to tamper with it (`entries_mut`) as someone who can
+/// write the store would. Clones share the journal.
 #[derive(Debug, Clone)]
-pub struct SharedJournal(Arc<MemoryJournal>);
+pub struct SharedJournal(pub Arc<tollgate::journal::MemoryJournal>);
 
 impl SharedJournal {
-    /// An empty journal chained under a key derived from `secret`.
-    pub fn new(secret: &[u8]) -> Self {
-        SharedJournal(Arc::new(MemoryJournal::new(ChainKey::derive(secret))))
+    /// An empty journal chained under [`chain_key`].
+    pub fn new() -> Self {
+        SharedJournal::with_key(chain_key())
+    }
+
+    /// An empty journal chained under `key`.
+    pub fn with_key(key: tollgate::journal::ChainKey) -> Self {
+        SharedJournal(Arc::new(tollgate::journal::MemoryJournal::new(key)))
+    }
+
+    /// A journal chained under `key` holding exactly `entries` as stored, unchecked: what a
+    /// store holds after someone wrote it by hand.
+    pub fn holding(
+        key: tollgate::journal::ChainKey,
+        entries: Vec<tollgate::journal::Stored>,
+    ) -> Self {
+        let journal = SharedJournal::with_key(key);
+        journal.0.entries_mut(|e| *e = entries);
+        journal
+    }
+
+    /// A copy of the stored entries.
+    pub fn entries(&self) -> Vec<tollgate::journal::Stored> {
+        self.0.entries_mut(|e| e.clone())
     }
 }
 
-impl Deref for SharedJournal {
-    type Target = MemoryJournal;
+impl std::ops::Deref for SharedJournal {
+    type Target = tollgate::journal::MemoryJournal;
 
-    fn deref(&self) -> &MemoryJournal {
+    fn deref(&self) -> &Self::Target {
         &self.0
     }
 }
 
-/// The future an `async_trait` method returns (the crate's `Journal` trait is declared with
-/// `#[async_trait]`, which the tests do not depend on, so its expansion is written out).
-type JournalFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, JournalError>> + Send + 'a>>;
-
-impl Journal for SharedJournal {
-    fn append<'life0, 'async_trait>(
-        &'life0 self,
-        entries: Vec<Entry>,
-    ) -> JournalFuture<'async_trait, Seq>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.0.append(entries)
+#[async_trait::async_trait]
+impl tollgate::journal::Journal for SharedJournal {
+    async fn append(
+        &self,
+        entries: Vec<tollgate::journal::Entry>,
+    ) -> Result<tollgate::journal::Seq, tollgate::journal::JournalError> {
+        self.0.append(entries).await
     }
 
-    fn read<'life0, 'async_trait>(
-        &'life0 self,
-        from: Seq,
+    async fn read(
+        &self,
+        from: tollgate::journal::Seq,
         limit: usize,
-    ) -> JournalFuture<'async_trait, Vec<Stored>>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.0.read(from, limit)
+    ) -> Result<Vec<tollgate::journal::Stored>, tollgate::journal::JournalError> {
+        self.0.read(from, limit).await
     }
 
-    fn read_key<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        key: &'life1 str,
-    ) -> JournalFuture<'async_trait, Vec<Stored>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.0.read_key(key)
+    async fn read_key(
+        &self,
+        key: &str,
+    ) -> Result<Vec<tollgate::journal::Stored>, tollgate::journal::JournalError> {
+        self.0.read_key(key).await
     }
 
-    fn head<'life0, 'async_trait>(&'life0 self) -> JournalFuture<'async_trait, (Seq, ChainHash)>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.0.head()
+    async fn head(
+        &self,
+    ) -> Result<
+        (tollgate::journal::Seq, tollgate::journal::ChainHash),
+        tollgate::journal::JournalError,
+    > {
+        self.0.head().await
     }
 
-    fn key(&self) -> &ChainKey {
+    fn key(&self) -> &tollgate::journal::ChainKey {
         self.0.key()
+    }
+}
+
+/// The facts `journal` holds, as JSON, in journal order (one value per entry).
+pub fn fact_values(journal: &SharedJournal) -> Vec<serde_json::Value> {
+    journal
+        .entries()
+        .iter()
+        .map(|s| serde_json::from_slice(&s.payload).expect("every entry is a JSON fact"))
+        .collect()
+}
+
+/// A journal chained under [`chain_key`] holding `facts` (JSON), in order: what someone who
+/// holds the key can write, including facts the pipeline would never write.
+pub fn forged(facts: &[serde_json::Value]) -> SharedJournal {
+    let journal = SharedJournal::new();
+    let entries = facts
+        .iter()
+        .map(|value| {
+            serde_json::from_value::<tollgate::fact::Fact>(value.clone())
+                .unwrap_or_else(|e| panic!("not a fact: {e}: {value}"))
+                .to_entry()
+        })
+        .collect();
+    block_on(tollgate::journal::Journal::append(&journal, entries))
+        .expect("an unconditional append to a memory journal succeeds");
+    journal
+}
+
+/// Edits the JSON payload of entry `index` of `journal` in place, without the key: the
+/// entry keeps its MAC, as after an edit of the store by someone who cannot recompute it.
+pub fn edit_without_key(
+    journal: &SharedJournal,
+    index: usize,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    journal.entries_mut(|entries| {
+        let stored = &mut entries[index];
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&stored.payload).expect("a JSON fact");
+        edit(&mut value);
+        stored.payload = serde_json::to_vec(&value).expect("JSON serializes");
+    });
+}
+
+/// Appends `facts` (JSON) to `journal` as someone without the key would: each entry where it
+/// belongs (its sequence number, the MAC of the entry before it, the previous entry of its
+/// key), but with a MAC computed under a guessed key.
+pub fn append_without_key(journal: &SharedJournal, facts: &[serde_json::Value]) {
+    let guess = SharedJournal::holding(
+        tollgate::journal::ChainKey::derive(b"a guess at the host's secret"),
+        journal.entries(),
+    );
+    let before = guess.len();
+    let entries = facts
+        .iter()
+        .map(|value| {
+            serde_json::from_value::<tollgate::fact::Fact>(value.clone())
+                .unwrap_or_else(|e| panic!("not a fact: {e}: {value}"))
+                .to_entry()
+        })
+        .collect();
+    block_on(tollgate::journal::Journal::append(&guess, entries))
+        .expect("an unconditional append to a memory journal succeeds");
+    let mut all = guess.entries();
+    let added = all.split_off(before);
+    journal.entries_mut(|entries| entries.extend(added));
+}
+
+/// The index of the first fact of kind `fact` (`"moved"`, `"gates"`, ...) whose `field` is
+/// `value` (as a string), at or after `from`.
+pub fn find_fact(
+    facts: &[serde_json::Value],
+    from: usize,
+    fact: &str,
+    field: &str,
+    value: &str,
+) -> usize {
+    facts
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, f)| f["fact"] == fact && f[field] == value)
+        .map_or_else(
+            || panic!("no {fact} fact with {field} = {value} from {from} on"),
+            |(i, _)| i,
+        )
+}
+
+/// Replaces every JSON string equal to `from` in `value` by `to`.
+pub fn replace_strings(value: &mut serde_json::Value, from: &str, to: &str) {
+    match value {
+        serde_json::Value::String(s) if s == from => to.clone_into(s),
+        serde_json::Value::Array(items) => {
+            for item in items {
+                replace_strings(item, from, to);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for item in fields.values_mut() {
+                replace_strings(item, from, to);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Asserts that `result` is the chain's refusal: an entry that is not where the chain says
+/// (edited, removed, moved, or written without the key).
+#[track_caller]
+pub fn assert_chain_refuses<T: std::fmt::Debug>(result: Result<T, Error>) {
+    match result {
+        Err(Error::Fact(tollgate::fact::FactError::Journal(
+            tollgate::journal::JournalError::Corrupt { .. },
+        ))) => {}
+        other => panic!("the chain check must refuse the journal, got {other:?}"),
+    }
+}
+
+/// Asserts that `result` is the replay's refusal of a history the pipeline could not have
+/// written, with `needle` in its message; returns the message.
+#[track_caller]
+pub fn assert_replay_refuses<T: std::fmt::Debug>(result: Result<T, Error>, needle: &str) -> String {
+    match result {
+        Err(error @ Error::Fact(tollgate::fact::FactError::Inconsistent { .. })) => {
+            assert_eq!(error.kind(), ErrorKind::Release);
+            let message = error.to_string();
+            assert!(
+                message.contains(needle),
+                "{message:?} should say {needle:?}"
+            );
+            message
+        }
+        other => panic!("the replay must refuse the history as inconsistent, got {other:?}"),
     }
 }
