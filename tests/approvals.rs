@@ -276,7 +276,8 @@ fn a_person_in_three_groups_counts_once_per_rule() {
 fn people_outside_every_rule_cannot_vote() {
     block_on(async {
         let clock = clock();
-        let journal = SharedJournal::with_key(tollgate::journal::ChainKey::derive(b"people outside"));
+        let journal =
+            SharedJournal::with_key(tollgate::journal::ChainKey::derive(b"people outside"));
         let pipeline = pipeline_in(&journal, &clock, managers_and_security(), org());
         let staged = staged(&pipeline, "aaa", None).await;
         let id = staged.id().as_str();
@@ -413,7 +414,8 @@ fn a_hand_edited_ballot_gains_nothing() {
     // break its chain.
     block_on(async {
         let clock = clock();
-        let journal = SharedJournal::with_key(tollgate::journal::ChainKey::derive(b"hand-edited ballot"));
+        let journal =
+            SharedJournal::with_key(tollgate::journal::ChainKey::derive(b"hand-edited ballot"));
         let policy = ApprovalPolicy::any_of([AUTHOR, "rita"]).unwrap();
         let pipeline = pipeline_in(&journal, &clock, policy, org());
         let staged = staged(&pipeline, "aaa", None).await;
@@ -842,7 +844,8 @@ fn attack_a_vote_dated_a_year_ahead_yields_nothing() {
 fn attack_an_invented_vote_counts_for_nothing() {
     block_on(async {
         let clock = clock();
-        let journal = SharedJournal::with_key(tollgate::journal::ChainKey::derive(b"an invented vote"));
+        let journal =
+            SharedJournal::with_key(tollgate::journal::ChainKey::derive(b"an invented vote"));
         let policy = ApprovalPolicy::new()
             .rule(Rule::new("two").person("rita").person("sam").need(2))
             .unwrap();
@@ -872,7 +875,9 @@ fn attack_an_invented_vote_counts_for_nothing() {
         assert_chain_refuses(pipeline.restore(&id).await, "restore");
 
         // Nor does it count when slipped in before rita's vote, as a renamed copy of it.
-        let journal = SharedJournal::with_key(tollgate::journal::ChainKey::derive(b"an invented vote, in the middle"));
+        let journal = SharedJournal::with_key(tollgate::journal::ChainKey::derive(
+            b"an invented vote, in the middle",
+        ));
         let pipeline = pipeline_in(
             &journal,
             &clock,
@@ -905,7 +910,8 @@ fn attack_an_invented_vote_counts_for_nothing() {
 fn attack_a_deleted_rejection_followed_by_a_later_vote_does_not_let_an_approval_through() {
     block_on(async {
         let clock = clock();
-        let journal = SharedJournal::with_key(tollgate::journal::ChainKey::derive(b"a deleted rejection"));
+        let journal =
+            SharedJournal::with_key(tollgate::journal::ChainKey::derive(b"a deleted rejection"));
         let pipeline = pipeline_in(
             &journal,
             &clock,
@@ -1038,7 +1044,9 @@ fn attack_an_approval_from_a_pipeline_merely_named_like_this_one_is_refused() {
 
         // Sharing the strict pipeline's journal, the lax one can neither vote on its
         // release nor restore it.
-        let journal = SharedJournal::with_key(tollgate::journal::ChainKey::derive(b"one journal, two pipelines called shop"));
+        let journal = SharedJournal::with_key(tollgate::journal::ChainKey::derive(
+            b"one journal, two pipelines called shop",
+        ));
         let strict = pipeline_in(&journal, &clock, managers_and_security(), org());
         let lax = pipeline_in(
             &journal,
@@ -1576,7 +1584,9 @@ fn attack_a_deleted_rejection_that_was_the_last_vote_does_not_let_an_approval_th
     // votes, but other facts follow it in the journal.
     block_on(async {
         let clock = clock();
-        let journal = SharedJournal::with_key(tollgate::journal::ChainKey::derive(b"a deleted last rejection"));
+        let journal = SharedJournal::with_key(tollgate::journal::ChainKey::derive(
+            b"a deleted last rejection",
+        ));
         let pipeline = pipeline_in(
             &journal,
             &clock,
@@ -1660,7 +1670,9 @@ fn a_release_restored_after_its_votes_can_be_approved() {
 fn attack_an_approval_cannot_be_used_twice_across_two_copies_restored_after_the_votes() {
     block_on(async {
         let clock = clock();
-        let journal = SharedJournal::with_key(tollgate::journal::ChainKey::derive(b"two copies, after the votes"));
+        let journal = SharedJournal::with_key(tollgate::journal::ChainKey::derive(
+            b"two copies, after the votes",
+        ));
         let pipeline = pipeline_in(
             &journal,
             &clock,

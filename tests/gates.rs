@@ -701,7 +701,7 @@ fn environment_gates_guard_deployments_into_their_environment_and_every_verdict_
     let (staged, artifact) = staged(&pipeline, "r1", "aaa");
     // The approve move does not deploy, so production's gate is not asked yet.
     let approved = block_on(staged.auto_approve(&pipeline)).unwrap();
-    let why = block_on(pipeline.explain(approved.record(), None));
+    let why = block_on(pipeline.explain(approved.record()));
     assert_eq!(why.next, Some(Move::Deploy));
     assert_eq!(why.gates.len(), 1);
     assert!(!why.is_ready());
@@ -740,7 +740,7 @@ fn environment_gates_guard_deployments_into_their_environment_and_every_verdict_
         ]
     );
     assert_eq!(live.record().gates().len(), 2);
-    let done = block_on(pipeline.explain(live.record(), None));
+    let done = block_on(pipeline.explain(live.record()));
     assert_eq!(
         done.to_string(),
         "release r1 (deployed, deployment): deployed, no move left"

@@ -33,6 +33,7 @@ use crate::time::Timestamp;
 pub use ballot::{Ballot, Decision, Vote};
 pub use directory::{Directory, Groups, NoGroups};
 pub use policy::ApprovalPolicy;
+pub(crate) use policy::first_difference;
 pub use progress::{Progress, RuleProgress};
 pub use rule::{Approver, Rule};
 

@@ -304,11 +304,13 @@ impl ApprovalPolicy {
             &claimed,
             record.issued_at,
         )?;
-        if derived != *record {
-            return Err(mismatch(
-                format!("{record:?}"),
-                format!("{derived:?} from the journal's votes"),
-            ));
+        if let Some((field, recorded, given)) = first_difference(record, &derived) {
+            return Err(ApprovalError::Mismatch {
+                approver: Some(record.approver.clone()),
+                field,
+                approved: recorded,
+                actual: format!("{given} (from the journal's votes)"),
+            });
         }
         if used_at >= record.expires_at {
             return Err(ApprovalError::Expired {
@@ -428,6 +430,81 @@ impl TryFrom<PolicyData> for ApprovalPolicy {
         }
         Ok(policy)
     }
+}
+
+/// The first part in which a recorded approval differs from the one re-derived from the
+/// votes: its name (as an [`ApprovalError::Mismatch`] field), the recorded value and the
+/// derived one.
+pub(crate) fn first_difference(
+    recorded: &ApprovalRecord,
+    derived: &ApprovalRecord,
+) -> Option<(&'static str, String, String)> {
+    let pairs: [(&'static str, String, String); 9] = [
+        (
+            "artifact",
+            recorded.digest.to_string(),
+            derived.digest.to_string(),
+        ),
+        (
+            "environment",
+            recorded.environment.to_string(),
+            derived.environment.to_string(),
+        ),
+        (
+            "approver",
+            recorded.approver.to_string(),
+            derived.approver.to_string(),
+        ),
+        ("reason", recorded.reason.clone(), derived.reason.clone()),
+        (
+            "issue time",
+            recorded.issued_at.to_string(),
+            derived.issued_at.to_string(),
+        ),
+        (
+            "expiry",
+            recorded.expires_at.to_string(),
+            derived.expires_at.to_string(),
+        ),
+        (
+            "votes",
+            recorded.votes_through.to_string(),
+            derived.votes_through.to_string(),
+        ),
+        (
+            "relaxations",
+            format!("{}/{}", recorded.self_approved, recorded.triggerer_approved),
+            format!("{}/{}", derived.self_approved, derived.triggerer_approved),
+        ),
+        (
+            "signoffs",
+            format!(
+                "{:?}",
+                recorded
+                    .signoffs
+                    .iter()
+                    .map(|s| (&s.person, &s.rules, s.at))
+                    .collect::<Vec<_>>()
+            ),
+            format!(
+                "{:?}",
+                derived
+                    .signoffs
+                    .iter()
+                    .map(|s| (&s.person, &s.rules, s.at))
+                    .collect::<Vec<_>>()
+            ),
+        ),
+    ];
+    pairs.into_iter().find(|(_, a, b)| a != b).or_else(|| {
+        (recorded != derived).then(|| {
+            (
+                "signoffs",
+                "as recorded".to_owned(),
+                "other reasons".to_owned(),
+            )
+        })
+    })
 }
 
 /// The groups a recorded approval's signoffs claim, as a directory: membership of a group is

@@ -205,6 +205,11 @@ impl<S: State, M: Mode> Release<S, M> {
     where
         S: CanDeploy,
     {
+        // The pipeline first (its definition and name), then the approval; the artifact's
+        // bytes are checked by the move itself.
+        if let Err(error) = self.check(pipeline, None).await {
+            return Err(self.refuse(pipeline, Move::Deploy, error).await);
+        }
         if let Some(record) = self.any.approval().cloned() {
             // The approval is acted on now: it must still hold (unexpired, everyone who gave
             // it still admitted, the journal's votes still giving it, nobody rejected since).
@@ -504,12 +509,12 @@ pub(super) fn check_approval<M: Mode>(
     }
     let derived =
         pipeline.complete_ballot(&ballot.through(record.votes_through), record.issued_at)?;
-    if derived != *record {
+    if let Some((field, recorded, given)) = crate::approval::first_difference(record, &derived) {
         return Err(ApprovalError::Mismatch {
             approver: Some(record.approver.clone()),
-            field: "votes",
-            approved: format!("{} signoffs", record.signoffs.len()),
-            actual: format!("{} from the journal's votes", derived.signoffs.len()),
+            field,
+            approved: recorded,
+            actual: format!("{given} (from the journal's votes)"),
         });
     }
     if let Some(rejection) = pipeline.progress_at(ballot, at).rejection {

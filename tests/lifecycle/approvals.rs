@@ -302,7 +302,7 @@ fn an_approval_the_journals_votes_do_not_give_is_refused() {
     block_on(twin.vote("r1", "sam", Decision::Approve, "ok")).unwrap();
     let from_elsewhere = sign_off(&pipeline, "r1", "rita", "ok").unwrap();
     let refused = block_on(there.approve(&twin, from_elsewhere)).unwrap_err();
-    assert_mismatch(refused.error(), "votes");
+    assert_mismatch(refused.error(), "approver");
     let there = refused.into_release();
     let own = block_on(twin.issue("r1")).unwrap();
     let approved = block_on(there.approve(&twin, own)).unwrap();
