@@ -136,7 +136,9 @@ impl Error {
             Error::Gate(GateError::Pending { .. }) => ErrorKind::GatePending,
             Error::Approval(_) => ErrorKind::Approval,
             Error::Journal(JournalError::Conflict { .. })
-            | Error::Fact(FactError::Journal(JournalError::Conflict { .. })) => ErrorKind::Conflict,
+            | Error::Fact(
+                FactError::Journal(JournalError::Conflict { .. }) | FactError::Claimed { .. },
+            ) => ErrorKind::Conflict,
             Error::Journal(_) | Error::Fact(FactError::Journal(_)) => ErrorKind::Journal,
             Error::Record(_) | Error::PipelineMismatch { .. } | Error::Fact(_) => {
                 ErrorKind::Release

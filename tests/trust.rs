@@ -505,7 +505,7 @@ fn auto_approved(bot: &Bot, edit: impl FnOnce(&mut Value)) -> Vec<Value> {
     edit(&mut facts[0]);
     let at = START.as_millis();
     facts.extend([
-        json!({"fact": "gates", "release": "r1", "move": "approve", "verdicts": []}),
+        json!({"fact": "gates", "release": "r1", "move": "approve", "verdicts": [], "at": at}),
         json!({"fact": "moved", "release": "r1", "to": "approved", "at": at}),
     ]);
     facts

@@ -65,12 +65,22 @@ pub type Outputs = BTreeMap<String, String>;
 pub trait Executor: Send + Sync {
     /// Runs the stage described by `ctx` and reports how it went.
     async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError>;
+
+    /// What the executor is, for the pipeline's fingerprint: two pipelines whose stages run
+    /// different executors are different pipelines, and one does not restore the other's
+    /// releases. By default the executor's type name (for a closure, where it is written);
+    /// override it with a stable name (a command line, a job's id) so that a rebuilt binary
+    /// still restores the releases its predecessor started.
+    fn name(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(std::any::type_name::<Self>())
+    }
 }
 
 forward_impls! {
     #[async_trait]
     impl Executor {
         async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError>;
+        fn name(&self) -> std::borrow::Cow<'_, str>;
     }
 }
 

@@ -63,6 +63,9 @@ pub enum Fact {
         mv: Move,
         /// Every gate's verdict.
         verdicts: Vec<GateRecord>,
+        /// When they were asked: the copy of the release that wrote this fact claims the
+        /// move from then on, for the pipeline's claim lease, unless it concludes it first.
+        at: Timestamp,
     },
     /// A person voted on the release's approval.
     Voted {
@@ -267,7 +270,7 @@ async fn check_since(
 /// fingerprints, and one does not move or restore the other's releases.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Fingerprint {
-    /// The stage graph (every stage spec).
+    /// The stage graph (every stage spec) and each stage's executor, by name.
     pub graph: String,
     /// The gates, by move and environment, by name.
     pub gates: String,
@@ -350,6 +353,22 @@ pub enum FactError {
         found: PipelineName,
         /// The parts of the definition that differ (`name` when the names do).
         differences: Vec<&'static str>,
+    },
+    /// Another copy of the release (another process, another replica) claimed its next move
+    /// and has not concluded it: it may be running the move's stages now. The move is open to
+    /// others once the claim's lease is over (the claiming copy crashed).
+    #[error(
+        "release `{release}` is being moved ({mv}) by another copy since {since}; it may take the move over at {until}"
+    )]
+    Claimed {
+        /// The release.
+        release: ReleaseId,
+        /// The move claimed.
+        mv: Move,
+        /// Since when.
+        since: Timestamp,
+        /// When the claim's lease ends.
+        until: Timestamp,
     },
     /// A fact does not follow from the ones before it: the history is not one the pipeline
     /// could have written.

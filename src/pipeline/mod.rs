@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::approval::{
     ApprovalError, ApprovalPolicy, ApprovalRequest, Ballot, Directory, NoGroups, Progress,
@@ -65,6 +66,7 @@ pub struct PipelineBuilder<M: Mode, A = NoApprovals> {
     production: Option<Environment>,
     approval_policies: Option<Approvals>,
     journal: Option<Arc<dyn Journal>>,
+    claim_lease: Duration,
     _mode: PhantomData<fn() -> (M, A)>,
 }
 
@@ -215,6 +217,17 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
         self
     }
 
+    /// How long a move that one copy of a release claimed (by writing its gates' verdicts)
+    /// keeps other copies (other processes, other replicas) from taking it, unless the
+    /// claiming copy concludes it first (default 1 hour). Set it above the longest a move's
+    /// step may run (see [`EngineBuilder::step_timeout`](crate::engine::EngineBuilder::step_timeout)):
+    /// after it, another copy may take the move over, as after a crash.
+    #[must_use]
+    pub fn claim_lease(mut self, lease: Duration) -> Self {
+        self.claim_lease = lease;
+        self
+    }
+
     /// Sets the staging environment (default `staging`).
     #[must_use]
     pub fn staging(mut self, environment: Environment) -> Self {
@@ -267,8 +280,13 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
             None => Environment::new("production")?,
         };
         let approvals = self.approval_policies.unwrap_or_else(Approvals::none);
+        let executor_names: Vec<String> = executors
+            .iter()
+            .map(|(executor, _)| executor.name().into_owned())
+            .collect();
         let fingerprint = fingerprint::<M>(
             &graph,
+            &executor_names,
             &self.gates,
             &self.environment_gates,
             &approvals,
@@ -290,6 +308,7 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
                 .journal
                 .unwrap_or_else(|| Arc::new(MemoryJournal::new(ChainKey::ephemeral()))),
             fingerprint,
+            claim_lease: self.claim_lease,
             _mode: PhantomData,
         })
     }
@@ -308,6 +327,7 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
             production: self.production,
             approval_policies: self.approval_policies,
             journal: self.journal,
+            claim_lease: self.claim_lease,
             _mode: PhantomData,
         }
     }
@@ -400,6 +420,7 @@ pub struct Pipeline<M: Mode> {
     approvals: Approvals,
     journal: Arc<dyn Journal>,
     fingerprint: Fingerprint,
+    claim_lease: Duration,
     _mode: PhantomData<fn() -> M>,
 }
 
@@ -431,6 +452,7 @@ impl<M: Mode> Pipeline<M> {
             production: None,
             approval_policies: None,
             journal: None,
+            claim_lease: Duration::from_secs(60 * 60),
             _mode: PhantomData,
         }
     }
@@ -439,6 +461,13 @@ impl<M: Mode> Pipeline<M> {
     #[must_use]
     pub fn name(&self) -> &PipelineName {
         &self.name
+    }
+
+    /// How long a claimed move keeps other copies of the release out (see
+    /// [`PipelineBuilder::claim_lease`]).
+    #[must_use]
+    pub fn claim_lease(&self) -> Duration {
+        self.claim_lease
     }
 
     /// The journal the pipeline writes its releases' facts to.
@@ -775,11 +804,12 @@ pub(crate) fn request_for(any: &AnyRelease) -> Option<ApprovalRequest> {
     })
 }
 
-/// The fingerprint of a pipeline's definition: the graph (every stage spec), the gates by
-/// move and environment (by name), the approval policies, the environments and the mode.
-/// Executors are code and are not in it.
+/// The fingerprint of a pipeline's definition: the graph (every stage spec) with the name of
+/// each stage's executor, the gates by move and environment (by name), the approval
+/// policies, the environments and the mode.
 fn fingerprint<M: Mode>(
     graph: &StageGraph,
+    executors: &[String],
     gates: &[(Move, BoxGate)],
     environment_gates: &[(EnvironmentName, BoxGate)],
     approvals: &Approvals,
@@ -800,7 +830,7 @@ fn fingerprint<M: Mode>(
         )
     });
     Fingerprint {
-        graph: Fingerprint::digest(json(graph).as_bytes()),
+        graph: Fingerprint::digest(json(&(graph, executors)).as_bytes()),
         gates: Fingerprint::digest(gate_names.as_bytes()),
         approvals: Fingerprint::digest(json(&approvals).as_bytes()),
         environments: Fingerprint::digest(

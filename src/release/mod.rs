@@ -62,6 +62,9 @@ pub struct Release<S: State, M: Mode> {
     head: Option<Seq>,
     /// The definition of the pipeline that started it.
     fingerprint: Fingerprint,
+    /// A move another copy claimed (and when) and had not concluded when this copy was
+    /// restored.
+    claimed: Option<(crate::lifecycle::Move, Timestamp)>,
     /// Cancels this release's next move only (a child of the pipeline's handle, which
     /// cancels every move). Each move gets a fresh one when it ends.
     cancel: CancelHandle,
@@ -101,6 +104,7 @@ impl<S: State, M: Mode> Release<S, M> {
             any,
             head,
             fingerprint,
+            claimed: None,
             cancel: CancelHandle::new(),
             _marker: PhantomData,
         }
@@ -109,6 +113,12 @@ impl<S: State, M: Mode> Release<S, M> {
     /// The same release in state `N`, at journal entry `head`.
     fn moved<N: State>(self) -> Release<N, M> {
         Release::new(self.any, self.head, self.fingerprint)
+    }
+
+    /// The same release, restored while another copy had claimed `mv` at `since`.
+    fn claimed_by_another(mut self, claim: Option<(crate::lifecycle::Move, Timestamp)>) -> Self {
+        self.claimed = claim;
+        self
     }
 
     /// The release's id.

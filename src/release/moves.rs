@@ -379,6 +379,7 @@ impl<S: State, M: Mode> Release<S, M> {
             release: self.any.id().clone(),
             mv,
             verdicts: records.clone(),
+            at: now,
         };
         self.write(pipeline, vec![fact]).await?;
         for record in records {
@@ -411,6 +412,20 @@ impl<S: State, M: Mode> Release<S, M> {
     /// first write, on the condition that the release's last fact is still the one this
     /// copy saw.
     async fn write(&mut self, pipeline: &Pipeline<M>, mut facts: Vec<Fact>) -> Result<()> {
+        if let Some((mv, since)) = self.claimed {
+            // Restored while another copy had claimed a move it has not concluded: that copy
+            // may be running the move's stages; wait for its lease to end before taking over.
+            let until = since.saturating_add(pipeline.claim_lease());
+            if pipeline.clock().now() < until {
+                return Err(FactError::Claimed {
+                    release: self.id().clone(),
+                    mv,
+                    since,
+                    until,
+                }
+                .into());
+            }
+        }
         if self.head.is_none() {
             facts.insert(
                 0,
@@ -432,6 +447,7 @@ impl<S: State, M: Mode> Release<S, M> {
         }
         let head = pipeline.journal().append(entries).await?;
         self.head = Some(head);
+        self.claimed = None;
         Ok(())
     }
 

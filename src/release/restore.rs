@@ -25,6 +25,7 @@ use crate::record::AnyRelease;
 pub struct Restored<M: Mode> {
     any: AnyRelease,
     head: Seq,
+    claim: Option<(Move, crate::time::Timestamp)>,
     fingerprint: crate::fact::Fingerprint,
     _mode: std::marker::PhantomData<fn() -> M>,
 }
@@ -49,11 +50,10 @@ impl<S: State, M: Mode> TryFrom<Restored<M>> for Release<S, M> {
     /// The typed release, if it is in state `S`.
     fn try_from(restored: Restored<M>) -> Result<Self> {
         restored.any.check_as(S::NAME, M::KIND)?;
-        Ok(Release::new(
-            restored.any,
-            Some(restored.head),
-            restored.fingerprint,
-        ))
+        Ok(
+            Release::new(restored.any, Some(restored.head), restored.fingerprint)
+                .claimed_by_another(restored.claim),
+        )
     }
 }
 
@@ -84,10 +84,11 @@ impl<M: Mode> Pipeline<M> {
     /// ```
     pub async fn restore(&self, id: &str) -> Result<Restored<M>> {
         let facts = read_release(self.journal(), id).await?;
-        let (any, head) = self.replay(id, &facts)?;
+        let (any, head, claim) = self.replay(id, &facts)?;
         Ok(Restored {
             any,
             head,
+            claim,
             fingerprint: self.fingerprint().clone(),
             _mode: std::marker::PhantomData,
         })
@@ -95,7 +96,12 @@ impl<M: Mode> Pipeline<M> {
 
     /// Replays `facts` (one release's, in order) into its record, checking each against the
     /// ones before it and against this pipeline's definition.
-    pub(crate) fn replay(&self, id: &str, facts: &[(Seq, Fact)]) -> Result<(AnyRelease, Seq)> {
+    #[allow(clippy::type_complexity)] // A crate-internal triple, named at its two callers.
+    pub(crate) fn replay(
+        &self,
+        id: &str,
+        facts: &[(Seq, Fact)],
+    ) -> Result<(AnyRelease, Seq, Option<(Move, crate::time::Timestamp)>)> {
         let Some(((first_seq, first), rest)) = facts.split_first() else {
             return Err(FactError::UnknownRelease {
                 release: id.to_owned(),
@@ -155,6 +161,7 @@ impl<M: Mode> Pipeline<M> {
             step_ok: None,
             gates_open: false,
             approval_used: false,
+            claim: None,
             last_at: *at,
         };
         let mut head = *first_seq;
@@ -166,7 +173,7 @@ impl<M: Mode> Pipeline<M> {
             }
         }
         any.check_as(any.state(), M::KIND)?;
-        Ok((any, head))
+        Ok((any, head, replay.claim))
     }
 }
 
@@ -182,6 +189,9 @@ struct Replay<'a, M: Mode> {
     gates_open: bool,
     /// Whether an approval was used since the release was staged.
     approval_used: bool,
+    /// The move claimed by the latest `Gates` fact, and when, until a move or a refusal
+    /// concludes it.
+    claim: Option<(Move, crate::time::Timestamp)>,
 
     /// The latest time a fact carries (facts never go back in time).
     last_at: crate::time::Timestamp,
@@ -207,7 +217,10 @@ impl<M: Mode> Replay<'_, M> {
                 self.step_ok = Some(self.complete_run(step, report));
                 any.push_step(report.clone());
             }
-            Fact::Gates { mv, verdicts, .. } => {
+            Fact::Gates {
+                mv, verdicts, at, ..
+            } => {
+                self.claim = Some((*mv, *at));
                 if Some(*mv) != next {
                     return Err(bad(&format!("records gates on a {mv} move out of turn")));
                 }
@@ -261,7 +274,7 @@ impl<M: Mode> Replay<'_, M> {
             Fact::Moved {
                 to, artifact, at, ..
             } => self.moved(any, seq, *to, artifact.as_ref(), *at)?,
-            Fact::Refused { .. } => {}
+            Fact::Refused { .. } => self.claim = None,
         }
         Ok(())
     }
@@ -322,6 +335,7 @@ impl<M: Mode> Replay<'_, M> {
         self.gates_open = false;
         self.ballot = None;
         self.approval_used = false;
+        self.claim = None;
         Ok(())
     }
 

@@ -13,7 +13,6 @@ use crate::support::{
 };
 use crate::{HOUR, SharedJournal, approve_properly};
 use tollgate::approval::{ApprovalError, Decision, Directory, Groups, Rule};
-use tollgate::executor::from_fn;
 use tollgate::fact::FactError;
 use tollgate::graph::Step;
 use tollgate::id::Person;
@@ -75,15 +74,33 @@ fn an_approval_for_another_release_is_refused() {
     still_staged_and_approvable(refused, &pipeline);
 }
 
-/// The standard delivery pipeline `shop` on `clock`, except that its `compile` stage builds
-/// other bytes from the same revision: the same definition (executors are code, not part of
-/// it), with a journal of its own, like a second bot deployed from the same configuration.
-fn rebuilding_twin(clock: &ManualClock) -> Pipeline<Delivery> {
+/// A build stage that builds `flavour` and the revision into the artifact, and names itself
+/// `compile` whatever it builds: two of them are the same executor to a pipeline's
+/// fingerprint.
+struct Compile(&'static str);
+
+#[async_trait::async_trait]
+impl Executor for Compile {
+    async fn run(
+        &self,
+        ctx: tollgate::executor::StageContext<'_>,
+    ) -> Result<StageOutcome, tollgate::executor::ExecutorError> {
+        let bytes = format!("{} built from {}", self.0, ctx.revision());
+        Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes("app", bytes.as_bytes())))
+    }
+
+    fn name(&self) -> std::borrow::Cow<'_, str> {
+        "compile".into()
+    }
+}
+
+/// The standard delivery pipeline `shop` on `clock` with a `compile` stage that builds
+/// `flavour`: pipelines of two flavours have the same definition (the same stages, and
+/// executors of the same names), each with a journal of its own, like two bots deployed from
+/// the same configuration whose builds are not reproducible.
+fn flavoured(clock: &ManualClock, flavour: &'static str) -> Pipeline<Delivery> {
     let mut stages = standard_stages();
-    stages[0] = Stage::build("compile").run(from_fn(|ctx| {
-        let rebuilt = format!("app rebuilt from {}", ctx.revision());
-        Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes("app", rebuilt.as_bytes())))
-    }));
+    stages[0] = Stage::build("compile").run(Compile(flavour));
     delivery("shop", clock).stages(stages).build().unwrap()
 }
 
@@ -94,8 +111,8 @@ fn an_approval_for_another_artifact_is_refused() {
     // artifact of release `r1` comes from a twin pipeline: same name, same definition, same
     // revision, its own journal, other bytes built. Only the artifact differs.
     let clock = clock();
-    let pipeline = delivery_pipeline(&clock);
-    let twin = rebuilding_twin(&clock);
+    let pipeline = flavoured(&clock, "app");
+    let twin = flavoured(&clock, "app, rebuilt,");
     assert_eq!(pipeline.fingerprint(), twin.fingerprint());
     let (_first, first_artifact) = staged(&pipeline, "r1", "aaa");
     let (second, second_artifact) = staged(&twin, "r1", "aaa");
