@@ -695,6 +695,7 @@ fn a_soak_forged_open_before_it_ended_with_the_key_is_refused_by_the_replay() {
     let early = START.saturating_add(MINUTE).as_millis();
     for fact in &mut facts[pending..] {
         if fact["fact"] == "gates" {
+            fact["at"] = json!(early);
             for verdict in fact["verdicts"].as_array_mut().unwrap() {
                 verdict["at"] = json!(early);
             }

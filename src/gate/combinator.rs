@@ -301,6 +301,10 @@ impl<G: Gate> Gate for Named<G> {
     fn name(&self) -> Cow<'_, str> {
         Cow::Borrowed(&self.name)
     }
+
+    fn replayable(&self) -> bool {
+        self.gate.replayable()
+    }
 }
 
 #[async_trait]
@@ -325,6 +329,10 @@ impl Gate for Soak {
 
     fn name(&self) -> Cow<'_, str> {
         Cow::Owned(format!("soak {}", human(self.duration)))
+    }
+
+    fn replayable(&self) -> bool {
+        true
     }
 }
 

@@ -155,6 +155,14 @@ pub trait Gate: Send + Sync {
     fn name(&self) -> Cow<'_, str> {
         Cow::Borrowed(std::any::type_name::<Self>())
     }
+
+    /// Whether the gate's verdict follows from the release and the time alone (a soak timer,
+    /// a change window), so that a restore asks it again at the time the journal records
+    /// rather than trusting the recorded verdict. Gates that read the world (metrics, test
+    /// results elsewhere) are not: by default, false.
+    fn replayable(&self) -> bool {
+        false
+    }
 }
 
 forward_impls! {
@@ -162,6 +170,7 @@ forward_impls! {
     impl Gate {
         async fn evaluate(&self, ctx: &GateContext<'_>) -> Verdict;
         fn name(&self) -> Cow<'_, str>;
+        fn replayable(&self) -> bool;
     }
 }
 

@@ -353,6 +353,12 @@ impl Gate for ChangeWindows {
     fn name(&self) -> Cow<'_, str> {
         Cow::Borrowed(&self.name)
     }
+
+    /// A window's verdict follows from the time; an override a person granted is recorded
+    /// as such (an overridden verdict is taken as recorded by a restore).
+    fn replayable(&self) -> bool {
+        true
+    }
 }
 
 impl fmt::Display for Window {

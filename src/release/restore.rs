@@ -12,7 +12,7 @@ use crate::executor::{StageStatus, StepOutcome};
 use crate::fact::{Fact, FactError, read_release};
 use crate::id::ReleaseId;
 use crate::journal::Seq;
-use crate::lifecycle::{Mode, ModeKind, Move, State, StateName, Step};
+use crate::lifecycle::{Mode, ModeKind, Move, State, StateName, Step, Verdict};
 use crate::pipeline::{Pipeline, request_for};
 use crate::record::AnyRelease;
 
@@ -84,7 +84,7 @@ impl<M: Mode> Pipeline<M> {
     /// ```
     pub async fn restore(&self, id: &str) -> Result<Restored<M>> {
         let facts = read_release(self.journal(), id).await?;
-        let (any, head, claim) = self.replay(id, &facts)?;
+        let (any, head, claim) = self.replay(id, &facts).await?;
         Ok(Restored {
             any,
             head,
@@ -97,7 +97,7 @@ impl<M: Mode> Pipeline<M> {
     /// Replays `facts` (one release's, in order) into its record, checking each against the
     /// ones before it and against this pipeline's definition.
     #[allow(clippy::type_complexity)] // A crate-internal triple, named at its two callers.
-    pub(crate) fn replay(
+    pub(crate) async fn replay(
         &self,
         id: &str,
         facts: &[(Seq, Fact)],
@@ -166,7 +166,7 @@ impl<M: Mode> Pipeline<M> {
         };
         let mut head = *first_seq;
         for (seq, fact) in rest {
-            replay.apply(&mut any, *seq, fact)?;
+            replay.apply(&mut any, *seq, fact).await?;
             // Votes are filed under a key of their own: the release's position is its own key's.
             if !matches!(fact, Fact::Voted { .. }) {
                 head = *seq;
@@ -192,13 +192,12 @@ struct Replay<'a, M: Mode> {
     /// The move claimed by the latest `Gates` fact, and when, until a move or a refusal
     /// concludes it.
     claim: Option<(Move, crate::time::Timestamp)>,
-
     /// The latest time a fact carries (facts never go back in time).
     last_at: crate::time::Timestamp,
 }
 
 impl<M: Mode> Replay<'_, M> {
-    fn apply(&mut self, any: &mut AnyRelease, seq: Seq, fact: &Fact) -> Result<()> {
+    async fn apply(&mut self, any: &mut AnyRelease, seq: Seq, fact: &Fact) -> Result<()> {
         let release = self.release;
         let bad = |reason: &str| inconsistent(release, seq, reason);
         let next = any.state().next_move();
@@ -224,6 +223,9 @@ impl<M: Mode> Replay<'_, M> {
                 if Some(*mv) != next {
                     return Err(bad(&format!("records gates on a {mv} move out of turn")));
                 }
+                if verdicts.iter().any(|v| v.at != *at) {
+                    return Err(bad("records verdicts given at another time than it says"));
+                }
                 let environment = any.aimed_at(*mv).name().clone();
                 let asked: BTreeSet<String> = verdicts.iter().map(|v| v.gate.clone()).collect();
                 let required: BTreeSet<String> = self
@@ -233,6 +235,27 @@ impl<M: Mode> Replay<'_, M> {
                     .collect();
                 self.gates_open = required.is_subset(&asked)
                     && verdicts.iter().all(|v| v.mv == *mv && v.verdict.is_open());
+                // A gate whose verdict follows from the release and the time (a soak, a
+                // window) is asked again at the recorded time: a recorded "open" must be one.
+                let aimed = any.aimed_at(*mv).clone();
+                let ctx = crate::gate::GateContext::new(any, *mv, &aimed, *at);
+                for gate in self.pipeline.gates_on(*mv, &environment) {
+                    if !gate.replayable() {
+                        continue;
+                    }
+                    let name = gate.name();
+                    let recorded_open = verdicts
+                        .iter()
+                        .any(|v| v.gate == name && v.verdict == Verdict::Open);
+                    if recorded_open {
+                        let verdict = gate.evaluate(&ctx).await;
+                        if !verdict.is_open() {
+                            return Err(bad(&format!(
+                                "records gate `{name}` open at {at}, but it was {verdict}"
+                            )));
+                        }
+                    }
+                }
                 for record in verdicts {
                     any.push_gate(record.clone());
                 }
