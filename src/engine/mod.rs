@@ -11,8 +11,13 @@
 
 mod attempts;
 mod cancel;
+mod deadline;
 mod event;
+mod limits;
+mod panic;
 mod plan;
+mod ready;
+mod retry;
 mod run;
 
 use std::collections::{BTreeMap, HashMap};
