@@ -33,7 +33,7 @@ use support::{block_on, clock, revision};
 use tollgate::engine::{CancelHandle, Engine, Event, RetryPolicy, StepOutcome, StepReport};
 use tollgate::executor::{
     BoxExecutor, CommandTable, ExecutorError, LogLine, ProcessError, ProcessExecutor, StageStatus,
-    Stream, from_async_fn,
+    Stream, TimeoutKind, from_async_fn,
 };
 use tollgate::graph::{StageGraph, StageSpec};
 use tollgate::id::ReleaseId;
@@ -818,7 +818,7 @@ fn cancelling_a_stage_kills_its_program_and_the_program_s_children() {
 #[test]
 fn an_attempt_timeout_kills_the_program_and_its_children() {
     let timed_out = StageStatus::TimedOut {
-        limit: "attempt timeout".to_owned(),
+        limit: TimeoutKind::Attempt,
     };
     assert_eq!(
         cut_off(CutOff::AttemptTimeout),
@@ -829,7 +829,7 @@ fn an_attempt_timeout_kills_the_program_and_its_children() {
 #[test]
 fn a_stage_timeout_kills_the_program_and_its_children() {
     let timed_out = StageStatus::TimedOut {
-        limit: "stage timeout".to_owned(),
+        limit: TimeoutKind::Stage,
     };
     assert_eq!(
         cut_off(CutOff::StageTimeout),
@@ -840,7 +840,7 @@ fn a_stage_timeout_kills_the_program_and_its_children() {
 #[test]
 fn a_step_timeout_kills_the_program_and_its_children() {
     let timed_out = StageStatus::TimedOut {
-        limit: "step timeout".to_owned(),
+        limit: TimeoutKind::Step,
     };
     assert_eq!(
         cut_off(CutOff::StepTimeout),

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use futures::future::{Either, select};
 
 use super::{CancelHandle, Engine, StageReport, StepRun};
-use crate::executor::StageStatus;
+use crate::executor::{StageStatus, TimeoutKind};
 use crate::graph::StageSpec;
 use crate::time::{Clock, Timestamp};
 
@@ -105,19 +105,17 @@ pub(super) fn attempt_limit(
     spec: &StageSpec,
     now: Timestamp,
     stage_deadline: Option<Timestamp>,
-) -> Option<(Timestamp, &'static str)> {
+) -> Option<(Timestamp, TimeoutKind)> {
     let attempt_deadline = spec.attempt_timeout.map(|d| now.saturating_add(d));
     match (attempt_deadline, stage_deadline) {
-        (Some(a), Some(s)) if a < s => Some((a, "attempt timeout")),
-        (Some(a), None) => Some((a, "attempt timeout")),
-        (_, Some(s)) => Some((s, "stage timeout")),
+        (Some(a), Some(s)) if a < s => Some((a, TimeoutKind::Attempt)),
+        (Some(a), None) => Some((a, TimeoutKind::Attempt)),
+        (_, Some(s)) => Some((s, TimeoutKind::Stage)),
         (None, None) => None,
     }
 }
 
 /// The status of a stage whose own time limit ran out.
-pub(super) fn stage_timeout() -> StageStatus {
-    StageStatus::TimedOut {
-        limit: "stage timeout".to_owned(),
-    }
-}
+pub(super) const STAGE_TIMED_OUT: StageStatus = StageStatus::TimedOut {
+    limit: TimeoutKind::Stage,
+};

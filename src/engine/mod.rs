@@ -439,3 +439,31 @@ impl StepReport {
         self.stages.iter().find(|s| s.id == id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::TimeoutKind;
+
+    #[test]
+    fn a_report_stored_with_a_timeout_text_loads_with_its_limit() {
+        let stored = r#"{"id":"e2e","status":"timed_out","limit":"stage timeout","started_at":0,
+            "finished_at":900,"attempts":[{"number":1,"started_at":0,"finished_at":900,
+            "status":"timed_out","limit":"attempt timeout"}]}"#;
+        let report: StageReport = serde_json::from_str(stored).unwrap();
+        assert_eq!(
+            report.status,
+            StageStatus::TimedOut {
+                limit: TimeoutKind::Stage
+            }
+        );
+        assert_eq!(
+            report.attempts[0].status,
+            StageStatus::TimedOut {
+                limit: TimeoutKind::Attempt
+            }
+        );
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.contains(r#""limit":"stage""#), "{json}");
+    }
+}

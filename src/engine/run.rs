@@ -23,7 +23,7 @@ use futures::StreamExt as _;
 use futures::future::{self, BoxFuture};
 use futures::stream::FuturesUnordered;
 
-use super::deadline::{Stop, Stopper, attempt_limit, stage_deadline, stage_timeout};
+use super::deadline::{STAGE_TIMED_OUT, Stop, Stopper, attempt_limit, stage_deadline};
 use super::limits::Slots;
 use super::panic::panicked;
 use super::ready::Ready;
@@ -32,7 +32,9 @@ use super::{
     Attempt, AttemptFailure, Engine, Event, FailurePolicy, StageHooks, StageReport, StepOutcome,
     StepReport, StepRun,
 };
-use crate::executor::{ExecutorError, Outputs, StageContext, StageOutcome, StageStatus};
+use crate::executor::{
+    ExecutorError, Outputs, StageContext, StageOutcome, StageStatus, TimeoutKind,
+};
 use crate::graph::StageId;
 use crate::time::Timestamp;
 
@@ -63,7 +65,7 @@ enum AttemptEnd {
     Failed(String),
     /// The attempt's or the stage's time ran out (which limit); the executor's future was
     /// dropped.
-    TimedOut(&'static str),
+    TimedOut(TimeoutKind),
     /// The stage's time ran out while it waited to try again: no attempt was started.
     Expired,
 }
@@ -73,7 +75,7 @@ enum AttemptEnd {
 struct Running<'a> {
     slot: u32,
     work: BoxFuture<'a, Result<StageOutcome, ExecutorError>>,
-    limit: Option<(BoxFuture<'static, ()>, &'static str)>,
+    limit: Option<(BoxFuture<'static, ()>, TimeoutKind)>,
 }
 
 impl Future for Running<'_> {
@@ -88,7 +90,7 @@ impl Future for Running<'_> {
             // The work wins a tie with its deadline, as it did the work in time.
             Ok(Poll::Pending) => match &mut this.limit {
                 Some((sleep, limit)) => match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => AttemptEnd::TimedOut(limit),
+                    Poll::Ready(()) => AttemptEnd::TimedOut(*limit),
                     Poll::Pending => return Poll::Pending,
                 },
                 None => return Poll::Pending,
@@ -454,7 +456,7 @@ impl<'a> StepState<'a> {
             Stop::TimedOut => self.abandon(
                 phase,
                 &StageStatus::TimedOut {
-                    limit: "step timeout".to_owned(),
+                    limit: TimeoutKind::Step,
                 },
                 StepOutcome::TimedOut,
             ),
@@ -551,7 +553,7 @@ impl<'a> StepState<'a> {
         let report = &mut self.reports[slot];
         let number = report.attempts.len() as u32;
         let (status, timed_out) = match end {
-            AttemptEnd::Expired => return self.finish(slot, stage_timeout(), now),
+            AttemptEnd::Expired => return self.finish(slot, STAGE_TIMED_OUT, now),
             AttemptEnd::Finished(outcome) => {
                 let StageOutcome {
                     status,
@@ -578,12 +580,7 @@ impl<'a> StepState<'a> {
                 (status, false)
             }
             AttemptEnd::Failed(reason) => (StageStatus::Failed { reason }, false),
-            AttemptEnd::TimedOut(limit) => (
-                StageStatus::TimedOut {
-                    limit: limit.to_owned(),
-                },
-                true,
-            ),
+            AttemptEnd::TimedOut(limit) => (StageStatus::TimedOut { limit }, true),
         };
         if let Some(attempt) = report.attempts.last_mut() {
             attempt.finished_at = now;
@@ -600,8 +597,7 @@ impl<'a> StepState<'a> {
         engine.emit(|| Event::AttemptFailed {
             stage: spec.id.clone(),
             attempt: number,
-            reason: failure.reason.clone(),
-            timed_out,
+            status: status.clone(),
             at: now,
         });
         let hooks = self.hooks;
@@ -617,7 +613,7 @@ impl<'a> StepState<'a> {
         let (delay, until) = match decision {
             Retry::After { delay, until } => (delay, until),
             Retry::GiveUp => return self.finish(slot, status, now),
-            Retry::OutOfTime => return self.finish(slot, stage_timeout(), now),
+            Retry::OutOfTime => return self.finish(slot, STAGE_TIMED_OUT, now),
         };
         engine.emit(|| Event::Retrying {
             stage: spec.id.clone(),

@@ -227,7 +227,7 @@ pub enum StageStatus {
     /// the step timeout.
     TimedOut {
         /// Which limit ran out.
-        limit: String,
+        limit: TimeoutKind,
     },
     /// It was running when the step was stopped (another stage failed under fail-fast, or
     /// the step was cancelled).
@@ -253,6 +253,46 @@ impl fmt::Display for StageStatus {
             StageStatus::Cancelled => f.write_str("cancelled"),
             StageStatus::Skipped => f.write_str("skipped"),
         }
+    }
+}
+
+/// Which time limit cut a stage (or an attempt) off ([`StageStatus::TimedOut`]).
+///
+/// Its serde form is the lower-case name (`"attempt"`, `"stage"`, `"step"`); the texts of
+/// earlier versions (`"attempt timeout"`, …) are read too, so stored reports still load. It
+/// displays as the limit's full name, as messages always said it:
+///
+/// ```
+/// use tollgate::executor::{StageStatus, TimeoutKind};
+///
+/// let status = StageStatus::TimedOut { limit: TimeoutKind::Attempt };
+/// assert_eq!(status.to_string(), "timed out (attempt timeout)");
+/// assert_eq!(serde_json::to_string(&TimeoutKind::Step)?, r#""step""#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutKind {
+    /// The attempt's own limit ([`StageSpec::attempt_timeout`]), on the stage's last
+    /// attempt.
+    #[serde(alias = "attempt timeout")]
+    Attempt,
+    /// The stage's limit over all its attempts and backoffs ([`StageSpec::timeout`]).
+    #[serde(alias = "stage timeout")]
+    Stage,
+    /// The step's limit
+    /// ([`EngineBuilder::step_timeout`](crate::engine::EngineBuilder::step_timeout)).
+    #[serde(alias = "step timeout")]
+    Step,
+}
+
+impl fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutKind::Attempt => "attempt timeout",
+            TimeoutKind::Stage => "stage timeout",
+            TimeoutKind::Step => "step timeout",
+        })
     }
 }
 
@@ -334,5 +374,30 @@ impl StageOutcome {
     pub fn artifact(mut self, artifact: ArtifactRef) -> Self {
         self.artifact = Some(artifact);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timed_out_status_names_its_limit_and_reads_the_texts_of_stored_reports() {
+        let status = StageStatus::TimedOut {
+            limit: TimeoutKind::Stage,
+        };
+        let json = serde_json::to_string(&status).unwrap();
+        assert_eq!(json, r#"{"status":"timed_out","limit":"stage"}"#);
+        assert_eq!(serde_json::from_str::<StageStatus>(&json).unwrap(), status);
+        for (old, limit) in [
+            ("attempt timeout", TimeoutKind::Attempt),
+            ("stage timeout", TimeoutKind::Stage),
+            ("step timeout", TimeoutKind::Step),
+        ] {
+            let stored = format!(r#"{{"status":"timed_out","limit":"{old}"}}"#);
+            let read: StageStatus = serde_json::from_str(&stored).unwrap();
+            assert_eq!(read, StageStatus::TimedOut { limit });
+            assert_eq!(read.to_string(), format!("timed out ({old})"));
+        }
     }
 }

@@ -8,7 +8,7 @@ use tollgate::Error;
 use tollgate::engine::{
     Backoff, CancelHandle, Engine, Event, RetryPolicy, StepOutcome, StepReport,
 };
-use tollgate::executor::{StageOutcome, StageStatus, from_fn};
+use tollgate::executor::{StageOutcome, StageStatus, TimeoutKind, from_fn};
 use tollgate::graph::StageSpec;
 use tollgate::lifecycle::Deployment;
 use tollgate::pipeline::{Pipeline, Stage};
@@ -74,9 +74,9 @@ fn a_failing_stage_makes_exactly_max_attempts_with_fixed_delays() {
         .iter()
         .filter_map(|e| match e {
             Event::AttemptFailed {
-                attempt, timed_out, ..
+                attempt, status, ..
             } => {
-                assert!(!timed_out);
+                assert!(matches!(status, StageStatus::Failed { .. }), "{status}");
                 Some(*attempt)
             }
             _ => None,
@@ -346,7 +346,7 @@ fn a_retry_predicate_sees_timeouts_and_can_refuse_them() {
     assert_eq!(
         fetch.status,
         StageStatus::TimedOut {
-            limit: "attempt timeout".to_owned()
+            limit: TimeoutKind::Attempt
         }
     );
     assert_eq!(fetch.attempts.len(), 1);
