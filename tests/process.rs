@@ -500,7 +500,7 @@ fn each_attempt_is_told_its_number() {
         lines(&flaky.logs, Stream::Stdout),
         ["attempt 1", "attempt 2", "attempt 3"]
     );
-    let statuses: Vec<_> = flaky.attempts.iter().map(|a| a.status.clone()).collect();
+    let statuses: Vec<_> = flaky.attempts().iter().map(|a| a.status.clone()).collect();
     assert_eq!(
         statuses,
         [

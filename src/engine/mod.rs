@@ -34,10 +34,11 @@ use crate::id::{ReleaseId, StageId};
 use crate::lifecycle::Step;
 use crate::time::{Clock, Timestamp};
 
+use attempts::Attempts;
+
 pub use crate::executor::StepOutcome;
 
 pub use crate::graph::{Backoff, RetryPolicy};
-pub use attempts::Attempts;
 pub use cancel::CancelHandle;
 pub use event::{Event, EventLog, Observer, final_statuses};
 pub use plan::{Plan, PlannedStage};
@@ -369,9 +370,9 @@ pub struct StageReport {
     /// When it ended, if it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
-    /// Every attempt, oldest first.
+    /// Every attempt, oldest first (see [`StageReport::attempts`]).
     #[serde(default, skip_serializing_if = "Attempts::is_empty_list")]
-    pub attempts: Attempts,
+    attempts: Attempts,
     /// The log of every attempt, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
@@ -386,6 +387,14 @@ pub struct StageReport {
 }
 
 impl StageReport {
+    /// Every attempt, oldest first: none for a stage that never started, one for most
+    /// stages, one per try for a stage that was retried. Serialised as the list
+    /// `"attempts"`.
+    #[must_use]
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
     fn not_run(id: StageId, status: StageStatus) -> Self {
         StageReport {
             id,

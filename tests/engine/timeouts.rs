@@ -28,7 +28,7 @@ fn an_attempt_timeout_ends_an_executor_that_never_returns_on_every_attempt() {
     assert_eq!(stuck.status, timed_out);
     assert!(!matches!(stuck.status, StageStatus::Failed { .. }));
     let spans: Vec<(Timestamp, Timestamp, &StageStatus)> = stuck
-        .attempts
+        .attempts()
         .iter()
         .map(|a| (a.started_at, a.finished_at, &a.status))
         .collect();
@@ -78,7 +78,7 @@ fn a_stage_timeout_covers_all_attempts_and_backoff() {
     );
     // Attempt 1 hits its own 5 s limit; after the 1 s delay, attempt 2 is cut off by the
     // stage's 10 s limit, and there is no attempt 3.
-    let ends: Vec<Timestamp> = slow.attempts.iter().map(|a| a.finished_at).collect();
+    let ends: Vec<Timestamp> = slow.attempts().iter().map(|a| a.finished_at).collect();
     assert_eq!(ends, [at(secs(5)), at(secs(10))]);
     assert_eq!(slow.finished_at, Some(at(secs(10))));
     assert_eq!(trace.drops_of("slow"), 2);
