@@ -82,6 +82,9 @@ pub type RetryPredicate = dyn Fn(&AttemptFailure) -> bool + Send + Sync;
 
 /// Runs steps of a stage graph. Cheap to clone; holds configuration only.
 ///
+/// Each setting has one name: [`EngineBuilder`] sets it, and the engine's method of the same
+/// name reads it.
+///
 /// ```
 /// use std::time::Duration;
 /// use tollgate::engine::{Engine, FailurePolicy};
@@ -93,6 +96,9 @@ pub type RetryPredicate = dyn Fn(&AttemptFailure) -> bool + Send + Sync;
 ///     .step_timeout(Duration::from_secs(30 * 60))
 ///     .build()?;
 /// assert_eq!(engine.workers(), Some(4));
+/// assert_eq!(engine.group_limit("gpu"), Some(1));
+/// assert_eq!(engine.failure_policy(), FailurePolicy::ContinueIndependent);
+/// assert_eq!(engine.step_timeout(), Some(Duration::from_secs(30 * 60)));
 /// assert!(Engine::builder().workers(0).build().is_err());
 /// # Ok::<(), tollgate::Error>(())
 /// ```
@@ -134,26 +140,44 @@ impl Engine {
         EngineBuilder::default()
     }
 
-    /// Shorthand for a default engine with another failure policy.
-    #[must_use]
-    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
-        self.failure_policy = policy;
-        self
-    }
-
-    /// The failure policy.
-    #[must_use]
-    pub fn policy(&self) -> FailurePolicy {
-        self.failure_policy
-    }
-
-    /// The worker limit, if any.
+    /// The worker limit, if any (see [`EngineBuilder::workers`]).
     #[must_use]
     pub fn workers(&self) -> Option<usize> {
         self.workers
     }
 
-    /// The handle that cancels the steps this engine is running.
+    /// The limit of group `group`, if it has one (see [`EngineBuilder::group_limit`]).
+    #[must_use]
+    pub fn group_limit(&self, group: &str) -> Option<usize> {
+        self.group_limits.get(group).copied()
+    }
+
+    /// What the engine does when a stage fails (see [`EngineBuilder::failure_policy`]).
+    #[must_use]
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.failure_policy
+    }
+
+    /// The longest one step may run, if limited (see [`EngineBuilder::step_timeout`]).
+    #[must_use]
+    pub fn step_timeout(&self) -> Option<Duration> {
+        self.step_timeout
+    }
+
+    /// The seed of retry-delay jitter (see [`EngineBuilder::seed`]).
+    #[must_use]
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The observer every event goes to, if any (see [`EngineBuilder::observer`]).
+    #[must_use]
+    pub fn observer(&self) -> Option<&dyn Observer> {
+        self.observer.as_deref()
+    }
+
+    /// The handle that cancels the steps this engine is running (see
+    /// [`EngineBuilder::cancel_handle`]).
     #[must_use]
     pub fn cancel_handle(&self) -> CancelHandle {
         self.cancel.clone()
@@ -453,6 +477,53 @@ impl StepReport {
 mod tests {
     use super::*;
     use crate::executor::TimeoutKind;
+
+    #[test]
+    fn every_setting_reads_back_under_the_name_it_was_set_with() {
+        let handle = CancelHandle::new();
+        let log = EventLog::new();
+        let engine = Engine::builder()
+            .workers(2)
+            .group_limit("gpu", 1)
+            .failure_policy(FailurePolicy::ContinueIndependent)
+            .step_timeout(Duration::from_secs(60))
+            .seed(42)
+            .observer(log.clone())
+            .cancel_handle(handle.clone())
+            .build()
+            .unwrap();
+        assert_eq!(engine.workers(), Some(2));
+        assert_eq!(engine.group_limit("gpu"), Some(1));
+        assert_eq!(engine.group_limit("cpu"), None);
+        assert_eq!(engine.failure_policy(), FailurePolicy::ContinueIndependent);
+        assert_eq!(engine.step_timeout(), Some(Duration::from_secs(60)));
+        assert_eq!(engine.seed(), 42);
+        let observer = engine.observer().expect("an observer was set");
+        observer.observe(&Event::StageReady {
+            stage: StageId::new("unit").unwrap(),
+            at: Timestamp::EPOCH,
+        });
+        assert_eq!(
+            log.events().len(),
+            1,
+            "the getter hands out the observer that was set"
+        );
+        handle.cancel();
+        let engine_handle = engine.cancel_handle();
+        assert_eq!(engine_handle.generation(), handle.generation());
+
+        let default = Engine::new();
+        assert_eq!(
+            (
+                default.workers(),
+                default.failure_policy(),
+                default.step_timeout()
+            ),
+            (None, FailurePolicy::FailFast, None)
+        );
+        assert_eq!(default.seed(), 0);
+        assert!(default.observer().is_none());
+    }
 
     #[test]
     fn a_report_stored_with_a_timeout_text_loads_with_its_limit() {

@@ -80,7 +80,10 @@ fn a_panicking_executor_fails_its_stage_while_the_others_run_on() {
         StageSpec::test("after-explodes").after("explodes"),
     ]);
     let executor = Faulty(scripted(&Trace::default(), |_| Act::sleep(secs(1))));
-    let engine = Engine::new().failure_policy(FailurePolicy::ContinueIndependent);
+    let engine = Engine::builder()
+        .failure_policy(FailurePolicy::ContinueIndependent)
+        .build()
+        .unwrap();
 
     let report = run(&engine, &graph, &executor, &clock());
 

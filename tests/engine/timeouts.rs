@@ -177,7 +177,10 @@ fn timed_out_and_failed_stages_are_reported_apart() {
         "stuck" => Act::hang(),
         _ => Act::fail_after(secs(1), "assertion failed"),
     });
-    let engine = Engine::new().failure_policy(FailurePolicy::ContinueIndependent);
+    let engine = Engine::builder()
+        .failure_policy(FailurePolicy::ContinueIndependent)
+        .build()
+        .unwrap();
 
     let report = run(&engine, &graph, &executor, &clock());
 

@@ -94,7 +94,12 @@ fn a_failing_stage_fails_the_move_skips_its_dependents_and_can_be_retried() {
 fn a_panicking_executor_fails_its_stage_and_the_others_run_on() {
     let clock = clock();
     let pipeline = deployment("shop", &clock)
-        .engine(Engine::new().failure_policy(FailurePolicy::ContinueIndependent))
+        .engine(
+            Engine::builder()
+                .failure_policy(FailurePolicy::ContinueIndependent)
+                .build()
+                .unwrap(),
+        )
         .stages(stages_testing_with(from_fn(
             |_| -> Result<StageOutcome, ExecutorError> {
                 panic!("index out of bounds in the test runner")
