@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::ArtifactRef;
 use crate::environment::Environment;
-use crate::executor::{Executor, LogLine, Outputs, StageStatus};
+use crate::executor::{Executor, LogLine, Outputs, SharedError, StageStatus};
 use crate::graph::StageGraph;
 use crate::id::{ReleaseId, StageId};
 use crate::lifecycle::Step;
@@ -408,6 +408,10 @@ pub struct StageReport {
     /// stages writes 7 MB less).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<Box<ArtifactRef>>,
+    /// The executor's own error, when the stage failed because its last attempt returned
+    /// one (see [`StageReport::error`]). Not serialised: the message is in `status`.
+    #[serde(skip)]
+    error: KeptError,
 }
 
 impl StageReport {
@@ -417,6 +421,39 @@ impl StageReport {
     #[must_use]
     pub fn attempts(&self) -> &[Attempt] {
         &self.attempts
+    }
+
+    /// The error the executor returned, when that is why the stage failed: its last attempt
+    /// ended with `Err(error)` and its status is `Failed` with `executor error: ` and the
+    /// error's message. Downcast it to the executor's own type:
+    ///
+    /// ```
+    /// use tollgate::engine::Engine;
+    /// use tollgate::executor::{self, StageOutcome};
+    /// use tollgate::graph::{StageGraph, StageSpec, Step};
+    /// use tollgate::id::ReleaseId;
+    /// use tollgate::time::{ManualClock, Timestamp, run_virtual};
+    ///
+    /// let graph = StageGraph::builder().stage(StageSpec::test("unit")).build()?;
+    /// let broken = executor::from_fn(|_| -> Result<StageOutcome, _> {
+    ///     Err(std::io::Error::other("runner unreachable").into())
+    /// });
+    /// let clock = ManualClock::new(Timestamp::EPOCH);
+    /// let release = ReleaseId::new("nightly-1")?;
+    /// let engine = Engine::new();
+    /// let run = engine.run_graph(&graph, Step::Test, &broken, &clock, &release, "4f2a9c1");
+    /// let report = run_virtual(&clock, run);
+    /// let unit = report.stage("unit").unwrap();
+    /// assert_eq!(unit.status.to_string(), "failed: executor error: runner unreachable");
+    /// let error = unit.error().and_then(|e| e.downcast_ref::<std::io::Error>());
+    /// assert_eq!(error.map(std::io::Error::kind), Some(std::io::ErrorKind::Other));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    ///
+    /// Kept in memory only: a report read back from its serde form has no error.
+    #[must_use]
+    pub fn error(&self) -> Option<&SharedError> {
+        self.error.0.as_ref()
     }
 
     fn not_run(id: StageId, status: StageStatus) -> Self {
@@ -429,7 +466,28 @@ impl StageReport {
             logs: Vec::new(),
             outputs: Outputs::new(),
             artifact: None,
+            error: KeptError(None),
         }
+    }
+}
+
+/// A report's executor error, which its equality ignores: two reports are equal when they
+/// say the same (their serde forms), and a report read back from storage, which has lost the
+/// error object, still equals the one it was written from.
+#[derive(Clone, Default)]
+struct KeptError(Option<SharedError>);
+
+impl PartialEq for KeptError {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for KeptError {}
+
+impl std::fmt::Debug for KeptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
     }
 }
 

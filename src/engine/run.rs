@@ -33,7 +33,7 @@ use super::{
     StepReport, StepRun,
 };
 use crate::executor::{
-    ExecutorError, Outputs, StageContext, StageOutcome, StageStatus, TimeoutKind,
+    ExecutorError, Outputs, SharedError, StageContext, StageOutcome, StageStatus, TimeoutKind,
 };
 use crate::graph::StageId;
 use crate::time::Timestamp;
@@ -61,8 +61,10 @@ enum Phase {
 enum AttemptEnd {
     /// The executor returned an outcome (which may still be a failure).
     Finished(StageOutcome),
-    /// The executor returned an error or panicked: why.
-    Failed(String),
+    /// The executor returned an error.
+    Errored(ExecutorError),
+    /// The executor panicked: why.
+    Panicked(String),
     /// The attempt's or the stage's time ran out (which limit); the executor's future was
     /// dropped.
     TimedOut(TimeoutKind),
@@ -85,8 +87,8 @@ impl Future for Running<'_> {
         let this = self.get_mut();
         let end = match std::panic::catch_unwind(AssertUnwindSafe(|| this.work.as_mut().poll(cx))) {
             Ok(Poll::Ready(Ok(outcome))) => AttemptEnd::Finished(outcome),
-            Ok(Poll::Ready(Err(error))) => AttemptEnd::Failed(format!("executor error: {error}")),
-            Err(panic) => AttemptEnd::Failed(panicked(panic.as_ref())),
+            Ok(Poll::Ready(Err(error))) => AttemptEnd::Errored(error),
+            Err(panic) => AttemptEnd::Panicked(panicked(panic.as_ref())),
             // The work wins a tie with its deadline, as it did the work in time.
             Ok(Poll::Pending) => match &mut this.limit {
                 Some((sleep, limit)) => match sleep.as_mut().poll(cx) {
@@ -538,7 +540,7 @@ impl<'a> StepState<'a> {
                 work,
                 limit: limit.map(|(at, which)| (run.clock.sleep_until(at), which)),
             }),
-            Err(panic) => Started::Ended(AttemptEnd::Failed(panicked(panic.as_ref()))),
+            Err(panic) => Started::Ended(AttemptEnd::Panicked(panicked(panic.as_ref()))),
         }
     }
 
@@ -579,7 +581,14 @@ impl<'a> StepState<'a> {
                 }
                 (status, false)
             }
-            AttemptEnd::Failed(reason) => (StageStatus::Failed { reason }, false),
+            AttemptEnd::Errored(error) => {
+                let reason = format!("executor error: {error}");
+                // Kept for the host to downcast; cleared again if the stage tries once more,
+                // so that a stage's error is always its last attempt's.
+                report.error.0 = Some(SharedError::new(error));
+                (StageStatus::Failed { reason }, false)
+            }
+            AttemptEnd::Panicked(reason) => (StageStatus::Failed { reason }, false),
             AttemptEnd::TimedOut(limit) => (StageStatus::TimedOut { limit }, true),
         };
         if let Some(attempt) = report.attempts.last_mut() {
@@ -613,8 +622,13 @@ impl<'a> StepState<'a> {
         let (delay, until) = match decision {
             Retry::After { delay, until } => (delay, until),
             Retry::GiveUp => return self.finish(slot, status, now),
-            Retry::OutOfTime => return self.finish(slot, STAGE_TIMED_OUT, now),
+            Retry::OutOfTime => {
+                // The stage timed out: the last attempt's error is not why it ended.
+                self.reports[slot].error.0 = None;
+                return self.finish(slot, STAGE_TIMED_OUT, now);
+            }
         };
+        self.reports[slot].error.0 = None;
         engine.emit(|| Event::Retrying {
             stage: spec.id.clone(),
             next_attempt: number + 1,

@@ -30,6 +30,66 @@ pub use process::{CommandTable, ProcessError, ProcessExecutor};
 /// it and seeing it fail, which is a [`StageOutcome::failure`]).
 pub type ExecutorError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// An [`ExecutorError`] kept after its stage ended: by the stage's report
+/// ([`StageReport::error`](crate::engine::StageReport::error)) and as the `#[source]` of
+/// [`Error::StageFailed`](crate::Error::StageFailed), so that a host can tell what went wrong
+/// by type rather than by message.
+///
+/// It dereferences to the error itself (`dyn Error + Send + Sync`), so `downcast_ref` finds
+/// the executor's own type, and `Error::source` of the `StageFailed` error is that error, not
+/// this wrapper. Shared, so reports stay cheap to clone. It lives in memory only: a report's
+/// serde form carries the message in the stage's status (`executor error: …`), and a report
+/// read back has no error (reports compare equal regardless of it).
+///
+/// ```
+/// use tollgate::executor::SharedError;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("runner `{0}` unreachable")]
+/// struct Unreachable(String);
+///
+/// let kept = SharedError::new(Box::new(Unreachable("ci-7".to_owned())));
+/// assert_eq!(kept.to_string(), "runner `ci-7` unreachable");
+/// assert_eq!(kept.downcast_ref::<Unreachable>().map(|u| u.0.as_str()), Some("ci-7"));
+/// assert!(kept.source().is_none());
+/// ```
+#[derive(Clone)]
+pub struct SharedError(Arc<ExecutorError>);
+
+impl SharedError {
+    /// Keeps `error`.
+    #[must_use]
+    pub fn new(error: ExecutorError) -> Self {
+        SharedError(Arc::new(error))
+    }
+}
+
+impl From<ExecutorError> for SharedError {
+    fn from(error: ExecutorError) -> Self {
+        SharedError::new(error)
+    }
+}
+
+impl std::ops::Deref for SharedError {
+    type Target = dyn std::error::Error + Send + Sync + 'static;
+
+    fn deref(&self) -> &Self::Target {
+        &**self.0
+    }
+}
+
+impl fmt::Debug for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
 /// Named outputs of a stage, readable by the stages that depend on it.
 pub type Outputs = BTreeMap<String, String>;
 
