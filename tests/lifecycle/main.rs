@@ -4,7 +4,8 @@
 //! |---|---|
 //! | `flows.rs` | full delivery and deployment flows; a release deploys to its target, driven by its own pipeline |
 //! | `artifacts.rs` | the artifact fixed at build, and stage outputs handed to dependents |
-//! | `failures.rs` | failing, panicking and erroring stages |
+//! | `failures.rs` | failing, panicking and erroring stages; an executor's error as the move's source |
+//! | `cancellation.rs` | a release's own cancel handle, the pipeline's, and the fresh handle after a cancelled move |
 //! | `approvals.rs` | approvals bound to pipeline, release, artifact and environment; expiry; who may approve |
 //! | `gates.rs` | closed, pending and time-bound gates on moves |
 //! | `definitions.rs` | pipeline definition errors, the default executor |
@@ -16,6 +17,7 @@ mod support;
 
 mod approvals;
 mod artifacts;
+mod cancellation;
 mod definitions;
 mod failures;
 mod flows;
