@@ -43,15 +43,18 @@ pub use cancel::CancelHandle;
 pub use event::{Event, EventLog, Observer, final_statuses};
 pub use plan::{Plan, PlannedStage};
 
-/// An engine setting that can never work.
+/// An engine setting that can never work; [`EngineBuilder::build`] names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
-    /// An engine setting is unusable (for example zero workers).
-    #[error("invalid engine configuration: {reason}")]
-    InvalidConfig {
-        /// What is wrong.
-        reason: String,
+    /// [`EngineBuilder::workers`] was given zero.
+    #[error("invalid engine configuration: an engine needs at least one worker")]
+    NoWorkers,
+    /// [`EngineBuilder::group_limit`] was given zero for `group`.
+    #[error("invalid engine configuration: group `{group}` needs a limit of at least one")]
+    ZeroGroupLimit {
+        /// The group.
+        group: String,
     },
 }
 
@@ -331,14 +334,10 @@ impl EngineBuilder {
     /// Checks the settings and builds the engine.
     pub fn build(self) -> Result<Engine, EngineError> {
         if self.zero_workers {
-            return Err(EngineError::InvalidConfig {
-                reason: "an engine needs at least one worker".to_owned(),
-            });
+            return Err(EngineError::NoWorkers);
         }
-        if let Some(group) = self.zero_groups.first() {
-            return Err(EngineError::InvalidConfig {
-                reason: format!("group `{group}` needs a limit of at least one"),
-            });
+        if let Some(group) = self.zero_groups.into_iter().next() {
+            return Err(EngineError::ZeroGroupLimit { group });
         }
         Ok(self.engine)
     }

@@ -16,19 +16,18 @@ use crate::support::clock;
 #[test]
 fn zero_workers_and_zero_group_limits_are_typed_errors_at_build() {
     let zero_workers = Engine::builder().workers(0).build().unwrap_err();
-    assert!(
-        matches!(zero_workers, EngineError::InvalidConfig { .. }),
-        "{zero_workers:?}"
-    );
-    assert!(
-        zero_workers.to_string().contains("worker"),
-        "{zero_workers}"
+    assert_eq!(zero_workers, EngineError::NoWorkers);
+    assert_eq!(
+        zero_workers.to_string(),
+        "invalid engine configuration: an engine needs at least one worker"
     );
 
     let zero_group = Engine::builder().group_limit("gpu", 0).build().unwrap_err();
-    assert!(
-        matches!(zero_group, EngineError::InvalidConfig { .. }),
-        "{zero_group:?}"
+    assert_eq!(
+        zero_group,
+        EngineError::ZeroGroupLimit {
+            group: "gpu".to_owned()
+        }
     );
     assert!(zero_group.to_string().contains("`gpu`"), "{zero_group}");
 
