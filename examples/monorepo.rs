@@ -181,11 +181,11 @@ fn summarize(graph: &StageGraph, report: &StepReport, bounds: &[(Duration, Strin
     let took = share(makespan, floor);
     println!("  the run took {took}% of the largest lower bound");
 
-    let attempts: usize = report.stages.iter().map(|s| s.attempts.len()).sum();
+    let attempts: usize = report.stages.iter().map(|s| s.attempts().len()).sum();
     let retries = attempts - report.stages.len();
     // Workers are held by attempts only: not while a stage waits out a backoff.
     let held = |s: &StageReport| -> Duration {
-        s.attempts
+        s.attempts()
             .iter()
             .map(|a| a.finished_at.saturating_since(a.started_at))
             .sum()
@@ -197,7 +197,7 @@ fn summarize(graph: &StageGraph, report: &StepReport, bounds: &[(Duration, Strin
     // A flaky stage costs the worker time of its failed attempts (its backoffs hold no
     // worker, but they do delay everything that depends on it).
     let lost = |s: &StageReport| -> Duration {
-        let failed = &s.attempts[..s.attempts.len().saturating_sub(1)];
+        let failed = &s.attempts()[..s.attempts().len().saturating_sub(1)];
         failed
             .iter()
             .map(|a| a.finished_at.saturating_since(a.started_at))
@@ -206,17 +206,17 @@ fn summarize(graph: &StageGraph, report: &StepReport, bounds: &[(Duration, Strin
     let mut flaky: Vec<&StageReport> = report
         .stages
         .iter()
-        .filter(|s| s.status.is_success() && s.attempts.len() > 1)
+        .filter(|s| s.status.is_success() && s.attempts().len() > 1)
         .collect();
     flaky.sort_by(|a, b| lost(b).cmp(&lost(a)).then_with(|| a.id.cmp(&b.id)));
     let (count, total) = (flaky.len(), hms(flaky.iter().map(|s| lost(s)).sum()));
     println!("\n{count} flaky stages passed on a retry, costing {total} of worker time:");
     for stage in flaky.iter().take(8) {
-        let reason = stage.attempts.iter().find_map(|a| match &a.status {
+        let reason = stage.attempts().iter().find_map(|a| match &a.status {
             StageStatus::Failed { reason } => Some(reason.as_str()),
             _ => None,
         });
-        let (id, n, lost) = (stage.id.as_str(), stage.attempts.len(), hms(lost(stage)));
+        let (id, n, lost) = (stage.id.as_str(), stage.attempts().len(), hms(lost(stage)));
         let reason = reason.unwrap_or("?");
         println!("  {lost:>8}  {id:<16} {n} attempts, {reason}");
     }
@@ -237,7 +237,7 @@ fn summarize(graph: &StageGraph, report: &StepReport, bounds: &[(Duration, Strin
     let at = |t: Option<Timestamp>| hms(span(Some(report.started_at), t));
     for (stage, wait) in slowest_chain(graph, report) {
         let (start, end, wait) = (at(stage.started_at), at(stage.finished_at), hms(wait));
-        let note = match stage.attempts.len() {
+        let note = match stage.attempts().len() {
             1 => String::new(),
             n => format!(" ({n} attempts)"),
         };

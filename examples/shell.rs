@@ -91,9 +91,9 @@ async fn run(work: &Path, transcript: &Transcript) -> Result<(), Box<dyn StdErro
             Event::AttemptFailed {
                 stage,
                 attempt,
-                reason,
+                status,
                 ..
-            } => notes.note(format!("{stage} attempt {attempt} failed: {reason}")),
+            } => notes.note(format!("{stage} attempt {attempt} {status}")),
             Event::Retrying {
                 stage,
                 next_attempt,

@@ -10,6 +10,7 @@
 use crate::approval::ApprovalError;
 use crate::artifact::ArtifactError;
 use crate::engine::EngineError;
+use crate::executor::SharedError;
 use crate::fact::FactError;
 use crate::gate::GateError;
 use crate::graph::GraphError;
@@ -70,6 +71,13 @@ pub enum Error {
         stage: StageId,
         /// Why it failed, as the executor reported it.
         reason: String,
+        /// The executor's own error, when it returned one ([`StageReport::error`]): the
+        /// error's `source()`, which a host can downcast to the executor's type (a
+        /// `ProcessError`, or a type of its own).
+        ///
+        /// [`StageReport::error`]: crate::engine::StageReport::error
+        #[source]
+        source: Option<SharedError>,
     },
     /// The step was cancelled before its stages finished, so the move did not happen.
     #[error("the {step} step was cancelled")]

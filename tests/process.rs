@@ -31,15 +31,15 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags};
 use support::{START, block_on, clock, revision};
 use tollgate::engine::{
-    CancelHandle, Engine, Event, RetryPolicy, StepOutcome, StepReport, observer_fn,
+    CancelHandle, Engine, Event, RetryPolicy, StageReport, StepOutcome, StepReport, observer_fn,
 };
 use tollgate::executor::{
     BoxExecutor, CommandTable, ExecutorError, LogLine, ProcessError, ProcessExecutor, StageStatus,
-    Stream, from_async_fn,
+    Stream, TimeoutKind, from_async_fn,
 };
 use tollgate::graph::{StageGraph, StageSpec};
 use tollgate::id::ReleaseId;
-use tollgate::lifecycle::Step;
+use tollgate::lifecycle::{StateName, Step};
 use tollgate::prelude::*;
 use tollgate::time::{ManualClock, run_virtual};
 
@@ -241,7 +241,7 @@ fn run_step(graph: &StageGraph, step: Step, executor: &dyn Executor) -> StepRepo
 }
 
 /// Runs a graph of one stage `job` in `step` and returns its report.
-fn run_one(step: Step, executor: &dyn Executor) -> tollgate::engine::StageReport {
+fn run_one(step: Step, executor: &dyn Executor) -> StageReport {
     let graph = StageGraph::builder()
         .stage(StageSpec::new("job", step))
         .build()
@@ -280,44 +280,13 @@ impl Executor for ByStage {
     }
 }
 
-/// Runs a process executor and keeps the typed error it returns, which the engine only
-/// reports as text.
-struct KeepError {
-    inner: ProcessExecutor,
-    error: Mutex<Option<ExecutorError>>,
-}
-
-impl KeepError {
-    fn new(inner: ProcessExecutor) -> Self {
-        KeepError {
-            inner,
-            error: Mutex::new(None),
-        }
-    }
-
-    /// The error the executor returned, as a `ProcessError`.
-    fn take(&self) -> ProcessError {
-        let error = self
-            .error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .expect("the executor returned an error");
-        *error
-            .downcast::<ProcessError>()
-            .expect("the error is a ProcessError")
-    }
-}
-
-#[async_trait]
-impl Executor for KeepError {
-    async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
-        self.inner.run(ctx).await.map_err(|error| {
-            let message = error.to_string();
-            *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
-            message.into()
-        })
-    }
+/// The executor's own error that the stage of `report` failed with, as a `ProcessError`.
+fn process_error(report: &StageReport) -> &ProcessError {
+    report
+        .error()
+        .expect("the executor returned an error, which the report keeps")
+        .downcast_ref::<ProcessError>()
+        .expect("the error is a ProcessError")
 }
 
 // ---- running a program ----
@@ -502,7 +471,7 @@ fn each_attempt_is_told_its_number() {
         lines(&flaky.logs, Stream::Stdout),
         ["attempt 1", "attempt 2", "attempt 3"]
     );
-    let statuses: Vec<_> = flaky.attempts.iter().map(|a| a.status.clone()).collect();
+    let statuses: Vec<_> = flaky.attempts().iter().map(|a| a.status.clone()).collect();
     assert_eq!(
         statuses,
         [
@@ -643,13 +612,13 @@ fn a_pipeline_of_programs_carries_the_reported_artifact_to_later_steps() {
 #[test]
 fn a_missing_program_is_a_typed_error_naming_it() {
     for program in ["tollgate-no-such-program", "/nonexistent/bin/tool"] {
-        let executor = KeepError::new(ProcessExecutor::new(program).arg("--version"));
+        let executor = ProcessExecutor::new(program).arg("--version");
         let report = run_one(Step::Test, &executor);
         assert_eq!(
             report.status,
             failed(format!("executor error: program `{program}` not found"))
         );
-        match executor.take() {
+        match process_error(&report) {
             ProcessError::NotFound { program: named } => assert_eq!(named, program),
             other => panic!("expected NotFound, got {other:?}"),
         }
@@ -657,10 +626,47 @@ fn a_missing_program_is_a_typed_error_naming_it() {
 }
 
 #[test]
+fn a_move_whose_program_cannot_spawn_fails_with_the_process_error_as_its_source() {
+    let program = "tollgate-no-such-program";
+    let pipeline = Pipeline::<Deployment>::builder("web")
+        .clock(clock())
+        .stage(Stage::build("compile").run(ProcessExecutor::new(program)))
+        .stage(Stage::test("unit"))
+        .stage(Stage::stage("staging"))
+        .stage(Stage::deploy("production"))
+        .default_executor(ProcessExecutor::new("true"))
+        .build()
+        .expect("valid pipeline");
+    let fresh = pipeline
+        .start("web-1", revision("4f2a9c1"))
+        .expect("valid release id");
+
+    let refused = block_on(fresh.build(&pipeline)).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::StageFailed);
+    let (fresh, err) = refused.into_parts();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "stage `compile` failed in the build step: executor error: program `{program}` not found"
+        )
+    );
+    let source = std::error::Error::source(&err).expect("the executor's error is the source");
+    match source.downcast_ref::<ProcessError>() {
+        Some(ProcessError::NotFound { program: named }) => assert_eq!(named, program),
+        other => panic!("expected the ProcessExecutor's NotFound, got {other:?} from {source:?}"),
+    }
+    assert_eq!(
+        fresh.state(),
+        StateName::Commit,
+        "the release comes back unmoved"
+    );
+}
+
+#[test]
 fn a_missing_working_directory_is_a_typed_error_naming_it() {
     let dir = TempDir::new();
     let missing = dir.path().join("not-created");
-    let executor = KeepError::new(ProcessExecutor::new("true").current_dir(&missing));
+    let executor = ProcessExecutor::new("true").current_dir(&missing);
     let report = run_one(Step::Test, &executor);
     assert_eq!(
         report.status,
@@ -669,9 +675,9 @@ fn a_missing_working_directory_is_a_typed_error_naming_it() {
             missing.display()
         ))
     );
-    match executor.take() {
+    match process_error(&report) {
         ProcessError::MissingDirectory { program, dir } => {
-            assert_eq!((program.as_str(), dir), ("true", missing));
+            assert_eq!((program.as_str(), dir), ("true", &missing));
         }
         other => panic!("expected MissingDirectory, got {other:?}"),
     }
@@ -683,14 +689,14 @@ fn a_program_that_cannot_be_started_is_a_spawn_error() {
     let script = dir.path().join("not-executable.sh");
     fs::write(&script, "#!/bin/sh\necho hi\n").expect("write the script");
     fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let executor = KeepError::new(ProcessExecutor::new(&script));
+    let executor = ProcessExecutor::new(&script);
     let report = run_one(Step::Test, &executor);
     assert!(
         matches!(&report.status, StageStatus::Failed { reason } if reason.starts_with("executor error: could not start")),
         "{}",
         report.status
     );
-    match executor.take() {
+    match process_error(&report) {
         ProcessError::Spawn { program, source } => {
             assert_eq!(OsString::from(program), script.into_os_string());
             assert_eq!(source.kind(), io::ErrorKind::PermissionDenied);
@@ -826,7 +832,7 @@ fn cancelling_a_stage_kills_its_program_and_the_program_s_children() {
 #[test]
 fn an_attempt_timeout_kills_the_program_and_its_children() {
     let timed_out = StageStatus::TimedOut {
-        limit: "attempt timeout".to_owned(),
+        limit: TimeoutKind::Attempt,
     };
     assert_eq!(
         cut_off(CutOff::AttemptTimeout),
@@ -837,7 +843,7 @@ fn an_attempt_timeout_kills_the_program_and_its_children() {
 #[test]
 fn a_stage_timeout_kills_the_program_and_its_children() {
     let timed_out = StageStatus::TimedOut {
-        limit: "stage timeout".to_owned(),
+        limit: TimeoutKind::Stage,
     };
     assert_eq!(
         cut_off(CutOff::StageTimeout),
@@ -848,7 +854,7 @@ fn a_stage_timeout_kills_the_program_and_its_children() {
 #[test]
 fn a_step_timeout_kills_the_program_and_its_children() {
     let timed_out = StageStatus::TimedOut {
-        limit: "step timeout".to_owned(),
+        limit: TimeoutKind::Step,
     };
     assert_eq!(
         cut_off(CutOff::StepTimeout),

@@ -56,10 +56,10 @@ pub enum Event {
         stage: StageId,
         /// The attempt.
         attempt: u32,
-        /// Why.
-        reason: String,
-        /// Whether it was cut off by its timeout.
-        timed_out: bool,
+        /// How it ended: [`StageStatus::Failed`] with the reason, or
+        /// [`StageStatus::TimedOut`] with the limit that cut it off.
+        #[serde(flatten)]
+        status: StageStatus,
         /// When.
         at: Timestamp,
     },
@@ -260,13 +260,9 @@ impl fmt::Display for Event {
             Event::AttemptFailed {
                 stage,
                 attempt,
-                reason,
-                timed_out,
+                status,
                 at,
-            } => {
-                let what = if *timed_out { "timed out" } else { "failed" };
-                write!(f, "{at} {stage}: attempt {attempt} {what}: {reason}")
-            }
+            } => write!(f, "{at} {stage}: attempt {attempt} {status}"),
             Event::Retrying {
                 stage,
                 next_attempt,

@@ -11,8 +11,13 @@
 
 mod attempts;
 mod cancel;
+mod deadline;
 mod event;
+mod limits;
+mod panic;
 mod plan;
+mod ready;
+mod retry;
 mod run;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,29 +28,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::ArtifactRef;
 use crate::environment::Environment;
-use crate::executor::{Executor, LogLine, Outputs, StageStatus};
+use crate::executor::{Executor, LogLine, Outputs, SharedError, StageStatus};
 use crate::graph::StageGraph;
 use crate::id::{ReleaseId, StageId};
 use crate::lifecycle::Step;
 use crate::time::{Clock, Timestamp};
 
+use attempts::Attempts;
+
 pub use crate::executor::StepOutcome;
 
 pub use crate::graph::{Backoff, RetryPolicy};
-pub use attempts::Attempts;
 pub use cancel::CancelHandle;
 pub use event::{Event, EventLog, FnObserver, Observer, final_statuses, observer_fn};
 pub use plan::{Plan, PlannedStage};
 
-/// An engine setting that can never work.
+/// An engine setting that can never work; [`EngineBuilder::build`] names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
-    /// An engine setting is unusable (for example zero workers).
-    #[error("invalid engine configuration: {reason}")]
-    InvalidConfig {
-        /// What is wrong.
-        reason: String,
+    /// [`EngineBuilder::workers`] was given zero.
+    #[error("invalid engine configuration: an engine needs at least one worker")]
+    NoWorkers,
+    /// [`EngineBuilder::group_limit`] was given zero for `group`.
+    #[error("invalid engine configuration: group `{group}` needs a limit of at least one")]
+    ZeroGroupLimit {
+        /// The group.
+        group: String,
     },
 }
 
@@ -76,6 +85,9 @@ pub type RetryPredicate = dyn Fn(&AttemptFailure) -> bool + Send + Sync;
 
 /// Runs steps of a stage graph. Cheap to clone; holds configuration only.
 ///
+/// Each setting has one name: [`EngineBuilder`] sets it, and the engine's method of the same
+/// name reads it.
+///
 /// ```
 /// use std::time::Duration;
 /// use tollgate::engine::{Engine, FailurePolicy};
@@ -87,6 +99,9 @@ pub type RetryPredicate = dyn Fn(&AttemptFailure) -> bool + Send + Sync;
 ///     .step_timeout(Duration::from_secs(30 * 60))
 ///     .build()?;
 /// assert_eq!(engine.workers(), Some(4));
+/// assert_eq!(engine.group_limit("gpu"), Some(1));
+/// assert_eq!(engine.failure_policy(), FailurePolicy::ContinueIndependent);
+/// assert_eq!(engine.step_timeout(), Some(Duration::from_secs(30 * 60)));
 /// assert!(Engine::builder().workers(0).build().is_err());
 /// # Ok::<(), tollgate::Error>(())
 /// ```
@@ -128,26 +143,44 @@ impl Engine {
         EngineBuilder::default()
     }
 
-    /// Shorthand for a default engine with another failure policy.
-    #[must_use]
-    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
-        self.failure_policy = policy;
-        self
-    }
-
-    /// The failure policy.
-    #[must_use]
-    pub fn policy(&self) -> FailurePolicy {
-        self.failure_policy
-    }
-
-    /// The worker limit, if any.
+    /// The worker limit, if any (see [`EngineBuilder::workers`]).
     #[must_use]
     pub fn workers(&self) -> Option<usize> {
         self.workers
     }
 
-    /// The handle that cancels the steps this engine is running.
+    /// The limit of group `group`, if it has one (see [`EngineBuilder::group_limit`]).
+    #[must_use]
+    pub fn group_limit(&self, group: &str) -> Option<usize> {
+        self.group_limits.get(group).copied()
+    }
+
+    /// What the engine does when a stage fails (see [`EngineBuilder::failure_policy`]).
+    #[must_use]
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.failure_policy
+    }
+
+    /// The longest one step may run, if limited (see [`EngineBuilder::step_timeout`]).
+    #[must_use]
+    pub fn step_timeout(&self) -> Option<Duration> {
+        self.step_timeout
+    }
+
+    /// The seed of retry-delay jitter (see [`EngineBuilder::seed`]).
+    #[must_use]
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The observer every event goes to, if any (see [`EngineBuilder::observer`]).
+    #[must_use]
+    pub fn observer(&self) -> Option<&dyn Observer> {
+        self.observer.as_deref()
+    }
+
+    /// The handle that cancels the steps this engine is running (see
+    /// [`EngineBuilder::cancel_handle`]).
     #[must_use]
     pub fn cancel_handle(&self) -> CancelHandle {
         self.cancel.clone()
@@ -303,14 +336,10 @@ impl EngineBuilder {
     /// Checks the settings and builds the engine.
     pub fn build(self) -> Result<Engine, EngineError> {
         if self.zero_workers {
-            return Err(EngineError::InvalidConfig {
-                reason: "an engine needs at least one worker".to_owned(),
-            });
+            return Err(EngineError::NoWorkers);
         }
-        if let Some(group) = self.zero_groups.first() {
-            return Err(EngineError::InvalidConfig {
-                reason: format!("group `{group}` needs a limit of at least one"),
-            });
+        if let Some(group) = self.zero_groups.into_iter().next() {
+            return Err(EngineError::ZeroGroupLimit { group });
         }
         Ok(self.engine)
     }
@@ -366,9 +395,9 @@ pub struct StageReport {
     /// When it ended, if it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
-    /// Every attempt, oldest first.
+    /// Every attempt, oldest first (see [`StageReport::attempts`]).
     #[serde(default, skip_serializing_if = "Attempts::is_empty_list")]
-    pub attempts: Attempts,
+    attempts: Attempts,
     /// The log of every attempt, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
@@ -380,9 +409,54 @@ pub struct StageReport {
     /// stages writes 7 MB less).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<Box<ArtifactRef>>,
+    /// The executor's own error, when the stage failed because its last attempt returned
+    /// one (see [`StageReport::error`]). Not serialised: the message is in `status`.
+    #[serde(skip)]
+    error: KeptError,
 }
 
 impl StageReport {
+    /// Every attempt, oldest first: none for a stage that never started, one for most
+    /// stages, one per try for a stage that was retried. Serialised as the list
+    /// `"attempts"`.
+    #[must_use]
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
+    /// The error the executor returned, when that is why the stage failed: its last attempt
+    /// ended with `Err(error)` and its status is `Failed` with `executor error: ` and the
+    /// error's message. Downcast it to the executor's own type:
+    ///
+    /// ```
+    /// use tollgate::engine::Engine;
+    /// use tollgate::executor::{self, StageOutcome};
+    /// use tollgate::graph::{StageGraph, StageSpec, Step};
+    /// use tollgate::id::ReleaseId;
+    /// use tollgate::time::{ManualClock, Timestamp, run_virtual};
+    ///
+    /// let graph = StageGraph::builder().stage(StageSpec::test("unit")).build()?;
+    /// let broken = executor::from_fn(|_| -> Result<StageOutcome, _> {
+    ///     Err(std::io::Error::other("runner unreachable").into())
+    /// });
+    /// let clock = ManualClock::new(Timestamp::EPOCH);
+    /// let release = ReleaseId::new("nightly-1")?;
+    /// let engine = Engine::new();
+    /// let run = engine.run_graph(&graph, Step::Test, &broken, &clock, &release, "4f2a9c1");
+    /// let report = run_virtual(&clock, run);
+    /// let unit = report.stage("unit").unwrap();
+    /// assert_eq!(unit.status.to_string(), "failed: executor error: runner unreachable");
+    /// let error = unit.error().and_then(|e| e.downcast_ref::<std::io::Error>());
+    /// assert_eq!(error.map(std::io::Error::kind), Some(std::io::ErrorKind::Other));
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    ///
+    /// Kept in memory only: a report read back from its serde form has no error.
+    #[must_use]
+    pub fn error(&self) -> Option<&SharedError> {
+        self.error.0.as_ref()
+    }
+
     fn not_run(id: StageId, status: StageStatus) -> Self {
         StageReport {
             id,
@@ -393,7 +467,28 @@ impl StageReport {
             logs: Vec::new(),
             outputs: Outputs::new(),
             artifact: None,
+            error: KeptError(None),
         }
+    }
+}
+
+/// A report's executor error, which its equality ignores: two reports are equal when they
+/// say the same (their serde forms), and a report read back from storage, which has lost the
+/// error object, still equals the one it was written from.
+#[derive(Clone, Default)]
+struct KeptError(Option<SharedError>);
+
+impl PartialEq for KeptError {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for KeptError {}
+
+impl std::fmt::Debug for KeptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
     }
 }
 
@@ -434,5 +529,80 @@ impl StepReport {
     #[must_use]
     pub fn stage(&self, id: &str) -> Option<&StageReport> {
         self.stages.iter().find(|s| s.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::TimeoutKind;
+
+    #[test]
+    fn every_setting_reads_back_under_the_name_it_was_set_with() {
+        let handle = CancelHandle::new();
+        let log = EventLog::new();
+        let engine = Engine::builder()
+            .workers(2)
+            .group_limit("gpu", 1)
+            .failure_policy(FailurePolicy::ContinueIndependent)
+            .step_timeout(Duration::from_secs(60))
+            .seed(42)
+            .observer(log.clone())
+            .cancel_handle(handle.clone())
+            .build()
+            .unwrap();
+        assert_eq!(engine.workers(), Some(2));
+        assert_eq!(engine.group_limit("gpu"), Some(1));
+        assert_eq!(engine.group_limit("cpu"), None);
+        assert_eq!(engine.failure_policy(), FailurePolicy::ContinueIndependent);
+        assert_eq!(engine.step_timeout(), Some(Duration::from_secs(60)));
+        assert_eq!(engine.seed(), 42);
+        let observer = engine.observer().expect("an observer was set");
+        observer.observe(&Event::StageReady {
+            stage: StageId::new("unit").unwrap(),
+            at: Timestamp::EPOCH,
+        });
+        assert_eq!(
+            log.events().len(),
+            1,
+            "the getter hands out the observer that was set"
+        );
+        handle.cancel();
+        let engine_handle = engine.cancel_handle();
+        assert_eq!(engine_handle.generation(), handle.generation());
+
+        let default = Engine::new();
+        assert_eq!(
+            (
+                default.workers(),
+                default.failure_policy(),
+                default.step_timeout()
+            ),
+            (None, FailurePolicy::FailFast, None)
+        );
+        assert_eq!(default.seed(), 0);
+        assert!(default.observer().is_none());
+    }
+
+    #[test]
+    fn a_report_stored_with_a_timeout_text_loads_with_its_limit() {
+        let stored = r#"{"id":"e2e","status":"timed_out","limit":"stage timeout","started_at":0,
+            "finished_at":900,"attempts":[{"number":1,"started_at":0,"finished_at":900,
+            "status":"timed_out","limit":"attempt timeout"}]}"#;
+        let report: StageReport = serde_json::from_str(stored).unwrap();
+        assert_eq!(
+            report.status,
+            StageStatus::TimedOut {
+                limit: TimeoutKind::Stage
+            }
+        );
+        assert_eq!(
+            report.attempts[0].status,
+            StageStatus::TimedOut {
+                limit: TimeoutKind::Attempt
+            }
+        );
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.contains(r#""limit":"stage""#), "{json}");
     }
 }

@@ -1,6 +1,9 @@
-//! The scheduler behind a step run: readiness, workers and groups, failure policy,
-//! cancellation and step timeout, finally stages, retries with backoff and jitter, and
-//! timeouts.
+//! The scheduler behind a step run: one poll function per phase that starts ready stages as
+//! workers and groups allow, settles ended attempts (success, retry, give up), applies the
+//! failure policy, stops on a cancel or the step's timeout, and runs finally stages last.
+//! The ready queue ([`ready`](super::ready)), the slots ([`limits`](super::limits)), the retry
+//! decision ([`retry`](super::retry)), deadlines and stops ([`deadline`](super::deadline))
+//! and panic text ([`panic`](super::panic)) each live in their own file.
 //!
 //! A stage's run is a small state machine kept in the step's own tables (its [`Phase`] and
 //! its [`StageReport`], which collects attempts as they happen); only an attempt itself is a
@@ -10,66 +13,36 @@
 //! stopped, dropping the futures is all the cancelling there is: the tables already say which
 //! attempts were under way.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures::StreamExt as _;
-use futures::future::{self, BoxFuture, Either, select};
+use futures::future::{self, BoxFuture};
 use futures::stream::FuturesUnordered;
 
+use super::deadline::{STAGE_TIMED_OUT, Stop, Stopper, attempt_limit, stage_deadline};
+use super::limits::Slots;
+use super::panic::panicked;
+use super::ready::Ready;
+use super::retry::{self, Retry, Wake};
 use super::{
-    Attempt, AttemptFailure, CancelHandle, Engine, Event, FailurePolicy, StageHooks, StageReport,
-    StepOutcome, StepReport, StepRun,
+    Attempt, AttemptFailure, Engine, Event, FailurePolicy, StageHooks, StageReport, StepOutcome,
+    StepReport, StepRun,
 };
-use crate::executor::{ExecutorError, Outputs, StageContext, StageOutcome, StageStatus};
-use crate::graph::{StageGraph, StageId, StageSpec};
-use crate::time::{Clock, Timestamp};
+use crate::executor::{
+    ExecutorError, Outputs, SharedError, StageContext, StageOutcome, StageStatus, TimeoutKind,
+};
+use crate::graph::StageId;
+use crate::time::Timestamp;
 
 const NOT_IN_STEP: u32 = u32::MAX;
 
 /// A dependency count no decrement reaches zero from: stages outside the phase being run
 /// start with it, so finishing their dependencies never makes them ready.
 const OTHER_PHASE: u32 = u32::MAX;
-
-/// Why the ordinary phase was stopped from outside.
-#[derive(Clone, Copy)]
-enum Stop {
-    Cancelled,
-    TimedOut,
-}
-
-/// What stops a step's ordinary phase from outside: the future that resolves on a cancel or
-/// at the step's deadline, for waiting, and what it waits for, for a cheap check between
-/// stages (an atomic load and a clock read instead of polling the future).
-struct Stopper<'a> {
-    future: Pin<Box<dyn Future<Output = Stop> + Send + 'a>>,
-    generation: u64,
-    /// The move's own handle and its generation when the step began, when it has one.
-    move_cancel: Option<(&'a CancelHandle, u64)>,
-    deadline: Option<Timestamp>,
-}
-
-impl Stopper<'_> {
-    fn check(&self, engine: &Engine, clock: &dyn Clock) -> Option<Stop> {
-        if engine.cancel.generation() != self.generation
-            || self
-                .move_cancel
-                .is_some_and(|(handle, generation)| handle.generation() != generation)
-        {
-            Some(Stop::Cancelled)
-        } else if self.deadline.is_some_and(|d| clock.now() >= d) {
-            Some(Stop::TimedOut)
-        } else {
-            None
-        }
-    }
-}
 
 /// Where a stage of the step stands.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,11 +61,13 @@ enum Phase {
 enum AttemptEnd {
     /// The executor returned an outcome (which may still be a failure).
     Finished(StageOutcome),
-    /// The executor returned an error or panicked: why.
-    Failed(String),
+    /// The executor returned an error.
+    Errored(ExecutorError),
+    /// The executor panicked: why.
+    Panicked(String),
     /// The attempt's or the stage's time ran out (which limit); the executor's future was
     /// dropped.
-    TimedOut(&'static str),
+    TimedOut(TimeoutKind),
     /// The stage's time ran out while it waited to try again: no attempt was started.
     Expired,
 }
@@ -102,7 +77,7 @@ enum AttemptEnd {
 struct Running<'a> {
     slot: u32,
     work: BoxFuture<'a, Result<StageOutcome, ExecutorError>>,
-    limit: Option<(BoxFuture<'static, ()>, &'static str)>,
+    limit: Option<(BoxFuture<'static, ()>, TimeoutKind)>,
 }
 
 impl Future for Running<'_> {
@@ -112,12 +87,12 @@ impl Future for Running<'_> {
         let this = self.get_mut();
         let end = match std::panic::catch_unwind(AssertUnwindSafe(|| this.work.as_mut().poll(cx))) {
             Ok(Poll::Ready(Ok(outcome))) => AttemptEnd::Finished(outcome),
-            Ok(Poll::Ready(Err(error))) => AttemptEnd::Failed(format!("executor error: {error}")),
-            Err(panic) => AttemptEnd::Failed(panicked(panic.as_ref())),
+            Ok(Poll::Ready(Err(error))) => AttemptEnd::Errored(error),
+            Err(panic) => AttemptEnd::Panicked(panicked(panic.as_ref())),
             // The work wins a tie with its deadline, as it did the work in time.
             Ok(Poll::Pending) => match &mut this.limit {
                 Some((sleep, limit)) => match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => AttemptEnd::TimedOut(limit),
+                    Poll::Ready(()) => AttemptEnd::TimedOut(*limit),
                     Poll::Pending => return Poll::Pending,
                 },
                 None => return Poll::Pending,
@@ -142,51 +117,6 @@ enum Settled {
     Done(bool),
     /// The stage tries again once the clock reads this.
     Retry(Timestamp),
-}
-
-/// A stage's retry backoff, held by the scheduler: resolves to the stage's slot when it ends.
-struct Wake {
-    sleep: BoxFuture<'static, ()>,
-    slot: usize,
-}
-
-impl Future for Wake {
-    type Output = usize;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
-        self.sleep.as_mut().poll(cx).map(|()| self.slot)
-    }
-}
-
-/// The stages ready to start. With a worker or group limit they wait in priority order (the
-/// longest remaining critical path first, then the order of the graph); without one every
-/// ready stage starts at once, so order cannot change the schedule and a queue will do.
-enum Ready {
-    Ranked(BinaryHeap<(u64, Reverse<u32>)>),
-    Unranked(VecDeque<u32>),
-}
-
-impl Ready {
-    fn push(&mut self, graph: &StageGraph, i: usize, slot: usize) {
-        match self {
-            Ready::Ranked(heap) => heap.push((graph.priority_of(i), Reverse(slot as u32))),
-            Ready::Unranked(queue) => queue.push_back(slot as u32),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        match self {
-            Ready::Ranked(heap) => heap.is_empty(),
-            Ready::Unranked(queue) => queue.is_empty(),
-        }
-    }
-
-    fn pop(&mut self) -> Option<usize> {
-        match self {
-            Ready::Ranked(heap) => heap.pop().map(|(_, Reverse(slot))| slot as usize),
-            Ready::Unranked(queue) => queue.pop_front().map(|slot| slot as usize),
-        }
-    }
 }
 
 /// One step run's tables, indexed by slot (a stage's position among the step's stages).
@@ -246,38 +176,7 @@ impl Engine {
             outputs: vec![None; n],
         };
 
-        let deadline = self.step_timeout.map(|d| started_at.saturating_add(d));
-        let move_cancel = run.cancel.map(|handle| (handle, handle.generation()));
-        let engine_cancelled = self.cancel.cancelled(generation);
-        let move_cancelled = move_cancel.map(|(handle, generation)| handle.cancelled(generation));
-        // Either handle stops the step: the engine's (every move) or the move's own.
-        let cancelled = Box::pin(async move {
-            match move_cancelled {
-                None => engine_cancelled.await,
-                Some(move_cancelled) => {
-                    select(engine_cancelled, move_cancelled).await;
-                }
-            }
-        });
-        let mut stop = Stopper {
-            future: Box::pin(async move {
-                match deadline {
-                    None => {
-                        cancelled.await;
-                        Stop::Cancelled
-                    }
-                    Some(deadline) => {
-                        match select(cancelled, run.clock.sleep_until(deadline)).await {
-                            Either::Left(_) => Stop::Cancelled,
-                            Either::Right(_) => Stop::TimedOut,
-                        }
-                    }
-                }
-            }),
-            generation,
-            move_cancel,
-            deadline,
-        };
+        let mut stop = Stopper::new(self, run, generation, started_at);
         let outcome = state.run_phase(None, Some(&mut stop)).await;
         drop(stop);
         if has_finally {
@@ -325,8 +224,7 @@ struct PhaseRun<'a> {
     /// (earlier steps, or ordinary stages for a finally stage) are already settled.
     waiting_on: Vec<u32>,
     ready: Ready,
-    workers: usize,
-    group_running: HashMap<&'a str, usize>,
+    slots: Slots<'a>,
     /// Ready stages whose group is full, put back once the start loop is done.
     held_back: Vec<(usize, usize)>,
     /// Attempts under way that did not finish when first polled.
@@ -370,11 +268,7 @@ impl<'a> StepState<'a> {
                     .count() as u32
             })
             .collect();
-        let mut ready = if engine.workers.is_some() || !engine.group_limits.is_empty() {
-            Ready::Ranked(BinaryHeap::new())
-        } else {
-            Ready::Unranked(VecDeque::new())
-        };
+        let mut ready = Ready::new(engine.workers.is_some() || !engine.group_limits.is_empty());
         let now = self.run.clock.now();
         for (slot, &i) in self.members.iter().enumerate() {
             if waiting_on[slot] == 0 {
@@ -389,8 +283,7 @@ impl<'a> StepState<'a> {
             finally_of,
             waiting_on,
             ready,
-            workers: engine.workers.unwrap_or(usize::MAX),
-            group_running: HashMap::new(),
+            slots: Slots::new(engine.workers, &engine.group_limits),
             held_back: Vec::new(),
             running: FuturesUnordered::new(),
             sleeping: FuturesUnordered::new(),
@@ -432,25 +325,19 @@ impl<'a> StepState<'a> {
                 return Poll::Pending;
             }
             let mut recheck = false;
-            while phase.running.len() < phase.workers {
+            while phase.slots.worker_free(phase.running.len()) {
                 let Some(slot) = phase.ready.pop() else {
                     break;
                 };
                 let i = self.members[slot];
-                // Without group limits the spec's group is not even read: on a big graph
-                // that read is a cache miss per stage.
-                let group = (!self.engine.group_limits.is_empty())
+                let group = phase
+                    .slots
+                    .limits_groups()
                     .then(|| graph.spec(i).group.as_deref())
                     .flatten();
-                if let Some(group) = group {
-                    if let Some(&limit) = self.engine.group_limits.get(group) {
-                        let count = phase.group_running.entry(group).or_insert(0);
-                        if *count >= limit {
-                            phase.held_back.push((i, slot));
-                            continue;
-                        }
-                        *count += 1;
-                    }
+                if group.is_some_and(|group| !phase.slots.enter(group)) {
+                    phase.held_back.push((i, slot));
+                    continue;
                 }
                 let end = match self.start(slot, phase.finally_of) {
                     Started::Running(mut attempt) => match Pin::new(&mut attempt).poll(cx) {
@@ -516,11 +403,9 @@ impl<'a> StepState<'a> {
     ) -> Option<StepOutcome> {
         let graph = self.run.graph;
         let i = self.members[slot];
-        if !phase.group_running.is_empty() {
+        if phase.slots.holds_group_places() {
             if let Some(group) = graph.spec(i).group.as_deref() {
-                if let Some(count) = phase.group_running.get_mut(group) {
-                    *count -= 1;
-                }
+                phase.slots.leave(group);
             }
         }
         match self.settle(slot, end) {
@@ -573,7 +458,7 @@ impl<'a> StepState<'a> {
             Stop::TimedOut => self.abandon(
                 phase,
                 &StageStatus::TimedOut {
-                    limit: "step timeout".to_owned(),
+                    limit: TimeoutKind::Step,
                 },
                 StepOutcome::TimedOut,
             ),
@@ -641,15 +526,10 @@ impl<'a> StepState<'a> {
             clock: run.clock,
             step_outcome,
         };
-        let attempt_deadline = timed
-            .then_some(spec)
-            .and_then(|spec| spec.attempt_timeout)
-            .map(|d| now.saturating_add(d));
-        let limit = match (attempt_deadline, stage_deadline) {
-            (Some(a), Some(s)) if a < s => Some((a, "attempt timeout")),
-            (Some(a), None) => Some((a, "attempt timeout")),
-            (_, Some(s)) => Some((s, "stage timeout")),
-            (None, None) => None,
+        let limit = if timed {
+            attempt_limit(spec, now, stage_deadline)
+        } else {
+            None
         };
         // An executor may panic while making its future as well as while it runs: both fail
         // the attempt, neither escapes the engine.
@@ -660,7 +540,7 @@ impl<'a> StepState<'a> {
                 work,
                 limit: limit.map(|(at, which)| (run.clock.sleep_until(at), which)),
             }),
-            Err(panic) => Started::Ended(AttemptEnd::Failed(panicked(panic.as_ref()))),
+            Err(panic) => Started::Ended(AttemptEnd::Panicked(panicked(panic.as_ref()))),
         }
     }
 
@@ -675,7 +555,7 @@ impl<'a> StepState<'a> {
         let report = &mut self.reports[slot];
         let number = report.attempts.len() as u32;
         let (status, timed_out) = match end {
-            AttemptEnd::Expired => return self.finish(slot, stage_timeout(), now),
+            AttemptEnd::Expired => return self.finish(slot, STAGE_TIMED_OUT, now),
             AttemptEnd::Finished(outcome) => {
                 let StageOutcome {
                     status,
@@ -701,13 +581,15 @@ impl<'a> StepState<'a> {
                 }
                 (status, false)
             }
-            AttemptEnd::Failed(reason) => (StageStatus::Failed { reason }, false),
-            AttemptEnd::TimedOut(limit) => (
-                StageStatus::TimedOut {
-                    limit: limit.to_owned(),
-                },
-                true,
-            ),
+            AttemptEnd::Errored(error) => {
+                let reason = format!("executor error: {error}");
+                // Kept for the host to downcast; cleared again if the stage tries once more,
+                // so that a stage's error is always its last attempt's.
+                report.error.0 = Some(SharedError::new(error));
+                (StageStatus::Failed { reason }, false)
+            }
+            AttemptEnd::Panicked(reason) => (StageStatus::Failed { reason }, false),
+            AttemptEnd::TimedOut(limit) => (StageStatus::TimedOut { limit }, true),
         };
         if let Some(attempt) = report.attempts.last_mut() {
             attempt.finished_at = now;
@@ -724,32 +606,29 @@ impl<'a> StepState<'a> {
         engine.emit(|| Event::AttemptFailed {
             stage: spec.id.clone(),
             attempt: number,
-            reason: failure.reason.clone(),
-            timed_out,
+            status: status.clone(),
             at: now,
         });
-        let policy = spec.retry.unwrap_or_default();
-        let stage_deadline = stage_deadline(spec, report);
-        let stage_time_up = stage_deadline.is_some_and(|d| now >= d);
-        let retry = number < policy.max_attempts
-            && !stage_time_up
-            && (self.hooks)(i)
-                .retry_if
-                .is_none_or(|wanted| wanted(&failure));
-        if !retry {
-            return self.finish(slot, status, now);
-        }
-        let delay = jittered(
-            policy.backoff.delay(number + 1),
-            policy.jitter_percent,
+        let hooks = self.hooks;
+        let decision = retry::decide(
+            spec.retry.unwrap_or_default(),
+            &failure,
+            |failure| hooks(i).retry_if.is_none_or(|wanted| wanted(failure)),
             engine.seed,
             i,
-            number,
+            now,
+            stage_deadline(spec, report),
         );
-        let until = now.saturating_add(delay);
-        if stage_deadline.is_some_and(|d| until >= d) {
-            return self.finish(slot, stage_timeout(), now);
-        }
+        let (delay, until) = match decision {
+            Retry::After { delay, until } => (delay, until),
+            Retry::GiveUp => return self.finish(slot, status, now),
+            Retry::OutOfTime => {
+                // The stage timed out: the last attempt's error is not why it ended.
+                self.reports[slot].error.0 = None;
+                return self.finish(slot, STAGE_TIMED_OUT, now);
+            }
+        };
+        self.reports[slot].error.0 = None;
         engine.emit(|| Event::Retrying {
             stage: spec.id.clone(),
             next_attempt: number + 1,
@@ -796,20 +675,6 @@ impl<'a> StepState<'a> {
     }
 }
 
-/// When the stage of `report` runs out of time: its timeout after it first started.
-fn stage_deadline(spec: &StageSpec, report: &StageReport) -> Option<Timestamp> {
-    spec.timeout
-        .zip(report.started_at)
-        .map(|(limit, started_at)| started_at.saturating_add(limit))
-}
-
-/// The status of a stage whose own time limit ran out.
-fn stage_timeout() -> StageStatus {
-    StageStatus::TimedOut {
-        limit: "stage timeout".to_owned(),
-    }
-}
-
 /// The outputs of stage `i`'s direct dependencies, from this step or earlier ones.
 fn inputs_of<'a>(
     run: &StepRun<'a>,
@@ -833,54 +698,4 @@ fn inputs_of<'a>(
             outputs.filter(|o| !o.is_empty()).map(|o| (id, o))
         })
         .collect()
-}
-
-/// `delay` shortened by up to `percent`%, by a deterministic draw from (seed, stage, attempt),
-/// in whole milliseconds: clocks and the serde form of events count milliseconds, so a finer
-/// delay would be announced as one value and slept as another.
-fn jittered(delay: Duration, percent: u8, seed: u64, stage: usize, attempt: u32) -> Duration {
-    if percent == 0 || delay.is_zero() {
-        return delay;
-    }
-    let draw = splitmix64(seed ^ (stage as u64).rotate_left(32) ^ u64::from(attempt));
-    // A fraction of the allowed reduction, in parts per million.
-    let reduction_ppm = (draw % 1_000_001) * u64::from(percent) / 100;
-    let nanos = delay.as_nanos();
-    let cut = nanos * u128::from(reduction_ppm) / 1_000_000;
-    Duration::from_millis(u64::try_from((nanos - cut) / 1_000_000).unwrap_or(u64::MAX))
-}
-
-/// One step of the splitmix64 generator: a fast, well-mixed hash of `x`.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Why an attempt failed when its executor panicked with `payload`.
-fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
-    let message = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)");
-    format!("executor panicked: {message}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_its_share_and_is_reproducible() {
-        let d = Duration::from_secs(10);
-        for attempt in 1..50 {
-            let j = jittered(d, 30, 7, 3, attempt);
-            assert!(j <= d && j >= Duration::from_secs(7), "{j:?}");
-            assert_eq!(j, jittered(d, 30, 7, 3, attempt));
-        }
-        assert_eq!(jittered(d, 0, 7, 3, 1), d);
-        assert_ne!(jittered(d, 100, 1, 3, 1), jittered(d, 100, 2, 3, 1));
-    }
 }

@@ -31,6 +31,66 @@ pub use process::{CommandTable, ProcessError, ProcessExecutor};
 /// it and seeing it fail, which is a [`StageOutcome::failure`]).
 pub type ExecutorError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// An [`ExecutorError`] kept after its stage ended: by the stage's report
+/// ([`StageReport::error`](crate::engine::StageReport::error)) and as the `#[source]` of
+/// [`Error::StageFailed`](crate::Error::StageFailed), so that a host can tell what went wrong
+/// by type rather than by message.
+///
+/// It dereferences to the error itself (`dyn Error + Send + Sync`), so `downcast_ref` finds
+/// the executor's own type, and `Error::source` of the `StageFailed` error is that error, not
+/// this wrapper. Shared, so reports stay cheap to clone. It lives in memory only: a report's
+/// serde form carries the message in the stage's status (`executor error: …`), and a report
+/// read back has no error (reports compare equal regardless of it).
+///
+/// ```
+/// use tollgate::executor::SharedError;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("runner `{0}` unreachable")]
+/// struct Unreachable(String);
+///
+/// let kept = SharedError::new(Box::new(Unreachable("ci-7".to_owned())));
+/// assert_eq!(kept.to_string(), "runner `ci-7` unreachable");
+/// assert_eq!(kept.downcast_ref::<Unreachable>().map(|u| u.0.as_str()), Some("ci-7"));
+/// assert!(kept.source().is_none());
+/// ```
+#[derive(Clone)]
+pub struct SharedError(Arc<ExecutorError>);
+
+impl SharedError {
+    /// Keeps `error`.
+    #[must_use]
+    pub fn new(error: ExecutorError) -> Self {
+        SharedError(Arc::new(error))
+    }
+}
+
+impl From<ExecutorError> for SharedError {
+    fn from(error: ExecutorError) -> Self {
+        SharedError::new(error)
+    }
+}
+
+impl std::ops::Deref for SharedError {
+    type Target = dyn std::error::Error + Send + Sync + 'static;
+
+    fn deref(&self) -> &Self::Target {
+        &**self.0
+    }
+}
+
+impl fmt::Debug for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
 /// Named outputs of a stage, readable by the stages that depend on it.
 pub type Outputs = BTreeMap<String, String>;
 
@@ -224,7 +284,7 @@ pub enum StageStatus {
     /// the step timeout.
     TimedOut {
         /// Which limit ran out.
-        limit: String,
+        limit: TimeoutKind,
     },
     /// It was running when the step was stopped (another stage failed under fail-fast, or
     /// the step was cancelled).
@@ -250,6 +310,46 @@ impl fmt::Display for StageStatus {
             StageStatus::Cancelled => f.write_str("cancelled"),
             StageStatus::Skipped => f.write_str("skipped"),
         }
+    }
+}
+
+/// Which time limit cut a stage (or an attempt) off ([`StageStatus::TimedOut`]).
+///
+/// Its serde form is the lower-case name (`"attempt"`, `"stage"`, `"step"`); the texts of
+/// earlier versions (`"attempt timeout"`, …) are read too, so stored reports still load. It
+/// displays as the limit's full name, as messages always said it:
+///
+/// ```
+/// use tollgate::executor::{StageStatus, TimeoutKind};
+///
+/// let status = StageStatus::TimedOut { limit: TimeoutKind::Attempt };
+/// assert_eq!(status.to_string(), "timed out (attempt timeout)");
+/// assert_eq!(serde_json::to_string(&TimeoutKind::Step)?, r#""step""#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutKind {
+    /// The attempt's own limit ([`StageSpec::attempt_timeout`]), on the stage's last
+    /// attempt.
+    #[serde(alias = "attempt timeout")]
+    Attempt,
+    /// The stage's limit over all its attempts and backoffs ([`StageSpec::timeout`]).
+    #[serde(alias = "stage timeout")]
+    Stage,
+    /// The step's limit
+    /// ([`EngineBuilder::step_timeout`](crate::engine::EngineBuilder::step_timeout)).
+    #[serde(alias = "step timeout")]
+    Step,
+}
+
+impl fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutKind::Attempt => "attempt timeout",
+            TimeoutKind::Stage => "stage timeout",
+            TimeoutKind::Step => "step timeout",
+        })
     }
 }
 
@@ -331,5 +431,30 @@ impl StageOutcome {
     pub fn artifact(mut self, artifact: ArtifactRef) -> Self {
         self.artifact = Some(artifact);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timed_out_status_names_its_limit_and_reads_the_texts_of_stored_reports() {
+        let status = StageStatus::TimedOut {
+            limit: TimeoutKind::Stage,
+        };
+        let json = serde_json::to_string(&status).unwrap();
+        assert_eq!(json, r#"{"status":"timed_out","limit":"stage"}"#);
+        assert_eq!(serde_json::from_str::<StageStatus>(&json).unwrap(), status);
+        for (old, limit) in [
+            ("attempt timeout", TimeoutKind::Attempt),
+            ("stage timeout", TimeoutKind::Stage),
+            ("step timeout", TimeoutKind::Step),
+        ] {
+            let stored = format!(r#"{{"status":"timed_out","limit":"{old}"}}"#);
+            let read: StageStatus = serde_json::from_str(&stored).unwrap();
+            assert_eq!(read, StageStatus::TimedOut { limit });
+            assert_eq!(read.to_string(), format!("timed out ({old})"));
+        }
     }
 }

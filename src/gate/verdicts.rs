@@ -75,7 +75,7 @@ impl Gate for TestResults {
         let flaky: Vec<&str> = report
             .stages
             .iter()
-            .filter(|s| s.attempts.len() > 1)
+            .filter(|s| s.attempts().len() > 1)
             .map(|s| s.id.as_str())
             .collect();
         match self.max_flaky {

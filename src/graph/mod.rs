@@ -8,6 +8,7 @@
 //! linear time.
 
 mod build;
+mod critical;
 mod export;
 mod policy;
 
@@ -20,7 +21,7 @@ pub use crate::id::{MAX_STAGE_ID_LEN, StageId};
 pub use crate::lifecycle::Step;
 
 pub use build::StageGraphBuilder;
-pub use export::CriticalPath;
+pub use critical::CriticalPath;
 pub use policy::{Backoff, RetryPolicy};
 
 /// What is wrong with a stage graph; every check of

@@ -259,6 +259,7 @@ impl<S: State, M: Mode> Release<S, M> {
                             StageStatus::Failed { reason } => reason.clone(),
                             other => other.to_string(),
                         },
+                        source: stage.error().cloned(),
                     },
                     None => Error::StepCancelled { step },
                 })

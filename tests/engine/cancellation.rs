@@ -42,7 +42,7 @@ fn cancelling_drops_running_stages_starts_nothing_new_and_still_runs_finally_sta
         assert_eq!(stage.finished_at, Some(at(secs(10))));
         // The attempt that was under way is in the report, ended by the cancel.
         let attempts: Vec<_> = stage
-            .attempts
+            .attempts()
             .iter()
             .map(|a| (a.number, a.started_at, a.finished_at, &a.status))
             .collect();

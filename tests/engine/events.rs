@@ -102,7 +102,7 @@ fn the_observer_sees_every_transition_in_time_order_and_events_round_trip() {
         assert_eq!(kinds, expected, "events of {id}");
         // The report's attempts are the ones the events announced.
         let announced: Vec<(u32, Timestamp)> = stage
-            .attempts
+            .attempts()
             .iter()
             .map(|a| (a.number, a.started_at))
             .collect();

@@ -54,7 +54,10 @@ fn fail_fast_cancels_running_stages_and_skips_the_rest() {
 #[test]
 fn continue_independent_runs_everything_that_does_not_depend_on_a_failure() {
     let trace = Trace::default();
-    let engine = Engine::new().failure_policy(FailurePolicy::ContinueIndependent);
+    let engine = Engine::builder()
+        .failure_policy(FailurePolicy::ContinueIndependent)
+        .build()
+        .unwrap();
     let report = run(&engine, &mixed_graph(), &mixed_executor(&trace), &clock());
 
     assert_eq!(report.outcome, StepOutcome::Failed);

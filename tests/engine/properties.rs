@@ -251,8 +251,8 @@ proptest! {
             let tries = seen.iter().filter(|s| s.stage == id && s.mark == Mark::Start).count();
             prop_assert!(tries <= max as usize, "{} ran {} times, limit {}", id, tries, max);
             prop_assert_eq!(attempt_starts(&events, &id).len(), tries);
-            prop_assert_eq!(stage.attempts.len(), tries, "attempts of {}", id);
-            let numbers: Vec<u32> = stage.attempts.iter().map(|a| a.number).collect();
+            prop_assert_eq!(stage.attempts().len(), tries, "attempts of {}", id);
+            let numbers: Vec<u32> = stage.attempts().iter().map(|a| a.number).collect();
             prop_assert_eq!(numbers, (1..=tries as u32).collect::<Vec<_>>());
             let finished_attempts = events.iter().find_map(|e| match e {
                 Event::StageFinished { stage, attempts, .. } if stage.as_str() == id => Some(*attempts),

@@ -8,7 +8,7 @@ use tollgate::Error;
 use tollgate::engine::{
     Backoff, CancelHandle, Engine, Event, RetryPolicy, StepOutcome, StepReport,
 };
-use tollgate::executor::{StageOutcome, StageStatus, from_fn};
+use tollgate::executor::{StageOutcome, StageStatus, TimeoutKind, from_fn};
 use tollgate::graph::StageSpec;
 use tollgate::lifecycle::Deployment;
 use tollgate::pipeline::{Pipeline, Stage};
@@ -52,7 +52,7 @@ fn a_failing_stage_makes_exactly_max_attempts_with_fixed_delays() {
     );
     assert_eq!(trace.starts_of("flaky"), 3);
     let spans: Vec<(u32, Timestamp, Timestamp)> = flaky
-        .attempts
+        .attempts()
         .iter()
         .map(|a| (a.number, a.started_at, a.finished_at))
         .collect();
@@ -74,9 +74,9 @@ fn a_failing_stage_makes_exactly_max_attempts_with_fixed_delays() {
         .iter()
         .filter_map(|e| match e {
             Event::AttemptFailed {
-                attempt, timed_out, ..
+                attempt, status, ..
             } => {
-                assert!(!timed_out);
+                assert!(matches!(status, StageStatus::Failed { .. }), "{status}");
                 Some(*attempt)
             }
             _ => None,
@@ -120,7 +120,7 @@ fn a_stage_in_backoff_frees_its_worker_and_queues_again() {
     let flaky: Vec<(u32, Timestamp)> = report
         .stage("flaky")
         .unwrap()
-        .attempts
+        .attempts()
         .iter()
         .map(|a| (a.number, a.started_at))
         .collect();
@@ -135,7 +135,7 @@ fn a_stage_whose_backoff_ends_while_workers_are_busy_waits_for_one() {
     // `flaky` backs off for 1 s, but `other` holds the only worker until 6 s.
     let (report, _) = flaky_beside_another_on_one_worker(secs(1));
     assert!(report.succeeded(), "{report:?}");
-    let flaky = &report.stage("flaky").unwrap().attempts;
+    let flaky = &report.stage("flaky").unwrap().attempts();
     assert_eq!(flaky[1].started_at, at(secs(6)));
     assert_eq!(report.finished_at, at(secs(7)));
 }
@@ -159,7 +159,7 @@ fn a_stage_that_recovers_stops_retrying_and_keeps_every_attempt() {
     let flaky = report.stage("flaky").unwrap();
     assert_eq!(flaky.status, StageStatus::Succeeded);
     assert_eq!(trace.starts_of("flaky"), 3);
-    let statuses: Vec<&StageStatus> = flaky.attempts.iter().map(|a| &a.status).collect();
+    let statuses: Vec<&StageStatus> = flaky.attempts().iter().map(|a| &a.status).collect();
     let reset = StageStatus::Failed {
         reason: "connection reset".to_owned(),
     };
@@ -194,7 +194,7 @@ fn exponential_backoff_multiplies_the_delay_up_to_its_cap() {
     let starts: Vec<Timestamp> = report
         .stage("flaky")
         .unwrap()
-        .attempts
+        .attempts()
         .iter()
         .map(|a| a.started_at)
         .collect();
@@ -215,7 +215,7 @@ fn jittered_run(seed: u64) -> (Vec<Duration>, Vec<Timestamp>) {
     let starts = report
         .stage("flaky")
         .unwrap()
-        .attempts
+        .attempts()
         .iter()
         .map(|a| a.started_at)
         .collect();
@@ -311,7 +311,11 @@ fn a_retry_predicate_stops_retrying_failures_it_does_not_want() {
             reason: "compile error".to_owned()
         }
     );
-    assert_eq!(fetch.attempts.len(), 3, "the third failure is not retried");
+    assert_eq!(
+        fetch.attempts().len(),
+        3,
+        "the third failure is not retried"
+    );
     let asked: Vec<(u32, String, bool)> = asked
         .lock()
         .unwrap()
@@ -346,10 +350,10 @@ fn a_retry_predicate_sees_timeouts_and_can_refuse_them() {
     assert_eq!(
         fetch.status,
         StageStatus::TimedOut {
-            limit: "attempt timeout".to_owned()
+            limit: TimeoutKind::Attempt
         }
     );
-    assert_eq!(fetch.attempts.len(), 1);
+    assert_eq!(fetch.attempts().len(), 1);
     assert_eq!(trace.drops_of("fetch"), 1);
     assert_eq!(clock.now(), started.saturating_add(secs(5)));
 }
@@ -382,7 +386,7 @@ fn a_stage_is_never_retried_after_the_step_is_cancelled() {
     let attempts: Vec<_> = report
         .stage("flaky")
         .unwrap()
-        .attempts
+        .attempts()
         .iter()
         .map(|a| (a.number, a.finished_at, a.status.clone()))
         .collect();

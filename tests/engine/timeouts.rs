@@ -2,7 +2,7 @@
 //! apart from failures.
 
 use tollgate::engine::{Engine, Event, FailurePolicy, RetryPolicy, StepOutcome};
-use tollgate::executor::StageStatus;
+use tollgate::executor::{StageStatus, TimeoutKind};
 use tollgate::graph::StageSpec;
 use tollgate::time::Timestamp;
 
@@ -23,12 +23,12 @@ fn an_attempt_timeout_ends_an_executor_that_never_returns_on_every_attempt() {
 
     let stuck = report.stage("stuck").unwrap();
     let timed_out = StageStatus::TimedOut {
-        limit: "attempt timeout".to_owned(),
+        limit: TimeoutKind::Attempt,
     };
     assert_eq!(stuck.status, timed_out);
     assert!(!matches!(stuck.status, StageStatus::Failed { .. }));
     let spans: Vec<(Timestamp, Timestamp, &StageStatus)> = stuck
-        .attempts
+        .attempts()
         .iter()
         .map(|a| (a.started_at, a.finished_at, &a.status))
         .collect();
@@ -47,7 +47,9 @@ fn an_attempt_timeout_ends_an_executor_that_never_returns_on_every_attempt() {
             matches!(
                 e,
                 Event::AttemptFailed {
-                    timed_out: true,
+                    status: StageStatus::TimedOut {
+                        limit: TimeoutKind::Attempt
+                    },
                     ..
                 }
             )
@@ -71,12 +73,12 @@ fn a_stage_timeout_covers_all_attempts_and_backoff() {
     assert_eq!(
         slow.status,
         StageStatus::TimedOut {
-            limit: "stage timeout".to_owned()
+            limit: TimeoutKind::Stage
         }
     );
     // Attempt 1 hits its own 5 s limit; after the 1 s delay, attempt 2 is cut off by the
     // stage's 10 s limit, and there is no attempt 3.
-    let ends: Vec<Timestamp> = slow.attempts.iter().map(|a| a.finished_at).collect();
+    let ends: Vec<Timestamp> = slow.attempts().iter().map(|a| a.finished_at).collect();
     assert_eq!(ends, [at(secs(5)), at(secs(10))]);
     assert_eq!(slow.finished_at, Some(at(secs(10))));
     assert_eq!(trace.drops_of("slow"), 2);
@@ -93,7 +95,7 @@ fn a_stage_timeout_ends_an_executor_that_never_returns() {
     assert_eq!(
         *status(&report, "stuck"),
         StageStatus::TimedOut {
-            limit: "stage timeout".to_owned()
+            limit: TimeoutKind::Stage
         }
     );
     assert_eq!(report.finished_at, at(secs(30)));
@@ -121,7 +123,7 @@ fn a_step_timeout_stops_running_stages_skips_the_rest_and_runs_finally_stages() 
     assert_eq!(
         *status(&report, "stuck"),
         StageStatus::TimedOut {
-            limit: "step timeout".to_owned()
+            limit: TimeoutKind::Step
         }
     );
     assert_eq!(trace.drops_of("stuck"), 1);
@@ -175,7 +177,10 @@ fn timed_out_and_failed_stages_are_reported_apart() {
         "stuck" => Act::hang(),
         _ => Act::fail_after(secs(1), "assertion failed"),
     });
-    let engine = Engine::new().failure_policy(FailurePolicy::ContinueIndependent);
+    let engine = Engine::builder()
+        .failure_policy(FailurePolicy::ContinueIndependent)
+        .build()
+        .unwrap();
 
     let report = run(&engine, &graph, &executor, &clock());
 

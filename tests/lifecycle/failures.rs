@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::support::{
     block_on, built, clock, deployment, deployment_testing_with, ok, stages_testing_with,
 };
-use tollgate::engine::{Engine, FailurePolicy};
+use tollgate::engine::{Engine, FailurePolicy, StageReport};
 use tollgate::executor::{ExecutorError, StageContext, StageStatus, from_fn};
 use tollgate::graph::Step;
 use tollgate::prelude::*;
@@ -24,6 +24,7 @@ fn stage_failure(error: &Error) -> (Step, &str, &str) {
             step,
             stage,
             reason,
+            ..
         } => (*step, stage.as_str(), reason.as_str()),
         other => panic!("expected StageFailed, got {other:?}"),
     }
@@ -94,7 +95,12 @@ fn a_failing_stage_fails_the_move_skips_its_dependents_and_can_be_retried() {
 fn a_panicking_executor_fails_its_stage_and_the_others_run_on() {
     let clock = clock();
     let pipeline = deployment("shop", &clock)
-        .engine(Engine::new().failure_policy(FailurePolicy::ContinueIndependent))
+        .engine(
+            Engine::builder()
+                .failure_policy(FailurePolicy::ContinueIndependent)
+                .build()
+                .unwrap(),
+        )
         .stages(stages_testing_with(from_fn(
             |_| -> Result<StageOutcome, ExecutorError> {
                 panic!("index out of bounds in the test runner")
@@ -172,4 +178,78 @@ fn an_executor_error_fails_its_stage() {
     assert!(reason.contains("executor error"), "{reason}");
     assert!(reason.contains("runner unreachable"), "{reason}");
     assert_eq!(refused.into_release().state(), StateName::Built);
+}
+
+/// An error type of the host's own, which tollgate knows nothing of.
+#[derive(Debug)]
+struct RunnerGone {
+    runner: &'static str,
+}
+
+impl std::fmt::Display for RunnerGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "runner `{}` is gone", self.runner)
+    }
+}
+
+impl std::error::Error for RunnerGone {}
+
+#[test]
+fn an_executor_s_own_error_is_the_source_of_the_failed_move_and_downcasts_to_its_type() {
+    let clock = clock();
+    let pipeline = deployment_testing_with(
+        &clock,
+        from_fn(|_| -> Result<StageOutcome, ExecutorError> {
+            Err(Box::new(RunnerGone { runner: "ci-7" }))
+        }),
+    );
+    let (built, artifact) = built(&pipeline, "r1", "aaa");
+
+    let refused = block_on(built.test(&pipeline, &artifact)).unwrap_err();
+    let error = refused.error();
+    assert_eq!(
+        error.to_string(),
+        "stage `unit` failed in the test step: executor error: runner `ci-7` is gone"
+    );
+    let source = std::error::Error::source(error).expect("the executor's error is the source");
+    let gone = source
+        .downcast_ref::<RunnerGone>()
+        .expect("the source is the executor's own error, not a wrapper or a message");
+    assert_eq!(gone.runner, "ci-7");
+    // The refused move forwards the same source.
+    let forwarded =
+        std::error::Error::source(&refused).and_then(|s| s.downcast_ref::<RunnerGone>());
+    assert_eq!(forwarded.map(|g| g.runner), Some("ci-7"));
+
+    // The release's record keeps the report with the error, in memory; stored, the report
+    // has only the message, and reads back equal.
+    let built = refused.into_release();
+    let unit = built
+        .record()
+        .steps()
+        .last()
+        .unwrap()
+        .stage("unit")
+        .unwrap();
+    assert!(
+        unit.error()
+            .and_then(|e| e.downcast_ref::<RunnerGone>())
+            .is_some()
+    );
+    let stored = serde_json::to_value(unit).unwrap();
+    assert_eq!(stored["reason"], "executor error: runner `ci-7` is gone");
+    assert!(stored.get("error").is_none(), "{stored}");
+    let back: StageReport = serde_json::from_value(stored).unwrap();
+    assert!(back.error().is_none());
+    assert_eq!(&back, unit);
+}
+
+#[test]
+fn a_stage_that_fails_without_an_executor_error_gives_the_move_no_source() {
+    let clock = clock();
+    let pipeline = deployment_testing_with(&clock, from_fn(|_| Ok(StageOutcome::failure("red"))));
+    let (built, artifact) = built(&pipeline, "r1", "aaa");
+    let refused = block_on(built.test(&pipeline, &artifact)).unwrap_err();
+    assert_eq!(stage_failure(refused.error()), (Step::Test, "unit", "red"));
+    assert!(std::error::Error::source(refused.error()).is_none());
 }

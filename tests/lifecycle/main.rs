@@ -4,7 +4,8 @@
 //! |---|---|
 //! | `flows.rs` | full delivery and deployment flows; a release deploys to its target, driven by its own pipeline |
 //! | `artifacts.rs` | the artifact fixed at build, and stage outputs handed to dependents |
-//! | `failures.rs` | failing, panicking and erroring stages |
+//! | `failures.rs` | failing, panicking and erroring stages; an executor's error as the move's source |
+//! | `cancellation.rs` | a release's own cancel handle, the pipeline's, and the fresh handle after a cancelled move |
 //! | `approvals.rs` | approvals bound to pipeline (name and definition), release, artifact and environment, and to the journal's votes; expiry at approve and at deploy; who may approve, and still may when it is used |
 //! | `gates.rs` | closed, pending and time-bound gates on moves |
 //! | `definitions.rs` | pipeline definition errors, the default executor |
@@ -17,6 +18,7 @@ mod support;
 
 mod approvals;
 mod artifacts;
+mod cancellation;
 mod definitions;
 mod failures;
 mod flows;

@@ -4,7 +4,7 @@ use tollgate::approval::{Approval, ApprovalRequest};
 use tollgate::record::ApprovalRecord;
 
 fn forge(request: ApprovalRequest, record: ApprovalRecord) -> Approval {
-    Approval::new(request, record)
+    Approval::new(request, record, "a pipeline I made up".to_owned())
 }
 
 fn main() {}

@@ -1,8 +1,9 @@
-// A `Release` cannot be conjured in any state outside tollgate: `from_any_unchecked` is private.
+// A `Release` cannot be conjured in any state outside tollgate: its constructor is private
+// (a typed release comes from `Pipeline::start` or `Pipeline::restore` only).
 use tollgate::prelude::*;
 
-fn case(any: AnyRelease) -> Release<Deployed, Delivery> {
-    Release::<Deployed, Delivery>::from_any_unchecked(any)
+fn case(any: AnyRelease, fingerprint: tollgate::fact::Fingerprint) -> Release<Deployed, Delivery> {
+    Release::<Deployed, Delivery>::new(any, None, fingerprint)
 }
 
 fn main() {}
