@@ -61,31 +61,33 @@ pub enum RecordError {
     },
 }
 
-/// A release in any state and mode: what a bot stores and reloads.
+/// A release in any state and mode, as plain data: what a bot shows, logs and exports.
 ///
-/// Convert a typed [`Release`](crate::release::Release) into it with [`Release::into_any`](crate::release::Release::into_any) (or `From`), and back with
-/// `Release::<S, M>::try_from(any)`, which checks the state, the mode and that the record is
-/// consistent (an Approved delivery release has an approval record for its artifact, every
-/// state past Commit has an artifact and the successful step reports that got it there).
+/// It is a view, not a source: a typed [`Release`](crate::release::Release) never comes back
+/// from it. The journal is the source of truth, and
+/// [`Pipeline::restore`](crate::pipeline::Pipeline::restore) re-derives a typed release from
+/// the facts it holds.
 ///
 /// ```
 /// use tollgate::prelude::*;
 /// use tollgate::executor::from_fn;
-///
-/// let ok = || from_fn(|_| Ok(StageOutcome::success()));
+/// # fn main() -> Result<(), tollgate::Error> { futures::executor::block_on(async {
+/// let ok = || from_fn(|_| Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes("app", b"app"))));
 /// let pipeline = Pipeline::<Deployment>::builder("web")
 ///     .stage(Stage::build("compile").run(ok()))
 ///     .stage(Stage::test("unit").run(ok()))
 ///     .stage(Stage::stage("staging").run(ok()))
 ///     .stage(Stage::deploy("production").run(ok()))
 ///     .build()?;
-/// let fresh: Release<Commit, Deployment> = pipeline.start("r1", Revision::new("abc", "dana")?)?;
-/// let json = serde_json::to_string(&fresh.into_any()).unwrap();
-/// let stored: AnyRelease = serde_json::from_str(&json).unwrap();
-/// assert!(Release::<Built, Deployment>::try_from(stored.clone()).is_err()); // wrong state
-/// assert!(Release::<Commit, Delivery>::try_from(stored.clone()).is_err()); // wrong mode
-/// let _back = Release::<Commit, Deployment>::try_from(stored)?;
-/// # Ok::<(), tollgate::Error>(())
+/// let built = pipeline.start("r1", Revision::new("abc", "dana")?)?.build(&pipeline).await?;
+/// let json = serde_json::to_string(built.record()).unwrap();
+/// let shown: AnyRelease = serde_json::from_str(&json).unwrap();
+/// assert_eq!(&shown, built.record());
+/// // Back to a typed release: only through the journal.
+/// let restored = pipeline.restore("r1").await?;
+/// assert!(Release::<Tested, Deployment>::try_from(pipeline.restore("r1").await?).is_err());
+/// let _built = Release::<Built, Deployment>::try_from(restored)?;
+/// # Ok(()) }) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnyRelease {
