@@ -24,7 +24,7 @@ use crate::id::{ReleaseId, StageId};
 #[non_exhaustive]
 pub enum ArtifactError {
     /// A string is not a valid digest.
-    #[error("invalid digest `{input}`: {reason}")]
+    #[error("invalid digest `{}`: {reason}", crate::id::quoted(.input))]
     InvalidDigest {
         /// The text that failed to parse.
         input: String,

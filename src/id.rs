@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 #[non_exhaustive]
 pub enum IdError {
     /// The name is malformed.
-    #[error("invalid {what} `{value}`: {reason}")]
+    #[error("invalid {what} `{}`: {reason}", quoted(.value))]
     Invalid {
         /// What the name is of (`person`, `stage id`, `release id`, …).
         what: &'static str,
@@ -39,6 +39,8 @@ pub(crate) fn check(what: &'static str, value: String) -> Result<String> {
         "it may be at most 256 bytes long"
     } else if value.chars().any(char::is_control) {
         "it may not contain control characters"
+    } else if value.chars().any(is_invisible) {
+        "it may not contain bidirectional or zero-width formatting characters"
     } else {
         return Ok(value);
     };
@@ -47,6 +49,50 @@ pub(crate) fn check(what: &'static str, value: String) -> Result<String> {
         value,
         reason,
     })
+}
+
+/// Whether `c` reorders or hides text without being seen: the bidirectional embeddings,
+/// overrides and isolates (U+202A–U+202E, U+2066–U+2069), marks (U+200E, U+200F, U+061C),
+/// and zero-width characters (U+200B–U+200D, U+2060, U+FEFF). A name holding one can look
+/// like another name (`admin` reversed, `ri` + U+200B + `ta`).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{061C}'
+            | '\u{2060}'
+            | '\u{FEFF}'
+    )
+}
+
+/// The longest part of an input an error message quotes, in characters.
+pub const MAX_QUOTED: usize = 160;
+
+/// `value` as an error message quotes it: at most [`MAX_QUOTED`] characters (saying how
+/// many bytes were cut), control and invisible characters escaped, so that a message is
+/// short, one line, and shows what it names.
+#[must_use]
+pub fn quoted(value: &str) -> String {
+    let mut out = String::new();
+    let mut cut_at = value.len();
+    for (shown, (at, c)) in value.char_indices().enumerate() {
+        if shown == MAX_QUOTED {
+            cut_at = at;
+            break;
+        }
+        if c.is_control() || is_invisible(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    if cut_at < value.len() {
+        use std::fmt::Write as _;
+        let _ = write!(out, "… ({} more bytes)", value.len() - cut_at);
+    }
+    out
 }
 
 macro_rules! name_type {

@@ -134,11 +134,16 @@ impl Rule {
         if self.need == 0 {
             return invalid("it needs at least one approval".to_owned());
         }
+        // Distinct people: a person listed twice counts once.
         let people = self
             .approvers
             .iter()
-            .filter(|a| matches!(a, Approver::Person(_)))
-            .count();
+            .filter_map(|a| match a {
+                Approver::Person(p) => Some(p),
+                Approver::Group(_) => None,
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         let has_group = self
             .approvers
             .iter()
@@ -149,9 +154,19 @@ impl Rule {
                 self.need
             ));
         }
+        if self.need > MAX_NEED {
+            return invalid(format!(
+                "it needs {} approvals, more than the {MAX_NEED} any rule may ask for",
+                self.need
+            ));
+        }
         Ok(())
     }
 }
+
+/// The most approvals one rule may need: more can never be met in practice, and is refused
+/// as a mistake (a `need(usize::MAX)`).
+pub const MAX_NEED: usize = 1_000;
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -112,7 +112,10 @@ impl Engine {
                         break;
                     };
                     let i = members[slot];
-                    let finish = clock + graph.spec(i).estimate.unwrap_or(Duration::ZERO);
+                    // Saturating, as the critical path does: estimates along a chain may pass
+                    // `Duration::MAX` (a spec can say anything).
+                    let finish =
+                        clock.saturating_add(graph.spec(i).estimate.unwrap_or(Duration::ZERO));
                     finish_at[slot] = finish;
                     running.push(Reverse((finish, slot)));
                     stages.push(PlannedStage {

@@ -381,7 +381,12 @@ fn later(now: Timestamp, ms: i64) -> Timestamp {
 
 /// `"+02:00"`, `"-05:30"`, `"Z"`, `"+00:00"`.
 fn parse_offset(text: &str) -> std::result::Result<Offset, String> {
-    let bad = || format!("`{text}` is not a UTC offset like `+02:00`");
+    let bad = || {
+        format!(
+            "`{}` is not a UTC offset like `+02:00`",
+            crate::id::quoted(text)
+        )
+    };
     if text == "Z" {
         return Ok(Offset::UTC);
     }
@@ -391,6 +396,12 @@ fn parse_offset(text: &str) -> std::result::Result<Offset, String> {
         _ => return Err(bad()),
     };
     let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    // Exactly two digits each, no signs of their own: `+-1:00`, `+01:-30` and
+    // `+-2147483648:00` are not offsets.
+    let two_digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !two_digits(h) || !two_digits(m) {
+        return Err(bad());
+    }
     let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if h > 25 || m > 59 {
         return Err(bad());

@@ -101,7 +101,7 @@ pub enum GraphError {
         id: StageId,
     },
     /// A stage id is empty or contains characters that are not allowed.
-    #[error("invalid stage id `{id}`: {reason}")]
+    #[error("invalid stage id `{}`: {reason}", crate::id::quoted(.id))]
     InvalidStageId {
         /// The id as given.
         id: String,
@@ -113,10 +113,18 @@ pub enum GraphError {
 /// Shows a cycle as `a -> b -> c -> a`.
 struct CycleDisplay<'a>(&'a [StageId]);
 
+/// The most stages a cycle's message names; the rest are counted.
+const CYCLE_SHOWN: usize = 16;
+
 impl fmt::Display for CycleDisplay<'_> {
+    /// `a -> b -> c -> a`; a long cycle shows its first stages, how many it leaves out, and
+    /// the stage that closes it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for id in self.0 {
+        for id in self.0.iter().take(CYCLE_SHOWN) {
             write!(f, "{id} -> ")?;
+        }
+        if self.0.len() > CYCLE_SHOWN {
+            write!(f, "… ({} more) -> ", self.0.len() - CYCLE_SHOWN)?;
         }
         match self.0.first() {
             Some(first) => write!(f, "{first}"),

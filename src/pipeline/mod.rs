@@ -19,6 +19,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
+
 use crate::approval::{
     ApprovalError, ApprovalPolicy, ApprovalRequest, Ballot, Directory, NoGroups, Progress,
 };
@@ -620,7 +622,14 @@ impl<M: Mode> Pipeline<M> {
     ) -> Vec<(String, Verdict)> {
         let ctx = GateContext::new(release, mv, environment, now);
         let gates: Vec<&BoxGate> = self.gates_on(mv, environment.name()).collect();
-        let verdicts = futures::future::join_all(gates.iter().map(|g| g.evaluate(&ctx))).await;
+        // A gate that panics is a closed gate, with the panic's text: host code that
+        // misbehaves stops the move, never the host.
+        let verdicts = futures::future::join_all(gates.iter().map(|g| {
+            std::panic::AssertUnwindSafe(g.evaluate(&ctx))
+                .catch_unwind()
+                .map(|result| result.unwrap_or_else(|payload| gate_panicked(&*payload)))
+        }))
+        .await;
         gates
             .iter()
             .zip(verdicts)
@@ -848,4 +857,15 @@ fn fingerprint<M: Mode>(
 /// A value's JSON form, for the digests of plain data (which always serializes).
 fn json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).unwrap_or_default()
+}
+
+/// The verdict of a gate that panicked with `payload`: closed, saying so.
+#[cold]
+fn gate_panicked(payload: &(dyn std::any::Any + Send)) -> Verdict {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)");
+    Verdict::closed(format!("the gate panicked: {message}"))
 }

@@ -320,9 +320,12 @@ impl AnyRelease {
         self.artifact = Some(artifact);
     }
 
+    /// Moves the record to `state` at `at`. Recorded times never go back: a wall clock that
+    /// stepped back (NTP) makes the state's entry time the previous one, so the crate's own
+    /// record always loads.
     pub(crate) fn set_state(&mut self, state: StateName, at: Timestamp) {
         self.state = state;
-        self.entered_at = at;
+        self.entered_at = at.max(self.entered_at).max(self.created_at);
     }
 
     pub(crate) fn set_approval(&mut self, record: ApprovalRecord) {
@@ -330,7 +333,7 @@ impl AnyRelease {
     }
 
     pub(crate) fn set_deployed_at(&mut self, at: Timestamp) {
-        self.deployed_at = Some(at);
+        self.deployed_at = Some(at.max(self.entered_at));
     }
 
     /// Checks that the record is a release in `state` and `mode` whose parts agree with
