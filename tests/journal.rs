@@ -13,6 +13,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures::executor::block_on;
 use futures::future::join_all;
@@ -647,8 +648,12 @@ fn a_second_journal_writer_is_refused_until_the_first_closes() {
     let dir = TempDir::new("lock");
     let path = dir.file("j");
     let first = open(&path);
-    for same in [path.clone(), dir.0.join(".").join("j")] {
-        let err = block_on(FileJournal::open(&same, key())).unwrap_err();
+    for (same, wait) in [
+        (path.clone(), Duration::ZERO),
+        (dir.0.join(".").join("j"), Duration::from_millis(20)),
+    ] {
+        let options = FileJournalOptions::default().lock_wait(wait);
+        let err = block_on(FileJournal::open_with(&same, key(), options)).unwrap_err();
         assert!(matches!(err, JournalError::Locked { .. }), "{err}");
     }
     block_on(first.append(vec![entry("r", "one")])).unwrap();

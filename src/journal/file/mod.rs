@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::channel::oneshot;
@@ -27,7 +28,7 @@ use writer::WriteRequest;
 ///   `fdatasync`ed; concurrent appends share one sync.
 /// - **One writer**: the file is locked (`flock`) while the journal is open; a second
 ///   [`open`](FileJournal::open) of it, from this process or another, fails with
-///   [`JournalError::Locked`].
+///   [`JournalError::Locked`] (after [`lock_wait`](FileJournalOptions::lock_wait)).
 /// - **Repair on open**: a record cut short or failing its CRC at the end of the file, with
 ///   nothing good after it, is the torn write of an append a crash interrupted (never
 ///   acknowledged); it is cut away and reported in [`opened`](FileJournal::opened). Damage
@@ -270,14 +271,16 @@ impl Journal for FileJournal {
 pub struct FileJournalOptions {
     max_entry_bytes: usize,
     quota: Option<DiskQuota>,
+    lock_wait: Duration,
 }
 
 impl Default for FileJournalOptions {
-    /// Entries up to 16 MiB, no quota.
+    /// Entries up to 16 MiB, no quota, a lock wait of one second.
     fn default() -> Self {
         FileJournalOptions {
             max_entry_bytes: 16 << 20,
             quota: None,
+            lock_wait: Duration::from_secs(1),
         }
     }
 }
@@ -290,6 +293,19 @@ impl FileJournalOptions {
     #[must_use]
     pub fn max_entry_bytes(mut self, bytes: usize) -> Self {
         self.max_entry_bytes = bytes.min(format::MAX_ENTRY);
+        self
+    }
+
+    /// How long the open tries again to take the file's lock before it fails with
+    /// [`JournalError::Locked`] (one second by default; on the journal's own thread).
+    ///
+    /// A process that this one forks to run a command holds a copy of this process's open
+    /// files, and so of the lock, until it execs: a journal closed a moment before looks held
+    /// for that moment. Waiting a little tells that from a real second writer. Zero fails at
+    /// once.
+    #[must_use]
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
         self
     }
 

@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 
@@ -49,7 +50,7 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("tollgate-journal-writer".to_owned())
         .spawn(move || {
-            let (file, index, report) = match open(&path, &key) {
+            let (file, index, report) = match open(&path, &key, options.lock_wait) {
                 Ok(opened) => opened,
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -87,7 +88,11 @@ pub(super) fn spawn(
 
 /// Opens (creating if need be) and locks the file, writes the header of a new one, scans it
 /// and cuts a torn tail away, durably.
-fn open(path: &Path, key: &ChainKey) -> Result<(File, Index, OpenReport), JournalError> {
+fn open(
+    path: &Path,
+    key: &ChainKey,
+    lock_wait: Duration,
+) -> Result<(File, Index, OpenReport), JournalError> {
     let shown = path.display().to_string();
     let file = OpenOptions::new()
         .read(true)
@@ -95,11 +100,12 @@ fn open(path: &Path, key: &ChainKey) -> Result<(File, Index, OpenReport), Journa
         .create(true)
         .truncate(false)
         .open(path)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => return Err(JournalError::Locked { path: shown }),
-        Err(TryLockError::Error(e)) => return Err(e.into()),
-    }
+    lock(&file, lock_wait).map_err(|e| match e {
+        TryLockError::WouldBlock => JournalError::Locked {
+            path: shown.clone(),
+        },
+        TryLockError::Error(e) => e.into(),
+    })?;
     let found_len = file.metadata()?.len();
     let mut head = [0; HEADER_LEN];
     let head_len = HEADER_LEN.min(usize::try_from(found_len).unwrap_or(usize::MAX));
@@ -136,6 +142,33 @@ fn open(path: &Path, key: &ChainKey) -> Result<(File, Index, OpenReport), Journa
         appends: 0,
     };
     Ok((file, index, report))
+}
+
+/// Takes the file's lock, trying again for up to `wait`.
+///
+/// The lock (`flock`) belongs to the open file, and a process this one forks to run a
+/// command shares this process's open files until it execs: for that moment, a journal that
+/// was just closed still looks held. Trying again for a short while tells that from a real
+/// second writer.
+fn lock(file: &File, wait: Duration) -> Result<(), TryLockError> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) => {
+                let Some(left) = wait
+                    .checked_sub(start.elapsed())
+                    .filter(|left| !left.is_zero())
+                else {
+                    return Err(TryLockError::WouldBlock);
+                };
+                // On the writer thread, never an executor's.
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Makes a new file's directory entry durable.
