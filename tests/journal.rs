@@ -66,6 +66,21 @@ fn entry(key: &str, payload: &str) -> Entry {
     Entry::new(key, payload.as_bytes().to_vec())
 }
 
+/// Lets the other futures of a `block_on` run before going on.
+async fn yield_now() {
+    let mut yielded = false;
+    futures::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
 /// Everything in `journal`, in order.
 fn all(journal: &impl Journal) -> Vec<Stored> {
     block_on(journal.read(1, usize::MAX)).expect("the journal reads")
@@ -236,6 +251,60 @@ fn both_journals_chain_the_same_appends_to_the_same_macs() {
     }
     assert_eq!(without_offsets(all(&file)), all(&memory));
     block_on(file.close());
+}
+
+#[test]
+fn concurrent_journal_appends_share_syncs_and_readers_never_see_a_gap() {
+    let dir = TempDir::new("group");
+    let journal = open(&dir.file("j"));
+    let done = AtomicUsize::new(0);
+    let appenders = join_all((0..64).map(|w| {
+        let (journal, done) = (&journal, &done);
+        async move {
+            for i in 0..20 {
+                journal
+                    .append(vec![entry(&format!("w{w}"), &format!("{i}"))])
+                    .await
+                    .unwrap();
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        }
+    }));
+    let reader = async {
+        let mut reads = 0;
+        while done.load(Ordering::SeqCst) < 64 {
+            // Whatever the head says is there is readable, with nothing missing before it.
+            let (head, hash) = journal.head().await.unwrap();
+            let seen = journal.read(1, usize::MAX).await.unwrap();
+            assert!(seen.len() as u64 >= head);
+            for (n, s) in seen.iter().enumerate() {
+                assert_eq!(s.seq, n as u64 + 1);
+            }
+            if head > 0 {
+                assert_eq!(seen[head as usize - 1].hash, hash);
+            }
+            reads += 1;
+            yield_now().await;
+        }
+        reads
+    };
+    let (_, reads) = block_on(futures::future::join(appenders, reader));
+    assert!(reads > 1, "the reads ran beside the appends");
+    let stats = journal.stats();
+    assert_eq!((stats.entries, stats.appends), (1280, 1280));
+    assert!(
+        stats.commits < stats.appends / 4,
+        "{stats:?}: appends did not share syncs"
+    );
+    assert_eq!(block_on(verify(&journal)).unwrap().0, 1280);
+    for w in 0..64 {
+        let mine = block_on(journal.read_key(&format!("w{w}"))).unwrap();
+        let payloads: Vec<_> = mine.iter().map(|s| s.payload.clone()).collect();
+        let expected: Vec<_> = (0..20).map(|i| format!("{i}").into_bytes()).collect();
+        assert_eq!(payloads, expected, "each appender's entries in its order");
+        check_key_chain(journal.key(), &mine).unwrap();
+    }
+    block_on(journal.close());
 }
 
 // ---------------------------------------------------------------------------------------------
