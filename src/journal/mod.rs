@@ -19,7 +19,10 @@
 //! |---|---|
 //! | `mod.rs` | the [`Journal`] trait, [`Entry`], [`Stored`], [`ChainKey`], [`JournalError`], [`verify`] |
 //! | `memory.rs` | [`MemoryJournal`]: for tests and simulations |
+//! | `file/` | [`FileJournal`] (Unix): the embedded default, one checksummed, `fdatasync`ed file |
 
+#[cfg(unix)]
+mod file;
 mod memory;
 
 use std::fmt;
@@ -28,6 +31,8 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
+#[cfg(unix)]
+pub use file::{DiskQuota, FileJournal, FileJournalOptions, FileStats, OpenReport, TornTail};
 pub use memory::MemoryJournal;
 
 /// A position in a journal: the first entry is 1; 0 means "before everything".
@@ -249,6 +254,18 @@ pub enum JournalError {
         expected: Seq,
         /// The last entry there is.
         found: Seq,
+    },
+    /// The journal was written in a newer format than this version of tollgate reads.
+    #[error(
+        "the journal `{path}` has format version {found}; this tollgate reads up to {supported}"
+    )]
+    Version {
+        /// Where the journal is.
+        path: String,
+        /// The version its header names.
+        found: u32,
+        /// The newest version this code reads.
+        supported: u32,
     },
 }
 
