@@ -6,7 +6,17 @@
 //! cargo run --example release_bot                      # a scripted conversation
 //! cargo run --example release_bot -- "status" "approve shop-2 as rita: looks good"
 //! echo "approve shop-1 as dana" | cargo run --example release_bot
+//!
+//! # With a journal file, the bot's state survives between runs (and crashes):
+//! cargo run --example release_bot -- --journal /tmp/bot.journal status
+//! cargo run --example release_bot -- --journal /tmp/bot.journal "wait 30" \
+//!     "approve shop-1 as rita: notes ok" "approve shop-1 as ines: reviewed" ship
 //! ```
+//!
+//! With `--journal`, every fact goes to that file (chained under the key in
+//! `TOLLGATE_BOT_KEY`, or a development key the bot warns about), and each run restores the
+//! releases from it: the first run stages them and parks them awaiting approval; a later run
+//! restores them, takes the votes, and ships what the policy allows.
 //!
 //! Commands, one per argument or per line of standard input:
 //!
@@ -32,6 +42,8 @@ use futures::executor::block_on;
 use tollgate::approval::{Decision, Groups, Rule};
 use tollgate::artifact::ArtifactError;
 use tollgate::gate::{self, ChangeWindows, Move};
+use tollgate::journal::{ChainKey, FileJournal};
+use tollgate::lifecycle::StateName;
 use tollgate::prelude::*;
 use tollgate::time::{Clock as _, ManualClock, Timestamp};
 
@@ -58,22 +70,69 @@ const SCRIPT: &[&str] = &[
 /// Where a held release is.
 enum Held {
     Staged(Release<Staged, Delivery>),
+    Approved(Release<Approved, Delivery>),
     Deployed(Release<Deployed, Delivery>),
 }
 
+/// The three changes the bot looks after: id, revision, author.
+const CHANGES: [(&str, &str, &str); 3] = [
+    ("shop-1", "4f2a9c1", "dana"),
+    ("shop-2", "9b01d3e", "lee"),
+    ("shop-3", "c77e0aa", "pat"),
+];
+
 fn main() -> Result<(), tollgate::Error> {
     let clock = ManualClock::new(MONDAY_MORNING);
-    let pipeline = pipeline(&clock)?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let journal = match args.first().map(String::as_str) {
+        Some("--journal") if args.len() > 1 => {
+            let path = args.remove(1);
+            args.remove(0);
+            Some(path)
+        }
+        _ => None,
+    };
+    let pipeline = match &journal {
+        Some(path) => {
+            let key = match std::env::var("TOLLGATE_BOT_KEY") {
+                Ok(secret) => ChainKey::derive(secret.as_bytes()),
+                Err(_) => {
+                    println!("(TOLLGATE_BOT_KEY is not set: using a development key)");
+                    ChainKey::derive(b"release bot development key")
+                }
+            };
+            let file = block_on(FileJournal::open(path, key))?;
+            if let Some(torn) = &file.opened().torn {
+                println!("(the journal's torn tail was cut away: {} bytes)", torn.bytes);
+            }
+            pipeline(&clock, Some(file))?
+        }
+        None => pipeline(&clock, None)?,
+    };
 
-    // Three changes from three people, all staged and waiting for approval.
+    // Three changes from three people: restored from the journal where it has them,
+    // otherwise staged now, waiting for approval.
     let mut held = BTreeMap::new();
-    for (id, revision, author) in [
-        ("shop-1", "4f2a9c1", "dana"),
-        ("shop-2", "9b01d3e", "lee"),
-        ("shop-3", "c77e0aa", "pat"),
-    ] {
-        let staged = block_on(stage(&pipeline, id, Revision::new(revision, author)?))?;
-        held.insert(id.to_owned(), Held::Staged(staged));
+    for (id, revision, author) in CHANGES {
+        let slot = if known(&pipeline, id) {
+            let restored = block_on(pipeline.restore(id))?;
+            // Virtual time resumes where the journal left it.
+            if restored.record().entered_at() > clock.now() {
+                clock.set(restored.record().entered_at());
+            }
+            match restored.state() {
+                StateName::Staged => Held::Staged(Release::try_from(restored)?),
+                StateName::Approved => Held::Approved(Release::try_from(restored)?),
+                StateName::Deployed => Held::Deployed(Release::try_from(restored)?),
+                other => {
+                    println!("  {id}: {other} in the journal; this bot only ships staged releases");
+                    continue;
+                }
+            }
+        } else {
+            Held::Staged(block_on(stage(&pipeline, id, Revision::new(revision, author)?))?)
+        };
+        held.insert(id.to_owned(), slot);
     }
     println!(
         "release bot: {} releases staged; policy: {}\n",
@@ -87,7 +146,7 @@ fn main() -> Result<(), tollgate::Error> {
             .join("; ")
     );
 
-    for command in commands() {
+    for command in commands(args) {
         println!("> {command}");
         if let Err(message) = run(&command, &pipeline, &clock, &mut held) {
             println!("  refused: {message}");
@@ -97,9 +156,13 @@ fn main() -> Result<(), tollgate::Error> {
     Ok(())
 }
 
+/// Whether the pipeline's journal holds release `id` at all.
+fn known(pipeline: &Pipeline<Delivery>, id: &str) -> bool {
+    block_on(pipeline.journal().read_key(id)).is_ok_and(|entries| !entries.is_empty())
+}
+
 /// The commands: the arguments, else the lines piped to standard input, else the script.
-fn commands() -> Vec<String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+fn commands(args: Vec<String>) -> Vec<String> {
     if !args.is_empty() {
         return args;
     }
@@ -123,8 +186,16 @@ fn commands() -> Vec<String> {
 
 /// The delivery pipeline: two release managers and one security reviewer must approve, the
 /// release must have soaked in staging for 30 minutes, and production is frozen at weekends.
-fn pipeline(clock: &ManualClock) -> Result<Pipeline<Delivery>, tollgate::Error> {
-    Pipeline::<Delivery>::builder("shop")
+fn pipeline(
+    clock: &ManualClock,
+    journal: Option<FileJournal>,
+) -> Result<Pipeline<Delivery>, tollgate::Error> {
+    let builder = Pipeline::<Delivery>::builder("shop");
+    let builder = match journal {
+        Some(journal) => builder.journal(journal),
+        None => builder,
+    };
+    builder
         .clock(clock.clone())
         .stages(common::stages())
         .approvals(
@@ -182,6 +253,7 @@ fn run(
             for slot in held.values() {
                 let record = match slot {
                     Held::Staged(release) => block_on(pipeline.explain(release.record())),
+                    Held::Approved(release) => block_on(pipeline.explain(release.record())),
                     Held::Deployed(release) => block_on(pipeline.explain(release.record())),
                 };
                 println!("  {}", record.to_string().replace('\n', "\n  "));
@@ -243,26 +315,34 @@ fn run(
 fn ship(pipeline: &Pipeline<Delivery>, held: &mut BTreeMap<String, Held>) {
     let ids: Vec<String> = held.keys().cloned().collect();
     for id in ids {
-        let Some(Held::Staged(staged)) = held.remove(&id) else {
-            continue;
-        };
-        let approval = match block_on(pipeline.issue(&id)) {
-            Ok(approval) => approval,
-            Err(error) => {
-                println!("  {id}: parked, {error}");
-                held.insert(id, Held::Staged(staged));
+        let approved = match held.remove(&id) {
+            Some(Held::Staged(staged)) => {
+                let approval = match block_on(pipeline.issue(&id)) {
+                    Ok(approval) => approval,
+                    Err(error) => {
+                        println!("  {id}: parked, {error}");
+                        held.insert(id, Held::Staged(staged));
+                        continue;
+                    }
+                };
+                match block_on(staged.approve(pipeline, approval)) {
+                    Ok(approved) => approved,
+                    Err(refused) => {
+                        println!("  {id}: parked, {}", refused.error());
+                        held.insert(id, Held::Staged(refused.into_release()));
+                        continue;
+                    }
+                }
+            }
+            // Approved earlier (by this run or one before it) but not deployed yet.
+            Some(Held::Approved(approved)) => approved,
+            Some(other) => {
+                held.insert(id, other);
                 continue;
             }
+            None => continue,
         };
-        let artifact = staged.artifact().clone();
-        let approved = match block_on(staged.approve(pipeline, approval)) {
-            Ok(approved) => approved,
-            Err(refused) => {
-                println!("  {id}: parked, {}", refused.error());
-                held.insert(id, Held::Staged(refused.into_release()));
-                continue;
-            }
-        };
+        let artifact = approved.artifact().clone();
         match block_on(approved.deploy(pipeline, &artifact)) {
             Ok(live) => {
                 let record = live.record().approval().map(|a| {
@@ -281,8 +361,9 @@ fn ship(pipeline: &Pipeline<Delivery>, held: &mut BTreeMap<String, Held>) {
             }
             Err(refused) => {
                 // Approved but held at the production gate (a freeze): the approval is
-                // spent, so the bot would keep the approved release and retry the deploy.
+                // spent, so the bot keeps the approved release and retries the deploy.
                 println!("  {id}: approved, deployment held: {}", refused.error());
+                held.insert(id, Held::Approved(refused.into_release()));
             }
         }
     }
