@@ -94,16 +94,18 @@ fn main() -> Result<(), tollgate::Error> {
     };
     let pipeline = match &journal {
         Some(path) => {
-            let key = match std::env::var("TOLLGATE_BOT_KEY") {
-                Ok(secret) => ChainKey::derive(secret.as_bytes()),
-                Err(_) => {
-                    println!("(TOLLGATE_BOT_KEY is not set: using a development key)");
-                    ChainKey::derive(b"release bot development key")
-                }
+            let key = if let Ok(secret) = std::env::var("TOLLGATE_BOT_KEY") {
+                ChainKey::derive(secret.as_bytes())
+            } else {
+                println!("(TOLLGATE_BOT_KEY is not set: using a development key)");
+                ChainKey::derive(b"release bot development key")
             };
             let file = block_on(FileJournal::open(path, key))?;
             if let Some(torn) = &file.opened().torn {
-                println!("(the journal's torn tail was cut away: {} bytes)", torn.bytes);
+                println!(
+                    "(the journal's torn tail was cut away: {} bytes)",
+                    torn.bytes
+                );
             }
             pipeline(&clock, Some(file))?
         }
@@ -130,7 +132,11 @@ fn main() -> Result<(), tollgate::Error> {
                 }
             }
         } else {
-            Held::Staged(block_on(stage(&pipeline, id, Revision::new(revision, author)?))?)
+            Held::Staged(block_on(stage(
+                &pipeline,
+                id,
+                Revision::new(revision, author)?,
+            ))?)
         };
         held.insert(id.to_owned(), slot);
     }
