@@ -410,9 +410,12 @@ fn memory_table() {
 }
 
 /// Times each runner on one shape `runs` times, interleaved, and prints the fastest and the
-/// median run of each: `TOLLGATE_QUICK="random_1M 5"`. On a machine shared with other jobs the
-/// fastest of a few interleaved runs moves far less than a criterion median. Under a profiler,
-/// `TOLLGATE_QUICK="random_1M 5 tollgate"` runs only one runner.
+/// median run of each, by the thread's CPU clock and by the wall clock:
+/// `TOLLGATE_QUICK="random_1M 5"`. On a machine shared with other jobs the CPU time of the
+/// fastest of a few interleaved runs moves far less than a criterion median (a run of a
+/// second spans many time slices, one of a millisecond often none, so wall-clock growth with
+/// size is inflated by the load). `TOLLGATE_QUICK="random_1M 5 tollgate"` runs only one runner,
+/// for a profiler.
 fn quick(request: &str) {
     let words: Vec<&str> = request.split_whitespace().collect();
     let (shape, runs, only) = match words[..] {
@@ -426,42 +429,72 @@ fn quick(request: &str) {
         .find(|(name, _, _)| name == shape)
         .unwrap_or_else(|| panic!("no shape {shape:?}"));
     let specs = make(n);
-    let mut times: [Vec<f64>; 3] = Default::default();
+    let mut times: [Vec<(f64, f64)>; 3] = Default::default();
     for _ in 0..runs {
         for (r, runner) in RUNNERS.iter().enumerate() {
             if only.is_some_and(|o| o != *runner) {
                 continue;
             }
             let input = specs.clone();
-            // Each side's result is freed after the clock stops, as in the criterion groups.
-            let start = std::time::Instant::now();
+            // Each side's result is freed after the clocks stop, as in the criterion groups.
+            let start = Clocks::now();
             let took = match r {
-                0 => timed(start, StageGraph::builder().stages(input).build().unwrap()),
-                1 => timed(start, lower_bound(input)),
-                _ => timed(start, petgraph_baseline(input)),
+                0 => start.timed(StageGraph::builder().stages(input).build().unwrap()),
+                1 => start.timed(lower_bound(input)),
+                _ => start.timed(petgraph_baseline(input)),
             };
             times[r].push(took);
         }
     }
-    for (runner, mut t) in RUNNERS.into_iter().zip(times) {
+    for (runner, t) in RUNNERS.into_iter().zip(times) {
         if t.is_empty() {
             continue;
         }
-        t.sort_by(f64::total_cmp);
+        let mut wall: Vec<f64> = t.iter().map(|&(w, _)| w).collect();
+        let mut cpu: Vec<f64> = t.iter().map(|&(_, c)| c).collect();
+        wall.sort_by(f64::total_cmp);
+        cpu.sort_by(f64::total_cmp);
         println!(
-            "{shape} {runner:<12} fastest {:>9.2} ms  median {:>9.2} ms  ({:.0} ns per stage)",
-            t[0] * 1e3,
-            t[t.len() / 2] * 1e3,
-            t[0] * 1e9 / n as f64,
+            "{shape:<12} {runner:<12} cpu fastest {:>9.3} ms ({:>5.0} ns/stage) median {:>9.3} ms | wall fastest {:>9.3} ms median {:>9.3} ms",
+            cpu[0] * 1e3,
+            cpu[0] * 1e9 / n as f64,
+            cpu[cpu.len() / 2] * 1e3,
+            wall[0] * 1e3,
+            wall[wall.len() / 2] * 1e3,
         );
     }
 }
 
-/// The seconds since `start`, read before `result` is freed.
-fn timed<T>(start: std::time::Instant, result: T) -> f64 {
-    let took = start.elapsed().as_secs_f64();
-    drop(black_box(result));
-    took
+/// The wall clock and this thread's CPU clock, read together.
+struct Clocks {
+    wall: std::time::Instant,
+    cpu: Duration,
+}
+
+impl Clocks {
+    fn now() -> Self {
+        Clocks {
+            wall: std::time::Instant::now(),
+            cpu: thread_cpu(),
+        }
+    }
+
+    /// Seconds of wall and CPU time since `self`, read before `result` is freed.
+    fn timed<T>(&self, result: T) -> (f64, f64) {
+        let cpu = thread_cpu().saturating_sub(self.cpu);
+        let wall = self.wall.elapsed();
+        drop(black_box(result));
+        (wall.as_secs_f64(), cpu.as_secs_f64())
+    }
+}
+
+/// The CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 fn main() {

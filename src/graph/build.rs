@@ -5,8 +5,8 @@
 //! compressed sparse rows (one offsets array and one targets array per direction) instead of
 //! a vector per stage, which keeps building to a handful of allocations.
 
-use super::intern::Interner;
-use super::{IndexOutOfRange, Placement, StageGraph, StageIndex, StageSpec, Step};
+use super::scan::{Scanned, scan};
+use super::{IndexOutOfRange, StageGraph, StageIndex, StageSpec, Step};
 use crate::error::{Error, Result};
 
 /// Collects stage definitions and checks them into a [`StageGraph`].
@@ -187,28 +187,18 @@ impl StageGraphBuilder {
             links,
         } = self;
         let n = stages.len();
-        let dependency_count: usize =
-            stages.iter().map(|s| s.after.len()).sum::<usize>() + links.len();
         assert!(
-            u32::try_from(n).is_ok() && u32::try_from(dependency_count).is_ok(),
+            u32::try_from(n).is_ok(),
             "a stage graph holds at most u32::MAX stages and dependencies"
         );
 
-        check_ids(&stages)?;
-        // The few facts the checks below read for a stage's dependencies, packed, so that a
-        // random dependency costs a read of 3 bytes instead of a miss on a 190-byte spec.
-        let placement: Vec<Placement> = stages
-            .iter()
-            .map(|s| Placement {
-                step: s.step,
-                finally: s.finally,
-                timed: s.timeout.is_some() || s.attempt_timeout.is_some(),
-            })
-            .collect();
-        let index = index_stages(&stages)?;
-        let deps = resolve_dependencies(&mut stages, &index, &placement, &links, dependency_count)?;
-        check_required_steps(&stages, required)?;
-        check_policies(&stages, &deps, &placement)?;
+        // Checks 1 to 7 in one pass over the specs (see `scan`).
+        let Scanned {
+            index,
+            placement,
+            weights,
+            deps,
+        } = scan(&mut stages, required, &links)?;
         let dependents = deps.transpose(n);
         let topo = topological_order(&deps, &dependents).map_err(|cycle| Error::Cycle {
             stages: cycle
@@ -216,7 +206,7 @@ impl StageGraphBuilder {
                 .map(|i| stages[i as usize].id.clone())
                 .collect(),
         })?;
-        let priority = priorities(&stages, &topo, &dependents);
+        let priority = priorities(weights, &topo, &dependents);
 
         Ok(StageGraph {
             placement,
@@ -232,61 +222,15 @@ impl StageGraphBuilder {
     }
 }
 
-/// Check 7: run policies are usable, and no ordinary stage waits for a finally stage of its
-/// own step (finally stages run after every ordinary stage, so it would wait forever).
-fn check_policies(stages: &[StageSpec], deps: &Csr, placement: &[Placement]) -> Result<()> {
-    for (i, spec) in stages.iter().enumerate() {
-        let invalid = |reason| {
-            Err(Error::InvalidPolicy {
-                stage: spec.id.clone(),
-                reason,
-            })
-        };
-        if spec.retry.is_some_and(|r| r.max_attempts == 0) {
-            return invalid("a retry policy needs at least one attempt");
-        }
-        if spec.attempt_timeout.is_some_and(|d| d.is_zero())
-            || spec.timeout.is_some_and(|d| d.is_zero())
-        {
-            return invalid("a timeout must be longer than zero");
-        }
-        if spec.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
-            return invalid("a concurrency group needs a name");
-        }
-        if !spec.finally {
-            for &d in deps.row(i) {
-                let dep = placement[d as usize];
-                if dep.finally && dep.step == spec.step {
-                    let dep = &stages[d as usize];
-                    return Err(Error::DependsOnFinally {
-                        stage: spec.id.clone(),
-                        finally: dep.id.clone(),
-                    });
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The weight of a stage when looking for the longest path: its estimate in whole
-/// milliseconds, at least 1, and 1 when it has no estimate, so that the number of stages
-/// still counts between paths without estimates.
-fn weight(spec: &StageSpec) -> u64 {
-    spec.estimate.map_or(1, |d| {
-        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-    })
-}
-
 /// Adjacency in compressed sparse rows: the neighbours of stage `i` are
 /// `targets[offsets[i]..offsets[i + 1]]`.
-struct Csr {
-    offsets: Vec<u32>,
-    targets: Vec<u32>,
+pub(super) struct Csr {
+    pub(super) offsets: Vec<u32>,
+    pub(super) targets: Vec<u32>,
 }
 
 impl Csr {
-    fn row(&self, i: usize) -> &[u32] {
+    pub(super) fn row(&self, i: usize) -> &[u32] {
         &self.targets[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
 
@@ -318,189 +262,7 @@ impl Csr {
     }
 }
 
-/// Check 1: every stage id and dependency id is well formed.
-fn check_ids(stages: &[StageSpec]) -> Result<()> {
-    for spec in stages {
-        for id in std::iter::once(&spec.id).chain(&spec.after) {
-            if let Some(reason) = id.problem() {
-                return Err(Error::InvalidStageId {
-                    id: id.as_str().to_owned(),
-                    reason,
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Check 2: ids are unique. Returns the id → index map the graph keeps.
-fn index_stages(stages: &[StageSpec]) -> Result<Interner> {
-    Interner::new(stages).map_err(|i| {
-        let spec = &stages[i];
-        Error::DuplicateStage {
-            id: spec.id.clone(),
-        }
-    })
-}
-
-/// Checks 3 to 5 in one pass: resolves every dependency to an index, dropping repeats.
-///
-/// A self-dependency anywhere outranks an unknown dependency anywhere, which outranks a
-/// dependency on a later step, so the first of each of the latter two is only remembered
-/// until the pass ends. A stage's row lists the dependencies of its `after` list, then those
-/// added by index. Stages that listed a dependency twice, or got some by index, get their
-/// `after` list rewritten from their row, so that the specs the graph hands out agree with it.
-fn resolve_dependencies(
-    stages: &mut [StageSpec],
-    index: &Interner,
-    placement: &[Placement],
-    links: &[(u32, u32)],
-    dependency_count: usize,
-) -> Result<Csr> {
-    let n = stages.len();
-    let linked = group_links(n, links);
-    let mut rows = Rows {
-        offsets: Vec::with_capacity(n + 1),
-        targets: Vec::with_capacity(dependency_count),
-        listed_by: vec![0u32; n],
-        rewrite: Vec::new(),
-        later: None,
-    };
-    rows.offsets.push(0);
-    let mut unknown = None;
-
-    for (i, spec) in stages.iter().enumerate() {
-        for dependency in &spec.after {
-            let Some(d) = index.get(dependency.as_str(), stages) else {
-                unknown.get_or_insert_with(|| Error::UnknownDependency {
-                    stage: spec.id.clone(),
-                    dependency: dependency.clone(),
-                });
-                continue;
-            };
-            rows.push(stages, placement, i, d)?;
-        }
-        if let Some(linked) = &linked {
-            if !linked.row(i).is_empty() && rows.rewrite.last() != Some(&i) {
-                rows.rewrite.push(i);
-            }
-            for &d in linked.row(i) {
-                rows.push(stages, placement, i, d)?;
-            }
-        }
-        rows.offsets.push(rows.targets.len() as u32);
-    }
-    if let Some(err) = unknown.or(rows.later) {
-        return Err(err);
-    }
-
-    let deps = Csr {
-        offsets: rows.offsets,
-        targets: rows.targets,
-    };
-    for i in rows.rewrite {
-        let after = deps
-            .row(i)
-            .iter()
-            .map(|&d| stages[d as usize].id.clone())
-            .collect();
-        stages[i].after = after;
-    }
-    Ok(deps)
-}
-
-/// The dependency rows as [`resolve_dependencies`] fills them.
-struct Rows {
-    offsets: Vec<u32>,
-    targets: Vec<u32>,
-    /// `listed_by[d] == i + 1` once stage `i` has listed `d`; one array serves every stage.
-    listed_by: Vec<u32>,
-    /// The stages whose `after` list must be rewritten from their row, in index order.
-    rewrite: Vec<usize>,
-    /// The first dependency on a later step.
-    later: Option<Error>,
-}
-
-impl Rows {
-    /// Adds dependency `d` to the row of stage `i`, the row being filled.
-    fn push(
-        &mut self,
-        stages: &[StageSpec],
-        placement: &[Placement],
-        i: usize,
-        d: u32,
-    ) -> Result<()> {
-        let spec = &stages[i];
-        if d as usize == i {
-            return Err(Error::SelfDependency {
-                stage: spec.id.clone(),
-            });
-        }
-        let dependency_step = placement[d as usize].step;
-        if dependency_step > spec.step {
-            self.later
-                .get_or_insert_with(|| Error::DependencyOnLaterStep {
-                    stage: spec.id.clone(),
-                    stage_step: spec.step,
-                    dependency: stages[d as usize].id.clone(),
-                    dependency_step,
-                });
-        }
-        let stamp = i as u32 + 1;
-        if self.listed_by[d as usize] == stamp {
-            if self.rewrite.last() != Some(&i) {
-                self.rewrite.push(i);
-            }
-        } else {
-            self.listed_by[d as usize] = stamp;
-            self.targets.push(d);
-        }
-        Ok(())
-    }
-}
-
-/// The dependencies added by index, grouped by stage in the order they were added, or `None`
-/// if there are none.
-fn group_links(n: usize, links: &[(u32, u32)]) -> Option<Csr> {
-    if links.is_empty() {
-        return None;
-    }
-    let mut offsets = vec![0u32; n + 1];
-    for &(stage, _) in links {
-        offsets[stage as usize + 1] += 1;
-    }
-    for i in 0..n {
-        offsets[i + 1] += offsets[i];
-    }
-    let mut cursor = offsets.clone();
-    let mut targets = vec![0u32; links.len()];
-    for &(stage, dependency) in links {
-        let at = &mut cursor[stage as usize];
-        targets[*at as usize] = dependency;
-        *at += 1;
-    }
-    Some(Csr { offsets, targets })
-}
-
-/// Check 6: every required step has a stage.
-fn check_required_steps(stages: &[StageSpec], required: [bool; Step::ALL.len()]) -> Result<()> {
-    if !required.contains(&true) {
-        return Ok(());
-    }
-    let mut present = [false; Step::ALL.len()];
-    for spec in stages {
-        present[spec.step as usize] = true;
-    }
-    match Step::ALL
-        .into_iter()
-        .find(|&step| required[step as usize] && !present[step as usize])
-    {
-        Some(step) => Err(Error::EmptyStep { step }),
-        None => Ok(()),
-    }
-}
-
-/// Check 7 and the run order: Kahn's algorithm with a FIFO queue.
+/// Check 8 and the run order: Kahn's algorithm with a FIFO queue.
 ///
 /// Stages with no dependencies come first in the order they were added, then each stage as
 /// soon as its last dependency is placed. The order vector doubles as the queue. On a cycle,
@@ -560,12 +322,10 @@ fn find_cycle(deps: &Csr, unplaced: &[u32]) -> Vec<u32> {
 }
 
 /// For each stage, the weight of the heaviest path from it through its dependents, itself
-/// included. Walking the run order backwards sees every dependent before its dependencies.
-///
-/// Each stage's own weight is read in one pass in index order first, since the run order
-/// visits the specs in no useful order and a spec is far bigger than its weight.
-fn priorities(stages: &[StageSpec], topo: &[u32], dependents: &Csr) -> Vec<u64> {
-    let mut priority: Vec<u64> = stages.iter().map(weight).collect();
+/// included, starting from each stage's own weight. Walking the run order backwards sees
+/// every dependent before its dependencies.
+fn priorities(weights: Vec<u64>, topo: &[u32], dependents: &Csr) -> Vec<u64> {
+    let mut priority = weights;
     for &stage in topo.iter().rev() {
         let stage = stage as usize;
         let heaviest_rest = dependents

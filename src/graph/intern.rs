@@ -1,27 +1,30 @@
 //! [`Interner`]: the graph's id → index map, built once per graph.
 //!
 //! Resolving ids is most of what building a big graph costs, and at a million stages the cost
-//! is cache misses, not instructions. So the map is a `hashbrown` table of 24-byte slots
-//! holding the index *and* the id's bytes (ids up to [`INLINE`] bytes whole, longer ones their
-//! first bytes): a lookup reads the table's control bytes and one slot, and only an id longer
-//! than [`INLINE`] bytes is compared against the stage's own id. A `HashMap<StageId, u32>`
-//! reads the same slot and then follows the id's pointer to compare it, one more miss per
-//! lookup, and clones every id into the map. Hashing is foldhash: ids are the host's own
-//! names, so a flood-resistant hash buys nothing.
+//! is cache misses, not instructions. So the map is an open-addressing table of 32-byte slots
+//! holding a hash tag, the index *and* the id's bytes (ids up to [`INLINE`] bytes whole,
+//! longer ones their first bytes): a lookup usually reads one cache line, and only an id
+//! longer than [`INLINE`] bytes is compared against the stage's own id. A
+//! `HashMap<StageId, u32>` reads a control group, a slot, and then follows the id's pointer
+//! to compare it: three misses per lookup where this has one, and it clones every id into the
+//! map. `build` hashes and touches ids a few stages ahead of using them, so that their misses
+//! overlap. Hashing is foldhash: ids are the host's own names, so a flood-resistant
+//! hash buys nothing.
 
 use std::hash::{BuildHasher, Hasher};
-
-use hashbrown::HashTable;
-use hashbrown::hash_table::Entry;
+use std::hint::black_box;
 
 use super::StageSpec;
 
 /// Ids up to this many bytes live in their slot whole; most ids are this short.
-const INLINE: usize = 19;
+const INLINE: usize = 23;
 
-/// One stage: its index, its id's length and the id's first [`INLINE`] bytes.
-#[derive(Debug, Clone, Copy)]
+/// One stage: a tag from its id's hash (never 0, which marks a free slot), its index, its
+/// id's length and the id's first [`INLINE`] bytes. Two slots fill a cache line exactly.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(32))]
 struct Slot {
+    tag: u32,
     index: u32,
     /// Ids are at most [`MAX_STAGE_ID_LEN`](super::MAX_STAGE_ID_LEN) = 128 bytes long, and
     /// longer ones never get this far (`check_ids` runs first), so a byte holds the length.
@@ -29,22 +32,29 @@ struct Slot {
     bytes: [u8; INLINE],
 }
 
+/// The tag of a hash: its high half, never 0.
+fn tag(hash: u64) -> u32 {
+    (hash >> 32) as u32 | 1
+}
+
 impl Slot {
-    fn new(index: u32, id: &str) -> Self {
+    fn new(hash: u64, index: u32, id: &str) -> Self {
         let mut bytes = [0; INLINE];
         let head = &id.as_bytes()[..id.len().min(INLINE)];
         bytes[..head.len()].copy_from_slice(head);
         Slot {
+            tag: tag(hash),
             index,
             len: u8::try_from(id.len()).unwrap_or(u8::MAX),
             bytes,
         }
     }
 
-    /// Whether this slot is `id`; `stages` is consulted only for ids longer than [`INLINE`].
-    fn is(&self, id: &str, stages: &[StageSpec]) -> bool {
+    /// Whether this slot is `id`, whose hash has tag `tag`; `stages` is consulted only for
+    /// ids longer than [`INLINE`].
+    fn is(&self, tag: u32, id: &str, stages: &[StageSpec]) -> bool {
         let id = id.as_bytes();
-        if usize::from(self.len) != id.len() {
+        if self.tag != tag || usize::from(self.len) != id.len() {
             return false;
         }
         if id.len() <= INLINE {
@@ -55,50 +65,103 @@ impl Slot {
     }
 }
 
-/// The id → index map of a graph. Its slots refer to the stages by index, so every method
-/// takes the stages the map was built from.
+/// The id → index map of a graph: open addressing with linear probing over a power-of-two
+/// array at most three quarters full. Its slots refer to the stages by index, so every
+/// method takes the stages the map was built from.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Interner {
-    table: HashTable<Slot>,
+    slots: Vec<Slot>,
 }
 
 /// The hash of an id. One `write` of the bytes: the length needs no mixing in, because a
 /// slot compares lengths before bytes.
-fn hash(id: &str) -> u64 {
+pub(crate) fn hash(id: &str) -> u64 {
     let mut hasher = foldhash::fast::FixedState::default().build_hasher();
     hasher.write(id.as_bytes());
     hasher.finish()
 }
 
 impl Interner {
-    /// Maps every stage's id to its index, or returns the index of the first stage whose id
-    /// an earlier stage already has. Ids must already be checked (at most 128 bytes).
-    pub(crate) fn new(stages: &[StageSpec]) -> Result<Self, usize> {
-        let mut table = HashTable::with_capacity(stages.len());
-        for (i, spec) in stages.iter().enumerate() {
-            let id = spec.id.as_str();
-            let rehash = |slot: &Slot| hash(stages[slot.index as usize].id.as_str());
-            match table.entry(hash(id), |slot: &Slot| slot.is(id, stages), rehash) {
-                Entry::Occupied(_) => return Err(i),
-                Entry::Vacant(vacant) => {
-                    vacant.insert(Slot::new(i as u32, id));
-                }
-            }
+    /// An empty map with room for `stages` ids.
+    pub(crate) fn with_capacity(stages: usize) -> Self {
+        let capacity = (stages + stages / 3 + 1).next_power_of_two().max(8);
+        Interner {
+            slots: vec![Slot::default(); capacity],
         }
-        Ok(Interner { table })
+    }
+
+    /// Maps `id`, whose hash is `hash`, to `index`; returns `false`, changing nothing, if
+    /// the map already has `id`. Ids must already be checked (at most 128 bytes), and the
+    /// map must have been made with room for every id.
+    pub(crate) fn insert(&mut self, hash: u64, index: u32, id: &str, stages: &[StageSpec]) -> bool {
+        let tag = tag(hash);
+        let mut at = self.home(hash);
+        loop {
+            let slot = &mut self.slots[at];
+            if slot.tag == 0 {
+                *slot = Slot::new(hash, index, id);
+                return true;
+            }
+            if slot.is(tag, id, stages) {
+                return false;
+            }
+            at = (at + 1) & (self.slots.len() - 1);
+        }
     }
 
     /// The index of the stage with this id.
     pub(crate) fn get(&self, id: &str, stages: &[StageSpec]) -> Option<u32> {
-        self.table
-            .find(hash(id), |slot| slot.is(id, stages))
-            .map(|slot| slot.index)
+        self.find(hash(id), id, stages)
+    }
+
+    /// The index of the stage with this id, whose hash is `hash`.
+    pub(crate) fn find(&self, hash: u64, id: &str, stages: &[StageSpec]) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let tag = tag(hash);
+        let mut at = self.home(hash);
+        loop {
+            let slot = &self.slots[at];
+            if slot.tag == 0 {
+                return None;
+            }
+            if slot.is(tag, id, stages) {
+                return Some(slot.index);
+            }
+            at = (at + 1) & (self.slots.len() - 1);
+        }
+    }
+
+    /// Reads the slot where `hash` starts probing, so that it is in cache when it is needed:
+    /// a lookup that misses the cache waits for memory, and touching the slots of the next
+    /// few lookups first lets the processor wait for several at once.
+    pub(crate) fn touch(&self, hash: u64) {
+        if let Some(slot) = self.slots.get(self.home(hash)) {
+            black_box(slot.tag);
+        }
+    }
+
+    fn home(&self, hash: u64) -> usize {
+        hash as usize & (self.slots.len().max(1) - 1)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every stage's id mapped, or the index of the first repeat.
+    fn interned(stages: &[StageSpec]) -> Result<Interner, usize> {
+        let mut interner = Interner::with_capacity(stages.len());
+        for (i, spec) in stages.iter().enumerate() {
+            let id = spec.id.as_str();
+            if !interner.insert(hash(id), i as u32, id, stages) {
+                return Err(i);
+            }
+        }
+        Ok(interner)
+    }
 
     #[test]
     fn short_and_long_ids_resolve_and_near_misses_do_not() {
@@ -109,7 +172,7 @@ mod tests {
             StageSpec::build(long.clone()),
             StageSpec::build("a".repeat(INLINE)),
         ];
-        let interner = Interner::new(&stages).unwrap();
+        let interner = interned(&stages).unwrap();
         assert_eq!(interner.get("x", &stages), Some(0));
         assert_eq!(interner.get(&long, &stages), Some(1));
         assert_eq!(interner.get(&"a".repeat(INLINE), &stages), Some(2));
@@ -125,6 +188,6 @@ mod tests {
             StageSpec::build("b"),
             StageSpec::build("a"),
         ];
-        assert_eq!(Interner::new(&stages).unwrap_err(), 2);
+        assert_eq!(interned(&stages).unwrap_err(), 2);
     }
 }

@@ -52,6 +52,7 @@ mod export;
 mod index;
 mod intern;
 mod policy;
+mod scan;
 mod visit;
 
 use std::borrow::Borrow;
