@@ -5,7 +5,9 @@
 //! Run with `cargo bench --bench engine`; the whole run takes about five minutes on two
 //! cores. `cargo bench --bench engine -- chain` runs the speed groups whose name contains
 //! `chain` and still prints the makespan and memory tables. With `TOLLGATE_PROFILE` set the
-//! binary runs one shape under one runner for a profiler instead (see [`profile`]).
+//! binary runs one shape under one runner for a profiler instead (see [`profile`]); with
+//! `TOLLGATE_QUICK_BUILD_RUN=<runs>` it prints build + run by CPU time instead (see
+//! [`quick_build_run`]).
 
 // Ratios and per-stage figures divide counts far below 2^52, so the float casts are exact
 // enough; stage counts fit in `u32` as they do in the engine.
@@ -1160,6 +1162,90 @@ fn profile(shapes: &[Shape], request: &str) {
     }
 }
 
+/// Times build + run on every shape, interleaving the runners of the build + run groups,
+/// `runs` times each, and prints the fastest run of each by the thread's CPU clock with the
+/// ratios the targets are stated in: `TOLLGATE_QUICK_BUILD_RUN=9`. A loaded machine stretches
+/// wall times (a 100k run spans many time slices, a 10k run few), which skews growth ratios;
+/// CPU time moves far less.
+fn quick_build_run(shapes: &[Shape], runs: usize) {
+    let host = Host::new(Engine::new());
+    let system = SystemClock;
+    println!(
+        "\nbuild + run, fastest of {runs} by CPU time (ms); tg = tollgate, rec = record lower bound, raw = run-only lower bound"
+    );
+    println!(
+        "{:<13} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "shape", "tg man", "rec man", "tg sys", "rec sys", "raw", "tg/rec m", "tg/rec s", "tg/raw"
+    );
+    let mut fastest: BTreeMap<(String, usize), f64> = BTreeMap::new();
+    for shape in shapes {
+        let specs = tollgate_specs(shape, |_| None);
+        let plain = Plain::new(shape);
+        let mut best = [f64::INFINITY; 5];
+        for _ in 0..runs {
+            for (r, slot) in best.iter_mut().enumerate() {
+                let input = specs.clone();
+                let start = thread_cpu();
+                let took = match r {
+                    0 => cpu_since(start, build_and_run_tollgate(&host, input, &host.clock)),
+                    1 => cpu_since(start, build_and_run_tollgate(&host, input, &system)),
+                    2 => cpu_since(start, record_lower_bound(input, &host.clock)),
+                    3 => cpu_since(start, record_lower_bound(input, &system)),
+                    _ => cpu_since(start, run_lower_bound(&plain)),
+                };
+                *slot = slot.min(took);
+            }
+        }
+        for (r, &t) in best.iter().enumerate() {
+            fastest.insert((shape.name.clone(), r), t);
+        }
+        let [tm, ts, rm, rs, raw] = best;
+        println!(
+            "{:<13} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.2} {:>9.2}",
+            shape.name,
+            tm * 1e3,
+            rm * 1e3,
+            ts * 1e3,
+            rs * 1e3,
+            raw * 1e3,
+            tm / rm,
+            ts / rs,
+            tm / raw,
+        );
+    }
+    println!(
+        "\ngrowth 100k / 10k (CPU time): tollgate, record bound, and tollgate's over the bound's"
+    );
+    for shape in shapes {
+        let Some(stem) = shape.name.strip_suffix("100k") else {
+            continue;
+        };
+        let small = format!("{stem}10k");
+        for (r, clock) in [(0, "manual"), (1, "system")] {
+            let tg = fastest[&(shape.name.clone(), r)] / fastest[&(small.clone(), r)];
+            let rec = fastest[&(shape.name.clone(), r + 2)] / fastest[&(small.clone(), r + 2)];
+            println!(
+                "{:<13} {clock:<7} tg {tg:>6.2}  rec {rec:>6.2}  tg/rec {:>5.2}",
+                shape.name,
+                tg / rec
+            );
+        }
+    }
+}
+
+/// The CPU time this thread has used, in seconds.
+fn thread_cpu() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// CPU seconds since `start`, read before `result` is freed.
+fn cpu_since<T>(start: f64, result: T) -> f64 {
+    let took = thread_cpu() - start;
+    drop(result);
+    took
+}
+
 fn main() {
     let shapes = [
         layered(10_000, 0x9E37_79B9_7F4A_7C15),
@@ -1171,6 +1257,13 @@ fn main() {
         fan_in(10_000),
         fan_in(100_000),
     ];
+    if let Some(runs) = std::env::var("TOLLGATE_QUICK_BUILD_RUN")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        quick_build_run(&shapes, runs);
+        return;
+    }
     if let Ok(request) = std::env::var("TOLLGATE_PROFILE") {
         profile(&shapes, &request);
         return;

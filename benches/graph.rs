@@ -6,7 +6,7 @@
 //! ratios the targets are stated in) and the heap a built graph holds per stage.
 //!
 //! Run with `cargo bench --bench graph -- --warm-up-time 1 --measurement-time 3`; the whole
-//! run takes about four minutes on two cores. A filter (`cargo bench --bench graph -- chain`)
+//! run takes about ten minutes on two cores. A filter (`cargo bench --bench graph -- chain`)
 //! runs only the matching benchmarks; the summary then shows only those.
 
 // Per-stage figures divide counts far below 2^52, so the float casts are exact enough.
