@@ -5,7 +5,9 @@
 //! Run with `cargo bench --bench engine`; the whole run takes about five minutes on two
 //! cores. `cargo bench --bench engine -- chain` runs the speed groups whose name contains
 //! `chain` and still prints the makespan and memory tables. With `TOLLGATE_PROFILE` set the
-//! binary runs one shape under one runner for a profiler instead (see [`profile`]).
+//! binary runs one shape under one runner for a profiler instead (see [`profile`]); with
+//! `TOLLGATE_QUICK_BUILD_RUN=<runs>` it prints build + run by CPU time instead (see
+//! [`quick_build_run`]).
 
 // Ratios and per-stage figures divide counts far below 2^52, so the float casts are exact
 // enough; stage counts fit in `u32` as they do in the engine.
@@ -17,7 +19,7 @@
 
 use std::alloc::System;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,7 +37,7 @@ use tollgate::executor::{self, StageOutcome};
 use tollgate::graph::{StageGraph, StageSpec};
 use tollgate::id::ReleaseId;
 use tollgate::lifecycle::Step;
-use tollgate::time::{ManualClock, Timestamp, run_virtual};
+use tollgate::time::{Clock, ManualClock, SystemClock, Timestamp, run_virtual};
 
 /// Counts live heap bytes, so that the memory table can report what in-flight stages cost.
 #[global_allocator]
@@ -147,17 +149,29 @@ fn layered(n: usize, seed: u64) -> Shape {
     }
 }
 
+/// The same DAG as tollgate specs, every stage in the test step.
+fn tollgate_specs(shape: &Shape, estimate: impl Fn(usize) -> Option<Duration>) -> Vec<StageSpec> {
+    shape
+        .deps
+        .iter()
+        .enumerate()
+        .map(|(i, deps)| {
+            let mut spec = StageSpec::test(stage_name(i));
+            for &d in deps {
+                spec = spec.after(stage_name(d as usize));
+            }
+            spec.estimate = estimate(i);
+            spec
+        })
+        .collect()
+}
+
 /// The same DAG as a tollgate graph, every stage in the test step.
 fn tollgate_graph(shape: &Shape, estimate: impl Fn(usize) -> Option<Duration>) -> StageGraph {
-    let specs = shape.deps.iter().enumerate().map(|(i, deps)| {
-        let mut spec = StageSpec::test(stage_name(i));
-        for &d in deps {
-            spec = spec.after(stage_name(d as usize));
-        }
-        spec.estimate = estimate(i);
-        spec
-    });
-    StageGraph::builder().stages(specs).build().unwrap()
+    StageGraph::builder()
+        .stages(tollgate_specs(shape, estimate))
+        .build()
+        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,15 +200,35 @@ impl Host {
 
 /// Runs every stage of `graph` with a no-op executor, polled by `block_on` on this thread.
 fn run_tollgate(host: &Host, graph: &StageGraph) -> tollgate::engine::StepReport {
+    run_tollgate_on(host, graph, &host.clock)
+}
+
+/// [`run_tollgate`] on any clock.
+fn run_tollgate_on(
+    host: &Host,
+    graph: &StageGraph,
+    clock: &dyn Clock,
+) -> tollgate::engine::StepReport {
     let noop = executor::from_fn(|_| Ok(StageOutcome::success()));
     block_on(host.engine.run_graph(
         graph,
         Step::Test,
         &noop,
-        &host.clock,
+        clock,
         &host.release,
         host.revision,
     ))
+}
+
+/// What a user pays for a pipeline it has as specs: build the graph, then run it.
+fn build_and_run_tollgate(
+    host: &Host,
+    specs: Vec<StageSpec>,
+    clock: &dyn Clock,
+) -> (StageGraph, tollgate::engine::StepReport) {
+    let graph = StageGraph::builder().stages(specs).build().unwrap();
+    let report = run_tollgate_on(host, &graph, clock);
+    (graph, report)
 }
 
 /// The lower bound's view of a DAG: dependents and in-degrees, nothing else.
@@ -239,6 +273,71 @@ fn run_lower_bound(plain: &Plain) -> usize {
         }
         finished
     })
+}
+
+/// What the record lower bound keeps per stage: the least a report can say.
+#[derive(Clone, Copy, Default)]
+struct Record {
+    succeeded: bool,
+    attempts: u32,
+    started: Timestamp,
+    finished: Timestamp,
+}
+
+/// The floor for build + run, doing the two things tollgate cannot skip: it maps string ids
+/// to indices (a `HashMap<&str, u32>` with foldhash, as tollgate's graph hashes them) and
+/// writes a record per stage (status, attempts, start and end read from `clock`). Then Kahn's
+/// algorithm over boxed no-op futures, as the raw lower bound. No checks, priorities, limits,
+/// events, outputs or ids in the records. Takes the specs by value and keeps them, like
+/// tollgate's build.
+fn record_lower_bound(specs: Vec<StageSpec>, clock: &dyn Clock) -> (Vec<StageSpec>, Vec<Record>) {
+    let n = specs.len();
+    let mut index: HashMap<&str, u32, foldhash::fast::FixedState> =
+        HashMap::with_capacity_and_hasher(n, foldhash::fast::FixedState::default());
+    for (i, spec) in specs.iter().enumerate() {
+        index.insert(spec.id.as_str(), i as u32);
+    }
+    let mut dependents = vec![Vec::new(); n];
+    let mut waiting = vec![0u32; n];
+    for (i, spec) in specs.iter().enumerate() {
+        for dependency in &spec.after {
+            dependents[index[dependency.as_str()] as usize].push(i as u32);
+            waiting[i] += 1;
+        }
+    }
+    drop(index);
+    let mut records = vec![Record::default(); n];
+    block_on(async {
+        let mut running = FuturesUnordered::new();
+        let start = |i: u32, records: &mut [Record], running: &mut FuturesUnordered<_>| {
+            let record = &mut records[i as usize];
+            record.started = clock.now();
+            record.attempts += 1;
+            running.push(noop_stage(i));
+        };
+        for i in 0..n as u32 {
+            if waiting[i as usize] == 0 {
+                start(i, &mut records, &mut running);
+            }
+        }
+        while let Some(stage) = running.next().await {
+            let record = &mut records[stage as usize];
+            record.finished = clock.now();
+            record.succeeded = true;
+            for &d in &dependents[stage as usize] {
+                waiting[d as usize] -= 1;
+                if waiting[d as usize] == 0 {
+                    start(d, &mut records, &mut running);
+                }
+            }
+        }
+    });
+    assert!(
+        records
+            .iter()
+            .all(|r| r.succeeded && r.attempts == 1 && r.finished >= r.started)
+    );
+    (specs, records)
 }
 
 /// The dagx side: no-op task types, one per number of dependencies.
@@ -431,6 +530,9 @@ fn speed(c: &mut Criterion, shapes: &[Shape]) {
     let host = Host::new(Engine::new());
     let runtime = dagrs_runtime();
     for shape in shapes {
+        if !wanted(&shape.name) {
+            continue;
+        }
         let mut group = c.benchmark_group(&shape.name);
         group
             .sample_size(10)
@@ -501,6 +603,159 @@ fn speed(c: &mut Criterion, shapes: &[Shape]) {
         }
         group.finish();
     }
+}
+
+/// The runners of the build + run groups: tollgate and the record lower bound on both clocks,
+/// and the raw lower bound (run only, from prepared adjacency) for reference.
+const BUILD_RUN: [&str; 5] = [
+    "tollgate_manual",
+    "tollgate_system",
+    "record_manual",
+    "record_system",
+    "raw_lower",
+];
+
+/// Build + run, timed together from specs (what a user pays), on a `ManualClock` and on the
+/// `SystemClock`, beside the record lower bound on the same clocks. Groups are named
+/// `build_run_<shape>`.
+fn build_run(c: &mut Criterion, shapes: &[Shape]) {
+    let host = Host::new(Engine::new());
+    let system = SystemClock;
+    for shape in shapes {
+        let name = format!("build_run_{}", shape.name);
+        if !wanted(&name) {
+            continue;
+        }
+        let mut group = c.benchmark_group(&name);
+        group
+            .sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(2));
+        let specs = tollgate_specs(shape, |_| None);
+        let clocks: [(&str, &dyn Clock); 2] = [("manual", &host.clock), ("system", &system)];
+        for (clock_name, clock) in clocks {
+            let id = if clock_name == "manual" {
+                "tollgate_manual"
+            } else {
+                "tollgate_system"
+            };
+            group.bench_function(id, |b| {
+                mark_ran(&name, id);
+                b.iter_batched(
+                    || specs.clone(),
+                    |specs| build_and_run_tollgate(&host, specs, clock),
+                    BatchSize::LargeInput,
+                );
+            });
+            let id = if clock_name == "manual" {
+                "record_manual"
+            } else {
+                "record_system"
+            };
+            group.bench_function(id, |b| {
+                mark_ran(&name, id);
+                b.iter_batched(
+                    || specs.clone(),
+                    |specs| record_lower_bound(specs, clock),
+                    BatchSize::LargeInput,
+                );
+            });
+        }
+        let plain = Plain::new(shape);
+        group.bench_function("raw_lower", |b| {
+            mark_ran(&name, "raw_lower");
+            b.iter(|| run_lower_bound(&plain));
+        });
+        group.finish();
+    }
+}
+
+/// Prints the build + run medians with the ratios the targets are stated in: tollgate over
+/// the record bound on the same clock, and each side's 100k / 10k growth.
+fn build_run_summary(shapes: &[Shape]) {
+    let get =
+        |shape: &str, runner: &'static str| median_secs(&format!("build_run_{shape}"), runner);
+    if shapes
+        .iter()
+        .all(|s| get(&s.name, "tollgate_manual").is_none())
+    {
+        return;
+    }
+    println!(
+        "\nbuild + run (criterion medians, ms; tg = tollgate, rec = record lower bound, raw = run-only lower bound)"
+    );
+    println!(
+        "{:<13} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>12} {:>12}",
+        "shape",
+        "tg man",
+        "rec man",
+        "tg sys",
+        "rec sys",
+        "raw",
+        "tg/rec m",
+        "tg/rec s",
+        "sys/man",
+        "tg 100k/10k",
+        "rec 100k/10k"
+    );
+    for shape in shapes {
+        let [tm, ts, rm, rs, raw] = BUILD_RUN.map(|r| get(&shape.name, r));
+        if tm.is_none() && rm.is_none() {
+            continue;
+        }
+        let growth = |runner| {
+            shape.name.strip_suffix("100k").map_or_else(
+                || "-".to_owned(),
+                |stem| ratio(get(&shape.name, runner), get(&format!("{stem}10k"), runner)),
+            )
+        };
+        println!(
+            "{:<13} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>12} {:>12}",
+            shape.name,
+            millis(tm),
+            millis(rm),
+            millis(ts),
+            millis(rs),
+            millis(raw),
+            ratio(tm, rm),
+            ratio(ts, rs),
+            ratio(ts, tm),
+            growth("tollgate_manual"),
+            growth("record_manual"),
+        );
+    }
+}
+
+/// Whether a benchmark group of this name passes the command line's filter, so that a
+/// filtered run skips the setup (and the one-off peer runs) of groups it will not time.
+fn wanted(group: &str) -> bool {
+    // Criterion's options that take a value; the filter is the one bare word.
+    const WITH_VALUE: [&str; 12] = [
+        "--warm-up-time",
+        "--measurement-time",
+        "--sample-size",
+        "--save-baseline",
+        "--baseline",
+        "--load-baseline",
+        "--profile-time",
+        "--output-format",
+        "--color",
+        "--noise-threshold",
+        "--confidence-level",
+        "--nresamples",
+    ];
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            // A filter may name a whole benchmark (`group/function`) or part of a group.
+            let group_part = arg.split('/').next().unwrap_or_default();
+            return group.contains(group_part);
+        }
+    }
+    true
 }
 
 /// Where criterion keeps its estimates, found the way criterion finds it.
@@ -909,6 +1164,90 @@ fn profile(shapes: &[Shape], request: &str) {
     }
 }
 
+/// Times build + run on every shape, interleaving the runners of the build + run groups,
+/// `runs` times each, and prints the fastest run of each by the thread's CPU clock with the
+/// ratios the targets are stated in: `TOLLGATE_QUICK_BUILD_RUN=9`. A loaded machine stretches
+/// wall times (a 100k run spans many time slices, a 10k run few), which skews growth ratios;
+/// CPU time moves far less.
+fn quick_build_run(shapes: &[Shape], runs: usize) {
+    let host = Host::new(Engine::new());
+    let system = SystemClock;
+    println!(
+        "\nbuild + run, fastest of {runs} by CPU time (ms); tg = tollgate, rec = record lower bound, raw = run-only lower bound"
+    );
+    println!(
+        "{:<13} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "shape", "tg man", "rec man", "tg sys", "rec sys", "raw", "tg/rec m", "tg/rec s", "tg/raw"
+    );
+    let mut fastest: BTreeMap<(String, usize), f64> = BTreeMap::new();
+    for shape in shapes {
+        let specs = tollgate_specs(shape, |_| None);
+        let plain = Plain::new(shape);
+        let mut best = [f64::INFINITY; 5];
+        for _ in 0..runs {
+            for (r, slot) in best.iter_mut().enumerate() {
+                let input = specs.clone();
+                let start = thread_cpu();
+                let took = match r {
+                    0 => cpu_since(start, build_and_run_tollgate(&host, input, &host.clock)),
+                    1 => cpu_since(start, build_and_run_tollgate(&host, input, &system)),
+                    2 => cpu_since(start, record_lower_bound(input, &host.clock)),
+                    3 => cpu_since(start, record_lower_bound(input, &system)),
+                    _ => cpu_since(start, run_lower_bound(&plain)),
+                };
+                *slot = slot.min(took);
+            }
+        }
+        for (r, &t) in best.iter().enumerate() {
+            fastest.insert((shape.name.clone(), r), t);
+        }
+        let [tm, ts, rm, rs, raw] = best;
+        println!(
+            "{:<13} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>9.2} {:>9.2}",
+            shape.name,
+            tm * 1e3,
+            rm * 1e3,
+            ts * 1e3,
+            rs * 1e3,
+            raw * 1e3,
+            tm / rm,
+            ts / rs,
+            tm / raw,
+        );
+    }
+    println!(
+        "\ngrowth 100k / 10k (CPU time): tollgate, record bound, and tollgate's over the bound's"
+    );
+    for shape in shapes {
+        let Some(stem) = shape.name.strip_suffix("100k") else {
+            continue;
+        };
+        let small = format!("{stem}10k");
+        for (r, clock) in [(0, "manual"), (1, "system")] {
+            let tg = fastest[&(shape.name.clone(), r)] / fastest[&(small.clone(), r)];
+            let rec = fastest[&(shape.name.clone(), r + 2)] / fastest[&(small.clone(), r + 2)];
+            println!(
+                "{:<13} {clock:<7} tg {tg:>6.2}  rec {rec:>6.2}  tg/rec {:>5.2}",
+                shape.name,
+                tg / rec
+            );
+        }
+    }
+}
+
+/// The CPU time this thread has used, in seconds.
+fn thread_cpu() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// CPU seconds since `start`, read before `result` is freed.
+fn cpu_since<T>(start: f64, result: T) -> f64 {
+    let took = thread_cpu() - start;
+    drop(result);
+    took
+}
+
 fn main() {
     let shapes = [
         layered(10_000, 0x9E37_79B9_7F4A_7C15),
@@ -920,18 +1259,29 @@ fn main() {
         fan_in(10_000),
         fan_in(100_000),
     ];
+    if let Some(runs) = std::env::var("TOLLGATE_QUICK_BUILD_RUN")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        quick_build_run(&shapes, runs);
+        return;
+    }
     if let Ok(request) = std::env::var("TOLLGATE_PROFILE") {
         profile(&shapes, &request);
         return;
     }
     let mut criterion = Criterion::default().configure_from_args();
     speed(&mut criterion, &shapes);
+    build_run(&mut criterion, &shapes);
     criterion.final_summary();
     // A profiling run (`--profile-time`) measures nothing, so it has nothing to summarise.
     if std::env::args().any(|arg| arg == "--profile-time") {
         return;
     }
     speed_summary(&shapes);
-    makespan_table();
-    memory_table();
+    build_run_summary(&shapes);
+    if std::env::var_os("TOLLGATE_SKIP_TABLES").is_none() {
+        makespan_table();
+        memory_table();
+    }
 }

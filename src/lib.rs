@@ -26,6 +26,11 @@ pub mod time;
 
 pub use error::{Error, ErrorKind, Result};
 
+/// The petgraph this crate builds on: [`StageGraph`](graph::StageGraph) implements its visit
+/// traits, so its algorithms run on a pipeline's graph, and this re-export keeps the versions
+/// matched.
+pub use petgraph;
+
 /// The items most programs need, for a glob import.
 pub mod prelude {
     pub use crate::approval::{Approval, ApprovalPolicy, ApprovalRequest};

@@ -130,7 +130,7 @@ impl Engine {
                 };
                 clock = clock.max(at);
                 let i = members[slot];
-                for &d in graph.dependents_of(i) {
+                for &d in graph.dependents_row(i) {
                     let d_slot = slot_of[d as usize];
                     if d_slot == u32::MAX || !in_phase(d as usize) {
                         continue;

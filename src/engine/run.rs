@@ -423,7 +423,7 @@ impl<'a> StepState<'a> {
                     self.outputs[slot] = Some(Arc::new(outputs.clone()));
                 }
                 let clock = self.run.clock;
-                for &d in graph.dependents_of(i) {
+                for &d in graph.dependents_row(i) {
                     let d_slot = self.slot_of[d as usize];
                     if d_slot == NOT_IN_STEP {
                         continue;

@@ -5,10 +5,9 @@
 //! compressed sparse rows (one offsets array and one targets array per direction) instead of
 //! a vector per stage, which keeps building to a handful of allocations.
 
-use std::collections::HashMap;
-
+use super::scan::{Scanned, scan};
 use super::{GraphError, Result};
-use super::{Placement, StageGraph, StageId, StageSpec, Step};
+use super::{IndexOutOfRange, StageGraph, StageIndex, StageSpec, Step};
 
 /// Collects stage definitions and checks them into a [`StageGraph`].
 ///
@@ -35,6 +34,8 @@ pub struct StageGraphBuilder {
     stages: Vec<StageSpec>,
     /// Whether each step (indexed by `Step as usize`) must end up with at least one stage.
     required: [bool; Step::ALL.len()],
+    /// Dependencies added by index, `(stage, dependency)`, in the order they were added.
+    links: Vec<(u32, u32)>,
 }
 
 impl StageGraphBuilder {
@@ -75,6 +76,53 @@ impl StageGraphBuilder {
     pub fn push(&mut self, spec: StageSpec) -> &mut Self {
         self.stages.push(spec);
         self
+    }
+
+    /// Adds a stage and returns the index it will have in the built graph, for
+    /// [`add_dependency`](StageGraphBuilder::add_dependency).
+    ///
+    /// ```
+    /// use tollgate::graph::{StageGraph, StageSpec};
+    ///
+    /// let mut builder = StageGraph::builder();
+    /// let compile = builder.add_stage(StageSpec::build("compile"));
+    /// for shard in 0..4 {
+    ///     let unit = builder.add_stage(StageSpec::test(format!("unit-{shard}")));
+    ///     builder.add_dependency(unit, compile)?;
+    /// }
+    /// let graph = builder.build()?;
+    /// assert_eq!(graph.dependents_of(compile).map(|d| d.len()), Some(4));
+    /// // The dependencies are in the specs, as if `after` had named them.
+    /// assert_eq!(graph.get("unit-0").unwrap().after, ["compile"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_stage(&mut self, spec: StageSpec) -> StageIndex {
+        let index = StageIndex::from_u32(self.stages.len() as u32);
+        self.stages.push(spec);
+        index
+    }
+
+    /// Makes the stage at `stage` run after the one at `dependency`, both indices from
+    /// [`add_stage`](StageGraphBuilder::add_stage) (or positions in the order stages were
+    /// added).
+    ///
+    /// The cheap way to wire a big graph: nothing is hashed, and [`build`] checks the
+    /// dependency like one named in `after` (self-dependency, step order, finally stages,
+    /// cycles) and appends its id to the stage's `after` list, after the ids named there.
+    /// Fails, changing nothing, if either index is not a stage added so far.
+    ///
+    /// [`build`]: StageGraphBuilder::build
+    pub fn add_dependency(
+        &mut self,
+        stage: StageIndex,
+        dependency: StageIndex,
+    ) -> std::result::Result<&mut Self, IndexOutOfRange> {
+        let len = self.stages.len();
+        if let Some(&index) = [stage, dependency].iter().find(|i| i.index() >= len) {
+            return Err(IndexOutOfRange { index, len });
+        }
+        self.links.push((stage.as_u32(), dependency.as_u32()));
+        Ok(self)
     }
 
     /// Makes [`build`](StageGraphBuilder::build) fail with [`GraphError::EmptyStep`] unless `step`
@@ -136,19 +184,21 @@ impl StageGraphBuilder {
         let StageGraphBuilder {
             mut stages,
             required,
+            links,
         } = self;
         let n = stages.len();
-        let dependency_count: usize = stages.iter().map(|s| s.after.len()).sum();
         assert!(
-            u32::try_from(n).is_ok() && u32::try_from(dependency_count).is_ok(),
+            u32::try_from(n).is_ok(),
             "a stage graph holds at most u32::MAX stages and dependencies"
         );
 
-        check_ids(&stages)?;
-        let index = index_stages(&stages)?;
-        let deps = resolve_dependencies(&mut stages, &index, dependency_count)?;
-        check_required_steps(&stages, required)?;
-        check_policies(&stages, &deps)?;
+        // Checks 1 to 7 in one pass over the specs (see `scan`).
+        let Scanned {
+            index,
+            placement,
+            weights,
+            deps,
+        } = scan(&mut stages, required, &links)?;
         let dependents = deps.transpose(n);
         let topo = topological_order(&deps, &dependents).map_err(|cycle| GraphError::Cycle {
             stages: cycle
@@ -156,16 +206,8 @@ impl StageGraphBuilder {
                 .map(|i| stages[i as usize].id.clone())
                 .collect(),
         })?;
-        let priority = priorities(&stages, &topo, &dependents);
+        let priority = priorities(weights, &topo, &dependents);
 
-        let placement = stages
-            .iter()
-            .map(|s| Placement {
-                step: s.step,
-                finally: s.finally,
-                timed: s.timeout.is_some() || s.attempt_timeout.is_some(),
-            })
-            .collect();
         Ok(StageGraph {
             placement,
             stages,
@@ -180,60 +222,15 @@ impl StageGraphBuilder {
     }
 }
 
-/// Check 7: run policies are usable, and no ordinary stage waits for a finally stage of its
-/// own step (finally stages run after every ordinary stage, so it would wait forever).
-fn check_policies(stages: &[StageSpec], deps: &Csr) -> Result<()> {
-    for (i, spec) in stages.iter().enumerate() {
-        let invalid = |reason| {
-            Err(GraphError::InvalidPolicy {
-                stage: spec.id.clone(),
-                reason,
-            })
-        };
-        if spec.retry.is_some_and(|r| r.max_attempts == 0) {
-            return invalid("a retry policy needs at least one attempt");
-        }
-        if spec.attempt_timeout.is_some_and(|d| d.is_zero())
-            || spec.timeout.is_some_and(|d| d.is_zero())
-        {
-            return invalid("a timeout must be longer than zero");
-        }
-        if spec.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
-            return invalid("a concurrency group needs a name");
-        }
-        if !spec.finally {
-            for &d in deps.row(i) {
-                let dep = &stages[d as usize];
-                if dep.finally && dep.step == spec.step {
-                    return Err(GraphError::DependsOnFinally {
-                        stage: spec.id.clone(),
-                        finally: dep.id.clone(),
-                    });
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The weight of a stage when looking for the longest path: its estimate in whole
-/// milliseconds, at least 1, and 1 when it has no estimate, so that the number of stages
-/// still counts between paths without estimates.
-fn weight(spec: &StageSpec) -> u64 {
-    spec.estimate.map_or(1, |d| {
-        u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-    })
-}
-
 /// Adjacency in compressed sparse rows: the neighbours of stage `i` are
 /// `targets[offsets[i]..offsets[i + 1]]`.
-struct Csr {
-    offsets: Vec<u32>,
-    targets: Vec<u32>,
+pub(super) struct Csr {
+    pub(super) offsets: Vec<u32>,
+    pub(super) targets: Vec<u32>,
 }
 
 impl Csr {
-    fn row(&self, i: usize) -> &[u32] {
+    pub(super) fn row(&self, i: usize) -> &[u32] {
         &self.targets[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
 
@@ -265,125 +262,7 @@ impl Csr {
     }
 }
 
-/// Check 1: every stage id and dependency id is well formed.
-fn check_ids(stages: &[StageSpec]) -> Result<()> {
-    for spec in stages {
-        for id in std::iter::once(&spec.id).chain(&spec.after) {
-            if let Some(reason) = id.problem() {
-                return Err(GraphError::InvalidStageId {
-                    id: id.as_str().to_owned(),
-                    reason,
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Check 2: ids are unique. Returns the id → index map the graph keeps.
-fn index_stages(stages: &[StageSpec]) -> Result<HashMap<StageId, u32>> {
-    let mut index = HashMap::with_capacity(stages.len());
-    for (i, spec) in stages.iter().enumerate() {
-        if index.insert(spec.id.clone(), i as u32).is_some() {
-            return Err(GraphError::DuplicateStage {
-                id: spec.id.clone(),
-            });
-        }
-    }
-    Ok(index)
-}
-
-/// Checks 3 to 5 in one pass: resolves every dependency to an index, dropping repeats.
-///
-/// A self-dependency anywhere outranks an unknown dependency anywhere, which outranks a
-/// dependency on a later step, so the first of each of the latter two is only remembered
-/// until the pass ends. Stages that listed a dependency twice get their `after` list
-/// rewritten without the repeats, so that the specs the graph hands out agree with it.
-fn resolve_dependencies(
-    stages: &mut [StageSpec],
-    index: &HashMap<StageId, u32>,
-    dependency_count: usize,
-) -> Result<Csr> {
-    let n = stages.len();
-    let mut offsets = Vec::with_capacity(n + 1);
-    offsets.push(0);
-    let mut targets = Vec::with_capacity(dependency_count);
-    // `listed_by[d] == i + 1` once stage `i` has listed `d`; one array serves every stage.
-    let mut listed_by = vec![0u32; n];
-    let mut with_repeats = Vec::new();
-    let mut unknown = None;
-    let mut later = None;
-
-    for (i, spec) in stages.iter().enumerate() {
-        let stamp = i as u32 + 1;
-        for dependency in &spec.after {
-            let Some(&d) = index.get(dependency) else {
-                unknown.get_or_insert_with(|| GraphError::UnknownDependency {
-                    stage: spec.id.clone(),
-                    dependency: dependency.clone(),
-                });
-                continue;
-            };
-            if d as usize == i {
-                return Err(GraphError::SelfDependency {
-                    stage: spec.id.clone(),
-                });
-            }
-            let dependency_step = stages[d as usize].step;
-            if dependency_step > spec.step {
-                later.get_or_insert_with(|| GraphError::DependencyOnLaterStep {
-                    stage: spec.id.clone(),
-                    stage_step: spec.step,
-                    dependency: dependency.clone(),
-                    dependency_step,
-                });
-            }
-            if listed_by[d as usize] == stamp {
-                if with_repeats.last() != Some(&i) {
-                    with_repeats.push(i);
-                }
-            } else {
-                listed_by[d as usize] = stamp;
-                targets.push(d);
-            }
-        }
-        offsets.push(targets.len() as u32);
-    }
-    if let Some(err) = unknown.or(later) {
-        return Err(err);
-    }
-
-    let deps = Csr { offsets, targets };
-    for i in with_repeats {
-        let after = deps
-            .row(i)
-            .iter()
-            .map(|&d| stages[d as usize].id.clone())
-            .collect();
-        stages[i].after = after;
-    }
-    Ok(deps)
-}
-
-/// Check 6: every required step has a stage.
-fn check_required_steps(stages: &[StageSpec], required: [bool; Step::ALL.len()]) -> Result<()> {
-    if !required.contains(&true) {
-        return Ok(());
-    }
-    let mut present = [false; Step::ALL.len()];
-    for spec in stages {
-        present[spec.step as usize] = true;
-    }
-    match Step::ALL
-        .into_iter()
-        .find(|&step| required[step as usize] && !present[step as usize])
-    {
-        Some(step) => Err(GraphError::EmptyStep { step }),
-        None => Ok(()),
-    }
-}
-
-/// Check 7 and the run order: Kahn's algorithm with a FIFO queue.
+/// Check 8 and the run order: Kahn's algorithm with a FIFO queue.
 ///
 /// Stages with no dependencies come first in the order they were added, then each stage as
 /// soon as its last dependency is placed. The order vector doubles as the queue. On a cycle,
@@ -443,9 +322,10 @@ fn find_cycle(deps: &Csr, unplaced: &[u32]) -> Vec<u32> {
 }
 
 /// For each stage, the weight of the heaviest path from it through its dependents, itself
-/// included. Walking the run order backwards sees every dependent before its dependencies.
-fn priorities(stages: &[StageSpec], topo: &[u32], dependents: &Csr) -> Vec<u64> {
-    let mut priority = vec![0u64; stages.len()];
+/// included, starting from each stage's own weight. Walking the run order backwards sees
+/// every dependent before its dependencies.
+fn priorities(weights: Vec<u64>, topo: &[u32], dependents: &Csr) -> Vec<u64> {
+    let mut priority = weights;
     for &stage in topo.iter().rev() {
         let stage = stage as usize;
         let heaviest_rest = dependents
@@ -454,7 +334,7 @@ fn priorities(stages: &[StageSpec], topo: &[u32], dependents: &Csr) -> Vec<u64> 
             .map(|&d| priority[d as usize])
             .max()
             .unwrap_or(0);
-        priority[stage] = weight(&stages[stage]).saturating_add(heaviest_rest);
+        priority[stage] = priority[stage].saturating_add(heaviest_rest);
     }
     priority
 }
@@ -707,8 +587,8 @@ mod tests {
             .collect();
         assert_eq!(deps, ["b", "a"]);
         assert_eq!(graph.get("c").unwrap().after, ["b", "a"]);
-        assert_eq!(graph.dependents_of(0), [2]);
-        assert_eq!(graph.dependents_of(1), [2]);
+        assert_eq!(graph.dependents_row(0), [2]);
+        assert_eq!(graph.dependents_row(1), [2]);
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl StageGraph {
             let spec = &self.stages[stage];
             stages.push(spec.id.clone());
             estimate = estimate.saturating_add(spec.estimate.unwrap_or_default());
-            next = heaviest(&self.priority, self.dependents_of(stage).iter().copied());
+            next = heaviest(&self.priority, self.dependents_row(stage).iter().copied());
         }
         CriticalPath { stages, estimate }
     }

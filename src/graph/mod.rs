@@ -6,11 +6,55 @@
 //! required steps left empty). After that the graph is immutable and every algorithm on it is
 //! iterative, so a 1,000,000-stage chain neither overflows the stack nor takes more than
 //! linear time.
+//!
+//! # petgraph
+//!
+//! [`StageGraph`] implements petgraph's visit traits over its own arrays, with [`StageIndex`]
+//! as the node id, so petgraph's algorithms and walkers (`toposort`, `Dfs`, `Topo`,
+//! `dominators`, `has_path_connecting`, …) run on a pipeline's graph as it is, with no copy.
+//! Edges point from a dependency to its dependent, the order stages run in: a stage's
+//! `Outgoing` neighbours are its dependents, its `Incoming` ones its dependencies. Use the
+//! petgraph that tollgate re-exports, [`tollgate::petgraph`](crate::petgraph), so the versions
+//! match.
+//!
+//! ```
+//! use tollgate::graph::{StageGraph, StageSpec};
+//! use tollgate::petgraph::algo::{has_path_connecting, toposort};
+//! use tollgate::petgraph::visit::{Dfs, Reversed};
+//!
+//! let graph = StageGraph::builder()
+//!     .stage(StageSpec::build("compile"))
+//!     .stage(StageSpec::test("unit").after("compile"))
+//!     .stage(StageSpec::test("lint").after("compile"))
+//!     .stage(StageSpec::deploy("ship").after("unit").after("lint"))
+//!     .build()?;
+//! let id = |i| graph.stage_at(i).map(|s| s.id.as_str());
+//! let [compile, ship] = ["compile", "ship"].map(|s| graph.stage_index(s).unwrap());
+//!
+//! // petgraph's own topological sort, on the graph itself.
+//! let order = toposort(&graph, None).expect("a built graph has no cycle");
+//! assert_eq!(id(order[0]), Some("compile"));
+//! assert!(has_path_connecting(&graph, compile, ship, None));
+//!
+//! // Everything `ship` waits for: a depth-first walk against the edges.
+//! let mut upstream = Vec::new();
+//! let mut dfs = Dfs::new(Reversed(&graph), ship);
+//! while let Some(stage) = dfs.next(Reversed(&graph)) {
+//!     upstream.extend(id(stage));
+//! }
+//! assert_eq!(upstream.len(), 4);
+//! # Ok::<(), tollgate::Error>(())
+//! ```
 
+mod algo;
 mod build;
 mod critical;
 mod export;
+mod index;
+mod intern;
 mod policy;
+mod scan;
+mod visit;
 
 use std::fmt;
 use std::time::Duration;
@@ -20,9 +64,12 @@ use serde::{Deserialize, Serialize};
 pub use crate::id::{MAX_STAGE_ID_LEN, StageId};
 pub use crate::lifecycle::Step;
 
+pub use algo::RedundantDependency;
 pub use build::StageGraphBuilder;
 pub use critical::CriticalPath;
+pub use index::{IndexOutOfRange, StageIndex};
 pub use policy::{Backoff, RetryPolicy};
+pub use visit::{AllDependencies, AllStages, Dependencies, StageIndices, StageRefs, StageSet};
 
 /// What is wrong with a stage graph; every check of
 /// [`StageGraphBuilder::build`] has its variant, naming the stages involved.
@@ -100,6 +147,9 @@ pub enum GraphError {
         /// The id asked for.
         id: StageId,
     },
+    /// A stage index given to the index-based builder names no stage.
+    #[error(transparent)]
+    IndexOutOfRange(#[from] IndexOutOfRange),
     /// A stage id is empty or contains characters that are not allowed.
     #[error("invalid stage id `{}`: {reason}", crate::id::quoted(.id))]
     InvalidStageId {
@@ -288,7 +338,7 @@ pub struct StageGraph {
     /// The stages, in the order they were added. A stage's index is its position here.
     stages: Vec<StageSpec>,
     /// Id → index.
-    index: std::collections::HashMap<StageId, u32>,
+    index: intern::Interner,
     /// What the engine reads of every stage, packed apart from the specs: a pass over three
     /// bytes per stage stays in cache where a pass over the specs would not.
     placement: Vec<Placement>,
@@ -334,7 +384,7 @@ impl StageGraph {
     /// Whether the graph has a stage with this id.
     #[must_use]
     pub fn contains(&self, id: &str) -> bool {
-        self.index.contains_key(id)
+        self.index.get(id, &self.stages).is_some()
     }
 
     /// Every stage, in the order it was added.
@@ -358,7 +408,7 @@ impl StageGraph {
     pub fn dependents(&self, id: &str) -> Result<impl Iterator<Item = &StageSpec> + '_> {
         let i = self.require(id)?;
         Ok(self
-            .dependents_of(i)
+            .dependents_row(i)
             .iter()
             .map(|&d| &self.stages[d as usize]))
     }
@@ -372,7 +422,7 @@ impl StageGraph {
     // ---- crate-internal, index-based access for the engine ----
 
     pub(crate) fn index_of(&self, id: &str) -> Option<usize> {
-        self.index.get(id).map(|&i| i as usize)
+        self.index.get(id, &self.stages).map(|i| i as usize)
     }
 
     fn require(&self, id: &str) -> Result<usize> {
@@ -404,7 +454,7 @@ impl StageGraph {
         &self.dep_targets[self.dep_offsets[i] as usize..self.dep_offsets[i + 1] as usize]
     }
 
-    pub(crate) fn dependents_of(&self, i: usize) -> &[u32] {
+    pub(crate) fn dependents_row(&self, i: usize) -> &[u32] {
         &self.out_targets[self.out_offsets[i] as usize..self.out_offsets[i + 1] as usize]
     }
 
