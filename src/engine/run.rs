@@ -27,7 +27,9 @@ use super::{
     Attempt, AttemptFailure, CancelHandle, Engine, Event, FailurePolicy, StageHooks, StageReport,
     StepOutcome, StepReport, StepRun,
 };
-use crate::executor::{ExecutorError, Outputs, StageContext, StageOutcome, StageStatus};
+use crate::executor::{
+    ExecutorError, Outputs, PartialLogs, StageContext, StageOutcome, StageStatus,
+};
 use crate::graph::{StageGraph, StageId, StageSpec};
 use crate::time::{Clock, Timestamp};
 
@@ -117,7 +119,16 @@ impl Future for Running<'_> {
             // The work wins a tie with its deadline, as it did the work in time.
             Ok(Poll::Pending) => match &mut this.limit {
                 Some((sleep, limit)) => match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => AttemptEnd::TimedOut(limit),
+                    Poll::Ready(()) => {
+                        // Dropped now, so that what it leaves in its partial log is there
+                        // when the attempt is settled. (A pending future is a ZST: no
+                        // allocation.)
+                        drop(std::mem::replace(
+                            &mut this.work,
+                            Box::pin(future::pending()),
+                        ));
+                        AttemptEnd::TimedOut(limit)
+                    }
                     Poll::Pending => return Poll::Pending,
                 },
                 None => return Poll::Pending,
@@ -204,6 +215,8 @@ struct StepState<'a> {
     reports: Vec<StageReport>,
     /// The outputs of finished stages that produced any, shared with their dependents.
     outputs: Vec<Option<Arc<Outputs>>>,
+    /// What attempts that were cut off left of their logs.
+    partial_logs: PartialLogs,
 }
 
 impl Engine {
@@ -244,6 +257,7 @@ impl Engine {
             slot_of,
             phase: vec![Phase::Waiting; n],
             outputs: vec![None; n],
+            partial_logs: PartialLogs::default(),
         };
 
         let deadline = self.step_timeout.map(|d| started_at.saturating_add(d));
@@ -640,6 +654,12 @@ impl<'a> StepState<'a> {
             attempt: number,
             clock: run.clock,
             step_outcome,
+            dependencies: if step_outcome.is_some() {
+                dependency_statuses(run, &self.slot_of, &self.reports, i)
+            } else {
+                Vec::new()
+            },
+            partial_log: self.partial_logs.attempt(slot as u32, number),
         };
         let attempt_deadline = timed
             .then_some(spec)
@@ -702,12 +722,18 @@ impl<'a> StepState<'a> {
                 (status, false)
             }
             AttemptEnd::Failed(reason) => (StageStatus::Failed { reason }, false),
-            AttemptEnd::TimedOut(limit) => (
-                StageStatus::TimedOut {
-                    limit: limit.to_owned(),
-                },
-                true,
-            ),
+            AttemptEnd::TimedOut(limit) => {
+                // The attempt's future is gone: its log is what it left behind.
+                report
+                    .logs
+                    .extend(self.partial_logs.take(slot as u32, number));
+                (
+                    StageStatus::TimedOut {
+                        limit: limit.to_owned(),
+                    },
+                    true,
+                )
+            }
         };
         if let Some(attempt) = report.attempts.last_mut() {
             attempt.finished_at = now;
@@ -783,9 +809,13 @@ impl<'a> StepState<'a> {
         for slot in 0..self.members.len() {
             match self.phase[slot] {
                 Phase::Running => {
-                    if let Some(attempt) = self.reports[slot].attempts.last_mut() {
+                    let report = &mut self.reports[slot];
+                    if let Some(attempt) = report.attempts.last_mut() {
                         attempt.finished_at = now;
                         attempt.status = status.clone();
+                        // The attempt's future was just dropped: its log is what it left.
+                        let kept = self.partial_logs.take(slot as u32, attempt.number);
+                        report.logs.extend(kept);
                     }
                 }
                 Phase::Backoff => {}
@@ -831,6 +861,29 @@ fn inputs_of<'a>(
             // A dependency without outputs has nothing to hand over: leaving it out spares most
             // stages an allocation.
             outputs.filter(|o| !o.is_empty()).map(|o| (id, o))
+        })
+        .collect()
+}
+
+/// How each direct dependency of stage `i` ended, for a finally stage: those in this step from
+/// their reports (finished, or skipped), those in earlier steps succeeded with their step.
+fn dependency_statuses<'a>(
+    run: &StepRun<'a>,
+    slot_of: &[u32],
+    reports: &[StageReport],
+    i: usize,
+) -> Vec<(&'a StageId, StageStatus)> {
+    let graph = run.graph;
+    graph
+        .deps_of(i)
+        .iter()
+        .map(|&d| {
+            let id = &graph.spec(d as usize).id;
+            let status = match slot_of[d as usize] {
+                NOT_IN_STEP => StageStatus::Succeeded,
+                slot => reports[slot as usize].status.clone(),
+            };
+            (id, status)
         })
         .collect()
 }
