@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use super::{Clock, ManualClock, Timestamp, duration_millis};
+use super::{ManualClock, Timestamp, duration_millis};
 
 /// Wakes the driving thread and remembers that it did.
 struct Signal {
@@ -37,9 +37,10 @@ impl Wake for Signal {
 /// child process) wakes the future.
 ///
 /// While the clock is [held](ManualClock::hold) (real work is under way), the clock does not
-/// jump: it follows real time, from the moment the driver first found it held, so a sleep
-/// whose deadline is 2 s away completes after 2 s of real time unless the future is woken
-/// first. Once the last hold is dropped the driver jumps again.
+/// jump: it follows real time, counted from when the first of the live holds was taken, so a
+/// sleep whose deadline is 2 s away completes after 2 s of real time unless the future is
+/// woken first, and work that took 300 ms of real time is seen to take 300 ms. Once the last
+/// hold is dropped the driver jumps again.
 ///
 /// Like [`futures::executor::block_on`], this blocks the calling thread: call it from a test,
 /// a simulation or `main`, never from inside an async task.
@@ -63,7 +64,7 @@ pub fn run_virtual<F: Future>(clock: &ManualClock, future: F) -> F::Output {
     let waker = Waker::from(Arc::clone(&signal));
     let mut cx = Context::from_waker(&waker);
     let mut future = pin!(future);
-    // While the clock is held: the real instant and the virtual time it corresponds to.
+    // While the clock is held: when it was first held, in real and in virtual time.
     let mut following: Option<RealTime> = None;
     loop {
         signal.woken.store(false, Ordering::Release);
@@ -79,8 +80,9 @@ pub fn run_virtual<F: Future>(clock: &ManualClock, future: F) -> F::Output {
         }
         // Woken while polling (a ready channel, a completed sleep): poll again at this time.
         while !signal.woken.load(Ordering::Acquire) {
-            if clock.wake_on_release(&waker) {
-                let real = *following.get_or_insert_with(|| RealTime::now(clock));
+            if let Some((real, virtual_time)) = clock.wake_on_release(&waker) {
+                let real = RealTime { real, virtual_time };
+                following = Some(real);
                 // Wait for the next deadline in real time, or until something wakes the
                 // future or the last hold is released (both unpark this thread).
                 match clock.next_deadline() {
@@ -113,13 +115,6 @@ struct RealTime {
 }
 
 impl RealTime {
-    fn now(clock: &ManualClock) -> Self {
-        RealTime {
-            real: Instant::now(),
-            virtual_time: clock.now(),
-        }
-    }
-
     /// How much real time is left until the clock should read `deadline`.
     fn until(self, deadline: Timestamp) -> Duration {
         let wanted = self.real + deadline.saturating_since(self.virtual_time);

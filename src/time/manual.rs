@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
@@ -62,6 +62,8 @@ struct Timers {
     waiting: BTreeMap<(u64, u64), Waker>,
     /// How many [`ClockHold`]s of this clock are alive.
     holds: usize,
+    /// When the first of the live holds was taken: the real instant and the clock's time.
+    held_since: Option<(Instant, u64)>,
     /// Drivers to wake when the last hold is released.
     on_release: Vec<Waker>,
 }
@@ -172,7 +174,11 @@ impl ManualClock {
     /// assert!(clock.now() < Timestamp::from_millis(3_600_000));
     /// ```
     pub fn hold(&self) -> ClockHold {
-        self.timers().holds += 1;
+        let mut timers = self.timers();
+        if timers.holds == 0 {
+            timers.held_since = Some((Instant::now(), self.now().0));
+        }
+        timers.holds += 1;
         ClockHold::manual(self.clone())
     }
 
@@ -190,22 +196,22 @@ impl ManualClock {
             if timers.holds > 0 {
                 return;
             }
+            timers.held_since = None;
             std::mem::take(&mut timers.on_release)
         };
         woken.into_iter().for_each(Waker::wake);
     }
 
     /// If the clock is held, arranges for `waker` to be woken when the last hold ends and
-    /// returns true; returns false if it is not held.
-    pub(super) fn wake_on_release(&self, waker: &Waker) -> bool {
+    /// returns when the clock was first held (the real instant, and the time it read then);
+    /// returns `None` if it is not held.
+    pub(super) fn wake_on_release(&self, waker: &Waker) -> Option<(Instant, Timestamp)> {
         let mut timers = self.timers();
-        if timers.holds == 0 {
-            return false;
-        }
+        let (real, time) = timers.held_since.filter(|_| timers.holds > 0)?;
         if !timers.on_release.iter().any(|w| w.will_wake(waker)) {
             timers.on_release.push(waker.clone());
         }
-        true
+        Some((real, Timestamp(time)))
     }
 
     /// How many drivers wait for the last hold to end.
@@ -382,13 +388,13 @@ mod tests {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&count));
         assert!(
-            !clock.wake_on_release(&waker),
+            clock.wake_on_release(&waker).is_none(),
             "an unheld clock has nothing to wait for"
         );
         let (a, b) = (clock.hold(), clock.hold());
-        assert!(clock.wake_on_release(&waker));
+        assert!(clock.wake_on_release(&waker).is_some());
         assert!(
-            clock.wake_on_release(&waker),
+            clock.wake_on_release(&waker).is_some(),
             "registered twice, woken once"
         );
         drop(a);
