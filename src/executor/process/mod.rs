@@ -89,6 +89,8 @@ use crate::graph::StageId;
 ///   every orphan below it, which a library cannot impose on its host.
 /// - **Processes the host cannot signal or read** (another user's, after `sudo` or a setuid
 ///   program) are neither found nor killed.
+/// - **The host must live**: the sweeps run in the host process, so if it is killed itself
+///   (`SIGKILL`, a crash), the stages it was running are left as they are.
 /// - **Other Unix systems** (macOS, the BSDs) have no `/proc` to sweep: there, only the
 ///   program's group is killed, escaped processes survive, and a stage whose escaped
 ///   processes keep the output open ends after the grace period plus a second, with the

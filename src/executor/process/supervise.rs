@@ -84,10 +84,12 @@ impl Running {
             child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
             child.stderr.take().map(|p| File::from(OwnedFd::from(p))),
         ];
+        // Non-blocking, so that a cut-off can take what the pipes hold without waiting.
         let prepared = pipes
             .iter()
             .flatten()
-            .try_for_each(|pipe| Ok::<_, io::Error>(rustix::io::ioctl_fionbio(pipe, true)?))
+            .try_for_each(|pipe| rustix::io::ioctl_fionbio(pipe, true))
+            .map_err(io::Error::from)
             .and_then(|()| UnixStream::pair());
         let (stop_reader, stop) = match prepared {
             Ok(stop) => stop,
@@ -148,6 +150,9 @@ impl Drop for Running {
     /// Cuts the program off: never blocks (a kill, non-blocking reads of what is already in
     /// the pipes, bounded), so it is safe on an async thread.
     fn drop(&mut self) {
+        // A no-op once the program has been reaped, as it has when it finished; otherwise the
+        // stage is being cut off (or its supervisor died, and nothing else would kill it).
+        self.shared.group.kill();
         if self.done {
             return;
         }
@@ -155,7 +160,6 @@ impl Drop for Running {
         let logs = if let Ok(Some(Ok(finished))) = self.finished.try_recv() {
             finished.logs
         } else {
-            self.shared.group.kill();
             self.shared.snapshot()
         };
         self.partial.keep(logs);
@@ -300,8 +304,7 @@ fn supervise(
     let exit = match ExitSignal::of(&child) {
         Ok(exit) => exit,
         Err(error) => {
-            shared.group.kill();
-            let _ = shared.group.reap(&mut child);
+            end_everything(shared, &mut child, false, settings);
             return Err(error);
         }
     };
@@ -313,21 +316,24 @@ fn supervise(
         if status.is_some() && open == [false, false] {
             break;
         }
-        let ready = wait(
+        let waited = wait(
             shared,
             open,
             status.is_none().then(|| exit.as_fd()),
             stop,
             after_exit,
-        )?;
-        if ready.stop {
-            shared.group.kill();
-            sweep::kill_marked(&settings.cookie, &shared.pipe_inodes());
-            if status.is_none() {
-                let _ = shared.group.reap(&mut child);
+        );
+        let ready = match waited {
+            Ok(ready) if !ready.stop => ready,
+            Ok(_) => {
+                end_everything(shared, &mut child, status.is_some(), settings);
+                return Err(io::Error::other("the stage was cut off"));
             }
-            return Err(io::Error::other("the stage was cut off"));
-        }
+            Err(error) => {
+                end_everything(shared, &mut child, status.is_some(), settings);
+                return Err(error);
+            }
+        };
         for (index, _) in ready.pipes.iter().enumerate().filter(|(_, r)| **r) {
             if let Err(error) = shared.drain(index) {
                 read_error.get_or_insert(error);
@@ -365,6 +371,17 @@ fn supervise(
         logs,
         commands,
     })
+}
+
+/// Kills the program's group and everything carrying the cookie or holding the pipes, and
+/// reaps the program unless it was (`reaped`).
+fn end_everything(shared: &Shared, child: &mut Child, reaped: bool, settings: &Settings) {
+    shared.group.kill();
+    sweep::kill_marked(&settings.cookie, &shared.pipe_inodes());
+    if !reaped {
+        // Killed, the program exits at once (unless it is stuck in the kernel).
+        let _ = shared.group.reap(child);
+    }
 }
 
 /// What woke the supervisor.
