@@ -43,7 +43,7 @@ mod linux {
 
     /// Kills every process (but this one) that carries `cookie` in its environment, or holds
     /// a pipe whose inode is in `pipes`, and waits for them to die.
-    pub(in super::super) fn kill_marked(cookie: &str, pipes: &[u64]) {
+    pub(crate) fn kill_marked(cookie: &str, pipes: &[u64]) {
         let me = std::process::id();
         let pipe_links: Vec<String> = pipes.iter().map(|ino| format!("pipe:[{ino}]")).collect();
         let marked = |pid: u32| carries(pid, cookie) || holds(pid, &pipe_links);
