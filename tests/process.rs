@@ -33,7 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags};
-use support::{block_on, clock, revision};
+use support::{START, block_on, clock, revision};
 use tollgate::engine::{CancelHandle, Engine, Event, RetryPolicy, StepOutcome, StepReport};
 use tollgate::executor::{
     BoxExecutor, CommandTable, ExecutorError, LogLine, ProcessError, ProcessExecutor, StageStatus,
@@ -738,12 +738,18 @@ enum CutOff {
     SiblingFails,
 }
 
-/// Runs `hang` ([`ANNOUNCE_AND_WAIT`]) beside a sibling that fails after a minute of
-/// virtual time, cuts `hang` off as `how` says once it announced its pids, and checks that
+/// Runs `hang` ([`ANNOUNCE_AND_WAIT`]) beside a sibling that fails a minute of virtual time
+/// into the run, cuts `hang` off as `how` says once it announced its pids, and checks that
 /// its program and the program's background child both die. Returns `hang`'s status and
 /// the step's outcome.
+///
+/// The sibling sleeps until a fixed instant, not for a duration: the engine first polls it
+/// after `hang` has spawned its program, so the test, woken by the announcement, may move
+/// the clock before the sibling starts waiting. A duration would then count from the moved
+/// clock, and the sibling would wait past the only time the test ever sets.
 fn cut_off(how: CutOff) -> (StageStatus, StepOutcome) {
     const LIMIT: Duration = Duration::from_secs(30);
+    let sibling_fails_at = START.saturating_add(2 * LIMIT);
     let dir = TempDir::new();
     let fifo = dir.fifo("pids");
     let mut hang = StageSpec::test("hang");
@@ -764,9 +770,9 @@ fn cut_off(how: CutOff) -> (StageStatus, StepOutcome) {
         .stage(StageSpec::test("sibling"))
         .build()
         .expect("valid graph");
-    let sibling = from_async_fn(|ctx| {
+    let sibling = from_async_fn(move |ctx| {
         Box::pin(async move {
-            ctx.clock().sleep(2 * LIMIT).await;
+            ctx.clock().sleep_until(sibling_fails_at).await;
             Ok(StageOutcome::failure("sibling failed"))
         })
     });
@@ -787,7 +793,7 @@ fn cut_off(how: CutOff) -> (StageStatus, StepOutcome) {
         CutOff::AttemptTimeout | CutOff::StageTimeout | CutOff::StepTimeout => {
             clock.advance(LIMIT);
         }
-        CutOff::SiblingFails => clock.advance(2 * LIMIT),
+        CutOff::SiblingFails => clock.set(sibling_fails_at),
     }
     let report = running.join().expect("the run does not panic");
     drop(guard);
@@ -879,9 +885,12 @@ fn a_panicking_observer_unwinds_the_run_and_still_kills_the_program() {
         })
         .build()
         .expect("valid engine");
-    let sibling = from_async_fn(|ctx| {
+    // At a fixed instant, which the sibling may start waiting for only after the test moved
+    // the clock there (see `cut_off`).
+    let sibling_ends_at = START.saturating_add(Duration::from_secs(60));
+    let sibling = from_async_fn(move |ctx| {
         Box::pin(async move {
-            ctx.clock().sleep(Duration::from_secs(60)).await;
+            ctx.clock().sleep_until(sibling_ends_at).await;
             Ok(StageOutcome::success())
         })
     });
@@ -895,7 +904,7 @@ fn a_panicking_observer_unwinds_the_run_and_still_kills_the_program() {
     let clock = clock();
     let running = spawn_step(engine, graph, executor, clock.clone());
     let (program, grandchild) = read_pids(&fifo);
-    clock.advance(Duration::from_secs(60));
+    clock.set(sibling_ends_at);
     assert!(running.join().is_err(), "the observer's panic ends the run");
     program.assert_dies();
     grandchild.assert_dies();
@@ -1325,7 +1334,7 @@ fn fail_fast_keeps_the_partial_logs_of_the_siblings_it_cancels() {
         .expect("valid graph");
     // At a fixed instant, which the failing stage may start waiting for only after the test
     // moved the clock there (see `cut_off`).
-    let fails_at = support::START.saturating_add(Duration::from_secs(60));
+    let fails_at = START.saturating_add(Duration::from_secs(60));
     let failing = from_async_fn(move |ctx| {
         Box::pin(async move {
             ctx.clock().sleep_until(fails_at).await;
