@@ -1535,7 +1535,6 @@ fn memory_stays_in_proportion_to_the_log_limit_whatever_the_program_prints() {
             "{script}: {}",
             report.status
         );
-        assert!(!report.logs.is_empty(), "{script}: the log so far is kept");
     }
     // Nothing keeps reading (and buffering) once the stages are over.
     assert_helper_threads_end();

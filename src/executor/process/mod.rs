@@ -56,18 +56,18 @@ use crate::graph::StageId;
 /// **The stage ends when its program ends.** When the program exits, its process group is
 /// killed at once, and so is (on Linux) every process that carries the stage's cookie. Then
 /// the output has a [grace period](ProcessExecutor::grace) to close; after it, every process
-/// still holding the output pipes is killed (Linux), and a second later the helper stops
-/// reading whatever is still open, and says so in the log. So a daemon that keeps the pipes
-/// open (`setsid sh -c 'loop' &`) cannot hold its stage.
+/// that can still write to the output pipes is killed (Linux), and a second later the helper
+/// stops reading whatever is still open, and says so in the log. So a daemon that keeps the
+/// pipes open (`setsid sh -c 'loop' &`) cannot hold its stage.
 ///
 /// **Nothing a stage started outlives it (Linux).** When the program exits, or the stage is
 /// cut off (a timeout, a cancel, fail-fast: the engine drops the stage's future), the
 /// program's group is killed with `SIGKILL`, and the helper thread sweeps `/proc` for the
 /// processes that left the group (`setsid`, a double fork, `nohup`) by the cookie in their
-/// environment, and for those that hold the output pipes, kills them, and waits for them to
-/// die. The group is killed only while the program is an unreaped zombie or still running,
-/// so its id cannot have been reused; swept processes are pinned with a pidfd and checked
-/// again before they are signalled.
+/// environment, and for those that can write to the output pipes, kills them, and waits for
+/// them to die. The group is killed only while the program is an unreaped zombie or still
+/// running, so its id cannot have been reused; swept processes are pinned with a pidfd and
+/// checked again before they are signalled.
 ///
 /// **The log stays within its [limit](ProcessExecutor::log_limit)**, whatever the program
 /// prints: lines are stored back to back (a line costs about its own size while it is

@@ -1,6 +1,6 @@
 //! Finding and killing what a stage left outside its process group (Linux): every process
 //! whose environment carries the stage's cookie and, once the grace period is over, every
-//! process that holds one of the stage's output pipes. Both are read from `/proc`, the way
+//! process that can still write to one of the stage's output pipes. Both are read from `/proc`, the way
 //! Jenkins' process tree killer finds a build's processes by the cookie in their environment.
 //!
 //! Each match is pinned with a pidfd and checked again before it is signalled, so a pid that
@@ -41,8 +41,8 @@ mod linux {
     /// How long a sweep waits for the processes it killed to die.
     const DEATH_WAIT: Duration = Duration::from_secs(2);
 
-    /// Kills every process (but this one) that carries `cookie` in its environment, or holds
-    /// a pipe whose inode is in `pipes`, and waits for them to die.
+    /// Kills every process (but this one) that carries `cookie` in its environment, or can
+    /// write to a pipe whose inode is in `pipes`, and waits for them to die.
     pub(crate) fn kill_marked(cookie: &str, pipes: &[u64]) {
         let me = std::process::id();
         let pipe_links: Vec<String> = pipes.iter().map(|ino| format!("pipe:[{ino}]")).collect();
@@ -116,7 +116,11 @@ mod linux {
             })
     }
 
-    /// Whether process `pid` has one of `pipe_links` (`pipe:[<inode>]`) open.
+    /// Whether process `pid` can write to one of `pipe_links` (`pipe:[<inode>]`): only a
+    /// writer keeps the stage's output open.
+    ///
+    /// Readers do not count, and must not: a process the host has just forked (another stage
+    /// starting) holds the host's read ends until it `exec`s, and is no holder.
     fn holds(pid: u32, pipe_links: &[String]) -> bool {
         if pipe_links.is_empty() {
             return false;
@@ -125,11 +129,29 @@ mod linux {
             return false;
         };
         fds.flatten().any(|fd| {
-            fs::read_link(fd.path()).is_ok_and(|target| {
+            let is_ours = fs::read_link(fd.path()).is_ok_and(|target| {
                 let target: &Path = &target;
                 pipe_links.iter().any(|link| target == Path::new(link))
-            })
+            });
+            is_ours
+                && fs::read_to_string(format!(
+                    "/proc/{pid}/fdinfo/{}",
+                    fd.file_name().to_string_lossy()
+                ))
+                .is_ok_and(|info| writable(&info))
         })
+    }
+
+    /// Whether an `fdinfo` (`flags:` in octal, among other lines) is of a descriptor open for
+    /// writing.
+    fn writable(fdinfo: &str) -> bool {
+        const ACCESS_MODE: u32 = 0o3;
+        const READ_ONLY: u32 = 0o0;
+        fdinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("flags:"))
+            .and_then(|flags| u32::from_str_radix(flags.trim(), 8).ok())
+            .is_some_and(|flags| flags & ACCESS_MODE != READ_ONLY)
     }
 
     /// Waits until every pidfd in `dying` is readable (its process has exited), or `limit`
@@ -162,6 +184,15 @@ mod linux {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn only_a_descriptor_open_for_writing_holds_the_output() {
+            assert!(writable("pos:\t0\nflags:\t01\nmnt_id:\t15\nino:\t42\n"));
+            assert!(writable("pos:\t0\nflags:\t02000001\nmnt_id:\t15\n"));
+            assert!(writable("flags:\t02\n"), "read-write");
+            assert!(!writable("pos:\t0\nflags:\t02000000\nmnt_id:\t15\n"));
+            assert!(!writable("pos:\t0\n"), "no flags: not known to write");
+        }
 
         #[test]
         fn a_cookie_is_found_whole_among_the_inherited_ones() {
