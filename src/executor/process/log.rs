@@ -204,9 +204,10 @@ impl Capture {
         logs
     }
 
-    /// The log (after [`finish`](Self::finish) on both streams) and the commands read.
-    pub(super) fn into_parts(self) -> (Vec<LogLine>, Commands) {
-        (self.lines(), self.commands)
+    /// The log (after [`finish`](Self::finish) on both streams) and the commands read. The
+    /// lines stay in the capture, for a cut-off that may still come to take its snapshot.
+    pub(super) fn complete(&mut self) -> (Vec<LogLine>, Commands) {
+        (self.lines(), std::mem::take(&mut self.commands))
     }
 
     fn lines(&self) -> Vec<LogLine> {
@@ -297,7 +298,7 @@ mod tests {
         capture.feed(Stream::Stdout, b"o\r\nthree");
         capture.finish(Stream::Stdout);
         capture.finish(Stream::Stderr);
-        let (logs, _) = capture.into_parts();
+        let (logs, _) = capture.complete();
         assert_eq!(texts(&logs), ["one", "err", "two", "three"]);
         assert_eq!(logs[1].stream, Stream::Stderr);
     }
@@ -311,7 +312,7 @@ mod tests {
             capture.feed(Stream::Stdout, format!("{i}\n").as_bytes());
         }
         capture.finish(Stream::Stdout);
-        let (logs, _) = capture.into_parts();
+        let (logs, _) = capture.complete();
         let marker = logs
             .iter()
             .position(|l| l.text.starts_with("[tollgate: "))
@@ -363,7 +364,7 @@ mod tests {
         capture.feed(Stream::Stdout, long.as_bytes());
         capture.feed(Stream::Stdout, b"\nafter\n");
         capture.finish(Stream::Stdout);
-        let (logs, _) = capture.into_parts();
+        let (logs, _) = capture.complete();
         assert_eq!(logs.last().map(|l| l.text.as_str()), Some("after"));
         // Cut at character boundaries: no replacement characters.
         assert!(logs.iter().all(|l| !l.text.contains('\u{fffd}')));
@@ -412,6 +413,19 @@ mod tests {
     }
 
     #[test]
+    fn a_completed_capture_still_gives_its_whole_log_to_a_late_snapshot() {
+        // The supervisor completes the capture; a cut-off that comes just after, before it
+        // hears that the program finished, snapshots it.
+        let mut capture = Capture::new(1 << 20);
+        capture.feed(Stream::Stdout, b"::output a=1\nlast words");
+        capture.finish(Stream::Stdout);
+        let (logs, commands) = capture.complete();
+        assert_eq!(texts(&logs), ["::output a=1", "last words"]);
+        assert_eq!(commands.outputs["a"], "1");
+        assert_eq!(capture.snapshot(), logs);
+    }
+
+    #[test]
     fn commands_are_read_as_they_arrive_even_from_lines_that_are_cut() {
         let mut capture = Capture::new(MIN_LIMIT);
         capture.feed(Stream::Stdout, b"::output early=1\n");
@@ -421,7 +435,7 @@ mod tests {
         capture.feed(Stream::Stderr, b"::output ignored=1\n");
         capture.feed(Stream::Stdout, b"::output late=2");
         capture.finish(Stream::Stdout);
-        let (_, commands) = capture.into_parts();
+        let (_, commands) = capture.complete();
         assert_eq!(commands.outputs["early"], "1");
         assert_eq!(commands.outputs["late"], "2");
         assert!(!commands.outputs.contains_key("ignored"));

@@ -243,9 +243,9 @@ impl Shared {
 
     /// The log and the commands, once both pipes are done.
     fn take(&self) -> (Vec<LogLine>, Commands) {
-        let mut reading = self.reading();
-        let capture = std::mem::replace(&mut reading.capture, Capture::new(0));
-        capture.into_parts()
+        // A copy of the lines: the stage may be cut off after the supervisor is done but
+        // before it hears so, and its snapshot must still find the whole log.
+        self.reading().capture.complete()
     }
 }
 
