@@ -156,13 +156,9 @@ impl Drop for Running {
         if self.done {
             return;
         }
-        // The program may have finished just as the stage was cut off.
-        let logs = if let Ok(Some(Ok(finished))) = self.finished.try_recv() {
-            finished.logs
-        } else {
-            self.shared.snapshot()
-        };
-        self.partial.keep(logs);
+        // Whole, even if the program finished just as the stage was cut off: the supervisor
+        // leaves the capture in place when it is done.
+        self.partial.keep(self.shared.snapshot());
         // The supervisor sweeps up what left the group, reaps the program and ends.
         drop(self.stop.take());
     }
