@@ -1,7 +1,11 @@
 //! `ProcessExecutor` and `CommandTable` against real programs: arguments, environment and
 //! working directory, captured log lines, exit codes and signals, outputs and artifacts, typed
 //! spawn errors, and a program's whole process group killed on every way a stage can be cut
-//! off (cancel, timeouts, fail-fast, a panicking observer) with no orphan left behind.
+//! off (cancel, timeouts, fail-fast, a panicking observer) with no orphan left behind. Then
+//! the edges: daemons and processes that leave the group (found by a marker, none left
+//! behind), logs within their limit and kept when a stage is cut off, memory and helper
+//! threads (measured in a child process running one test alone), real time under a virtual
+//! clock, and what a finally command is told.
 //!
 //! Nothing here sleeps to synchronise. A script that must be cut off announces its pid and its
 //! background child's through a FIFO, which the test reads; only then is the stage cancelled
@@ -947,4 +951,643 @@ fn a_reader_that_panics_before_stopping_the_stage_leaves_nothing_running() {
         .expect("the pids were read before the panic");
     program.assert_dies();
     grandchild.assert_dies();
+}
+
+// ---- robust at the edges ----
+//
+// Programs that try to outlive their stage (a daemon, `setsid`, a double fork, `nohup`), real
+// time under a virtual clock, and what a stage's log and environment keep at the edges. The
+// processes a test starts carry its `Marker` (in their environment, or on their command line
+// when they clear it); the test looks for live processes with the marker to find survivors,
+// and kills any it finds, so that a failing test leaves nothing behind either.
+
+/// A string unique to one test, carried by every process that test starts.
+struct Marker(String);
+
+impl Marker {
+    /// The environment variable that carries the marker.
+    const VARIABLE: &str = "PROCESS_TEST_MARKER";
+
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        Marker(format!(
+            "tollgate-process-test-marker-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `executor` with the marker in its program's environment.
+    fn mark(&self, executor: ProcessExecutor) -> ProcessExecutor {
+        executor.env(Self::VARIABLE, &self.0)
+    }
+
+    /// The live processes (zombies are dead) that carry the marker in their environment or on
+    /// their command line.
+    fn carriers(&self) -> Vec<i32> {
+        let me = std::process::id().to_string();
+        let Ok(proc) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let needle = self.0.as_bytes();
+        let contains = |haystack: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+        proc.filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter(|name| name.bytes().all(|b| b.is_ascii_digit()) && *name != me)
+            .filter(|pid| {
+                let dir = Path::new("/proc").join(pid);
+                let stat = fs::read_to_string(dir.join("stat")).unwrap_or_default();
+                let state = stat
+                    .rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.chars().next());
+                let alive = !matches!(state, None | Some('Z' | 'X'));
+                alive
+                    && (contains(&fs::read(dir.join("environ")).unwrap_or_default())
+                        || contains(&fs::read(dir.join("cmdline")).unwrap_or_default()))
+            })
+            .filter_map(|pid| pid.parse().ok())
+            .collect()
+    }
+
+    /// Fails the test if a process with the marker is still alive: one found is given until
+    /// the watchdog to die (a stage that was cut off may still be sweeping), and reported as a
+    /// survivor if it does not.
+    fn assert_none_survive(&self) {
+        let survivors: Vec<String> = self
+            .carriers()
+            .into_iter()
+            .map(Watched::lenient)
+            .filter(|watched| {
+                watched
+                    .pidfd
+                    .as_ref()
+                    .is_some_and(|pidfd| !readable_in_time(pidfd))
+            })
+            .map(|watched| {
+                let pid = watched.pid.as_raw_nonzero();
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                format!(
+                    "{pid} ({})",
+                    String::from_utf8_lossy(&cmdline).replace('\0', " ")
+                )
+            })
+            .collect();
+        assert!(
+            survivors.is_empty(),
+            "processes outlived their stage: {survivors:?}"
+        );
+    }
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        // Whatever the test's outcome, nothing it started stays behind.
+        for pid in self.carriers() {
+            if let Some(pid) = Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// A one-stage graph `job` in the test step with `spec`'s limits, run in the background with
+/// `block_on`, so that its virtual clock moves only when the test moves it.
+fn spawn_one(
+    spec: StageSpec,
+    engine: Engine,
+    executor: impl Executor + 'static,
+    clock: ManualClock,
+) -> Background<StepReport> {
+    let graph = StageGraph::builder()
+        .stage(spec)
+        .build()
+        .expect("a one-stage graph is valid");
+    spawn_step(engine, graph, executor, clock)
+}
+
+/// The escapee's script: it tells the stage's program it is up through the FIFO in `$UP`,
+/// then waits forever.
+const ESCAPEE: &str = r#"echo up > "$UP"; exec sleep 1000"#;
+
+#[test]
+fn a_daemonising_command_ends_its_stage_when_the_command_ends() {
+    let dir = TempDir::new();
+    let up = dir.fifo("up");
+    let marker = Marker::new();
+    // The escapee leaves the program's group and session with `setsid`, and still holds
+    // stdout and stderr: the program itself exits once the escapee is up.
+    let script = r#"
+        setsid sh -c "$ESCAPEE" &
+        read up < "$UP"
+        echo started
+    "#;
+    let executor = marker.mark(
+        ProcessExecutor::shell(script)
+            .env("ESCAPEE", ESCAPEE)
+            .env("UP", &up),
+    );
+    let running = Background::spawn(move || run_one(Step::Test, &executor));
+    let report = running.join().expect("the run does not panic");
+    assert_eq!(report.status, StageStatus::Succeeded);
+    assert_eq!(lines(&report.logs, Stream::Stdout), ["started"]);
+    marker.assert_none_survive();
+}
+
+#[test]
+fn a_stage_that_times_out_keeps_its_log_and_leaves_nothing_running() {
+    let dir = TempDir::new();
+    let (up, pids) = (dir.fifo("up"), dir.fifo("pids"));
+    let marker = Marker::new();
+    let script = r#"
+        echo "before the timeout"
+        echo "on stderr too" >&2
+        setsid sh -c "$ESCAPEE" &
+        read up < "$UP"
+        echo "$$ $!" > "$PIDS"
+        exec sleep 1000
+    "#;
+    let executor = marker.mark(
+        ProcessExecutor::shell(script)
+            .env("ESCAPEE", ESCAPEE)
+            .env("UP", &up)
+            .env("PIDS", &pids),
+    );
+    let clock = clock();
+    let spec = StageSpec::test("job").timeout(Duration::from_secs(30));
+    let running = spawn_one(spec, Engine::new(), executor, clock.clone());
+    let _ = read_raw_pids(&pids);
+    clock.advance(Duration::from_secs(30));
+    let report = running.join().expect("the run does not panic");
+    let job = report.stage("job").expect("reported");
+    assert_eq!(
+        job.status,
+        StageStatus::TimedOut {
+            limit: tollgate::executor::TimeoutKind::Stage
+        }
+    );
+    assert_eq!(lines(&job.logs, Stream::Stdout), ["before the timeout"]);
+    assert_eq!(lines(&job.logs, Stream::Stderr), ["on stderr too"]);
+    marker.assert_none_survive();
+}
+
+/// How a program lets a process escape its process group.
+#[derive(Debug, Clone, Copy)]
+enum Escape {
+    /// `setsid`: a session and group of its own.
+    Setsid,
+    /// A double fork: the subshell that started it exits at once, orphaning it, and it runs
+    /// under `setsid`.
+    DoubleFork,
+    /// `nohup`: deaf to the hang-up signal.
+    Nohup,
+}
+
+const ESCAPES: [Escape; 3] = [Escape::Setsid, Escape::DoubleFork, Escape::Nohup];
+
+/// How the stage whose program let a process escape ends.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// The program exits successfully once the escapee is up.
+    Exit,
+    /// The stage's timeout runs out.
+    Timeout,
+    /// `CancelHandle::cancel`.
+    Cancel,
+}
+
+/// Runs a program that starts an escapee as `escape` says (with its output sent elsewhere, so
+/// that only a sweep can find it), ends the stage as `ending` says, and checks that the
+/// escapee did not outlive it.
+fn escapee_dies(escape: Escape, ending: Ending) {
+    const LIMIT: Duration = Duration::from_secs(30);
+    let dir = TempDir::new();
+    let (up, pids) = (dir.fifo("up"), dir.fifo("pids"));
+    let marker = Marker::new();
+    let start = match escape {
+        Escape::Setsid => r#"setsid sh -c "$ESCAPEE" >/dev/null 2>&1 &"#,
+        Escape::DoubleFork => r#"( setsid sh -c "$ESCAPEE" >/dev/null 2>&1 & )"#,
+        Escape::Nohup => r#"nohup sh -c "$ESCAPEE" >/dev/null 2>&1 &"#,
+    };
+    let rest = match ending {
+        Ending::Exit => "echo done",
+        Ending::Timeout | Ending::Cancel => r#"echo "$$ $$" > "$PIDS"; exec sleep 1000"#,
+    };
+    let script = format!("{start}\nread up < \"$UP\"\n{rest}\n");
+    let executor = marker.mark(
+        ProcessExecutor::shell(script)
+            .env("ESCAPEE", ESCAPEE)
+            .env("UP", &up)
+            .env("PIDS", &pids),
+    );
+    let cancel = CancelHandle::new();
+    let engine = Engine::builder()
+        .cancel_handle(cancel.clone())
+        .build()
+        .expect("valid engine");
+    let clock = clock();
+    let spec = StageSpec::test("job").timeout(LIMIT);
+    let running = spawn_one(spec, engine, executor, clock.clone());
+    let guard = CancelOnDrop(cancel.clone());
+    let expected = match ending {
+        Ending::Exit => StageStatus::Succeeded,
+        Ending::Timeout => {
+            let _ = read_raw_pids(&pids);
+            clock.advance(LIMIT);
+            StageStatus::TimedOut {
+                limit: tollgate::executor::TimeoutKind::Stage,
+            }
+        }
+        Ending::Cancel => {
+            let _ = read_raw_pids(&pids);
+            cancel.cancel();
+            StageStatus::Cancelled
+        }
+    };
+    let report = running.join().expect("the run does not panic");
+    drop(guard);
+    let job = report.stage("job").expect("reported");
+    assert_eq!(job.status, expected, "{escape:?}, {ending:?}");
+    marker.assert_none_survive();
+}
+
+#[test]
+fn processes_that_leave_the_group_die_when_their_program_exits() {
+    for escape in ESCAPES {
+        escapee_dies(escape, Ending::Exit);
+    }
+}
+
+#[test]
+fn processes_that_leave_the_group_die_when_their_stage_times_out() {
+    for escape in ESCAPES {
+        escapee_dies(escape, Ending::Timeout);
+    }
+}
+
+#[test]
+fn processes_that_leave_the_group_die_when_their_stage_is_cancelled() {
+    for escape in ESCAPES {
+        escapee_dies(escape, Ending::Cancel);
+    }
+}
+
+#[test]
+fn a_real_process_holds_virtual_time_back_until_it_ends() {
+    let graph = StageGraph::builder()
+        .stage(StageSpec::test("job").timeout(Duration::from_secs(30 * 60)))
+        .build()
+        .expect("valid graph");
+    let report = run_step(&graph, Step::Test, &ProcessExecutor::shell("sleep 0.3"));
+    let job = report.stage("job").expect("reported");
+    assert_eq!(job.status, StageStatus::Succeeded);
+    // Virtual time followed the process's real time.
+    let took = job
+        .finished_at
+        .expect("finished")
+        .saturating_since(job.started_at.expect("started"));
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+}
+
+#[test]
+fn a_hung_process_is_stopped_after_its_timeout_in_real_time() {
+    let marker = Marker::new();
+    let graph = StageGraph::builder()
+        .stage(StageSpec::test("job").timeout(Duration::from_secs(1)))
+        .build()
+        .expect("valid graph");
+    let executor = marker.mark(ProcessExecutor::shell("echo hanging; exec sleep 1000"));
+    let started = std::time::Instant::now();
+    let report = run_step(&graph, Step::Test, &executor);
+    let took = started.elapsed();
+    let job = report.stage("job").expect("reported");
+    assert_eq!(
+        job.status,
+        StageStatus::TimedOut {
+            limit: tollgate::executor::TimeoutKind::Stage
+        }
+    );
+    assert!(took >= Duration::from_secs(1), "stopped after {took:?}");
+    assert!(took < WATCHDOG, "stopped after {took:?}");
+    assert_eq!(lines(&job.logs, Stream::Stdout), ["hanging"]);
+    marker.assert_none_survive();
+}
+
+#[test]
+fn a_finally_command_sees_the_step_outcome_and_each_dependency_s_status() {
+    let graph = StageGraph::builder()
+        .stage(StageSpec::test("compile-ok"))
+        .stage(StageSpec::test("broken"))
+        .stage(StageSpec::test("after-broken").after("broken"))
+        .stage(
+            StageSpec::test("report")
+                .after("compile-ok")
+                .after("broken")
+                .after("after-broken")
+                .finally(),
+        )
+        .build()
+        .expect("valid graph");
+    let engine = Engine::builder()
+        .failure_policy(tollgate::engine::FailurePolicy::ContinueIndependent)
+        .build()
+        .expect("valid engine");
+    let executor = CommandTable::new()
+        .command("compile-ok", ProcessExecutor::new("true"))
+        .command("broken", ProcessExecutor::new("false"))
+        .command("after-broken", ProcessExecutor::new("true"))
+        .command(
+            "report",
+            ProcessExecutor::shell(
+                r#"
+                echo "step=$TOLLGATE_STEP_OUTCOME"
+                echo "compile-ok=$TOLLGATE_STATUS_COMPILE_OK"
+                echo "broken=$TOLLGATE_STATUS_BROKEN"
+                echo "after-broken=$TOLLGATE_STATUS_AFTER_BROKEN"
+                "#,
+            ),
+        );
+    let clock = clock();
+    let release = ReleaseId::new("web-1").expect("valid release id");
+    let report = run_virtual(
+        &clock,
+        engine.run_graph(&graph, Step::Test, &executor, &clock, &release, "4f2a9c1"),
+    );
+    assert_eq!(report.outcome, StepOutcome::Failed);
+    let finally = report.stage("report").expect("reported");
+    assert_eq!(finally.status, StageStatus::Succeeded);
+    assert_eq!(
+        lines(&finally.logs, Stream::Stdout),
+        [
+            "step=failed",
+            "compile-ok=succeeded",
+            "broken=failed",
+            "after-broken=skipped",
+        ]
+    );
+}
+
+#[test]
+fn fail_fast_keeps_the_partial_logs_of_the_siblings_it_cancels() {
+    let dir = TempDir::new();
+    let fifo = dir.fifo("pids");
+    let marker = Marker::new();
+    let graph = StageGraph::builder()
+        .stage(StageSpec::test("long"))
+        .stage(StageSpec::test("failing"))
+        .build()
+        .expect("valid graph");
+    // At a fixed instant, which the failing stage may start waiting for only after the test
+    // moved the clock there (see `cut_off`).
+    let fails_at = START.saturating_add(Duration::from_secs(60));
+    let failing = from_async_fn(move |ctx| {
+        Box::pin(async move {
+            ctx.clock().sleep_until(fails_at).await;
+            Ok(StageOutcome::failure("failing failed"))
+        })
+    });
+    let long = marker.mark(
+        ProcessExecutor::shell(
+            r#"
+            echo "partial 1"
+            echo "partial 2" >&2
+            echo "partial 3"
+            echo "$$ $$" > "$PIDS"
+            exec sleep 1000
+            "#,
+        )
+        .env("PIDS", &fifo),
+    );
+    let executor = ByStage(vec![
+        ("long", Box::new(long)),
+        ("failing", Box::new(failing)),
+    ]);
+    let clock = clock();
+    let running = spawn_step(Engine::new(), graph, executor, clock.clone());
+    let _ = read_raw_pids(&fifo);
+    clock.set(fails_at);
+    let report = running.join().expect("the run does not panic");
+    let long = report.stage("long").expect("reported");
+    assert_eq!(long.status, StageStatus::Cancelled);
+    assert_eq!(
+        lines(&long.logs, Stream::Stdout),
+        ["partial 1", "partial 3"]
+    );
+    assert_eq!(lines(&long.logs, Stream::Stderr), ["partial 2"]);
+    marker.assert_none_survive();
+}
+
+#[test]
+fn a_process_that_clears_its_environment_but_holds_the_output_is_killed_after_the_grace_period() {
+    let dir = TempDir::new();
+    let (up, never) = (dir.fifo("up"), dir.fifo("never"));
+    let marker = Marker::new();
+    // Out of the group, without the cookie (or anything else) in its environment, and still
+    // holding stdout and stderr; it waits to open a FIFO nobody writes. The marker is its `$0`.
+    let script = r#"
+        setsid env -i /bin/sh -c 'echo up > "$1"; read never < "$2"' "$MARKER" "$UP" "$NEVER" &
+        read up < "$UP"
+        echo started
+    "#;
+    let executor = ProcessExecutor::shell(script)
+        .env("MARKER", marker.as_str())
+        .env("UP", &up)
+        .env("NEVER", &never)
+        .grace(Duration::from_millis(100));
+    let running = Background::spawn(move || run_one(Step::Test, &executor));
+    let report = running.join().expect("the run does not panic");
+    assert_eq!(report.status, StageStatus::Succeeded);
+    assert_eq!(lines(&report.logs, Stream::Stdout), ["started"]);
+    marker.assert_none_survive();
+}
+
+#[test]
+fn a_flood_of_output_keeps_its_head_and_its_tail_within_the_log_limit() {
+    const LIMIT: usize = 64 * 1024;
+    const TOTAL: usize = 100_000;
+    let executor =
+        ProcessExecutor::shell(format!("seq 1 {TOTAL}; echo '::output last=yes'")).log_limit(LIMIT);
+    let report = run_one(Step::Test, &executor);
+    assert_eq!(report.status, StageStatus::Succeeded);
+    // The command at the very end was read, though much of the log was cut.
+    assert_eq!(report.outputs["last"], "yes");
+    let logs = lines(&report.logs, Stream::Stdout);
+    let marker = logs
+        .iter()
+        .position(|l| l.starts_with("[tollgate: "))
+        .expect("a line says what was cut");
+    let number = |l: &&str| l.parse::<usize>().expect("a number from seq");
+    let head: Vec<usize> = logs[..marker].iter().map(number).collect();
+    let tail: Vec<usize> = logs[marker + 1..logs.len() - 1]
+        .iter()
+        .map(number)
+        .collect();
+    assert_eq!(head, (1..=head.len()).collect::<Vec<_>>());
+    assert_eq!(tail, (TOTAL - tail.len() + 1..=TOTAL).collect::<Vec<_>>());
+    let cut = head.len() + 1..=TOTAL - tail.len();
+    let cut_bytes: usize = cut.clone().map(|n| n.to_string().len()).sum();
+    assert_eq!(
+        logs[marker],
+        format!(
+            "[tollgate: {} lines ({cut_bytes} bytes) cut here to keep the log within {LIMIT} bytes]",
+            cut.count()
+        )
+    );
+    // Each line counts as its text and 64 bytes, and the kept lines fit the limit.
+    let kept: usize = logs.iter().map(|l| l.len() + 64).sum();
+    assert!(kept <= LIMIT + 256, "{kept} bytes kept");
+}
+
+/// Set in the environment of this test binary when it runs a test alone in a child process,
+/// where the test measures the process's memory and threads without other tests beside it.
+const ALONE: &str = "PROCESS_TEST_ALONE";
+
+/// Runs the test `name` again, alone, in a child process of this test binary, and fails if it
+/// fails there; returns true in that child, where the test does its work.
+fn alone(name: &str) -> bool {
+    if std::env::var_os(ALONE).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let output = std::process::Command::new(exe)
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(ALONE, "1")
+        .output()
+        .expect("run the test binary");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "`{name}`, run alone, failed:\n{stdout}\n{stderr}"
+    );
+    false
+}
+
+/// A line of `/proc/self/status`, in kilobytes.
+fn status_kb(field: &str) -> u64 {
+    let status = fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// The names of this process's threads that start with `tollgate-`.
+fn helper_threads() -> Vec<String> {
+    fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(Result::ok)
+        .filter_map(|task| fs::read_to_string(task.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("tollgate-"))
+        .collect()
+}
+
+/// Waits (without sleeping) until no helper thread is left, failing after the watchdog.
+fn assert_helper_threads_end() {
+    let started = std::time::Instant::now();
+    loop {
+        let left = helper_threads();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < WATCHDOG,
+            "helper threads still running {WATCHDOG:?} after their stages ended: {left:?}"
+        );
+        thread::yield_now();
+    }
+}
+
+/// Runs `executor` as a stage with an attempt timeout of `limit`, in virtual time that follows
+/// the program's real time.
+fn run_with_timeout(executor: &ProcessExecutor, limit: Duration) -> tollgate::engine::StageReport {
+    let graph = StageGraph::builder()
+        .stage(StageSpec::test("job").attempt_timeout(limit))
+        .build()
+        .expect("a one-stage graph is valid");
+    let mut report = run_step(&graph, Step::Test, executor);
+    report.stages.remove(0)
+}
+
+#[test]
+fn memory_stays_in_proportion_to_the_log_limit_whatever_the_program_prints() {
+    const LIMIT: usize = 1024 * 1024;
+    if !alone("memory_stays_in_proportion_to_the_log_limit_whatever_the_program_prints") {
+        return;
+    }
+    let before = status_kb("VmRSS");
+    // A million two-byte lines.
+    let short = ProcessExecutor::shell("yes | head -c 2000000").log_limit(LIMIT);
+    let report = run_one(Step::Test, &short);
+    assert_eq!(report.status, StageStatus::Succeeded);
+    assert!(
+        report.logs.len() < LIMIT / 64,
+        "{} lines kept",
+        report.logs.len()
+    );
+    // Endless output, cut off by a timeout: short lines, then one line without an end.
+    let timeout = Duration::from_millis(200);
+    for script in ["exec yes", "exec head -c 6G /dev/zero"] {
+        let endless = ProcessExecutor::shell(script).log_limit(LIMIT);
+        let report = run_with_timeout(&endless, timeout);
+        assert!(
+            matches!(report.status, StageStatus::TimedOut { .. }),
+            "{script}: {}",
+            report.status
+        );
+    }
+    // Nothing keeps reading (and buffering) once the stages are over.
+    assert_helper_threads_end();
+    let grown_kb = status_kb("VmHWM").saturating_sub(before);
+    assert!(
+        grown_kb < 32 * 1024,
+        "the process's peak memory grew by {grown_kb} kB with a log limit of {} kB",
+        LIMIT / 1024
+    );
+}
+
+#[test]
+fn helper_threads_stop_with_their_stage() {
+    if !alone("helper_threads_stop_with_their_stage") {
+        return;
+    }
+    let dir = TempDir::new();
+    let (up, pids) = (dir.fifo("up"), dir.fifo("pids"));
+    let marker = Marker::new();
+    // A program that hangs, with a daemon that holds its output, cut off by a timeout once
+    // both are up.
+    let script = r#"
+        setsid sh -c "$ESCAPEE" &
+        read up < "$UP"
+        echo "$$ $!" > "$PIDS"
+        exec sleep 1000
+    "#;
+    let executor = marker.mark(
+        ProcessExecutor::shell(script)
+            .env("ESCAPEE", ESCAPEE)
+            .env("UP", &up)
+            .env("PIDS", &pids),
+    );
+    let clock = clock();
+    let spec = StageSpec::test("job").timeout(Duration::from_secs(30));
+    let running = spawn_one(spec, Engine::new(), executor, clock.clone());
+    let _ = read_raw_pids(&pids);
+    clock.advance(Duration::from_secs(30));
+    let report = running.join().expect("the run does not panic");
+    let job = report.stage("job").expect("reported");
+    assert!(
+        matches!(job.status, StageStatus::TimedOut { .. }),
+        "{}",
+        job.status
+    );
+    assert_helper_threads_end();
+    marker.assert_none_survive();
 }

@@ -33,7 +33,8 @@ use super::{
     StepReport, StepRun,
 };
 use crate::executor::{
-    ExecutorError, Outputs, SharedError, StageContext, StageOutcome, StageStatus, TimeoutKind,
+    ExecutorError, Outputs, PartialLogs, SharedError, StageContext, StageOutcome, StageStatus,
+    TimeoutKind,
 };
 use crate::graph::StageId;
 use crate::time::Timestamp;
@@ -92,7 +93,16 @@ impl Future for Running<'_> {
             // The work wins a tie with its deadline, as it did the work in time.
             Ok(Poll::Pending) => match &mut this.limit {
                 Some((sleep, limit)) => match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => AttemptEnd::TimedOut(*limit),
+                    Poll::Ready(()) => {
+                        // Dropped now, so that what it leaves in its partial log is there
+                        // when the attempt is settled. (A pending future is a ZST: no
+                        // allocation.)
+                        drop(std::mem::replace(
+                            &mut this.work,
+                            Box::pin(future::pending()),
+                        ));
+                        AttemptEnd::TimedOut(*limit)
+                    }
                     Poll::Pending => return Poll::Pending,
                 },
                 None => return Poll::Pending,
@@ -134,6 +144,8 @@ struct StepState<'a> {
     reports: Vec<StageReport>,
     /// The outputs of finished stages that produced any, shared with their dependents.
     outputs: Vec<Option<Arc<Outputs>>>,
+    /// What attempts that were cut off left of their logs.
+    partial_logs: PartialLogs,
 }
 
 impl Engine {
@@ -174,6 +186,7 @@ impl Engine {
             slot_of,
             phase: vec![Phase::Waiting; n],
             outputs: vec![None; n],
+            partial_logs: PartialLogs::default(),
         };
 
         let mut stop = Stopper::new(self, run, generation, started_at);
@@ -525,6 +538,12 @@ impl<'a> StepState<'a> {
             attempt: number,
             clock: run.clock,
             step_outcome,
+            dependencies: if step_outcome.is_some() {
+                dependency_statuses(run, &self.slot_of, &self.reports, i)
+            } else {
+                Vec::new()
+            },
+            partial_log: self.partial_logs.attempt(slot as u32, number),
         };
         let limit = if timed {
             attempt_limit(spec, now, stage_deadline)
@@ -589,7 +608,13 @@ impl<'a> StepState<'a> {
                 (StageStatus::Failed { reason }, false)
             }
             AttemptEnd::Panicked(reason) => (StageStatus::Failed { reason }, false),
-            AttemptEnd::TimedOut(limit) => (StageStatus::TimedOut { limit }, true),
+            AttemptEnd::TimedOut(limit) => {
+                // The attempt's future is gone: its log is what it left behind.
+                report
+                    .logs
+                    .extend(self.partial_logs.take(slot as u32, number));
+                (StageStatus::TimedOut { limit }, true)
+            }
         };
         if let Some(attempt) = report.attempts.last_mut() {
             attempt.finished_at = now;
@@ -662,9 +687,13 @@ impl<'a> StepState<'a> {
         for slot in 0..self.members.len() {
             match self.phase[slot] {
                 Phase::Running => {
-                    if let Some(attempt) = self.reports[slot].attempts.last_mut() {
+                    let report = &mut self.reports[slot];
+                    if let Some(attempt) = report.attempts.last_mut() {
                         attempt.finished_at = now;
                         attempt.status = status.clone();
+                        // The attempt's future was just dropped: its log is what it left.
+                        let kept = self.partial_logs.take(slot as u32, attempt.number);
+                        report.logs.extend(kept);
                     }
                 }
                 Phase::Backoff => {}
@@ -696,6 +725,29 @@ fn inputs_of<'a>(
             // A dependency without outputs has nothing to hand over: leaving it out spares most
             // stages an allocation.
             outputs.filter(|o| !o.is_empty()).map(|o| (id, o))
+        })
+        .collect()
+}
+
+/// How each direct dependency of stage `i` ended, for a finally stage: those in this step from
+/// their reports (finished, or skipped), those in earlier steps succeeded with their step.
+fn dependency_statuses<'a>(
+    run: &StepRun<'a>,
+    slot_of: &[u32],
+    reports: &[StageReport],
+    i: usize,
+) -> Vec<(&'a StageId, StageStatus)> {
+    let graph = run.graph;
+    graph
+        .deps_of(i)
+        .iter()
+        .map(|&d| {
+            let id = &graph.spec(d as usize).id;
+            let status = match slot_of[d as usize] {
+                NOT_IN_STEP => StageStatus::Succeeded,
+                slot => reports[slot as usize].status.clone(),
+            };
+            (id, status)
         })
         .collect()
 }

@@ -3,6 +3,12 @@
 //!
 //! An executor is one async function. The engine decides when to call it; the executor
 //! decides what "running a stage" means (a closure, a process, a remote job).
+//!
+//! The engine cuts a stage off (a timeout, a cancel, a failing sibling under fail-fast) by
+//! dropping the executor's future at whatever `.await` it is waiting on: whatever the stage
+//! started must end in that future's `Drop`, and what it logged until then survives only
+//! through its [`PartialLog`]. `ProcessExecutor` (feature `process`, Unix) does both, and
+//! documents what it guarantees about the processes a stage starts, and on which systems.
 
 mod closure;
 #[cfg(all(feature = "process", unix))]
@@ -10,7 +16,7 @@ mod process;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -158,6 +164,10 @@ pub struct StageContext<'a> {
     pub(crate) attempt: u32,
     pub(crate) clock: &'a dyn Clock,
     pub(crate) step_outcome: Option<StepOutcome>,
+    /// For a finally stage, how each direct dependency ended; empty for an ordinary stage,
+    /// whose dependencies all succeeded.
+    pub(crate) dependencies: Vec<(&'a StageId, StageStatus)>,
+    pub(crate) partial_log: PartialLog,
 }
 
 impl fmt::Debug for StageContext<'_> {
@@ -251,6 +261,125 @@ impl<'a> StageContext<'a> {
     #[must_use]
     pub fn step_outcome(&self) -> Option<StepOutcome> {
         self.step_outcome
+    }
+
+    /// How each direct dependency of the stage ended.
+    ///
+    /// Only a finally stage can see anything but success here: an ordinary stage starts once
+    /// every dependency succeeded, and a dependency in an earlier step succeeded with its step.
+    pub fn dependencies(&self) -> impl Iterator<Item = (&StageId, &StageStatus)> + '_ {
+        static SUCCEEDED: StageStatus = StageStatus::Succeeded;
+        let finally = self.step_outcome.is_some();
+        let ordinary = (!finally).then(|| self.spec.after.iter().map(|id| (id, &SUCCEEDED)));
+        let finally = self.dependencies.iter().map(|(id, status)| (*id, status));
+        ordinary.into_iter().flatten().chain(finally)
+    }
+
+    /// Where to leave this attempt's log if it is cut off before it returns an outcome; see
+    /// [`PartialLog`].
+    #[must_use]
+    pub fn partial_log(&self) -> &PartialLog {
+        &self.partial_log
+    }
+}
+
+/// Where an executor leaves the log of an attempt that is cut off.
+///
+/// The engine cuts an attempt off (its timeout or the stage's, the step's timeout, a cancel,
+/// a failing sibling under fail-fast) by dropping the executor's future, which then never
+/// returns its [`StageOutcome`]. The lines last handed to [`keep`](PartialLog::keep) before or
+/// while that future is dropped (typically from a `Drop` impl of something the future owns)
+/// become that attempt's part of the stage's log. An attempt that returns an outcome is logged
+/// from its outcome, and what it kept is discarded.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use tollgate::executor::{Executor, ExecutorError, LogLine, PartialLog, StageContext, StageOutcome, Stream};
+///
+/// /// Leaves what it has logged so far if it is dropped before it finishes.
+/// struct Progress {
+///     lines: Vec<LogLine>,
+///     partial: PartialLog,
+/// }
+///
+/// impl Drop for Progress {
+///     fn drop(&mut self) {
+///         self.partial.keep(std::mem::take(&mut self.lines));
+///     }
+/// }
+///
+/// struct Slow;
+///
+/// #[async_trait]
+/// impl Executor for Slow {
+///     async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
+///         let mut progress = Progress { lines: Vec::new(), partial: ctx.partial_log().clone() };
+///         progress.lines.push(LogLine { stream: Stream::Stdout, text: "step 1 of 2".into() });
+///         ctx.clock().sleep(std::time::Duration::from_secs(3600)).await;
+///         let mut outcome = StageOutcome::success();
+///         outcome.logs = std::mem::take(&mut progress.lines);
+///         Ok(outcome)
+///     }
+/// }
+/// # let _ = Slow;
+/// ```
+#[derive(Clone)]
+pub struct PartialLog {
+    kept: PartialLogs,
+    slot: u32,
+    attempt: u32,
+}
+
+impl PartialLog {
+    /// Makes `lines` this attempt's log if it is cut off, replacing what it kept before.
+    pub fn keep(&self, lines: Vec<LogLine>) {
+        let mut kept = self.kept.lock();
+        kept.retain(|(slot, attempt, _)| (*slot, *attempt) != (self.slot, self.attempt));
+        kept.push((self.slot, self.attempt, lines));
+    }
+}
+
+impl fmt::Debug for PartialLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartialLog")
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one cut-off attempt kept: its stage's slot in the step, its number, its lines.
+type Kept = (u32, u32, Vec<LogLine>);
+
+/// The partial logs of a step's attempts, by (stage slot, attempt number): one allocation per
+/// step, shared by every attempt's [`PartialLog`].
+#[derive(Clone, Default)]
+pub(crate) struct PartialLogs(Arc<Mutex<Vec<Kept>>>);
+
+impl PartialLogs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Kept>> {
+        // Nothing but pushes and removals happen under the lock: a poisoned one is consistent.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The handle for attempt `attempt` of the stage in `slot`.
+    pub(crate) fn attempt(&self, slot: u32, attempt: u32) -> PartialLog {
+        PartialLog {
+            kept: self.clone(),
+            slot,
+            attempt,
+        }
+    }
+
+    /// What attempt `attempt` of the stage in `slot` kept, if anything.
+    pub(crate) fn take(&self, slot: u32, attempt: u32) -> Vec<LogLine> {
+        let mut kept = self.lock();
+        match kept
+            .iter()
+            .position(|(s, a, _)| (*s, *a) == (slot, attempt))
+        {
+            Some(i) => kept.swap_remove(i).2,
+            None => Vec::new(),
+        }
     }
 }
 

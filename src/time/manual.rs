@@ -1,4 +1,5 @@
-//! [`ManualClock`]: virtual time that moves only when told to, with a list of pending sleeps.
+//! [`ManualClock`]: virtual time that moves only when told to, with a list of pending sleeps
+//! and a count of the holds that keep [`run_virtual`](super::run_virtual) from jumping it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,11 +8,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
-use super::{Clock, Timestamp, duration_millis};
+use super::{Clock, ClockHold, Timestamp, duration_millis};
 
 /// A virtual clock that moves only when told to. Clones share one time and one timer list.
 ///
@@ -24,6 +25,11 @@ use super::{Clock, Timestamp, duration_millis};
 /// Drive pipelines that may wait (retry backoff, timeouts) with
 /// [`run_virtual`](super::run_virtual), not `futures::executor::block_on`: under `block_on`
 /// nothing moves the clock, so the first sleep never ends.
+///
+/// Work that happens outside virtual time (a real process, a network call) takes a
+/// [`hold`](ManualClock::hold) while it runs: as long as any hold lives, `run_virtual` does
+/// not jump the clock to the next deadline but lets it follow real time, so a timeout still
+/// fires, after as much real time as it allows.
 ///
 /// ```
 /// use std::time::Duration;
@@ -48,11 +54,18 @@ struct Shared {
 }
 
 /// The wakers of the sleeps that wait for a later time, keyed by `(deadline, sleep id)` so
-/// the earliest deadline is first.
+/// the earliest deadline is first; and the holds, kept under the same lock so that a driver
+/// that finds the clock held and asks to be told of its release cannot miss the release.
 #[derive(Default)]
 struct Timers {
     next_id: u64,
     waiting: BTreeMap<(u64, u64), Waker>,
+    /// How many [`ClockHold`]s of this clock are alive.
+    holds: usize,
+    /// When the first of the live holds was taken: the real instant and the clock's time.
+    held_since: Option<(Instant, u64)>,
+    /// Drivers to wake when the last hold is released.
+    on_release: Vec<Waker>,
 }
 
 impl ManualClock {
@@ -126,6 +139,94 @@ impl ManualClock {
     pub fn pending_sleeps(&self) -> usize {
         self.timers().waiting.len()
     }
+
+    /// Holds virtual time back until the returned guard is dropped: while any hold of this
+    /// clock lives, [`run_virtual`](super::run_virtual) does not jump the clock to the next
+    /// deadline, but moves it with real time. Take one around work that happens in real time
+    /// (a process, a request), so that its timeouts mean what they say.
+    ///
+    /// Holding changes nothing else: [`advance`](Self::advance) and [`set`](Self::set) still
+    /// move a held clock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures::channel::oneshot;
+    /// use futures::future::{self, Either};
+    /// use tollgate::time::{Clock, ManualClock, Timestamp, run_virtual};
+    ///
+    /// let clock = ManualClock::new(Timestamp::EPOCH);
+    /// let (done, finished) = oneshot::channel();
+    /// let hold = clock.hold();
+    /// // Real work on another thread, raced against an hour's timeout on the virtual clock.
+    /// let worker = std::thread::spawn(move || done.send(()).unwrap());
+    /// let timeout = clock.sleep(Duration::from_secs(3600));
+    /// let outcome = run_virtual(&clock, async {
+    ///     let outcome = future::select(finished, timeout).await;
+    ///     drop(hold);
+    ///     match outcome {
+    ///         Either::Left(_) => "finished",
+    ///         Either::Right(_) => "timed out",
+    ///     }
+    /// });
+    /// worker.join().unwrap();
+    /// // Without the hold, the clock could have jumped an hour ahead before the work finished.
+    /// assert_eq!(outcome, "finished");
+    /// assert!(clock.now() < Timestamp::from_millis(3_600_000));
+    /// ```
+    pub fn hold(&self) -> ClockHold {
+        let mut timers = self.timers();
+        if timers.holds == 0 {
+            timers.held_since = Some((Instant::now(), self.now().0));
+        }
+        timers.holds += 1;
+        ClockHold::manual(self.clone())
+    }
+
+    /// Whether a [`hold`](Self::hold) of this clock is alive.
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        self.timers().holds > 0
+    }
+
+    /// Ends one hold, waking the drivers waiting for the last one to end.
+    pub(super) fn release(&self) {
+        let woken = {
+            let mut timers = self.timers();
+            timers.holds = timers.holds.saturating_sub(1);
+            if timers.holds > 0 {
+                return;
+            }
+            timers.held_since = None;
+            std::mem::take(&mut timers.on_release)
+        };
+        woken.into_iter().for_each(Waker::wake);
+    }
+
+    /// If the clock is held, arranges for `waker` to be woken when the last hold ends and
+    /// returns when the clock was first held (the real instant, and the time it read then);
+    /// returns `None` if it is not held.
+    pub(super) fn wake_on_release(&self, waker: &Waker) -> Option<(Instant, Timestamp)> {
+        let mut timers = self.timers();
+        let (real, time) = timers.held_since.filter(|_| timers.holds > 0)?;
+        if !timers.on_release.iter().any(|w| w.will_wake(waker)) {
+            timers.on_release.push(waker.clone());
+        }
+        Some((real, Timestamp(time)))
+    }
+
+    /// How many drivers wait for the last hold to end.
+    #[cfg(test)]
+    pub(super) fn release_watchers(&self) -> usize {
+        self.timers().on_release.len()
+    }
+
+    /// Moves the clock forward to `t`, never back, and wakes the sleeps that are due.
+    pub(super) fn advance_to(&self, t: Timestamp) {
+        let mut timers = self.timers();
+        if t.0 > self.now().0 {
+            self.move_to(&mut timers, t.0);
+        }
+    }
 }
 
 impl Timers {
@@ -145,9 +246,11 @@ impl Timers {
 
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let timers = self.timers();
         f.debug_struct("ManualClock")
             .field("now", &self.now())
-            .field("pending_sleeps", &self.pending_sleeps())
+            .field("pending_sleeps", &timers.waiting.len())
+            .field("holds", &timers.holds)
             .finish()
     }
 }
@@ -163,6 +266,10 @@ impl Clock for ManualClock {
             deadline: deadline.0,
             id: None,
         })
+    }
+
+    fn hold(&self) -> ClockHold {
+        ManualClock::hold(self)
     }
 }
 
@@ -251,6 +358,58 @@ mod tests {
         assert!(sleep.poll_unpin(&mut cx).is_pending());
         drop(sleep);
         assert_eq!(clock.next_deadline(), None);
+    }
+
+    #[test]
+    fn holds_count_until_the_last_one_is_dropped() {
+        let clock = ManualClock::new(Timestamp::EPOCH);
+        assert!(!clock.is_held());
+        let first = clock.hold();
+        let second = Clock::hold(&clock);
+        assert!(clock.is_held());
+        drop(first);
+        assert!(clock.is_held());
+        drop(second);
+        assert!(!clock.is_held());
+    }
+
+    #[test]
+    fn the_last_release_wakes_the_waiting_drivers_once() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let clock = ManualClock::new(Timestamp::EPOCH);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        assert!(
+            clock.wake_on_release(&waker).is_none(),
+            "an unheld clock has nothing to wait for"
+        );
+        let (a, b) = (clock.hold(), clock.hold());
+        assert!(clock.wake_on_release(&waker).is_some());
+        assert!(
+            clock.wake_on_release(&waker).is_some(),
+            "registered twice, woken once"
+        );
+        drop(a);
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        drop(b);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn advance_to_never_moves_back() {
+        let clock = ManualClock::new(Timestamp::from_millis(100));
+        clock.advance_to(Timestamp::from_millis(50));
+        assert_eq!(clock.now(), Timestamp::from_millis(100));
+        clock.advance_to(Timestamp::from_millis(150));
+        assert_eq!(clock.now(), Timestamp::from_millis(150));
     }
 
     #[test]

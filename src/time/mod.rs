@@ -7,6 +7,14 @@
 //! pending deadline whenever the future has nothing else to do: hours of pipeline time pass
 //! in milliseconds, and the same run always reads the same times.
 //!
+//! Real work breaks that jump: a process that runs for 300 ms while the driver moves the
+//! clock past its 30-minute timeout would be "timed out" at once. So work done in real time
+//! takes a [`ClockHold`] ([`Clock::hold`]) while it runs, and while any hold lives
+//! `run_virtual` lets the clock follow real time instead of jumping it: the 300 ms process
+//! succeeds, and a hung one with a one-second timeout is stopped after about one real second.
+//! [`ProcessExecutor`](crate::executor::ProcessExecutor) holds the clock while its program
+//! runs; any executor can do the same with `ctx.clock().hold()`.
+//!
 //! ```
 //! use std::time::Duration;
 //! use tollgate::time::{Clock, ManualClock, Timestamp, run_virtual};
@@ -32,8 +40,9 @@
 //! ```
 
 // One file per implementation: the wall clock, the virtual clock with its timer list, and the
-// virtual-time driver.
+// virtual-time driver; plus the hold that real work takes on virtual time.
 mod driver;
+mod hold;
 mod manual;
 mod system;
 
@@ -46,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use crate::forward::forward_impls;
 
 pub use driver::run_virtual;
+pub use hold::ClockHold;
 pub use manual::ManualClock;
 pub use system::SystemClock;
 
@@ -172,6 +182,15 @@ pub trait Clock: Send + Sync {
     fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
         self.sleep_until(self.now().saturating_add(d))
     }
+
+    /// Holds virtual time back while the returned guard lives: take it around work that
+    /// happens in real time (a process, a request), so that a virtual clock does not jump past
+    /// the work's timeouts while it runs. See [`ManualClock::hold`].
+    ///
+    /// The default, right for clocks that follow real time anyway, holds nothing.
+    fn hold(&self) -> ClockHold {
+        ClockHold::none()
+    }
 }
 
 forward_impls! {
@@ -179,6 +198,7 @@ forward_impls! {
         fn now(&self) -> Timestamp;
         fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()>;
         fn sleep(&self, d: Duration) -> BoxFuture<'static, ()>;
+        fn hold(&self) -> ClockHold;
     }
 }
 
@@ -226,5 +246,25 @@ mod tests {
         for sleep in &mut sleeps {
             assert_eq!(sleep.poll_unpin(&mut cx), Poll::Ready(()));
         }
+    }
+
+    #[test]
+    fn forwarding_impls_hold_the_inner_clock() {
+        let clock = ManualClock::new(Timestamp::EPOCH);
+        let clocks: Vec<Box<dyn Clock>> = vec![
+            Box::new(clock.clone()),
+            Box::new(Arc::new(clock.clone())),
+            Box::new(Box::new(clock.clone())),
+        ];
+        for forwarded in &clocks {
+            let hold = forwarded.hold();
+            assert!(clock.is_held());
+            drop(hold);
+            assert!(!clock.is_held());
+        }
+        let by_ref: &dyn Clock = &clock;
+        let hold = (&by_ref).hold();
+        assert!(clock.is_held());
+        drop(hold);
     }
 }

@@ -1,37 +1,33 @@
 //! Process executors: [`ProcessExecutor`] runs a stage as a real program and captures its
 //! output as the stage's log; [`CommandTable`] picks the program by stage id.
 //!
-//! # How a process is run
-//!
-//! The program starts in a process group of its own, with standard input closed and standard
-//! output and error piped. Helper threads (one supervisor and one reader per pipe) read the
-//! pipes line by line and wait for the program; the stage's future only awaits a channel, so
-//! it never blocks the thread that polls it.
-//!
-//! When the program exits, whatever it left running in its group is killed, so a stage never
-//! outlives itself and never keeps its pipes open. When the future is dropped (the engine
-//! cancels the stage, or a timeout fires), the whole group is killed at once with `SIGKILL`
-//! and the supervisor reaps the program.
-//!
-//! The group's id is the program's pid. The supervisor waits for the program to exit without
-//! reaping it (`waitid` with `WNOWAIT`), kills the group, and only then reaps: while the
-//! program is an unreaped zombie its pid cannot be reused, so a kill can never reach a
-//! stranger's group.
+//! The program starts in a process group of its own, with standard input closed, standard
+//! output and error piped, and a cookie in its environment; one helper thread per program
+//! (`supervise`) reads both pipes, waits for the program and sweeps up what it started
+//! (`sweep`), keeping the log within its limit (`log`). What this guarantees, and what it does
+//! not, is documented on [`ProcessExecutor`], where users read it.
+
+// One file per concern: the capped log, the supervisor thread, the sweep of escaped processes.
+mod log;
+mod supervise;
+mod sweep;
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, BufRead as _, BufReader, Read};
+use std::io;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::str::FromStr as _;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use futures::channel::oneshot;
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
 
-use super::{Executor, ExecutorError, LogLine, Outputs, StageContext, StageOutcome, Stream};
+use self::supervise::{Finished, Running, Settings};
+use self::sweep::COOKIE_VARIABLE;
+use super::{
+    Executor, ExecutorError, Outputs, StageContext, StageOutcome, StageStatus, StepOutcome,
+};
 use crate::artifact::{ArtifactRef, Digest};
 use crate::graph::StageId;
 
@@ -40,8 +36,76 @@ use crate::graph::StageId;
 /// The stage succeeds when the program exits with one of the
 /// [success codes](ProcessExecutor::success_codes) (by default only `0`), and fails with
 /// `exit code N` otherwise, or `killed by signal N` if a signal ended it. Either way its log is
-/// everything it printed, one [`LogLine`] per line, each tagged with its [`Stream`]. A
-/// successful stage has the output `exit_code`.
+/// what it printed, one [`LogLine`](super::LogLine) per line, each tagged with its
+/// [`Stream`](super::Stream), within the [log limit](ProcessExecutor::log_limit). A successful
+/// stage has the output `exit_code`.
+///
+/// The stage ends when the program ends: see
+/// [below](#how-a-program-is-run-and-what-is-guaranteed) for what happens to the processes it
+/// started, and on which systems.
+///
+/// # How a program is run, and what is guaranteed
+///
+/// The program starts in a process group of its own, with standard input closed, standard
+/// output and error piped, and a unique cookie in its environment (`TOLLGATE_STAGE_COOKIE`),
+/// which every process it starts inherits. One helper thread per program reads both pipes and
+/// waits for the program's exit in a single `poll`; the stage's future only awaits a channel,
+/// so it never blocks the thread that polls it, and it [holds](crate::time::Clock::hold) the
+/// pipeline's clock, so virtual time does not jump past the program while it runs.
+///
+/// **The stage ends when its program ends.** When the program exits, its process group is
+/// killed at once, and so is (on Linux) every process that carries the stage's cookie. Then
+/// the output has a [grace period](ProcessExecutor::grace) to close; after it, every process
+/// that can still write to the output pipes is killed (Linux), and a second later the helper
+/// stops reading whatever is still open, and says so in the log. So a daemon that keeps the
+/// pipes open (`setsid sh -c 'loop' &`) cannot hold its stage.
+///
+/// **Nothing a stage started outlives it (Linux).** When the program exits, or the stage is
+/// cut off (a timeout, a cancel, fail-fast: the engine drops the stage's future), the
+/// program's group is killed with `SIGKILL`, and the helper thread sweeps `/proc` for the
+/// processes that left the group (`setsid`, a double fork, `nohup`) by the cookie in their
+/// environment, and for those that can write to the output pipes, kills them, and waits for
+/// them to die. The group is killed only while the program is an unreaped zombie or still
+/// running, so its id cannot have been reused; swept processes are pinned with a pidfd and
+/// checked again before they are signalled.
+///
+/// **The log stays within its [limit](ProcessExecutor::log_limit)**, whatever the program
+/// prints: lines are stored back to back (a line costs about its own size while it is
+/// captured), and past the limit the first and last halves are kept, with a line in between
+/// saying how many lines and bytes were cut. `::output` and `::artifact` lines are read as
+/// they arrive, so cutting the log loses none. A stage that is cut off keeps what it logged
+/// until then ([`PartialLog`](crate::executor::PartialLog)).
+///
+/// **The helper thread stops with the stage**: when the stage is cut off it kills, sweeps,
+/// reaps the program and ends; it never waits on a pipe the stage no longer reads.
+///
+/// ## What is not guaranteed
+///
+/// - **A process that both leaves the group and drops the cookie escapes** if it does not hold
+///   the output either: `setsid env -i daemon >/dev/null 2>&1 &` survives its stage, as it
+///   would survive Jenkins' process tree killer. (It is killed if it keeps the pipes.) Only a
+///   container or a cgroup the host gives each stage (systemd's way) closes that gap; a child
+///   subreaper would, too, but it is a property of the whole host process and makes it reap
+///   every orphan below it, which a library cannot impose on its host.
+/// - **Processes the host cannot signal or read** (another user's, after `sudo` or a setuid
+///   program) are neither found nor killed.
+/// - **The host must live**: the sweeps run in the host process, so if it is killed itself
+///   (`SIGKILL`, a crash), the stages it was running are left as they are.
+/// - **Other Unix systems** (macOS, the BSDs) have no `/proc` to sweep: there, only the
+///   program's group is killed, escaped processes survive, and a stage whose escaped
+///   processes keep the output open ends after the grace period plus a second, with the
+///   output abandoned.
+/// - **Cost**: each sweep reads the environment of every process of the host's user, once
+///   when the program exits (and once more after the grace period if the output is still
+///   open): a few milliseconds on a busy machine.
+/// - **Starting the program** (`fork`/`exec`) happens on the thread that polls the stage, as
+///   with `std::process::Command::spawn`; everything after that is on the helper thread.
+/// - **Other executors** get none of this. One that starts processes itself must end them
+///   itself (from its future's `Drop`, which is how the engine cuts a stage off), and keep its
+///   log with [`PartialLog`](crate::executor::PartialLog). One that blocks the thread polling
+///   it stalls every stage on that thread and, under [`run_virtual`](crate::time::run_virtual),
+///   the clock too, so not even its timeout can fire: blocking work belongs on a thread of its
+///   own, with the clock [held](crate::time::Clock::hold) meanwhile, as here.
 ///
 /// # Talking back to the pipeline
 ///
@@ -65,11 +129,26 @@ use crate::graph::StageId;
 /// | `TOLLGATE_ARTIFACT_NAME`, `TOLLGATE_ARTIFACT_DIGEST` | the release's artifact, after the build step |
 /// | `TOLLGATE_ENVIRONMENT` | the environment deployed to, in the stage and deploy steps |
 /// | `TOLLGATE_INPUT_<STAGE>_<KEY>` | each output of each direct dependency |
+/// | `TOLLGATE_STATUS_<STAGE>` | how each direct dependency ended: `succeeded`, `failed`, `timed_out`, `cancelled` or `skipped` (only a finally stage sees anything but `succeeded`) |
+/// | `TOLLGATE_STEP_OUTCOME` | in a finally stage, how the step's ordinary stages ended: `succeeded`, `failed`, `cancelled` or `timed_out` |
+/// | `TOLLGATE_STAGE_COOKIE` | a token unique to this run of the stage, by which the processes it starts are found and killed when it ends (after the cookies of any stage the host itself runs in, separated by `:`) |
 ///
-/// In `TOLLGATE_INPUT_<STAGE>_<KEY>`, the stage id and key are upper-cased and every character
-/// other than an ASCII letter or digit becomes `_`: the output `version` of `compile` is
-/// `TOLLGATE_INPUT_COMPILE_VERSION`. These variables always describe the stage being run:
-/// inherited ones are removed and they are set after [`env`](ProcessExecutor::env)'s.
+/// In `TOLLGATE_INPUT_<STAGE>_<KEY>` and `TOLLGATE_STATUS_<STAGE>`, the stage id and key are
+/// upper-cased and every character other than an ASCII letter or digit becomes `_`: the output
+/// `version` of `compile` is `TOLLGATE_INPUT_COMPILE_VERSION`. These variables always
+/// describe the stage being run: inherited ones are removed (but for the cookie, which is
+/// extended) and they are set after [`env`](ProcessExecutor::env)'s.
+///
+/// A finally stage that reports on its step, as Tekton's `$(tasks.status)` allows:
+///
+/// ```
+/// use tollgate::executor::ProcessExecutor;
+///
+/// let notify = ProcessExecutor::shell(
+///     r#"[ "$TOLLGATE_STEP_OUTCOME" = succeeded ] || echo "unit tests: $TOLLGATE_STATUS_UNIT""#,
+/// );
+/// # let _ = notify;
+/// ```
 ///
 /// # Example
 ///
@@ -106,9 +185,20 @@ pub struct ProcessExecutor {
     env: Vec<(OsString, Option<OsString>)>,
     current_dir: Option<PathBuf>,
     success_codes: Vec<i32>,
+    log_limit: usize,
+    grace: Duration,
 }
 
 impl ProcessExecutor {
+    /// The default [`log_limit`](Self::log_limit): 8 MiB.
+    pub const DEFAULT_LOG_LIMIT: usize = 8 * 1024 * 1024;
+
+    /// The smallest [`log_limit`](Self::log_limit): 4 KiB.
+    pub const MIN_LOG_LIMIT: usize = log::MIN_LIMIT;
+
+    /// The default [`grace`](Self::grace) period: one second.
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
+
     /// Runs `program` (looked up in `PATH` unless it contains a `/`), with no arguments.
     ///
     /// ```
@@ -124,6 +214,8 @@ impl ProcessExecutor {
             env: Vec::new(),
             current_dir: None,
             success_codes: vec![0],
+            log_limit: Self::DEFAULT_LOG_LIMIT,
+            grace: Self::DEFAULT_GRACE,
         }
     }
 
@@ -237,12 +329,55 @@ impl ProcessExecutor {
         self
     }
 
+    /// The most memory the stage's log may take, in bytes (by default
+    /// [`DEFAULT_LOG_LIMIT`](Self::DEFAULT_LOG_LIMIT), and never less than
+    /// [`MIN_LOG_LIMIT`](Self::MIN_LOG_LIMIT)).
+    ///
+    /// Each line counts as its text plus 64 bytes (about what a [`LogLine`](super::LogLine) costs on top of
+    /// its text), so many short lines reach the limit sooner than a few long ones. Past the
+    /// limit the log keeps its first half and its last half, with a line between them saying
+    /// how many lines and bytes were cut. A line longer than half the limit is kept in pieces
+    /// of that length (cut at character boundaries), and is not read as a command.
+    ///
+    /// ```
+    /// use tollgate::executor::ProcessExecutor;
+    ///
+    /// // A chatty test suite: keep 1 MiB of its log.
+    /// let unit = ProcessExecutor::new("cargo").arg("test").log_limit(1024 * 1024);
+    /// # let _ = unit;
+    /// ```
+    #[must_use]
+    pub fn log_limit(mut self, bytes: usize) -> Self {
+        self.log_limit = bytes.max(Self::MIN_LOG_LIMIT);
+        self
+    }
+
+    /// How long the program's output may stay open after the program exited (by default
+    /// [`DEFAULT_GRACE`](Self::DEFAULT_GRACE)) before whatever still holds it is killed.
+    ///
+    /// The program's group and every process carrying the stage's cookie are killed as soon
+    /// as the program exits; the grace period is for processes that hold the output without
+    /// the cookie (see [what is guaranteed](Self#how-a-program-is-run-and-what-is-guaranteed)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::executor::ProcessExecutor;
+    ///
+    /// let deploy = ProcessExecutor::new("./deploy.sh").grace(Duration::from_secs(5));
+    /// # let _ = deploy;
+    /// ```
+    #[must_use]
+    pub fn grace(mut self, period: Duration) -> Self {
+        self.grace = period;
+        self
+    }
+
     fn program_name(&self) -> String {
         self.program.to_string_lossy().into_owned()
     }
 
-    /// The command for the stage in `ctx`, with its environment.
-    fn command(&self, ctx: &StageContext<'_>) -> Command {
+    /// The command for the stage in `ctx`, with its environment, `cookie` included.
+    fn command(&self, ctx: &StageContext<'_>, cookie: &str) -> Command {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -252,6 +387,13 @@ impl ProcessExecutor {
             // The program leads a new group, so that cancelling the stage can kill everything
             // it started, and so that a terminal's Ctrl-C does not reach it past tollgate.
             .process_group(0);
+        // The cookies of the stages this host itself runs in (if it runs in one) stay, so
+        // that their sweeps still find what this stage starts.
+        let mut cookies = std::env::var_os(COOKIE_VARIABLE).unwrap_or_default();
+        if !cookies.is_empty() {
+            cookies.push(":");
+        }
+        cookies.push(cookie);
         for (key, _) in std::env::vars_os() {
             if key.as_encoded_bytes().starts_with(b"TOLLGATE_") {
                 command.env_remove(key);
@@ -285,36 +427,29 @@ impl ProcessExecutor {
                 command.env(input_variable(stage.as_str(), key), value);
             }
         }
+        if let Some(outcome) = ctx.step_outcome() {
+            command.env("TOLLGATE_STEP_OUTCOME", step_outcome_word(outcome));
+        }
+        for (stage, status) in ctx.dependencies() {
+            command.env(status_variable(stage.as_str()), status_word(status));
+        }
+        command.env(COOKIE_VARIABLE, cookies);
         command
     }
 
     /// Turns what the program did into the stage's outcome.
-    fn outcome(&self, status: ExitStatus, logs: Vec<LogLine>) -> StageOutcome {
-        let mut outputs = Outputs::new();
-        let mut artifact: Option<ArtifactRef> = None;
-        let mut malformed = None;
-        for line in logs.iter().filter(|l| l.stream == Stream::Stdout) {
-            match parse_command(&line.text) {
-                Some(Ok(Report::Output(key, value))) => {
-                    outputs.insert(key.to_owned(), value.to_owned());
-                }
-                Some(Ok(Report::Artifact(reported))) => match &artifact {
-                    Some(first) if *first != reported => {
-                        malformed.get_or_insert_with(|| {
-                            format!(
-                                "more than one artifact reported: `{} {}` and `{} {}`",
-                                first.name, first.digest, reported.name, reported.digest
-                            )
-                        });
-                    }
-                    _ => artifact = Some(reported),
-                },
-                Some(Err(reason)) => {
-                    malformed.get_or_insert(reason);
-                }
-                None => {}
-            }
-        }
+    fn outcome(&self, finished: Finished) -> StageOutcome {
+        let Finished {
+            status,
+            logs,
+            commands,
+        } = finished;
+        let Commands {
+            mut outputs,
+            artifact,
+            malformed,
+            ..
+        } = commands;
         let failure = match (status.code(), status.signal()) {
             (Some(code), _) if self.success_codes.contains(&code) => malformed,
             (Some(code), _) => Some(format!("exit code {code}")),
@@ -340,8 +475,11 @@ impl ProcessExecutor {
 #[async_trait]
 impl Executor for ProcessExecutor {
     async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
+        // Virtual time must not jump past the program while it runs.
+        let _hold = ctx.clock().hold();
         let program = self.program_name();
-        let mut command = self.command(&ctx);
+        let cookie = new_cookie();
+        let mut command = self.command(&ctx, &cookie);
         let child = command.spawn().map_err(|source| {
             if source.kind() != io::ErrorKind::NotFound {
                 ProcessError::Spawn {
@@ -360,11 +498,25 @@ impl Executor for ProcessExecutor {
                 }
             }
         })?;
-        // From here on, dropping `running` (the engine cancelling this future) kills the group.
-        let mut running = Running::start(child);
-        let finished = running.finished().await;
-        let (status, logs) = finished.map_err(|source| ProcessError::Io { program, source })?;
-        Ok(self.outcome(status, logs))
+        let settings = Settings {
+            log_limit: self.log_limit,
+            grace: self.grace,
+            cookie,
+        };
+        // From here on, dropping `running` (the engine cutting this future off) kills the
+        // program and everything it started, and keeps its log so far.
+        let mut running =
+            Running::start(child, settings, ctx.partial_log().clone()).map_err(|source| {
+                ProcessError::Io {
+                    program: program.clone(),
+                    source,
+                }
+            })?;
+        let finished = running
+            .finished()
+            .await
+            .map_err(|source| ProcessError::Io { program, source })?;
+        Ok(self.outcome(finished))
     }
 }
 
@@ -511,20 +663,123 @@ pub enum ProcessError {
 
 // ---- private helpers ----
 
-/// `TOLLGATE_INPUT_<STAGE>_<KEY>`, upper-cased, with every other character turned into `_`.
+/// `s` upper-cased, with every character other than an ASCII letter or digit turned into `_`.
+fn shout(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `TOLLGATE_INPUT_<STAGE>_<KEY>`.
 fn input_variable(stage: &str, key: &str) -> String {
-    let shout = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
     format!("TOLLGATE_INPUT_{}_{}", shout(stage), shout(key))
+}
+
+/// `TOLLGATE_STATUS_<STAGE>`.
+fn status_variable(stage: &str) -> String {
+    format!("TOLLGATE_STATUS_{}", shout(stage))
+}
+
+/// How a stage ended, in one word (the `status` of its serde form).
+fn status_word(status: &StageStatus) -> &'static str {
+    match status {
+        StageStatus::Succeeded => "succeeded",
+        StageStatus::Failed { .. } => "failed",
+        StageStatus::TimedOut { .. } => "timed_out",
+        StageStatus::Cancelled => "cancelled",
+        StageStatus::Skipped => "skipped",
+    }
+}
+
+/// How a step ended, in one word (its serde form).
+fn step_outcome_word(outcome: StepOutcome) -> &'static str {
+    match outcome {
+        StepOutcome::Succeeded => "succeeded",
+        StepOutcome::Failed => "failed",
+        StepOutcome::Cancelled => "cancelled",
+        StepOutcome::TimedOut => "timed_out",
+    }
+}
+
+/// A token no other run of any stage has had: this process's id, a counter and the time.
+fn new_cookie() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    format!(
+        "{}-{}-{nanos:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Whether a line of standard output may be a command (`::…`).
+fn input_is_command(text: &[u8]) -> bool {
+    text.starts_with(b"::")
+}
+
+/// The commands a program sent on standard output, read as its lines arrive.
+#[derive(Debug, Default)]
+struct Commands {
+    outputs: Outputs,
+    artifact: Option<ArtifactRef>,
+    /// Why the commands are unusable (the first reason found), which fails the stage.
+    malformed: Option<String>,
+    /// The bytes of the outputs' keys and values, which may not pass `limit`.
+    bytes: usize,
+    limit: usize,
+}
+
+impl Commands {
+    fn new(limit: usize) -> Self {
+        Commands {
+            limit,
+            ..Commands::default()
+        }
+    }
+
+    /// Reads one line of standard output; anything but a command is ignored.
+    fn read(&mut self, line: &str) {
+        match parse_command(line) {
+            Some(Ok(Report::Output(key, value))) => {
+                let before = self.outputs.get(key).map_or(0, |v| key.len() + v.len());
+                let bytes = self.bytes - before + key.len() + value.len();
+                if bytes > self.limit {
+                    self.malformed.get_or_insert_with(|| {
+                        format!(
+                            "outputs take more than the log limit of {} bytes",
+                            self.limit
+                        )
+                    });
+                    return;
+                }
+                self.bytes = bytes;
+                self.outputs.insert(key.to_owned(), value.to_owned());
+            }
+            Some(Ok(Report::Artifact(reported))) => match &self.artifact {
+                Some(first) if *first != reported => {
+                    self.malformed.get_or_insert_with(|| {
+                        format!(
+                            "more than one artifact reported: `{} {}` and `{} {}`",
+                            first.name, first.digest, reported.name, reported.digest
+                        )
+                    });
+                }
+                _ => self.artifact = Some(reported),
+            },
+            Some(Err(reason)) => {
+                self.malformed.get_or_insert(reason);
+            }
+            None => {}
+        }
+    }
 }
 
 /// A command a program sends on standard output.
@@ -568,210 +823,12 @@ fn parse_command(line: &str) -> Option<Result<Report<'_>, String>> {
     }
 }
 
-/// A started program: the group to kill if this is dropped, and where its end arrives.
-struct Running {
-    group: Arc<Group>,
-    finished: oneshot::Receiver<io::Result<(ExitStatus, Vec<LogLine>)>>,
-}
-
-impl Running {
-    /// Hands `child` to a supervisor thread.
-    fn start(mut child: Child) -> Self {
-        let group = Arc::new(Group::of(&child));
-        let (send, finished) = oneshot::channel();
-        let pipes = (child.stdout.take(), child.stderr.take());
-        let supervisor = {
-            let group = Arc::clone(&group);
-            thread::Builder::new()
-                .name(format!("tollgate-process-{}", child.id()))
-                .spawn(move || {
-                    let result = supervise(&mut child, &group, pipes);
-                    // The receiver is gone if the stage was cancelled; nobody is waiting then.
-                    let _ = send.send(result);
-                })
-        };
-        // Without a supervisor nobody would reap the program, so end it here. Killed with
-        // `SIGKILL`, it exits at once, so this wait is short.
-        if let Err(error) = supervisor {
-            group.kill_and_reap();
-            // The supervisor closure, with the channel's sender in it, was dropped: report
-            // the spawn error through a fresh channel instead.
-            let (send, finished) = oneshot::channel();
-            let _ = send.send(Err(error));
-            return Running { group, finished };
-        }
-        Running { group, finished }
-    }
-
-    async fn finished(&mut self) -> io::Result<(ExitStatus, Vec<LogLine>)> {
-        (&mut self.finished).await.unwrap_or_else(|_| {
-            Err(io::Error::other(
-                "the thread supervising the program panicked",
-            ))
-        })
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // A no-op once the program has been reaped, which is always the case after
-        // `finished` returned; otherwise the stage is being cancelled.
-        self.group.kill();
-    }
-}
-
-/// A program's process group. Its id is the program's pid (it was spawned with
-/// `process_group(0)`).
-struct Group {
-    id: Pid,
-    /// Whether the program has been reaped. Killing the group is only safe before: until
-    /// then the program's pid, and so the group id, cannot be reused.
-    reaped: Mutex<bool>,
-}
-
-impl Group {
-    fn of(child: &Child) -> Self {
-        Group {
-            id: Pid::from_child(child),
-            reaped: Mutex::new(false),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, bool> {
-        // A panic while holding the lock cannot leave the flag half-written.
-        self.reaped.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Sends `SIGKILL` to every process in the group, unless the program was reaped. Never
-    /// blocks for long: the supervisor holds the lock only while it reaps an exited program.
-    fn kill(&self) {
-        let reaped = self.lock();
-        if !*reaped {
-            // `ESRCH` (nothing left in the group) is the only error possible here.
-            let _ = rustix::process::kill_process_group(self.id, Signal::KILL);
-        }
-    }
-
-    /// Kills the group and reaps the program by its pid: for when its `Child`, which would
-    /// otherwise reap it, was dropped with a supervisor thread that could not be started.
-    fn kill_and_reap(&self) {
-        let mut reaped = self.lock();
-        if !*reaped {
-            let _ = rustix::process::kill_process_group(self.id, Signal::KILL);
-            // Any error but `EINTR` means there is nothing left to reap.
-            while let Err(rustix::io::Errno::INTR) =
-                rustix::process::waitpid(Some(self.id), WaitOptions::empty())
-            {}
-            *reaped = true;
-        }
-    }
-
-    /// Waits for the program to exit, kills what it left behind in its group, and reaps it.
-    fn wait(&self, child: &mut Child) -> io::Result<ExitStatus> {
-        loop {
-            match rustix::process::waitid(
-                WaitId::Pid(self.id),
-                WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
-            ) {
-                Ok(_) => break,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(error) => {
-                    // Someone else reaped it (`SIGCHLD` ignored, or a stray `wait`): the pid
-                    // may already be reused, so the group must not be killed any more.
-                    *self.lock() = true;
-                    return Err(error.into());
-                }
-            }
-        }
-        let mut reaped = self.lock();
-        let _ = rustix::process::kill_process_group(self.id, Signal::KILL);
-        // The program has exited, so this returns at once.
-        let status = child.wait();
-        *reaped = true;
-        status
-    }
-}
-
-/// Reads the program's pipes until they close and waits for it; runs on its own thread.
-fn supervise(
-    child: &mut Child,
-    group: &Group,
-    pipes: (Option<impl Read + Send>, Option<impl Read + Send>),
-) -> io::Result<(ExitStatus, Vec<LogLine>)> {
-    // Both readers push here as lines arrive, so the log interleaves the streams roughly as
-    // the program wrote them, and keeps each stream's own order exactly.
-    let log = Mutex::new(Vec::new());
-    let (stdout, stderr) = pipes;
-    let status = thread::scope(|scope| {
-        let mut readers = Vec::with_capacity(2);
-        let spawned = [
-            stdout.map(|p| spawn_reader(scope, p, Stream::Stdout, &log)),
-            stderr.map(|p| spawn_reader(scope, p, Stream::Stderr, &log)),
-        ];
-        let mut failed = None;
-        for reader in spawned.into_iter().flatten() {
-            match reader {
-                Ok(reader) => readers.push(reader),
-                Err(error) => failed = Some(error),
-            }
-        }
-        if failed.is_some() {
-            // Without a reader a pipe could fill up and stall the program: end it instead.
-            group.kill();
-        }
-        let status = group.wait(child);
-        // Once the group is dead the pipes are closed, so the readers finish.
-        let mut read = Ok(());
-        for reader in readers {
-            let result = reader
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a log reader thread panicked")));
-            read = read.and(result);
-        }
-        if let Some(error) = failed {
-            return Err(error);
-        }
-        let status = status?;
-        read?;
-        Ok(status)
-    })?;
-    let logs = log.into_inner().unwrap_or_else(PoisonError::into_inner);
-    Ok((status, logs))
-}
-
-fn spawn_reader<'scope, 'env>(
-    scope: &'scope thread::Scope<'scope, 'env>,
-    pipe: impl Read + Send + 'scope,
-    stream: Stream,
-    log: &'env Mutex<Vec<LogLine>>,
-) -> io::Result<thread::ScopedJoinHandle<'scope, io::Result<()>>> {
-    thread::Builder::new()
-        .name("tollgate-process-log".to_owned())
-        .spawn_scoped(scope, move || read_lines(pipe, stream, log))
-}
-
-/// Appends each line of `pipe` to `log` as it arrives, without its line ending, decoded as
-/// UTF-8 with invalid bytes replaced.
-fn read_lines(pipe: impl Read, stream: Stream, log: &Mutex<Vec<LogLine>>) -> io::Result<()> {
-    let mut pipe = BufReader::new(pipe);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if pipe.read_until(b'\n', &mut line)? == 0 {
-            return Ok(());
-        }
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        let text = String::from_utf8_lossy(text).into_owned();
-        log.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(LogLine { stream, text });
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::process::ExitStatus;
+
     use super::*;
+    use crate::executor::{LogLine, Stream};
 
     #[test]
     fn input_variables_are_upper_case_and_alphanumeric() {
@@ -851,16 +908,30 @@ mod tests {
         }
     }
 
+    /// What the supervisor hands over for a program that printed `logs` and ended with
+    /// `status`: the commands read from its standard output as they arrived.
+    fn finished(status: ExitStatus, logs: Vec<LogLine>) -> Finished {
+        let mut commands = Commands::new(ProcessExecutor::DEFAULT_LOG_LIMIT);
+        for line in logs.iter().filter(|l| l.stream == Stream::Stdout) {
+            commands.read(&line.text);
+        }
+        Finished {
+            status,
+            logs,
+            commands,
+        }
+    }
+
     #[test]
     fn exit_codes_decide_success() {
         let p = ProcessExecutor::new("x").success_codes([0, 3]);
-        let ok = p.outcome(exited(3), vec![stdout("::output a=1")]);
+        let ok = p.outcome(finished(exited(3), vec![stdout("::output a=1")]));
         assert!(ok.status.is_success());
         assert_eq!(ok.outputs["exit_code"], "3");
         assert_eq!(ok.outputs["a"], "1");
-        let failed = p.outcome(exited(4), vec![stdout("hello")]);
+        let failed = p.outcome(finished(exited(4), vec![stdout("hello")]));
         assert_eq!(failed, StageOutcome::failure("exit code 4").log("hello"));
-        let killed = p.outcome(ExitStatus::from_raw(9), vec![]);
+        let killed = p.outcome(finished(ExitStatus::from_raw(9), vec![]));
         assert_eq!(killed, StageOutcome::failure("killed by signal 9"));
     }
 
@@ -868,24 +939,76 @@ mod tests {
     fn a_second_different_artifact_fails_the_stage() {
         let (a, b) = (Digest::sha256(b"a"), Digest::sha256(b"b"));
         let p = ProcessExecutor::new("x");
-        let same = p.outcome(
+        let same = p.outcome(finished(
             exited(0),
             vec![
                 stdout(&format!("::artifact x {a}")),
                 stdout(&format!("::artifact x {a}")),
             ],
-        );
+        ));
         assert_eq!(same.artifact, Some(ArtifactRef::new("x", a.clone())));
-        let two = p.outcome(
+        let two = p.outcome(finished(
             exited(0),
             vec![
                 stdout(&format!("::artifact x {a}")),
                 stdout(&format!("::artifact y {b}")),
             ],
-        );
+        ));
         let reason = two.status.to_string();
         assert!(reason.contains("more than one artifact") && reason.contains(&b.to_string()));
         assert_eq!(two.artifact, None);
+    }
+
+    #[test]
+    fn outputs_past_the_log_limit_fail_the_stage() {
+        let mut commands = Commands::new(16);
+        commands.read("::output a=1234567890");
+        commands.read("::output a=12345678901");
+        commands.read("::output b=1234");
+        assert_eq!(commands.outputs["a"], "12345678901");
+        assert!(!commands.outputs.contains_key("b"));
+        assert_eq!(
+            commands.malformed.as_deref(),
+            Some("outputs take more than the log limit of 16 bytes")
+        );
+    }
+
+    #[test]
+    fn statuses_and_outcomes_read_as_their_serde_names() {
+        let failed = StageStatus::Failed {
+            reason: "x".to_owned(),
+        };
+        let timed_out = StageStatus::TimedOut {
+            limit: crate::executor::TimeoutKind::Stage,
+        };
+        for status in [
+            StageStatus::Succeeded,
+            failed,
+            timed_out,
+            StageStatus::Cancelled,
+            StageStatus::Skipped,
+        ] {
+            let json = serde_json::to_value(&status).expect("serialisable");
+            assert_eq!(json["status"], status_word(&status));
+        }
+        for outcome in [
+            StepOutcome::Succeeded,
+            StepOutcome::Failed,
+            StepOutcome::Cancelled,
+            StepOutcome::TimedOut,
+        ] {
+            let json = serde_json::to_value(outcome).expect("serialisable");
+            assert_eq!(json, step_outcome_word(outcome));
+        }
+        assert_eq!(status_variable("e2e-tests"), "TOLLGATE_STATUS_E2E_TESTS");
+    }
+
+    #[test]
+    fn cookies_are_unique() {
+        let (a, b) = (new_cookie(), new_cookie());
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!("{}-", std::process::id())));
+        assert!(!a.contains(':'), "`:` separates cookies");
     }
 
     #[test]
@@ -894,7 +1017,7 @@ mod tests {
             stream: Stream::Stderr,
             text: "::output a=1".to_owned(),
         };
-        let outcome = ProcessExecutor::new("x").outcome(exited(0), vec![line]);
+        let outcome = ProcessExecutor::new("x").outcome(finished(exited(0), vec![line]));
         assert!(!outcome.outputs.contains_key("a"));
     }
 }
