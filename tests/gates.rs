@@ -412,6 +412,8 @@ fn an_override_needs_a_person_and_a_reason_and_is_recorded() {
     let windows = gate::ChangeWindows::new("change-windows", "+02:00")
         .unwrap()
         .deny_weekly("weekend", "Fri 16:00", "Mon 08:00")
+        .unwrap()
+        .overridable_by(["rita"])
         .unwrap();
     let overrides = windows.overrides();
     let pipeline = deployment("shop", &clock)
@@ -439,6 +441,22 @@ fn an_override_needs_a_person_and_a_reason_and_is_recorded() {
         )
         .unwrap_err();
     assert!(blank.to_string().contains("no reason"), "{blank}");
+    let mallory = overrides
+        .grant(
+            approved.id(),
+            "mallory",
+            "trust me",
+            Timestamp::from_millis(u64::MAX),
+        )
+        .unwrap_err();
+    assert!(
+        mallory.to_string().contains("may not override"),
+        "{mallory}"
+    );
+    assert!(
+        overrides.is_empty(),
+        "a refused grant leaves nothing behind"
+    );
     let until = clock.now().saturating_add(Duration::from_secs(3600));
     overrides
         .grant(approved.id(), "rita", "payment outage hotfix", until)
@@ -460,6 +478,8 @@ fn an_override_ends_at_its_time_and_is_then_dropped() {
     let windows = gate::ChangeWindows::new("change-windows", "+02:00")
         .unwrap()
         .deny_weekly("weekend", "Fri 16:00", "Mon 08:00")
+        .unwrap()
+        .overridable_by(["rita"])
         .unwrap();
     let overrides = windows.overrides();
     let (release, env) = some_release();

@@ -50,7 +50,7 @@ pub enum Window {
 /// Overrides granted on a [`ChangeWindows`] gate: shared between the gate (inside the
 /// pipeline) and the host that grants them. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Overrides(Arc<Mutex<Vec<Override>>>);
+pub struct Overrides(Arc<Mutex<Vec<Override>>>, Arc<Mutex<Vec<Person>>>);
 
 /// One person's permission for one release to ignore the windows until a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,9 @@ pub struct Override {
 
 impl Overrides {
     /// Lets `release` through the windows until `until`, on `person`'s authority and for
-    /// `reason` (which may not be blank). The gate's verdict then records both.
+    /// `reason` (which may not be blank). The gate's verdict then records both. Only the
+    /// people the gate names ([`ChangeWindows::overridable_by`]) may grant one: by default,
+    /// nobody.
     pub fn grant(
         &self,
         release: &ReleaseId,
@@ -76,6 +78,19 @@ impl Overrides {
         until: Timestamp,
     ) -> Result<()> {
         let by = Person::new(person)?;
+        let may = self
+            .1
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&by);
+        if !may {
+            return Err(GateError::Invalid {
+                gate: "change-window override".to_owned(),
+                reason: format!(
+                    "`{by}` may not override the windows (see `ChangeWindows::overridable_by`)"
+                ),
+            });
+        }
         if reason.trim().is_empty() {
             return Err(GateError::Invalid {
                 gate: "change-window override".to_owned(),
@@ -184,6 +199,25 @@ impl ChangeWindows {
     pub fn allow_dates(mut self, name: &str, from: &str, to: &str) -> Result<Self> {
         let window = self.dates(name, from, to)?;
         self.allow.push(window);
+        Ok(self)
+    }
+
+    /// Lets `people` (and only them) grant overrides; by default nobody may. Like an
+    /// approval policy, but for breaking glass: keep the list short.
+    pub fn overridable_by<I, P>(self, people: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        let people = people
+            .into_iter()
+            .map(|p| Person::new(p))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        *self
+            .overrides
+            .1
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = people;
         Ok(self)
     }
 
