@@ -241,6 +241,9 @@ impl Engine {
             prior_outputs: &prior,
             clock,
             cancel: None,
+            done: &[],
+            claim: 0,
+            on_settled: None,
         };
         let hooks = |_: usize| StageHooks {
             executor,
@@ -358,6 +361,18 @@ pub(crate) struct StepRun<'a> {
     pub clock: &'a dyn Clock,
     /// The move's own cancel handle, besides the engine's, when the run is a release's move.
     pub cancel: Option<&'a CancelHandle>,
+    /// Stages of the step that already succeeded in this run of the move, before a crash cut
+    /// it off: they count as succeeded from the start (their outputs feed their dependents,
+    /// their artifact the build), are never started, and are reported as they were. Empty
+    /// for a fresh run, which then costs nothing more.
+    pub done: &'a [StageReport],
+    /// The journal position of the claim that opened the move's run (0 outside a pipeline),
+    /// for the attempts' idempotency keys.
+    pub claim: u64,
+    /// Told each stage's report as the stage settles (succeeded, failed, timed out or
+    /// cancelled; not the stages skipped at the end), while the step goes on: the pipeline
+    /// journals it. It must not block.
+    pub on_settled: Option<&'a (dyn Fn(&StageReport) + Sync)>,
 }
 
 /// What the engine needs from the host for one stage.

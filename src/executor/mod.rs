@@ -10,10 +10,11 @@ mod process;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::artifact::ArtifactRef;
 use crate::environment::Environment;
@@ -158,6 +159,11 @@ pub struct StageContext<'a> {
     pub(crate) attempt: u32,
     pub(crate) clock: &'a dyn Clock,
     pub(crate) step_outcome: Option<StepOutcome>,
+    /// The journal position of the claim that opened the move's run (0 outside a pipeline).
+    pub(crate) claim: u64,
+    /// The attempt's idempotency key, made the first time it is asked for: most executors
+    /// never ask, and they pay nothing for it.
+    pub(crate) key: OnceLock<String>,
 }
 
 impl fmt::Debug for StageContext<'_> {
@@ -252,6 +258,105 @@ impl<'a> StageContext<'a> {
     pub fn step_outcome(&self) -> Option<StepOutcome> {
         self.step_outcome
     }
+
+    /// This attempt's idempotency key: the same for attempt *n* of this stage in this run of
+    /// the move, however often the run is taken over after a crash, and different for every
+    /// other attempt, stage, step, release or run. Hand it to the services a stage calls
+    /// (a deploy API's idempotency key or client token), or keep it yourself, to tell a
+    /// first run from a retry of work that may already have been done.
+    ///
+    /// It is [`idempotency_key`] of the release, the step, the stage, the run's claim and
+    /// the attempt number, where the run's claim is the journal position of the gates'
+    /// verdicts that opened the move: a copy of the release that takes the move over after
+    /// a crash (`Pipeline::restore`, then the same move) continues that run, so its attempts
+    /// get the keys the crashed ones had; a move tried again after it was refused (a failed
+    /// step, a closed gate) is a new run with new keys. The key is recorded with each
+    /// stage's end in the journal. Outside a pipeline ([`Engine::run_graph`]) the claim is
+    /// 0, and keys repeat from one call to the next.
+    ///
+    /// A process executor gets it as `TOLLGATE_IDEMPOTENCY_KEY`.
+    ///
+    /// [`Engine::run_graph`]: crate::engine::Engine::run_graph
+    ///
+    /// ```
+    /// use tollgate::engine::Engine;
+    /// use tollgate::executor::{self, StageOutcome, idempotency_key};
+    /// use tollgate::graph::{StageGraph, StageSpec, Step};
+    /// use tollgate::id::{ReleaseId, StageId};
+    /// use tollgate::time::{ManualClock, Timestamp, run_virtual};
+    ///
+    /// let graph = StageGraph::builder().stage(StageSpec::deploy("migrate")).build()?;
+    /// let migrate = executor::from_fn(|ctx| {
+    ///     Ok(StageOutcome::success().output("key", ctx.idempotency_key()))
+    /// });
+    /// let clock = ManualClock::new(Timestamp::EPOCH);
+    /// let release = ReleaseId::new("r1")?;
+    /// let engine = Engine::new();
+    /// let run = engine.run_graph(&graph, Step::Deploy, &migrate, &clock, &release, "4f2a9c1");
+    /// let report = run_virtual(&clock, run);
+    /// let expected = idempotency_key(&release, Step::Deploy, &StageId::new("migrate")?, 0, 1);
+    /// assert_eq!(report.stage("migrate").unwrap().outputs["key"], expected);
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    #[must_use]
+    pub fn idempotency_key(&self) -> &str {
+        self.key.get_or_init(|| {
+            idempotency_key(
+                self.release,
+                self.step(),
+                self.stage(),
+                self.claim,
+                self.attempt,
+            )
+        })
+    }
+}
+
+/// The idempotency key of attempt `attempt` of stage `stage` of step `step` of release
+/// `release`, in the run of the move opened by the claim at journal position `claim` (see
+/// [`StageContext::idempotency_key`]).
+///
+/// It is the SHA-256 of those five parts (each length-prefixed, so no two lists of parts
+/// give the same bytes whatever the ids hold), as 64 lower-case hex digits: a fixed length
+/// and alphabet that every service taking idempotency keys accepts (some take at most 64
+/// characters), unlike the ids themselves, which may hold `/`, spaces or 256 bytes each.
+///
+/// ```
+/// use tollgate::executor::idempotency_key;
+/// use tollgate::graph::Step;
+/// use tollgate::id::{ReleaseId, StageId};
+///
+/// let release = ReleaseId::new("r1")?;
+/// let stage = StageId::new("migrate")?;
+/// let key = idempotency_key(&release, Step::Deploy, &stage, 7, 1);
+/// assert_eq!(key.len(), 64);
+/// assert_eq!(key, idempotency_key(&release, Step::Deploy, &stage, 7, 1));
+/// assert_ne!(key, idempotency_key(&release, Step::Deploy, &stage, 7, 2));
+/// assert_ne!(key, idempotency_key(&release, Step::Deploy, &stage, 9, 1));
+/// # Ok::<(), tollgate::id::IdError>(())
+/// ```
+#[must_use]
+pub fn idempotency_key(
+    release: &ReleaseId,
+    step: Step,
+    stage: &StageId,
+    claim: u64,
+    attempt: u32,
+) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"tollgate-idempotency-v1");
+    for part in [release.as_str(), step.as_str(), stage.as_str()] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.update(claim.to_le_bytes());
+    hash.update(attempt.to_le_bytes());
+    let mut hex = String::with_capacity(64);
+    for b in hash.finalize() {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 /// How a step ended, as finally stages see it.

@@ -272,6 +272,7 @@ impl ProcessExecutor {
             .env("TOLLGATE_RELEASE", ctx.release().as_str())
             .env("TOLLGATE_REVISION", ctx.revision())
             .env("TOLLGATE_ATTEMPT", ctx.attempt().to_string());
+        command.env("TOLLGATE_IDEMPOTENCY_KEY", ctx.idempotency_key());
         if let Some(artifact) = ctx.artifact() {
             command
                 .env("TOLLGATE_ARTIFACT_NAME", &artifact.name)

@@ -658,6 +658,9 @@ impl<M: Mode> Pipeline<M> {
             prior_outputs: &prior,
             clock: &*self.clock,
             cancel: Some(cancel),
+            done: &[],
+            claim: 0,
+            on_settled: None,
         };
         let executors = &self.executors;
         let hooks = |i: usize| {
