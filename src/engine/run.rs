@@ -151,7 +151,7 @@ impl Engine {
             .filter(|&i| graph.step_of(i) == run.step)
             .collect();
         self.emit(|| Event::StepStarted {
-            release: run.release.clone(),
+            release: run.labels.release.clone(),
             step: run.step,
             stages: members.len(),
             at: started_at,
@@ -205,7 +205,7 @@ impl Engine {
             stages: state.reports,
         };
         self.emit(|| Event::StepFinished {
-            release: run.release.clone(),
+            release: run.labels.release.clone(),
             step: run.step,
             succeeded: report.succeeded(),
             at: finished_at,
@@ -525,15 +525,11 @@ impl<'a> StepState<'a> {
         });
         let ctx = StageContext {
             spec,
-            release: run.release,
-            revision: run.revision,
-            artifact: run.artifact,
-            environment: run.environment,
+            labels: &run.labels,
             inputs: inputs_of(run, &self.slot_of, &self.outputs, i),
             attempt: number,
             clock: run.clock,
             step_outcome,
-            claim: run.claim,
             key: std::sync::OnceLock::new(),
         };
         let limit = if timed {
@@ -758,7 +754,7 @@ mod tests {
 
     use crate::artifact::ArtifactRef;
     use crate::engine::{Engine, StageHooks, StageReport, StepReport, StepRun};
-    use crate::executor::{self, StageOutcome, StageStatus, idempotency_key};
+    use crate::executor::{self, StageOutcome, StageStatus, StepLabels, idempotency_key};
     use crate::graph::{StageGraph, StageSpec, Step};
     use crate::id::ReleaseId;
     use crate::time::{ManualClock, Timestamp, run_virtual};
@@ -812,15 +808,17 @@ mod tests {
         let run = StepRun {
             graph: &graph,
             step: Step::Build,
-            release: &release,
-            revision: "4f2a9c1",
-            artifact: None,
-            environment: None,
+            labels: StepLabels {
+                release: &release,
+                revision: "4f2a9c1",
+                artifact: None,
+                environment: None,
+                claim: 7,
+            },
             prior_outputs: &prior,
             clock: &clock,
             cancel: None,
             done,
-            claim: 7,
             on_settled: Some(&on_settled),
         };
         let hooks = |_: usize| StageHooks {

@@ -151,29 +151,43 @@ pub type BoxExecutor = Box<dyn Executor>;
 /// Everything an executor may know about the stage it runs.
 pub struct StageContext<'a> {
     pub(crate) spec: &'a StageSpec,
-    pub(crate) release: &'a ReleaseId,
-    pub(crate) revision: &'a str,
-    pub(crate) artifact: Option<&'a ArtifactRef>,
-    pub(crate) environment: Option<&'a Environment>,
+    /// What every stage of the step shares, held once by the step run.
+    pub(crate) labels: &'a StepLabels<'a>,
     pub(crate) inputs: Vec<(&'a StageId, Arc<Outputs>)>,
     pub(crate) attempt: u32,
     pub(crate) clock: &'a dyn Clock,
     pub(crate) step_outcome: Option<StepOutcome>,
-    /// The journal position of the claim that opened the move's run (0 outside a pipeline).
-    pub(crate) claim: u64,
     /// The attempt's idempotency key, made the first time it is asked for: most executors
     /// never ask, and they pay nothing for it.
-    pub(crate) key: OnceLock<String>,
+    pub(crate) key: OnceLock<Box<str>>,
+}
+
+/// What an executor is told about the step run its stage belongs to, the same for every
+/// stage: kept once by the run, so that each attempt's context (which lives as long as the
+/// attempt runs) holds one reference instead of a copy of each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepLabels<'a> {
+    /// The release being moved.
+    pub release: &'a ReleaseId,
+    /// The id of its source revision.
+    pub revision: &'a str,
+    /// Its artifact, after the build step.
+    pub artifact: Option<&'a ArtifactRef>,
+    /// The environment the step deploys to, if it deploys.
+    pub environment: Option<&'a Environment>,
+    /// The journal position of the claim that opened the move's run (0 outside a pipeline),
+    /// for the idempotency keys.
+    pub claim: u64,
 }
 
 impl fmt::Debug for StageContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StageContext")
             .field("stage", &self.spec.id)
-            .field("release", self.release)
+            .field("release", self.labels.release)
             .field("attempt", &self.attempt)
-            .field("artifact", &self.artifact.map(|a| &a.digest))
-            .field("environment", &self.environment)
+            .field("artifact", &self.labels.artifact.map(|a| &a.digest))
+            .field("environment", &self.labels.environment)
             .field("step_outcome", &self.step_outcome)
             .finish_non_exhaustive()
     }
@@ -201,27 +215,27 @@ impl<'a> StageContext<'a> {
     /// The release being moved.
     #[must_use]
     pub fn release(&self) -> &'a ReleaseId {
-        self.release
+        self.labels.release
     }
 
     /// The id of the source revision the release was started from (a commit SHA, a tag).
     #[must_use]
     pub fn revision(&self) -> &'a str {
-        self.revision
+        self.labels.revision
     }
 
     /// The release's artifact: `None` during the build step (which produces it), `Some` in
     /// every later step.
     #[must_use]
     pub fn artifact(&self) -> Option<&'a ArtifactRef> {
-        self.artifact
+        self.labels.artifact
     }
 
     /// The environment the step deploys to: staging in the stage step, the target in the
     /// deploy step, `None` otherwise.
     #[must_use]
     pub fn environment(&self) -> Option<&'a Environment> {
-        self.environment
+        self.labels.environment
     }
 
     /// The output `key` of the dependency `stage`. Only direct dependencies are visible.
@@ -301,13 +315,15 @@ impl<'a> StageContext<'a> {
     #[must_use]
     pub fn idempotency_key(&self) -> &str {
         self.key.get_or_init(|| {
+            let labels = self.labels;
             idempotency_key(
-                self.release,
+                labels.release,
                 self.step(),
                 self.stage(),
-                self.claim,
+                labels.claim,
                 self.attempt,
             )
+            .into_boxed_str()
         })
     }
 }

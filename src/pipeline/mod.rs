@@ -29,7 +29,7 @@ use futures::channel::mpsc;
 use crate::engine::{CancelHandle, Engine, Event, StageHooks, StageReport, StepReport, StepRun};
 use crate::environment::{Environment, EnvironmentName};
 use crate::error::{Error, Result};
-use crate::executor::{Executor, idempotency_key};
+use crate::executor::{Executor, StepLabels, idempotency_key};
 use crate::fact::{Fact, Fingerprint, read_release};
 use crate::gate::{BoxGate, Gate, GateContext};
 use crate::graph::{StageGraph, Step};
@@ -683,15 +683,17 @@ impl<M: Mode> Pipeline<M> {
             let run = StepRun {
                 graph: &self.graph,
                 step,
-                release: release.id(),
-                revision: &release.revision().id,
-                artifact: release.artifact(),
-                environment: step.deploys().then_some(environment),
+                labels: StepLabels {
+                    release: release.id(),
+                    revision: &release.revision().id,
+                    artifact: release.artifact(),
+                    environment: step.deploys().then_some(environment),
+                    claim: journal.claim,
+                },
                 prior_outputs: &prior,
                 clock: &*self.clock,
                 cancel: Some(cancel),
                 done: journal.done,
-                claim: journal.claim,
                 on_settled: Some(&settled),
             };
             self.engine.run_step(&run, &hooks).await
