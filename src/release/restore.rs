@@ -2,7 +2,7 @@
 //! facts and re-derives every state from them, refusing any history this pipeline could not
 //! have written. No other public path turns stored data into a typed release.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::{OpenRun, Release};
 use crate::approval::Ballot;
@@ -10,7 +10,7 @@ use crate::engine::{StageReport, StepReport};
 use crate::error::{Error, Result};
 use crate::executor::{StageStatus, StepOutcome, idempotency_key};
 use crate::fact::{Fact, FactError, read_release};
-use crate::id::ReleaseId;
+use crate::id::{ReleaseId, StageId};
 use crate::journal::Seq;
 use crate::lifecycle::{Mode, ModeKind, Move, State, StateName, Step, Verdict};
 use crate::pipeline::{Pipeline, request_for};
@@ -214,16 +214,38 @@ pub(crate) struct Replayed {
     pub run: Option<ReplayedRun>,
 }
 
-/// A run of a move, as the replay follows it (see [`OpenRun`]).
+/// A run of a move, as the replay follows it (see [`OpenRun`]). Its sets make each stage
+/// fact's checks cost the same however many stages the step has.
 #[derive(Debug)]
 pub(crate) struct ReplayedRun {
     open: OpenRun,
     /// When the latest claim of the run was made (by the copy that opened it, or by the
     /// latest that took it over): its lease runs from then, and its stages started after.
     claimed_at: crate::time::Timestamp,
-    /// The reports of the stages that settled since the latest claim, whatever their
-    /// status: a copy runs each stage at most once.
-    since_claim: Vec<StageReport>,
+    /// The stages that succeeded in the run (those of `open.done`).
+    succeeded: HashSet<StageId>,
+    /// The stages that settled since the latest claim, whatever their status: a copy runs
+    /// each stage at most once.
+    since_claim: HashSet<StageId>,
+    /// The reports of the stages that settled since the latest claim without succeeding
+    /// (those that succeeded are in `open.done`).
+    not_succeeded: Vec<StageReport>,
+}
+
+impl ReplayedRun {
+    fn new(mv: Move, claim: Seq, at: crate::time::Timestamp) -> Self {
+        ReplayedRun {
+            open: OpenRun {
+                mv,
+                claim,
+                done: Vec::new(),
+            },
+            claimed_at: at,
+            succeeded: HashSet::new(),
+            since_claim: HashSet::new(),
+            not_succeeded: Vec::new(),
+        }
+    }
 }
 
 /// The replay of one release's facts: what has been seen since the last move.
@@ -414,18 +436,9 @@ impl<M: Mode> Replay<'_, M> {
             Some(run) if run.open.mv == mv => {
                 run.claimed_at = at;
                 run.since_claim.clear();
+                run.not_succeeded.clear();
             }
-            _ => {
-                self.run = Some(ReplayedRun {
-                    open: OpenRun {
-                        mv,
-                        claim: seq,
-                        done: Vec::new(),
-                    },
-                    claimed_at: at,
-                    since_claim: Vec::new(),
-                });
-            }
+            _ => self.run = Some(ReplayedRun::new(mv, seq, at)),
         }
     }
 
@@ -446,12 +459,14 @@ impl<M: Mode> Replay<'_, M> {
         if let Some(run) = &self.run {
             // The step's report holds every stage that settled in the run as its fact
             // said: those carried over from earlier copies, and this copy's.
+            let reported: HashMap<&StageId, &StageReport> =
+                report.stages.iter().map(|s| (&s.id, s)).collect();
             let contradicted = run
                 .open
                 .done
                 .iter()
-                .chain(&run.since_claim)
-                .find(|s| report.stages.iter().find(|r| r.id == s.id) != Some(*s));
+                .chain(&run.not_succeeded)
+                .find(|s| reported.get(&s.id) != Some(s));
             if let Some(stage) = contradicted {
                 return Err(bad(&format!(
                     "reports stage `{}` otherwise than its stage fact",
@@ -510,12 +525,12 @@ impl<M: Mode> Replay<'_, M> {
                 spec.step
             )));
         }
-        if run.open.done.iter().any(|s| s.id == *id) {
+        if run.succeeded.contains(id) {
             return Err(bad(&format!(
                 "records stage `{id}` again after it succeeded in the same run"
             )));
         }
-        if run.since_claim.iter().any(|s| s.id == *id) {
+        if run.since_claim.contains(id) {
             return Err(bad(&format!(
                 "records stage `{id}` settling twice under one claim"
             )));
@@ -524,7 +539,7 @@ impl<M: Mode> Replay<'_, M> {
             let waited_for = graph
                 .get(dependency.as_str())
                 .is_some_and(|d| d.step == step && d.finally == spec.finally);
-            if waited_for && !run.open.done.iter().any(|s| s.id == *dependency) {
+            if waited_for && !run.succeeded.contains(dependency) {
                 return Err(bad(&format!(
                     "records stage `{id}` running before its dependency `{dependency}` succeeded"
                 )));
@@ -562,9 +577,12 @@ impl<M: Mode> Replay<'_, M> {
                 "records stage `{id}` with idempotency keys its run does not give"
             )));
         }
-        run.since_claim.push(report.clone());
+        run.since_claim.insert(id.clone());
         if report.status == StageStatus::Succeeded {
+            run.succeeded.insert(id.clone());
             run.open.done.push(report.clone());
+        } else {
+            run.not_succeeded.push(report.clone());
         }
         Ok(())
     }
