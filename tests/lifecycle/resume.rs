@@ -35,7 +35,7 @@ use crate::support::{
 
 /// One call of a recording executor: the stage, its attempt's idempotency key, and the
 /// outputs of its dependencies it was handed (`stage.key`), as it saw them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Call {
     stage: String,
     key: String,
@@ -122,9 +122,9 @@ impl Calls {
     }
 }
 
-/// An executor that records its call in `calls`, yields `yields` times (so that stages
-/// settle one poll apart), hangs forever if `calls` says its stage hangs, and returns what
-/// `body` says.
+/// An executor that records its call in `calls`, yields `yields` times (so that it is not
+/// done the moment it starts), hangs forever if `calls` says its stage hangs, and returns
+/// what `body` says.
 fn recording<F>(calls: &Calls, yields: usize, body: F) -> impl Executor + use<F>
 where
     F: Fn(&StageContext<'_>) -> StageOutcome + Send + Sync + 'static,
