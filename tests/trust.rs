@@ -362,8 +362,10 @@ fn an_empty_test_report_appended_without_the_key_is_refused_by_the_chain() {
 fn a_failed_test_report_edited_to_success_without_the_key_is_refused_by_the_chain() {
     let bot = failed_tests();
     let facts = bot.facts();
-    let report = find_fact(&facts, 0, "step_ran", "release", "r1") + 3;
-    assert_eq!(facts[report]["report"]["step"], "test");
+    let report = facts
+        .iter()
+        .position(|f| f["fact"] == "step_ran" && f["report"]["step"] == "test")
+        .unwrap();
     edit_without_key(&bot.journal, report, |f| {
         f["report"]["outcome"] = json!("succeeded");
         for stage in f["report"]["stages"].as_array_mut().unwrap() {
@@ -411,15 +413,17 @@ fn a_test_report_missing_a_stage_written_with_the_key_does_not_make_the_release_
     let twin_facts = twin.facts();
     let mut facts = bot.facts();
     let test_move = find_fact(&twin_facts, 0, "gates", "move", "test");
-    let mut report = twin_facts[test_move + 1].clone();
+    let ran = find_fact(&twin_facts, test_move, "step_ran", "release", "r1");
+    let mut report = twin_facts[ran].clone();
     report["report"]["stages"]
         .as_array_mut()
         .unwrap()
         .retain(|s| s["id"] == "unit");
+    // The stages' own facts are left out with `lint`'s: the report alone is the forgery.
     facts.extend([
         twin_facts[test_move].clone(),
         report,
-        twin_facts[test_move + 2].clone(),
+        twin_facts[ran + 1].clone(),
     ]);
     assert_replay_refuses(
         record_of(&bot.on(forged(&facts)), "r1"),
@@ -446,12 +450,12 @@ fn a_swapped_artifact_digest_written_with_the_key_is_refused_by_the_replay() {
     let bot = Bot::standard();
     let artifact = deployed_r1(&bot);
     let mut facts = bot.facts();
-    // Everywhere but the build step's report: the fixed artifact, the votes' requests, the
-    // approval.
+    // Everywhere but the build step's reports (the step's and its stages'): the fixed
+    // artifact, the votes' requests, the approval.
     let build_report = find_fact(&facts, 0, "step_ran", "release", "r1");
     let untested = artifact_for("evil").digest.to_string();
     for (i, fact) in facts.iter_mut().enumerate() {
-        if i != build_report {
+        if i != build_report && fact["fact"] != "stage_finished" {
             replace_strings(fact, &artifact.digest.to_string(), &untested);
         }
     }
@@ -674,13 +678,16 @@ fn a_gate_verdict_deleted_with_the_key_is_refused_by_the_replay() {
     let open = find_fact(&facts, pending + 1, "gates", "move", "deploy");
     facts[open]["verdicts"] = json!([]);
     assert_replay_refuses(record_of(&bot.on(forged(&facts)), "r1"), "gates");
-    // Every gates fact of the deploy move deleted.
+    // Every gates fact of the deploy move deleted (with the facts of the stages the move
+    // ran, which need a claimed move).
     let mut facts = bot.facts();
     remove_facts(&mut facts, "gates", "move", "deploy");
+    remove_facts(&mut facts, "stage_finished", "step", "deploy");
     assert_replay_refuses(record_of(&bot.on(forged(&facts)), "r1"), "gates");
     // The pending verdict kept, the open one deleted: the move follows a pending gate.
     let mut facts = bot.facts();
     facts.remove(open);
+    remove_facts(&mut facts, "stage_finished", "step", "deploy");
     assert_replay_refuses(record_of(&bot.on(forged(&facts)), "r1"), "gates");
 }
 
@@ -1790,6 +1797,7 @@ fn the_true_history_restores_to_itself_and_its_prefixes_only_go_forward() {
             "gates",
             "moved",
             "refused",
+            "stage_finished",
             "started",
             "step_ran",
             "voted"

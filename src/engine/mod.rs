@@ -27,8 +27,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::ArtifactRef;
-use crate::environment::Environment;
-use crate::executor::{Executor, LogLine, Outputs, SharedError, StageStatus};
+use crate::executor::{Executor, LogLine, Outputs, SharedError, StageStatus, StepLabels};
 use crate::graph::StageGraph;
 use crate::id::{ReleaseId, StageId};
 use crate::lifecycle::Step;
@@ -234,13 +233,18 @@ impl Engine {
         let run = StepRun {
             graph,
             step,
-            release,
-            revision,
-            artifact: None,
-            environment: None,
+            labels: StepLabels {
+                release,
+                revision,
+                artifact: None,
+                environment: None,
+                claim: 0,
+            },
             prior_outputs: &prior,
             clock,
             cancel: None,
+            done: &[],
+            on_settled: None,
         };
         let hooks = |_: usize| StageHooks {
             executor,
@@ -349,15 +353,22 @@ impl EngineBuilder {
 pub(crate) struct StepRun<'a> {
     pub graph: &'a StageGraph,
     pub step: Step,
-    pub release: &'a ReleaseId,
-    /// The revision's id, as a label for the executors.
-    pub revision: &'a str,
-    pub artifact: Option<&'a ArtifactRef>,
-    pub environment: Option<&'a Environment>,
+    /// What the executors are told of the run (release, revision, artifact, environment,
+    /// the claim of the move's run).
+    pub labels: StepLabels<'a>,
     pub prior_outputs: &'a BTreeMap<StageId, Arc<Outputs>>,
     pub clock: &'a dyn Clock,
     /// The move's own cancel handle, besides the engine's, when the run is a release's move.
     pub cancel: Option<&'a CancelHandle>,
+    /// Stages of the step that already succeeded in this run of the move, before a crash cut
+    /// it off: they count as succeeded from the start (their outputs feed their dependents,
+    /// their artifact the build), are never started, and are reported as they were. Empty
+    /// for a fresh run, which then costs nothing more.
+    pub done: &'a [StageReport],
+    /// Told each stage's report as the stage settles (succeeded, failed, timed out or
+    /// cancelled; not the stages skipped at the end), while the step goes on: the pipeline
+    /// journals it. It must not block.
+    pub on_settled: Option<&'a (dyn Fn(&StageReport) + Sync)>,
 }
 
 /// What the engine needs from the host for one stage.

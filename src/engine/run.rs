@@ -163,7 +163,7 @@ impl Engine {
             .filter(|&i| graph.step_of(i) == run.step)
             .collect();
         self.emit(|| Event::StepStarted {
-            release: run.release.clone(),
+            release: run.labels.release.clone(),
             step: run.step,
             stages: members.len(),
             at: started_at,
@@ -188,6 +188,9 @@ impl Engine {
             outputs: vec![None; n],
             partial_logs: PartialLogs::default(),
         };
+        if !run.done.is_empty() {
+            state.take_done();
+        }
 
         let mut stop = Stopper::new(self, run, generation, started_at);
         let outcome = state.run_phase(None, Some(&mut stop)).await;
@@ -215,7 +218,7 @@ impl Engine {
             stages: state.reports,
         };
         self.emit(|| Event::StepFinished {
-            release: run.release.clone(),
+            release: run.labels.release.clone(),
             step: run.step,
             succeeded: report.succeeded(),
             at: finished_at,
@@ -267,16 +270,21 @@ impl<'a> StepState<'a> {
         let waiting_on: Vec<u32> = self
             .members
             .iter()
-            .map(|&i| {
-                if graph.is_finally(i) != finally {
+            .zip(&self.phase)
+            .map(|(&i, phase)| {
+                // A stage done before the phase began (in a run cut off by a crash) never
+                // becomes ready, and does not hold up its dependents.
+                if graph.is_finally(i) != finally || *phase == Phase::Done {
                     return OTHER_PHASE;
                 }
                 graph
                     .deps_of(i)
                     .iter()
                     .filter(|&&d| {
-                        self.slot_of[d as usize] != NOT_IN_STEP
+                        let slot = self.slot_of[d as usize];
+                        slot != NOT_IN_STEP
                             && graph.is_finally(d as usize) == finally
+                            && self.phase[slot as usize] != Phase::Done
                     })
                     .count() as u32
             })
@@ -530,10 +538,7 @@ impl<'a> StepState<'a> {
         });
         let ctx = StageContext {
             spec,
-            release: run.release,
-            revision: run.revision,
-            artifact: run.artifact,
-            environment: run.environment,
+            labels: &run.labels,
             inputs: inputs_of(run, &self.slot_of, &self.outputs, i),
             attempt: number,
             clock: run.clock,
@@ -544,6 +549,7 @@ impl<'a> StepState<'a> {
                 Vec::new()
             },
             partial_log: self.partial_logs.attempt(slot as u32, number),
+            key: std::sync::OnceLock::new(),
         };
         let limit = if timed {
             attempt_limit(spec, now, stage_deadline)
@@ -677,7 +683,48 @@ impl<'a> StepState<'a> {
         report.status = status;
         report.finished_at = Some(now);
         self.phase[slot] = Phase::Done;
+        if let Some(settled) = self.run.on_settled {
+            settled(report);
+        }
         Settled::Done(succeeded)
+    }
+
+    /// Marks the stages of [`StepRun::done`] (those of this step that succeeded) as done
+    /// with their reports and outputs, before anything starts. A finally stage is kept only
+    /// if every ordinary stage of the step is: it ran after them, and seeing them run again
+    /// is its job.
+    fn take_done(&mut self) {
+        let graph = self.run.graph;
+        for report in self.run.done {
+            let Some(i) = graph.index_of(report.id.as_str()) else {
+                continue;
+            };
+            let slot = self.slot_of[i];
+            if slot == NOT_IN_STEP || !report.status.is_success() {
+                continue;
+            }
+            let slot = slot as usize;
+            self.phase[slot] = Phase::Done;
+            self.reports[slot] = report.clone();
+            if !report.outputs.is_empty() {
+                self.outputs[slot] = Some(Arc::new(report.outputs.clone()));
+            }
+        }
+        let ordinary_left = self
+            .members
+            .iter()
+            .zip(&self.phase)
+            .any(|(&i, phase)| !graph.is_finally(i) && *phase != Phase::Done);
+        if ordinary_left {
+            for (slot, &i) in self.members.iter().enumerate() {
+                if graph.is_finally(i) && self.phase[slot] == Phase::Done {
+                    self.phase[slot] = Phase::Waiting;
+                    self.reports[slot] =
+                        StageReport::not_run(graph.spec(i).id.clone(), StageStatus::Skipped);
+                    self.outputs[slot] = None;
+                }
+            }
+        }
     }
 
     /// Ends every started, unfinished stage with `status` (its attempt's future was just
@@ -750,4 +797,147 @@ fn dependency_statuses<'a>(
             (id, status)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, PoisonError};
+
+    use crate::artifact::ArtifactRef;
+    use crate::engine::{Engine, StageHooks, StageReport, StepReport, StepRun};
+    use crate::executor::{self, StageOutcome, StageStatus, StepLabels, idempotency_key};
+    use crate::graph::{StageGraph, StageSpec, Step};
+    use crate::id::ReleaseId;
+    use crate::time::{ManualClock, Timestamp, run_virtual};
+
+    /// `fetch` → `compile` → `package` → `publish` in the build step, `notify` (finally)
+    /// after `publish`, and `unit` in the test step.
+    fn graph() -> StageGraph {
+        StageGraph::builder()
+            .stage(StageSpec::build("fetch"))
+            .stage(StageSpec::build("compile").after("fetch"))
+            .stage(StageSpec::build("package").after("compile"))
+            .stage(StageSpec::build("publish").after("package"))
+            .stage(StageSpec::build("notify").after("publish").finally())
+            .stage(StageSpec::test("unit").after("compile"))
+            .build()
+            .unwrap()
+    }
+
+    /// Runs the build step of [`graph`] with `done` carried over, in the run claimed at 7.
+    /// Returns the report, the stages the executor ran (in order), and the stages the
+    /// settle hook was told about (in order).
+    fn run_with(done: &[StageReport]) -> (StepReport, Vec<String>, Vec<String>) {
+        let graph = graph();
+        let clock = ManualClock::new(Timestamp::EPOCH);
+        let release = ReleaseId::new("r1").unwrap();
+        let ran = Mutex::new(Vec::new());
+        let executor = executor::from_fn(|ctx| {
+            ran.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(ctx.stage().to_string());
+            let seen: Vec<String> = ctx
+                .inputs()
+                .filter_map(|(id, outputs)| outputs.get("v").map(|v| format!("{id}={v}")))
+                .collect();
+            let mut outcome = StageOutcome::success()
+                .output("v", format!("{}[{}]", ctx.stage(), seen.join(",")))
+                .output("key", ctx.idempotency_key());
+            if ctx.stage() == "compile" {
+                outcome = outcome.artifact(ArtifactRef::from_bytes("app", b"app"));
+            }
+            Ok(outcome)
+        });
+        let settled = Mutex::new(Vec::new());
+        let on_settled = |report: &StageReport| {
+            settled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(report.id.to_string());
+        };
+        let prior = BTreeMap::new();
+        let run = StepRun {
+            graph: &graph,
+            step: Step::Build,
+            labels: StepLabels {
+                release: &release,
+                revision: "4f2a9c1",
+                artifact: None,
+                environment: None,
+                claim: 7,
+            },
+            prior_outputs: &prior,
+            clock: &clock,
+            cancel: None,
+            done,
+            on_settled: Some(&on_settled),
+        };
+        let hooks = |_: usize| StageHooks {
+            executor: &executor,
+            retry_if: None,
+        };
+        let engine = Engine::new();
+        let report = run_virtual(&clock, engine.run_step(&run, &hooks));
+        let ran = ran.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let settled = settled.into_inner().unwrap_or_else(PoisonError::into_inner);
+        (report, ran, settled)
+    }
+
+    #[test]
+    fn stages_done_before_are_not_run_and_feed_their_dependents_as_they_were() {
+        let (full, ran, settled) = run_with(&[]);
+        assert!(full.succeeded());
+        assert_eq!(ran, ["fetch", "compile", "package", "publish", "notify"]);
+        assert_eq!(settled, ran, "every stage is told as it settles");
+
+        // `fetch` and `compile` carried over from the run a crash cut off.
+        let done: Vec<StageReport> = full.stages[..2].to_vec();
+        let (resumed, ran, settled) = run_with(&done);
+        assert_eq!(ran, ["package", "publish", "notify"]);
+        assert_eq!(settled, ran, "stages done before are not settled again");
+        assert_eq!(resumed.stages[..2], done[..], "reported as they were");
+        assert_eq!(resumed.stages, full.stages, "the same run, up to times");
+        assert_eq!(
+            resumed.stage("package").unwrap().outputs["v"],
+            "package[compile=compile[fetch=fetch[]]]",
+            "the outputs of a stage done before reach its dependents"
+        );
+        assert!(resumed.stage("compile").unwrap().artifact.is_some());
+        let release = ReleaseId::new("r1").unwrap();
+        assert_eq!(
+            resumed.stage("package").unwrap().outputs["key"],
+            idempotency_key(&release, Step::Build, &"package".parse().unwrap(), 7, 1)
+        );
+    }
+
+    #[test]
+    fn a_finally_stage_is_carried_over_only_with_every_ordinary_stage() {
+        let (full, _, _) = run_with(&[]);
+        let notify = full.stage("notify").unwrap().clone();
+        let (_, ran, _) = run_with(&[full.stages[0].clone(), notify.clone()]);
+        assert_eq!(ran, ["compile", "package", "publish", "notify"]);
+        let mut all = full.stages[..4].to_vec();
+        all.push(notify);
+        let (resumed, ran, _) = run_with(&all);
+        assert!(ran.is_empty(), "{ran:?}");
+        assert!(resumed.succeeded());
+        assert_eq!(resumed.stages, full.stages);
+    }
+
+    #[test]
+    fn reports_that_are_not_successes_of_the_step_are_not_carried_over() {
+        let (full, _, _) = run_with(&[]);
+        let mut failed = full.stages[0].clone();
+        failed.status = StageStatus::Failed {
+            reason: "flaky".to_owned(),
+        };
+        let mut other_step = full.stages[1].clone();
+        other_step.id = "unit".parse().unwrap();
+        let mut unknown = full.stages[1].clone();
+        unknown.id = "nowhere".parse().unwrap();
+        let (resumed, ran, _) = run_with(&[failed, other_step, unknown]);
+        assert_eq!(ran, ["fetch", "compile", "package", "publish", "notify"]);
+        assert_eq!(resumed.stages, full.stages);
+    }
 }

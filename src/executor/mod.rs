@@ -16,10 +16,11 @@ mod process;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::artifact::ArtifactRef;
 use crate::environment::Environment;
@@ -156,10 +157,8 @@ pub type BoxExecutor = Box<dyn Executor>;
 /// Everything an executor may know about the stage it runs.
 pub struct StageContext<'a> {
     pub(crate) spec: &'a StageSpec,
-    pub(crate) release: &'a ReleaseId,
-    pub(crate) revision: &'a str,
-    pub(crate) artifact: Option<&'a ArtifactRef>,
-    pub(crate) environment: Option<&'a Environment>,
+    /// What every stage of the step shares, held once by the step run.
+    pub(crate) labels: &'a StepLabels<'a>,
     pub(crate) inputs: Vec<(&'a StageId, Arc<Outputs>)>,
     pub(crate) attempt: u32,
     pub(crate) clock: &'a dyn Clock,
@@ -168,16 +167,37 @@ pub struct StageContext<'a> {
     /// whose dependencies all succeeded.
     pub(crate) dependencies: Vec<(&'a StageId, StageStatus)>,
     pub(crate) partial_log: PartialLog,
+    /// The attempt's idempotency key, made the first time it is asked for: most executors
+    /// never ask, and they pay nothing for it.
+    pub(crate) key: OnceLock<Box<str>>,
+}
+
+/// What an executor is told about the step run its stage belongs to, the same for every
+/// stage: kept once by the run, so that each attempt's context (which lives as long as the
+/// attempt runs) holds one reference instead of a copy of each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepLabels<'a> {
+    /// The release being moved.
+    pub release: &'a ReleaseId,
+    /// The id of its source revision.
+    pub revision: &'a str,
+    /// Its artifact, after the build step.
+    pub artifact: Option<&'a ArtifactRef>,
+    /// The environment the step deploys to, if it deploys.
+    pub environment: Option<&'a Environment>,
+    /// The journal position of the claim that opened the move's run (0 outside a pipeline),
+    /// for the idempotency keys.
+    pub claim: u64,
 }
 
 impl fmt::Debug for StageContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StageContext")
             .field("stage", &self.spec.id)
-            .field("release", self.release)
+            .field("release", self.labels.release)
             .field("attempt", &self.attempt)
-            .field("artifact", &self.artifact.map(|a| &a.digest))
-            .field("environment", &self.environment)
+            .field("artifact", &self.labels.artifact.map(|a| &a.digest))
+            .field("environment", &self.labels.environment)
             .field("step_outcome", &self.step_outcome)
             .finish_non_exhaustive()
     }
@@ -205,27 +225,27 @@ impl<'a> StageContext<'a> {
     /// The release being moved.
     #[must_use]
     pub fn release(&self) -> &'a ReleaseId {
-        self.release
+        self.labels.release
     }
 
     /// The id of the source revision the release was started from (a commit SHA, a tag).
     #[must_use]
     pub fn revision(&self) -> &'a str {
-        self.revision
+        self.labels.revision
     }
 
     /// The release's artifact: `None` during the build step (which produces it), `Some` in
     /// every later step.
     #[must_use]
     pub fn artifact(&self) -> Option<&'a ArtifactRef> {
-        self.artifact
+        self.labels.artifact
     }
 
     /// The environment the step deploys to: staging in the stage step, the target in the
     /// deploy step, `None` otherwise.
     #[must_use]
     pub fn environment(&self) -> Option<&'a Environment> {
-        self.environment
+        self.labels.environment
     }
 
     /// The output `key` of the dependency `stage`. Only direct dependencies are visible.
@@ -281,6 +301,107 @@ impl<'a> StageContext<'a> {
     pub fn partial_log(&self) -> &PartialLog {
         &self.partial_log
     }
+
+    /// This attempt's idempotency key: the same for attempt *n* of this stage in this run of
+    /// the move, however often the run is taken over after a crash, and different for every
+    /// other attempt, stage, step, release or run. Hand it to the services a stage calls
+    /// (a deploy API's idempotency key or client token), or keep it yourself, to tell a
+    /// first run from a retry of work that may already have been done.
+    ///
+    /// It is [`idempotency_key`] of the release, the step, the stage, the run's claim and
+    /// the attempt number, where the run's claim is the journal position of the gates'
+    /// verdicts that opened the move: a copy of the release that takes the move over after
+    /// a crash (`Pipeline::restore`, then the same move) continues that run, so its attempts
+    /// get the keys the crashed ones had; a move tried again after it was refused (a failed
+    /// step, a closed gate) is a new run with new keys. The key is recorded with each
+    /// stage's end in the journal. Outside a pipeline ([`Engine::run_graph`]) the claim is
+    /// 0, and keys repeat from one call to the next.
+    ///
+    /// A process executor gets it as `TOLLGATE_IDEMPOTENCY_KEY`.
+    ///
+    /// [`Engine::run_graph`]: crate::engine::Engine::run_graph
+    ///
+    /// ```
+    /// use tollgate::engine::Engine;
+    /// use tollgate::executor::{self, StageOutcome, idempotency_key};
+    /// use tollgate::graph::{StageGraph, StageSpec, Step};
+    /// use tollgate::id::{ReleaseId, StageId};
+    /// use tollgate::time::{ManualClock, Timestamp, run_virtual};
+    ///
+    /// let graph = StageGraph::builder().stage(StageSpec::deploy("migrate")).build()?;
+    /// let migrate = executor::from_fn(|ctx| {
+    ///     Ok(StageOutcome::success().output("key", ctx.idempotency_key()))
+    /// });
+    /// let clock = ManualClock::new(Timestamp::EPOCH);
+    /// let release = ReleaseId::new("r1")?;
+    /// let engine = Engine::new();
+    /// let run = engine.run_graph(&graph, Step::Deploy, &migrate, &clock, &release, "4f2a9c1");
+    /// let report = run_virtual(&clock, run);
+    /// let expected = idempotency_key(&release, Step::Deploy, &StageId::new("migrate")?, 0, 1);
+    /// assert_eq!(report.stage("migrate").unwrap().outputs["key"], expected);
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    #[must_use]
+    pub fn idempotency_key(&self) -> &str {
+        self.key.get_or_init(|| {
+            let labels = self.labels;
+            idempotency_key(
+                labels.release,
+                self.step(),
+                self.stage(),
+                labels.claim,
+                self.attempt,
+            )
+            .into_boxed_str()
+        })
+    }
+}
+
+/// The idempotency key of attempt `attempt` of stage `stage` of step `step` of release
+/// `release`, in the run of the move opened by the claim at journal position `claim` (see
+/// [`StageContext::idempotency_key`]).
+///
+/// It is the SHA-256 of those five parts (each length-prefixed, so no two lists of parts
+/// give the same bytes whatever the ids hold), as 64 lower-case hex digits: a fixed length
+/// and alphabet that every service taking idempotency keys accepts (some take at most 64
+/// characters), unlike the ids themselves, which may hold `/`, spaces or 256 bytes each.
+///
+/// ```
+/// use tollgate::executor::idempotency_key;
+/// use tollgate::graph::Step;
+/// use tollgate::id::{ReleaseId, StageId};
+///
+/// let release = ReleaseId::new("r1")?;
+/// let stage = StageId::new("migrate")?;
+/// let key = idempotency_key(&release, Step::Deploy, &stage, 7, 1);
+/// assert_eq!(key.len(), 64);
+/// assert_eq!(key, idempotency_key(&release, Step::Deploy, &stage, 7, 1));
+/// assert_ne!(key, idempotency_key(&release, Step::Deploy, &stage, 7, 2));
+/// assert_ne!(key, idempotency_key(&release, Step::Deploy, &stage, 9, 1));
+/// # Ok::<(), tollgate::id::IdError>(())
+/// ```
+#[must_use]
+pub fn idempotency_key(
+    release: &ReleaseId,
+    step: Step,
+    stage: &StageId,
+    claim: u64,
+    attempt: u32,
+) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"tollgate-idempotency-v1");
+    for part in [release.as_str(), step.as_str(), stage.as_str()] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.update(claim.to_le_bytes());
+    hash.update(attempt.to_le_bytes());
+    let mut hex = String::with_capacity(64);
+    for b in hash.finalize() {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 /// Where an executor leaves the log of an attempt that is cut off.

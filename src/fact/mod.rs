@@ -1,7 +1,8 @@
 //! The facts about releases that a [`Journal`] holds, and what can be wrong with them.
 //!
 //! Everything that happens to a release is a [`Fact`]: it was started (by which pipeline, of
-//! which definition, from which revision), a step ran (its whole report), gates gave their
+//! which definition, from which revision), a stage of a step settled (as the step goes on,
+//! so a crash keeps what was done), a step ran (its whole report), gates gave their
 //! verdicts on a move, a person voted, an approval was used, the release moved, a move was
 //! refused. Facts are appended to the journal under the release's id, chained under the
 //! host's key; a typed release is restored only by replaying them through the pipeline, which
@@ -15,11 +16,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::approval::{ApprovalRequest, Vote};
 use crate::artifact::ArtifactRef;
-use crate::engine::StepReport;
+use crate::engine::{StageReport, StepReport};
 use crate::environment::Environment;
 use crate::id::{PipelineName, ReleaseId};
 use crate::journal::{Entry, Journal, JournalError, Seq, Stored, check_key_chain};
-use crate::lifecycle::{ModeKind, Move, StateName};
+use crate::lifecycle::{ModeKind, Move, StateName, Step};
 use crate::record::{ApprovalRecord, GateRecord, Revision};
 use crate::time::Timestamp;
 
@@ -46,6 +47,24 @@ pub enum Fact {
         target: Environment,
         /// When (the pipeline clock).
         at: Timestamp,
+    },
+    /// A stage of the step of a claimed move settled (succeeded, failed, timed out or was
+    /// cancelled), written while the step goes on: the step's progress, which a copy of the
+    /// release that takes the move over after a crash carries on from (its succeeded stages
+    /// are not run again). The move's [`StepRan`](Fact::StepRan) still holds every stage.
+    StageFinished {
+        /// The release.
+        release: ReleaseId,
+        /// The step the stage belongs to.
+        step: Step,
+        /// The journal position of the claim (the [`Gates`](Fact::Gates) fact) that opened
+        /// this run of the move: part of each attempt's idempotency key.
+        claim: Seq,
+        /// How the stage ended.
+        report: StageReport,
+        /// The idempotency key of each attempt, oldest first (see
+        /// [`StageContext::idempotency_key`](crate::executor::StageContext::idempotency_key)).
+        keys: Vec<String>,
     },
     /// A step of the release ran (whether or not it succeeded).
     StepRan {
@@ -117,6 +136,7 @@ impl Fact {
     pub fn release(&self) -> &ReleaseId {
         match self {
             Fact::Started { release, .. }
+            | Fact::StageFinished { release, .. }
             | Fact::StepRan { release, .. }
             | Fact::Gates { release, .. }
             | Fact::Voted { release, .. }

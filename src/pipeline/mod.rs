@@ -25,15 +25,18 @@ use crate::approval::{
     ApprovalError, ApprovalPolicy, ApprovalRequest, Ballot, Directory, NoGroups, Progress,
 };
 use crate::artifact::ArtifactError;
-use crate::engine::{CancelHandle, Engine, Event, StageHooks, StepReport, StepRun};
+use futures::StreamExt as _;
+use futures::channel::mpsc;
+
+use crate::engine::{CancelHandle, Engine, Event, StageHooks, StageReport, StepReport, StepRun};
 use crate::environment::{Environment, EnvironmentName};
 use crate::error::{Error, Result};
-use crate::executor::Executor;
+use crate::executor::{Executor, StepLabels, idempotency_key};
 use crate::fact::{Fact, Fingerprint, read_release};
 use crate::gate::{BoxGate, Gate, GateContext};
 use crate::graph::{StageGraph, Step};
-use crate::id::{Person, PipelineName};
-use crate::journal::{ChainKey, Journal, MemoryJournal};
+use crate::id::{Person, PipelineName, ReleaseId};
+use crate::journal::{ChainKey, Entry, Journal, JournalError, MemoryJournal, Seq};
 use crate::lifecycle::{
     Delivery, Deployment, HumanApproval, Mode, ModeKind, Move, StateName, Verdict,
 };
@@ -649,35 +652,147 @@ impl<M: Mode> Pipeline<M> {
             .collect()
     }
 
+    /// Runs `step` of `release`, journaling each stage as it settles: a
+    /// [`Fact::StageFinished`] after the release's last entry (`journal.head`), appended while
+    /// the step goes on. Stages that settle while an append is under way go together in the
+    /// next one (group commit), and the step never waits for the journal: the engine tells a
+    /// channel, and this future drains it beside the engine's. Every stage's fact is written
+    /// before this returns, so the move's own facts come after them.
+    ///
+    /// The stages of `journal.done` (succeeded in this run of the move before a crash) are
+    /// not run again. A stage fact that cannot be written stops the step as the move's
+    /// cancel handle does (nothing that may not be journaled should run), and is the
+    /// returned error.
     pub(crate) async fn run_step(
         &self,
         release: &AnyRelease,
         step: Step,
         environment: &Environment,
         cancel: &CancelHandle,
-    ) -> StepReport {
+        journal: StepJournal<'_>,
+    ) -> StepRan {
         let prior = release.outputs();
-        let run = StepRun {
-            graph: &self.graph,
-            step,
-            release: release.id(),
-            revision: &release.revision().id,
-            artifact: release.artifact(),
-            environment: step.deploys().then_some(environment),
-            prior_outputs: &prior,
-            clock: &*self.clock,
-            cancel: Some(cancel),
+        let (settled_tx, settled_rx) = mpsc::unbounded::<StageReport>();
+        let run_engine = async {
+            // The sender lives in this future: when the step ends it is dropped, and the
+            // journaling side sees the end of the stream.
+            let settled_tx = settled_tx;
+            let executors = &self.executors;
+            let hooks = |i: usize| {
+                let (executor, retry_if) = &executors[i];
+                StageHooks {
+                    executor: &**executor,
+                    retry_if: retry_if.as_deref(),
+                }
+            };
+            let settled = |report: &StageReport| {
+                // Refused only once journaling failed, and the step is stopping.
+                let _ = settled_tx.unbounded_send(report.clone());
+            };
+            let run = StepRun {
+                graph: &self.graph,
+                step,
+                labels: StepLabels {
+                    release: release.id(),
+                    revision: &release.revision().id,
+                    artifact: release.artifact(),
+                    environment: step.deploys().then_some(environment),
+                    claim: journal.claim,
+                },
+                prior_outputs: &prior,
+                clock: &*self.clock,
+                cancel: Some(cancel),
+                done: journal.done,
+                on_settled: Some(&settled),
+            };
+            self.engine.run_step(&run, &hooks).await
         };
-        let executors = &self.executors;
-        let hooks = |i: usize| {
-            let (executor, retry_if) = &executors[i];
-            StageHooks {
-                executor: &**executor,
-                retry_if: retry_if.as_deref(),
-            }
-        };
-        self.engine.run_step(&run, &hooks).await
+        let journal_stages = self.journal_stages(release.id(), step, &journal, settled_rx, cancel);
+        let (report, (head, journaled, error)) =
+            futures::future::join(run_engine, journal_stages).await;
+        StepRan {
+            report,
+            head,
+            journaled,
+            error,
+        }
     }
+
+    /// Appends a [`Fact::StageFinished`] for each report `settled` yields, in batches, each
+    /// after the release's last entry; resolves once the stream ends (or an append failed,
+    /// which cancels the step) with the release's last entry, the reports of the succeeded
+    /// stages written, and the failure.
+    async fn journal_stages(
+        &self,
+        release: &ReleaseId,
+        step: Step,
+        journal: &StepJournal<'_>,
+        mut settled: mpsc::UnboundedReceiver<StageReport>,
+        cancel: &CancelHandle,
+    ) -> (Seq, Vec<StageReport>, Option<JournalError>) {
+        let mut head = journal.head;
+        let mut journaled = Vec::new();
+        while let Some(first) = settled.next().await {
+            let mut batch = vec![first];
+            while let Ok(report) = settled.try_recv() {
+                batch.push(report);
+            }
+            let facts: Vec<Fact> = batch
+                .into_iter()
+                .map(|report| Fact::StageFinished {
+                    release: release.clone(),
+                    step,
+                    claim: journal.claim,
+                    keys: report
+                        .attempts()
+                        .iter()
+                        .map(|a| {
+                            idempotency_key(release, step, &report.id, journal.claim, a.number)
+                        })
+                        .collect(),
+                    report,
+                })
+                .collect();
+            let mut entries: Vec<Entry> = facts.iter().map(Fact::to_entry).collect();
+            if let Some(first) = entries.first_mut() {
+                first.expect_prev = Some(head);
+            }
+            match self.journal.append(entries).await {
+                Ok(last) => head = last,
+                Err(error) => {
+                    cancel.cancel();
+                    return (head, journaled, Some(error));
+                }
+            }
+            journaled.extend(facts.into_iter().filter_map(|fact| match fact {
+                Fact::StageFinished { report, .. } if report.status.is_success() => Some(report),
+                _ => None,
+            }));
+        }
+        (head, journaled, None)
+    }
+}
+
+/// Where a move's run stands in the journal, for [`Pipeline::run_step`].
+pub(crate) struct StepJournal<'a> {
+    /// The release's last entry: the stages' facts are appended after it, on that condition.
+    pub head: Seq,
+    /// The journal position of the claim that opened the move's run.
+    pub claim: Seq,
+    /// The stages of the step that succeeded in this run before a crash cut it off.
+    pub done: &'a [StageReport],
+}
+
+/// What [`Pipeline::run_step`] gives.
+pub(crate) struct StepRan {
+    /// The step's report: every stage, those carried over from `done` as they were.
+    pub report: StepReport,
+    /// The release's last entry now: the last stage fact written.
+    pub head: Seq,
+    /// The reports of the stages that succeeded and whose facts the journal holds.
+    pub journaled: Vec<StageReport>,
+    /// Why a stage's fact could not be written, if one could not (the step was stopped).
+    pub error: Option<JournalError>,
 }
 
 impl<M: Mode> Pipeline<M> {

@@ -75,7 +75,7 @@ impl<M: HumanApproval> Pipeline<M> {
         loop {
             tries += 1;
             let facts = read_release(self.journal(), release).await?;
-            let (any, _, _) = self.replay(release, &facts).await?;
+            let any = self.replay(release, &facts).await?.any;
             let request = awaiting_approval(&any)?;
             // The vote is written on the condition that its key (the release's votes) has not
             // moved on since it was read; a vote written meanwhile means reading again.
@@ -114,7 +114,7 @@ impl<M: HumanApproval> Pipeline<M> {
     /// The votes the journal holds on staged release `release`'s approval, as a ballot.
     pub async fn ballot(&self, release: &str) -> Result<Ballot> {
         let facts = read_release(self.journal(), release).await?;
-        let (any, _, _) = self.replay(release, &facts).await?;
+        let any = self.replay(release, &facts).await?.any;
         awaiting_approval(&any)?;
         self.ballot_of(&any).await
     }
@@ -127,7 +127,7 @@ impl<M: HumanApproval> Pipeline<M> {
     /// The approval expires when the earliest of the votes that made it would.
     pub async fn issue(&self, release: &str) -> Result<Approval> {
         let facts = read_release(self.journal(), release).await?;
-        let (any, _, _) = self.replay(release, &facts).await?;
+        let any = self.replay(release, &facts).await?.any;
         let request = awaiting_approval(&any)?;
         let ballot = self.ballot_of(&any).await?;
         let record = self.complete_ballot(&ballot, self.clock().now())?;

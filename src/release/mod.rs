@@ -39,6 +39,7 @@ pub use crate::lifecycle::{
     StateName, Tested,
 };
 pub use crate::record::Revision;
+pub use restore::Restored;
 
 /// A release in state `S` of a pipeline in mode `M`.
 ///
@@ -68,7 +69,24 @@ pub struct Release<S: State, M: Mode> {
     /// Cancels this release's next move only (a child of the pipeline's handle, which
     /// cancels every move). Each move gets a fresh one when it ends.
     cancel: CancelHandle,
+    /// The run of the next move that was claimed and not concluded (a crash cut it off, or
+    /// its last facts could not be written): the next try of that move continues it.
+    run: Option<OpenRun>,
     _marker: PhantomData<fn() -> (S, M)>,
+}
+
+/// A run of a move: opened by the claim (the gates' verdicts) at journal position `claim`,
+/// it lasts, across copies of the release that take it over after a crash, until a fact
+/// concludes the move (moved or refused). `done` holds the stages of the move's step that
+/// succeeded in it so far, as their facts say: none is run again.
+#[derive(Debug, Clone)]
+pub(crate) struct OpenRun {
+    /// The move.
+    pub mv: crate::lifecycle::Move,
+    /// The journal position of the claim that opened the run.
+    pub claim: Seq,
+    /// The reports of the stages that succeeded in the run, in the order they did.
+    pub done: Vec<crate::engine::StageReport>,
 }
 
 impl<S: State, M: Mode> fmt::Debug for Release<S, M> {
@@ -106,6 +124,7 @@ impl<S: State, M: Mode> Release<S, M> {
             fingerprint,
             claimed: None,
             cancel: CancelHandle::new(),
+            run: None,
             _marker: PhantomData,
         }
     }

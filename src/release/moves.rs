@@ -2,14 +2,17 @@
 //! move's step and records everything in the journal, and the public moves, each bound by
 //! the capability its state or mode must have.
 //!
-//! Each move writes its facts in two appends: the gates' verdicts first (conditional on the
-//! release's last fact being the one this copy saw, so two copies cannot both take a move),
-//! then the step's report with the move or the refusal.
+//! Each move writes its facts in appends conditional on the release's last fact being the
+//! one this copy saw, so two copies cannot both take a move: the gates' verdicts first (the
+//! claim, which opens a run of the move), then each stage of the step as it settles, then
+//! the step's report with the move or the refusal (which concludes the run). A run a crash
+//! cut off is carried on by the next try of the move, from a restored copy: the stages it
+//! finished are not run again, and its attempts keep their idempotency keys.
 
 use super::capability::{
     AutomaticApproval, CanApprove, CanBuild, CanDeploy, CanStage, CanTest, HumanApproval,
 };
-use super::{MoveError, Release};
+use super::{MoveError, OpenRun, Release};
 use crate::approval::{Approval, ApprovalError, ApprovalRequest, Ballot};
 use crate::artifact::{Artifact, ArtifactError};
 use crate::error::{Error, Result};
@@ -19,7 +22,7 @@ use crate::gate::GateError;
 use crate::lifecycle::{
     Approved, Built, Deployed, Mode, Move, Staged, State, StateName, Tested, Verdict,
 };
-use crate::pipeline::{Pipeline, request_for};
+use crate::pipeline::{Pipeline, StepJournal, request_for};
 use crate::record::{ApprovalRecord, GateRecord};
 use crate::time::Timestamp;
 
@@ -245,9 +248,34 @@ impl<S: State, M: Mode> Release<S, M> {
         let mut facts = Vec::new();
         if let Some(step) = mv.step() {
             let environment = self.any.aimed_at(mv).clone();
-            let report = pipeline
-                .run_step(&self.any, step, &environment, &self.cancel)
+            // The gates' verdicts just claimed the move: the run is open.
+            let mut run = self.run.take().unwrap_or_else(|| OpenRun {
+                mv,
+                claim: self.head.unwrap_or(0),
+                done: Vec::new(),
+            });
+            let ran = pipeline
+                .run_step(
+                    &self.any,
+                    step,
+                    &environment,
+                    &self.cancel,
+                    StepJournal {
+                        head: self.head.unwrap_or(0),
+                        claim: run.claim,
+                        done: &run.done,
+                    },
+                )
                 .await;
+            // What the journal holds of the run stays with this copy until a fact concludes
+            // the move, so that trying it again carries on from there.
+            self.head = Some(ran.head);
+            run.done.extend(ran.journaled);
+            self.run = Some(run);
+            if let Some(error) = ran.error {
+                return Err(MoveError::new(self, error.into()));
+            }
+            let report = ran.report;
             let failure = if report.succeeded() {
                 None
             } else {
@@ -383,6 +411,15 @@ impl<S: State, M: Mode> Release<S, M> {
             at: now,
         };
         self.write(pipeline, vec![fact]).await?;
+        // The verdicts claim the move: they open a run of it, or carry on the one this copy
+        // holds (restored after a crash cut it off, or left open by a write that failed).
+        if self.run.as_ref().is_none_or(|run| run.mv != mv) {
+            self.run = Some(OpenRun {
+                mv,
+                claim: self.head.unwrap_or(0),
+                done: Vec::new(),
+            });
+        }
         for record in records {
             self.any.push_gate(record);
         }
@@ -446,9 +483,15 @@ impl<S: State, M: Mode> Release<S, M> {
         if let Some(first) = entries.first_mut() {
             first.expect_prev = Some(self.head.unwrap_or(0));
         }
+        let concludes = facts
+            .iter()
+            .any(|f| matches!(f, Fact::Moved { .. } | Fact::Refused { .. }));
         let head = pipeline.journal().append(entries).await?;
         self.head = Some(head);
         self.claimed = None;
+        if concludes {
+            self.run = None;
+        }
         Ok(())
     }
 

@@ -2,15 +2,15 @@
 //! facts and re-derives every state from them, refusing any history this pipeline could not
 //! have written. No other public path turns stored data into a typed release.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::Release;
+use super::{OpenRun, Release};
 use crate::approval::Ballot;
-use crate::engine::StepReport;
+use crate::engine::{StageReport, StepReport};
 use crate::error::{Error, Result};
-use crate::executor::{StageStatus, StepOutcome};
+use crate::executor::{StageStatus, StepOutcome, idempotency_key};
 use crate::fact::{Fact, FactError, read_release};
-use crate::id::ReleaseId;
+use crate::id::{ReleaseId, StageId};
 use crate::journal::Seq;
 use crate::lifecycle::{Mode, ModeKind, Move, State, StateName, Step, Verdict};
 use crate::pipeline::{Pipeline, request_for};
@@ -25,7 +25,8 @@ use crate::record::AnyRelease;
 pub struct Restored<M: Mode> {
     any: AnyRelease,
     head: Seq,
-    claim: Option<(Move, crate::time::Timestamp)>,
+    /// The run of the next move that was claimed and not concluded, if any.
+    run: Option<ReplayedRun>,
     fingerprint: crate::fact::Fingerprint,
     _mode: std::marker::PhantomData<fn() -> M>,
 }
@@ -42,6 +43,24 @@ impl<M: Mode> Restored<M> {
     pub fn record(&self) -> &AnyRelease {
         &self.any
     }
+
+    /// The move a copy of the release claimed and did not conclude (it crashed, or could
+    /// not write its last facts), if any: the release's next move, which carries on from
+    /// where that copy stopped once the claim's lease is over
+    /// ([`Pipeline::claim_lease`](crate::pipeline::Pipeline::claim_lease)).
+    #[must_use]
+    pub fn interrupted(&self) -> Option<Move> {
+        self.run.as_ref().map(|run| run.open.mv)
+    }
+
+    /// The stages of the interrupted move's step that succeeded before it was cut off, in
+    /// the order they did, as their facts say: running the move again does not run them
+    /// again (their outputs and artifact count as they were). Empty when no move was
+    /// interrupted, or none of its stages succeeded.
+    #[must_use]
+    pub fn finished_stages(&self) -> &[StageReport] {
+        self.run.as_ref().map_or(&[], |run| &run.open.done)
+    }
 }
 
 impl<S: State, M: Mode> TryFrom<Restored<M>> for Release<S, M> {
@@ -50,10 +69,14 @@ impl<S: State, M: Mode> TryFrom<Restored<M>> for Release<S, M> {
     /// The typed release, if it is in state `S`.
     fn try_from(restored: Restored<M>) -> Result<Self> {
         restored.any.check_as(S::NAME, M::KIND)?;
-        Ok(
-            Release::new(restored.any, Some(restored.head), restored.fingerprint)
-                .claimed_by_another(restored.claim),
-        )
+        let claim = restored
+            .run
+            .as_ref()
+            .map(|run| (run.open.mv, run.claimed_at));
+        let mut release = Release::new(restored.any, Some(restored.head), restored.fingerprint)
+            .claimed_by_another(claim);
+        release.run = restored.run.map(|run| run.open);
+        Ok(release)
     }
 }
 
@@ -65,6 +88,13 @@ impl<M: Mode> Pipeline<M> {
     /// ran every stage of the step, and each succeeded; the artifact is the one the build
     /// reported; and an approval was issued by this pipeline's policy from the votes the
     /// journal holds, unexpired when used.
+    ///
+    /// A move cut off mid-step (the process that ran it died) comes back as the release's
+    /// next move, [`interrupted`](Restored::interrupted), with the stages that finished
+    /// ([`finished_stages`](Restored::finished_stages)), each checked as well: a stage of
+    /// that step of this pipeline's graph, settled once, after its dependencies and after
+    /// the claim, under the idempotency keys of the move's run. Once the claim's lease is
+    /// over, taking the move runs only the other stages.
     ///
     /// ```
     /// # use tollgate::prelude::*;
@@ -84,11 +114,11 @@ impl<M: Mode> Pipeline<M> {
     /// ```
     pub async fn restore(&self, id: &str) -> Result<Restored<M>> {
         let facts = read_release(self.journal(), id).await?;
-        let (any, head, claim) = self.replay(id, &facts).await?;
+        let Replayed { any, head, run } = self.replay(id, &facts).await?;
         Ok(Restored {
             any,
             head,
-            claim,
+            run,
             fingerprint: self.fingerprint().clone(),
             _mode: std::marker::PhantomData,
         })
@@ -96,12 +126,7 @@ impl<M: Mode> Pipeline<M> {
 
     /// Replays `facts` (one release's, in order) into its record, checking each against the
     /// ones before it and against this pipeline's definition.
-    #[allow(clippy::type_complexity)] // A crate-internal triple, named at its two callers.
-    pub(crate) async fn replay(
-        &self,
-        id: &str,
-        facts: &[(Seq, Fact)],
-    ) -> Result<(AnyRelease, Seq, Option<(Move, crate::time::Timestamp)>)> {
+    pub(crate) async fn replay(&self, id: &str, facts: &[(Seq, Fact)]) -> Result<Replayed> {
         let Some(((first_seq, first), rest)) = facts.split_first() else {
             return Err(FactError::UnknownRelease {
                 release: id.to_owned(),
@@ -161,7 +186,7 @@ impl<M: Mode> Pipeline<M> {
             step_ok: None,
             gates_open: false,
             approval_used: false,
-            claim: None,
+            run: None,
             last_at: *at,
         };
         let mut head = *first_seq;
@@ -173,7 +198,53 @@ impl<M: Mode> Pipeline<M> {
             }
         }
         any.check_as(any.state(), M::KIND)?;
-        Ok((any, head, replay.claim))
+        Ok(Replayed {
+            any,
+            head,
+            run: replay.run,
+        })
+    }
+}
+
+/// What a replay gives: the record, the release's last entry, and the run of its next move
+/// that was claimed and not concluded.
+pub(crate) struct Replayed {
+    pub any: AnyRelease,
+    pub head: Seq,
+    pub run: Option<ReplayedRun>,
+}
+
+/// A run of a move, as the replay follows it (see [`OpenRun`]). Its sets make each stage
+/// fact's checks cost the same however many stages the step has.
+#[derive(Debug)]
+pub(crate) struct ReplayedRun {
+    open: OpenRun,
+    /// When the latest claim of the run was made (by the copy that opened it, or by the
+    /// latest that took it over): its lease runs from then, and its stages started after.
+    claimed_at: crate::time::Timestamp,
+    /// The stages that succeeded in the run (those of `open.done`).
+    succeeded: HashSet<StageId>,
+    /// The stages that settled since the latest claim, whatever their status: a copy runs
+    /// each stage at most once.
+    since_claim: HashSet<StageId>,
+    /// The reports of the stages that settled since the latest claim without succeeding
+    /// (those that succeeded are in `open.done`).
+    not_succeeded: Vec<StageReport>,
+}
+
+impl ReplayedRun {
+    fn new(mv: Move, claim: Seq, at: crate::time::Timestamp) -> Self {
+        ReplayedRun {
+            open: OpenRun {
+                mv,
+                claim,
+                done: Vec::new(),
+            },
+            claimed_at: at,
+            succeeded: HashSet::new(),
+            since_claim: HashSet::new(),
+            not_succeeded: Vec::new(),
+        }
     }
 }
 
@@ -189,9 +260,9 @@ struct Replay<'a, M: Mode> {
     gates_open: bool,
     /// Whether an approval was used since the release was staged.
     approval_used: bool,
-    /// The move claimed by the latest `Gates` fact, and when, until a move or a refusal
+    /// The run opened by a `Gates` fact (the claim of a move), until a move or a refusal
     /// concludes it.
-    claim: Option<(Move, crate::time::Timestamp)>,
+    run: Option<ReplayedRun>,
     /// The latest time a fact carries (facts never go back in time).
     last_at: crate::time::Timestamp,
 }
@@ -203,26 +274,21 @@ impl<M: Mode> Replay<'_, M> {
         let next = any.state().next_move();
         match fact {
             Fact::Started { .. } => return Err(bad("starts the release a second time")),
-            Fact::StepRan { report, .. } => {
-                let Some(step) = next.and_then(Move::step) else {
-                    return Err(bad("runs a step where the release's next move runs none"));
-                };
-                if report.step != step {
-                    return Err(bad(&format!(
-                        "runs the {} step where the next move runs the {step} step",
-                        report.step
-                    )));
-                }
-                self.step_ok = Some(self.complete_run(step, report));
-                any.push_step(report.clone());
-            }
+            Fact::StepRan { report, .. } => self.step_ran(any, seq, report)?,
+            Fact::StageFinished {
+                step,
+                claim,
+                report,
+                keys,
+                ..
+            } => self.stage_finished(seq, *step, *claim, report, keys)?,
             Fact::Gates {
                 mv, verdicts, at, ..
             } => {
-                self.claim = Some((*mv, *at));
                 if Some(*mv) != next {
                     return Err(bad(&format!("records gates on a {mv} move out of turn")));
                 }
+                self.claimed(*mv, seq, *at);
                 if verdicts.iter().any(|v| v.at != *at) {
                     return Err(bad("records verdicts given at another time than it says"));
                 }
@@ -297,7 +363,7 @@ impl<M: Mode> Replay<'_, M> {
             Fact::Moved {
                 to, artifact, at, ..
             } => self.moved(any, seq, *to, artifact.as_ref(), *at)?,
-            Fact::Refused { .. } => self.claim = None,
+            Fact::Refused { .. } => self.run = None,
         }
         Ok(())
     }
@@ -358,7 +424,166 @@ impl<M: Mode> Replay<'_, M> {
         self.gates_open = false;
         self.ballot = None;
         self.approval_used = false;
-        self.claim = None;
+        self.run = None;
+        Ok(())
+    }
+
+    /// The gates' verdicts on `mv` at `at`, journal position `seq`, claim the move: while
+    /// the move's run is open, the claim takes it over (the copy that had it crashed, or
+    /// could not conclude it); otherwise it opens a new run.
+    fn claimed(&mut self, mv: Move, seq: Seq, at: crate::time::Timestamp) {
+        match &mut self.run {
+            Some(run) if run.open.mv == mv => {
+                run.claimed_at = at;
+                run.since_claim.clear();
+                run.not_succeeded.clear();
+            }
+            _ => self.run = Some(ReplayedRun::new(mv, seq, at)),
+        }
+    }
+
+    /// The step of the next move ran as `report`: that step, and (in a claimed run) holding
+    /// every stage that settled in the run as its fact said.
+    fn step_ran(&mut self, any: &mut AnyRelease, seq: Seq, report: &StepReport) -> Result<()> {
+        let release = self.release;
+        let bad = |reason: &str| inconsistent(release, seq, reason);
+        let Some(step) = any.state().next_move().and_then(Move::step) else {
+            return Err(bad("runs a step where the release's next move runs none"));
+        };
+        if report.step != step {
+            return Err(bad(&format!(
+                "runs the {} step where the next move runs the {step} step",
+                report.step
+            )));
+        }
+        if let Some(run) = &self.run {
+            // The step's report holds every stage that settled in the run as its fact
+            // said: those carried over from earlier copies, and this copy's.
+            let reported: HashMap<&StageId, &StageReport> =
+                report.stages.iter().map(|s| (&s.id, s)).collect();
+            let contradicted = run
+                .open
+                .done
+                .iter()
+                .chain(&run.not_succeeded)
+                .find(|s| reported.get(&s.id) != Some(s));
+            if let Some(stage) = contradicted {
+                return Err(bad(&format!(
+                    "reports stage `{}` otherwise than its stage fact",
+                    stage.id
+                )));
+            }
+        }
+        self.step_ok = Some(self.complete_run(step, report));
+        any.push_step(report.clone());
+        Ok(())
+    }
+
+    /// A stage of `step` settled as `report`, in the run opened by the claim at `claim`:
+    /// the run is open and its move runs `step`; the stage is one of that step in this
+    /// pipeline's graph; it did not settle before since the latest claim, nor succeed before
+    /// in the run; every dependency it waited for (in its step and phase) succeeded before
+    /// it in the run; it started, after the latest claim, and its attempts carry the keys
+    /// this run gives them.
+    fn stage_finished(
+        &mut self,
+        seq: Seq,
+        step: Step,
+        claim: Seq,
+        report: &StageReport,
+        keys: &[String],
+    ) -> Result<()> {
+        let release = self.release;
+        let bad = |reason: &str| inconsistent(release, seq, reason);
+        let id = &report.id;
+        let Some(run) = &mut self.run else {
+            return Err(bad(&format!(
+                "records stage `{id}` settling outside any claimed move"
+            )));
+        };
+        let mv = run.open.mv;
+        if mv.step() != Some(step) {
+            return Err(bad(&format!(
+                "records a stage of the {step} step in a {mv} move"
+            )));
+        }
+        if claim != run.open.claim {
+            return Err(bad(&format!(
+                "records stage `{id}` in the run claimed at {claim}, but the {mv} move's run was claimed at {}",
+                run.open.claim
+            )));
+        }
+        let graph = self.pipeline.graph();
+        let Some(spec) = graph.get(id.as_str()) else {
+            return Err(bad(&format!(
+                "records stage `{id}`, which this pipeline does not have"
+            )));
+        };
+        if spec.step != step {
+            return Err(bad(&format!(
+                "records stage `{id}` of the {} step as one of the {step} step",
+                spec.step
+            )));
+        }
+        if run.succeeded.contains(id) {
+            return Err(bad(&format!(
+                "records stage `{id}` again after it succeeded in the same run"
+            )));
+        }
+        if run.since_claim.contains(id) {
+            return Err(bad(&format!(
+                "records stage `{id}` settling twice under one claim"
+            )));
+        }
+        for dependency in &spec.after {
+            let waited_for = graph
+                .get(dependency.as_str())
+                .is_some_and(|d| d.step == step && d.finally == spec.finally);
+            if waited_for && !run.succeeded.contains(dependency) {
+                return Err(bad(&format!(
+                    "records stage `{id}` running before its dependency `{dependency}` succeeded"
+                )));
+            }
+        }
+        let attempts = report.attempts();
+        let (Some(started), Some(finished)) = (report.started_at, report.finished_at) else {
+            return Err(bad(&format!(
+                "records stage `{id}` settling without running"
+            )));
+        };
+        let since = run.claimed_at;
+        let times_in_order = started >= since
+            && finished >= started
+            && attempts.iter().all(|a| {
+                a.started_at >= started
+                    && a.finished_at >= a.started_at
+                    && a.finished_at <= finished
+            });
+        if attempts.is_empty() || !times_in_order {
+            return Err(bad(&format!(
+                "records stage `{id}` running at times before its move's claim at {since} or out of order"
+            )));
+        }
+        let expected = attempts.iter().enumerate().map(|(n, a)| {
+            (a.number as usize == n + 1)
+                .then(|| idempotency_key(release, step, id, claim, a.number))
+        });
+        if keys.len() != attempts.len()
+            || !expected
+                .zip(keys)
+                .all(|(expected, key)| expected.as_ref() == Some(key))
+        {
+            return Err(bad(&format!(
+                "records stage `{id}` with idempotency keys its run does not give"
+            )));
+        }
+        run.since_claim.insert(id.clone());
+        if report.status == StageStatus::Succeeded {
+            run.succeeded.insert(id.clone());
+            run.open.done.push(report.clone());
+        } else {
+            run.not_succeeded.push(report.clone());
+        }
         Ok(())
     }
 

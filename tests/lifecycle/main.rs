@@ -10,6 +10,7 @@
 //! | `gates.rs` | closed, pending and time-bound gates on moves |
 //! | `definitions.rs` | pipeline definition errors, the default executor |
 //! | `restores.rs` | a release restored from the journal after any move goes on from there; one id, one release; two copies cannot both move |
+//! | `resume.rs` | a move cut off mid-step resumes with the stages that finished, runs only the others, under the same idempotency keys; forged stage facts are refused |
 //!
 //! The pipelines they run on come from the shared fixtures in `tests/support`.
 
@@ -24,6 +25,7 @@ mod failures;
 mod flows;
 mod gates;
 mod restores;
+mod resume;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -125,6 +125,7 @@ use crate::graph::StageId;
 /// | `TOLLGATE_STEP` | `build`, `test`, `stage` or `deploy` |
 /// | `TOLLGATE_RELEASE` | the release id |
 /// | `TOLLGATE_REVISION` | the source revision id |
+/// | `TOLLGATE_IDEMPOTENCY_KEY` | the attempt's idempotency key (the same for attempt n of this stage across a crash and takeover; see `StageContext::idempotency_key`) |
 /// | `TOLLGATE_ATTEMPT` | which attempt this is, from `1` |
 /// | `TOLLGATE_ARTIFACT_NAME`, `TOLLGATE_ARTIFACT_DIGEST` | the release's artifact, after the build step |
 /// | `TOLLGATE_ENVIRONMENT` | the environment deployed to, in the stage and deploy steps |
@@ -414,6 +415,7 @@ impl ProcessExecutor {
             .env("TOLLGATE_RELEASE", ctx.release().as_str())
             .env("TOLLGATE_REVISION", ctx.revision())
             .env("TOLLGATE_ATTEMPT", ctx.attempt().to_string());
+        command.env("TOLLGATE_IDEMPOTENCY_KEY", ctx.idempotency_key());
         if let Some(artifact) = ctx.artifact() {
             command
                 .env("TOLLGATE_ARTIFACT_NAME", &artifact.name)
