@@ -11,7 +11,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use support::{AUTHOR, block_on, clock, standard_stages};
 use tollgate::approval::{
-    ApprovalError, ApprovalPolicy, Ballot, Decision, Directory, Groups, Progress, Rule,
+    ApprovalError, ApprovalPolicy, Approver, Ballot, Decision, Directory, Groups, NoGroups,
+    Progress, Rule,
 };
 use tollgate::error::{Error, ErrorKind};
 use tollgate::id::Person;
@@ -272,6 +273,125 @@ fn a_hand_edited_ballot_gains_nothing() {
         matches!(error, Error::Approval(ApprovalError::Incomplete { .. })),
         "{error:?}"
     );
+}
+
+#[test]
+fn a_forged_vote_by_the_triggerer_is_not_counted_under_a_strict_policy() {
+    // The triggerer is named by the policy, so only the separation-of-duties rule keeps
+    // their vote out: a ballot edited to carry it must still yield nothing.
+    let clock = clock();
+    let pipeline = pipeline(
+        &clock,
+        ApprovalPolicy::any_of(["merge-bot", "rita"]).unwrap(),
+        org(),
+    );
+    let staged = staged(&pipeline, "aaa", Some("merge-bot"));
+    let mut value = serde_json::to_value(Ballot::new(staged.approval_request())).unwrap();
+    value["votes"] = serde_json::json!([
+        {"person": "merge-bot", "decision": "approve", "reason": "auto", "at": support::START},
+    ]);
+    let forged: Ballot = serde_json::from_value(value).unwrap();
+    assert_eq!(forged.votes().len(), 1);
+    let progress = pipeline.progress(&forged);
+    assert!(progress.rules[0].approved_by.is_empty(), "{progress}");
+    let error = pipeline.issue(&forged).unwrap_err();
+    assert!(
+        matches!(error, Error::Approval(ApprovalError::Incomplete { .. })),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_group_rule_admits_nobody_when_the_pipeline_has_no_directory() {
+    let clock = clock();
+    let policy = ApprovalPolicy::new()
+        .rule(Rule::new("release-managers").group("release-managers"))
+        .unwrap();
+    // No `.directory(..)`: groups resolve through `NoGroups`.
+    let pipeline = Pipeline::<Delivery>::builder("shop")
+        .clock(clock.clone())
+        .stages(standard_stages())
+        .approvals(policy)
+        .build()
+        .unwrap();
+    let staged = staged(&pipeline, "aaa", None);
+    let mut ballot = Ballot::new(staged.approval_request());
+    let error = pipeline
+        .vote(&mut ballot, "rita", Decision::Approve, "I manage releases")
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Approval(ApprovalError::NotAnApprover { .. })),
+        "{error:?}"
+    );
+    assert!(!NoGroups.is_member("rita", "release-managers"));
+}
+
+#[test]
+fn a_policy_shows_its_rules_approvers_and_validity_and_names_nobody_else() {
+    let policy = ApprovalPolicy::new()
+        .rule(
+            Rule::new("leads")
+                .person("rita")
+                .person("sam")
+                .group("release-managers")
+                .need(2),
+        )
+        .unwrap()
+        .rule(Rule::new("security").group("security"))
+        .unwrap()
+        .valid_for(8 * HOUR);
+    let rule = &policy.rules()[0];
+    assert_eq!(rule.name(), "leads");
+    assert_eq!(rule.needed(), 2);
+    assert_eq!(
+        rule.approvers(),
+        [
+            Approver::Person(Person::new("rita").unwrap()),
+            Approver::Person(Person::new("sam").unwrap()),
+            Approver::Group("release-managers".to_owned()),
+        ]
+    );
+    // What a bot shows when it asks for votes.
+    assert_eq!(rule.to_string(), "leads: 2 of rita, sam, @release-managers");
+    assert_eq!(policy.rules()[1].to_string(), "security: 1 of @security");
+    assert_eq!(policy.validity(), 8 * HOUR);
+    let named: Vec<&str> = policy.approvers().map(Person::as_str).collect();
+    assert_eq!(named, ["rita", "sam"]);
+    assert!(policy.may_approve("sam"));
+    assert!(!policy.may_approve("mallory"));
+    // `may_approve` names people only: a group member is admitted through a directory.
+    assert!(!policy.may_approve("omar"));
+    assert!(policy.admits("omar", &org()));
+    assert!(!policy.admits("mallory", &org()));
+}
+
+#[test]
+fn a_ballot_keeps_every_vote_in_order() {
+    let clock = clock();
+    let pipeline = pipeline(&clock, managers_and_security(), org());
+    let staged = staged(&pipeline, "aaa", None);
+    let mut ballot = Ballot::new(staged.approval_request());
+    pipeline
+        .vote(&mut ballot, "rita", Decision::Reject, "not yet")
+        .unwrap();
+    clock.advance(HOUR);
+    pipeline
+        .vote(&mut ballot, "rita", Decision::Approve, "now")
+        .unwrap();
+    let votes: Vec<(&str, Decision, &str)> = ballot
+        .votes()
+        .iter()
+        .map(|v| (v.person.as_str(), v.decision, v.reason.as_str()))
+        .collect();
+    assert_eq!(
+        votes,
+        [
+            ("rita", Decision::Reject, "not yet"),
+            ("rita", Decision::Approve, "now"),
+        ]
+    );
+    assert_eq!(ballot.votes()[1].at, support::START.saturating_add(HOUR));
+    assert_eq!(ballot.request(), &staged.approval_request());
 }
 
 #[test]
