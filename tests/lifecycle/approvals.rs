@@ -209,6 +209,40 @@ fn an_approval_is_expired_at_its_expiry_instant_and_valid_just_before() {
 }
 
 #[test]
+fn an_approval_lasts_24_hours_by_default() {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    assert_eq!(ApprovalPolicy::DEFAULT_VALIDITY, DAY);
+    assert_eq!(ApprovalPolicy::new().validity(), DAY);
+    let clock = clock();
+    // The standard policy sets no validity of its own.
+    let pipeline = delivery_pipeline(&clock);
+
+    let (at_deadline, _) = staged(&pipeline, "r1", "aaa");
+    let (just_before, _) = staged(&pipeline, "r2", "aaa");
+    let expiring = pipeline
+        .sign_off(&at_deadline.approval_request(), "rita", "ok")
+        .unwrap();
+    let lasting = pipeline
+        .sign_off(&just_before.approval_request(), "rita", "ok")
+        .unwrap();
+    assert_eq!(expiring.record().expires_at, START.saturating_add(DAY));
+
+    clock.advance(DAY.saturating_sub(Duration::from_millis(1)));
+    let approved = block_on(just_before.approve(&pipeline, lasting)).unwrap();
+    assert_eq!(approved.state(), StateName::Approved);
+    clock.advance(Duration::from_millis(1));
+    let refused = block_on(at_deadline.approve(&pipeline, expiring)).unwrap_err();
+    assert!(
+        matches!(
+            refused.error(),
+            Error::Approval(ApprovalError::Expired { .. })
+        ),
+        "{:?}",
+        refused.error()
+    );
+}
+
+#[test]
 fn an_author_may_not_approve_their_own_change() {
     let clock = clock();
     let pipeline =
