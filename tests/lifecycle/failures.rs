@@ -1,21 +1,29 @@
 //! Stages that fail, panic (inside their future or before it exists) or return an executor
-//! error: the move fails naming the stage, its dependents are skipped, and the release comes
-//! back unmoved, ready to retry.
+//! error, and moves cancelled through their release's handle: the move fails naming the stage
+//! (or the cancelled step), its dependents are skipped, and the release comes back unmoved,
+//! ready to retry.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use futures::future::join;
+
+use crate::HOUR;
 use crate::support::{
-    block_on, built, clock, deployment, deployment_testing_with, ok, stages_testing_with,
+    START, block_on, built, clock, deployment, deployment_testing_with, ok, stages_testing_with,
 };
-use tollgate::engine::{Engine, FailurePolicy};
-use tollgate::executor::{ExecutorError, StageContext, StageStatus, from_fn};
+use tollgate::engine::{CancelHandle, Engine, FailurePolicy};
+use tollgate::executor::{ExecutorError, StageContext, StageStatus, from_async_fn, from_fn};
 use tollgate::graph::Step;
 use tollgate::prelude::*;
 use tollgate::release::StateName;
+use tollgate::time::run_virtual;
+
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// The step, stage and reason of a `StageFailed` error; any other error fails the test.
 fn stage_failure(error: &Error) -> (Step, &str, &str) {
@@ -172,4 +180,58 @@ fn an_executor_error_fails_its_stage() {
     assert!(reason.contains("executor error"), "{reason}");
     assert!(reason.contains("runner unreachable"), "{reason}");
     assert_eq!(refused.into_release().state(), StateName::Built);
+}
+
+#[test]
+fn cancelling_a_release_stops_its_running_move_and_no_other_release() {
+    // `r1`'s unit stage cancels `r1`'s move a minute in, while `r2` of the same pipeline is
+    // running too; each unit stage would otherwise take an hour.
+    let clock = clock();
+    let trap: Arc<Mutex<Option<CancelHandle>>> = Arc::default();
+    let unit = {
+        let trap = Arc::clone(&trap);
+        from_async_fn(move |ctx| {
+            let trap = if ctx.release() == "r1" {
+                trap.lock().unwrap().take()
+            } else {
+                None
+            };
+            Box::pin(async move {
+                let start = ctx.clock().now();
+                if let Some(handle) = trap {
+                    ctx.clock().sleep_until(start.saturating_add(MINUTE)).await;
+                    handle.cancel();
+                }
+                ctx.clock().sleep_until(start.saturating_add(HOUR)).await;
+                Ok(StageOutcome::success())
+            })
+        })
+    };
+    let pipeline = deployment_testing_with(&clock, unit);
+    let (first, artifact) = built(&pipeline, "r1", "aaa");
+    let (second, _) = built(&pipeline, "r2", "aaa");
+    *trap.lock().unwrap() = Some(first.cancel_handle());
+
+    let (first, second) = run_virtual(
+        &clock,
+        join(
+            first.test(&pipeline, &artifact),
+            second.test(&pipeline, &artifact),
+        ),
+    );
+    let refused = first.unwrap_err();
+    assert!(
+        matches!(refused.error(), Error::StepCancelled { step: Step::Test }),
+        "{:?}",
+        refused.error()
+    );
+    assert_eq!(refused.kind(), ErrorKind::Cancelled);
+    let tested = second.expect("the other release runs on");
+    assert_eq!(tested.record().entered_at(), START.saturating_add(HOUR));
+
+    // The release comes back Built, with a fresh handle: the next try runs to the end.
+    let first = refused.into_release();
+    assert_eq!(first.state(), StateName::Built);
+    let tested = run_virtual(&clock, first.test(&pipeline, &artifact)).unwrap();
+    assert_eq!(tested.state(), StateName::Tested);
 }

@@ -4,9 +4,9 @@
 //! |---|---|
 //! | `flows.rs` | full delivery and deployment flows; a release deploys to its target, driven by its own pipeline |
 //! | `artifacts.rs` | the artifact fixed at build, and stage outputs handed to dependents |
-//! | `failures.rs` | failing, panicking and erroring stages |
+//! | `failures.rs` | failing, panicking and erroring stages; a move cancelled through its release's handle |
 //! | `approvals.rs` | approvals bound to pipeline, release, artifact and environment; expiry; who may approve |
-//! | `gates.rs` | closed, pending and time-bound gates on moves |
+//! | `gates.rs` | closed, pending and time-bound gates on moves; an approval handed back by a closed gate |
 //! | `definitions.rs` | pipeline definition errors, the default executor |
 //!
 //! The pipelines they run on come from the shared fixtures in `tests/support`.
