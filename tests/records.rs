@@ -389,6 +389,16 @@ fn a_deployed_release_without_a_deployment_time_is_refused() {
 }
 
 #[test]
+fn a_release_that_entered_its_state_before_it_was_created_is_refused() {
+    // Soak timers and gate timeouts count from `entered_at`: an edit that moves it back
+    // would open them early.
+    let mut value = deployed_delivery_json();
+    let created = value["created_at"].as_u64().unwrap();
+    value["entered_at"] = json!(created - 1);
+    assert_inconsistent(value, "before it was created");
+}
+
+#[test]
 fn a_commit_with_an_artifact_is_refused() {
     let mut value = deployed_delivery_json();
     value["state"] = json!("commit");
