@@ -503,7 +503,12 @@ mod tests {
         let artifact = FileArtifact::open(&path).unwrap();
         assert_eq!(artifact.digest(), &Digest::sha256(b"hello"));
         assert_eq!(artifact.name(), "app.bin");
+        assert_eq!(artifact.path(), path);
         assert_eq!(artifact.size(), 5);
+        assert_eq!(
+            artifact.metadata(),
+            BTreeMap::from([("size".to_owned(), "5".to_owned())])
+        );
         artifact.verify_now().unwrap();
         std::fs::write(&path, b"hellO").unwrap();
         let err = artifact.verify_now().unwrap_err();
@@ -517,6 +522,75 @@ mod tests {
                 .contains(&Digest::sha256(b"hellO").to_string())
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_digest_shows_its_algorithm_hex_and_short_form() {
+        let d = Digest::sha256(b"hello");
+        assert_eq!(d.algorithm(), Algorithm::Sha256);
+        assert_eq!(d.algorithm().to_string(), "sha256");
+        assert_eq!(
+            d.hex(),
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert_eq!(d.short(), "2cf24dba5fb0");
+        assert_eq!(format!("{d:?}"), format!("Digest({d})"));
+        assert_eq!(String::from(d.clone()), d.to_string());
+        let long = Digest::sha512(b"hello");
+        assert_eq!(long.algorithm(), Algorithm::Sha512);
+        assert!(long.to_string().starts_with("sha512:"), "{long}");
+        assert_eq!(
+            (Algorithm::Sha256.hex_len(), Algorithm::Sha512.hex_len()),
+            (64, 128)
+        );
+    }
+
+    #[test]
+    fn a_reader_hashes_to_the_digest_of_its_bytes() {
+        // More than one read buffer's worth, so the loop runs until the reader is drained.
+        let bytes = vec![7u8; 100 * 1024];
+        let d = Digest::sha256_reader(&bytes[..]).unwrap();
+        assert_eq!(d, Digest::sha256(&bytes));
+        assert_eq!(
+            Digest::sha256_reader(&b""[..]).unwrap(),
+            Digest::sha256(b"")
+        );
+    }
+
+    /// An artifact that relies on the trait's default metadata.
+    struct Image(String, Digest);
+
+    impl Artifact for Image {
+        fn name(&self) -> &str {
+            &self.0
+        }
+        fn digest(&self) -> &Digest {
+            &self.1
+        }
+    }
+
+    #[test]
+    fn an_artifact_without_metadata_records_none() {
+        let image = Image("shop-api".to_owned(), Digest::sha256(b"layers"));
+        let recorded = ArtifactRef::of(&image);
+        assert_eq!(recorded, ArtifactRef::new("shop-api", image.1.clone()));
+        assert!(recorded.metadata.is_empty());
+    }
+
+    #[test]
+    fn a_borrowed_boxed_or_shared_artifact_records_as_the_artifact_itself() {
+        let artifact = ArtifactRef::from_bytes("app.tar.gz", b"app")
+            .with_metadata("version", "1.4.0")
+            .with_metadata("host", "ci-3");
+        assert_eq!(artifact.name(), "app.tar.gz");
+        assert_eq!(artifact.digest(), &Digest::sha256(b"app"));
+        assert_eq!(ArtifactRef::of(&artifact), artifact);
+        let borrowed: &dyn Artifact = &artifact;
+        let boxed: Box<dyn Artifact> = Box::new(artifact.clone());
+        let shared: std::sync::Arc<dyn Artifact> = std::sync::Arc::new(artifact.clone());
+        assert_eq!(ArtifactRef::of(&borrowed), artifact);
+        assert_eq!(ArtifactRef::of(&boxed), artifact);
+        assert_eq!(ArtifactRef::of(&shared), artifact);
     }
 
     #[test]

@@ -185,3 +185,72 @@ fn outputs_reach_the_stages_that_depend_on_them_and_no_others() {
     .collect();
     assert_eq!(seen, expected);
 }
+
+#[test]
+fn a_stage_output_comes_from_that_stage_s_latest_successful_run() {
+    // Gates decide on `record().output(..)`, so it must name the stage's own value: not a
+    // failed run's, not another stage's under the same key.
+    let clock = clock();
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let unit = {
+        let runs = Arc::clone(&runs);
+        from_fn(move |_| {
+            // Passes with 91 % coverage, then fails, then passes with 95 %.
+            match runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => Ok(StageOutcome::success()
+                    .output("coverage", "91")
+                    .output("version", "harness-2")),
+                1 => Ok(StageOutcome::failure("flaky").output("coverage", "12")),
+                _ => Ok(StageOutcome::success().output("coverage", "95")),
+            }
+        })
+    };
+    let lint_runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let lint = {
+        let lint_runs = Arc::clone(&lint_runs);
+        from_fn(move |_| {
+            if lint_runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                Ok(StageOutcome::failure("style"))
+            } else {
+                Ok(StageOutcome::success())
+            }
+        })
+    };
+    let pipeline = deployment("shop", &clock)
+        .stage(Stage::build("compile").run(compile()))
+        .stage(Stage::build("stamp").run(from_fn(|_| {
+            Ok(StageOutcome::success().output("version", "1.4.0"))
+        })))
+        .stage(Stage::test("unit").run(unit))
+        .stage(Stage::test("lint").after("unit").run(lint))
+        .stage(Stage::stage("staging").run(ok()))
+        .stage(Stage::deploy("production").run(ok()))
+        .build()
+        .unwrap();
+    let (built, artifact) = built(&pipeline, "r1", "aaa");
+
+    // First try: unit passes, lint fails.
+    let built = block_on(built.test(&pipeline, &artifact))
+        .unwrap_err()
+        .into_release();
+    assert_eq!(built.record().output("unit", "coverage"), Some("91"));
+    // Second try: unit fails; its earlier success still stands, the failed run is ignored.
+    let built = block_on(built.test(&pipeline, &artifact))
+        .unwrap_err()
+        .into_release();
+    let record = built.record();
+    assert_eq!(record.output("unit", "coverage"), Some("91"));
+    assert_eq!(record.output("unit", "version"), Some("harness-2"));
+    // Another stage's value under the same key, from a later step, is not the build's.
+    assert_eq!(record.output("stamp", "version"), Some("1.4.0"));
+    assert_eq!(
+        record.output("compile", "digest"),
+        Some(artifact.digest.to_string().as_str())
+    );
+    assert_eq!(record.output("lint", "coverage"), None);
+
+    // Third try passes: the latest success wins.
+    let tested = block_on(built.test(&pipeline, &artifact)).unwrap();
+    assert_eq!(tested.record().output("unit", "coverage"), Some("95"));
+    assert_eq!(tested.record().output("stamp", "version"), Some("1.4.0"));
+}

@@ -1,6 +1,7 @@
 //! Stages that fail, panic (inside their future or before it exists) or return an executor
-//! error: the move fails naming the stage, its dependents are skipped, and the release comes
-//! back unmoved, ready to retry.
+//! error, and moves cancelled through their release's handle: the move fails naming the stage
+//! (or the cancelled step), its dependents are skipped, and the release comes back unmoved,
+//! ready to retry.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -1,5 +1,6 @@
-//! Full delivery and deployment flows, and where a release goes: to the target it was
-//! approved for, driven by the pipeline that started it and no other.
+//! Full delivery and deployment flows, where a release goes (to the target it was approved
+//! for, driven by the pipeline that started it and no other), and how a release and a refused
+//! move show in a log.
 
 use std::sync::{Arc, Mutex};
 
@@ -217,4 +218,23 @@ fn a_release_driven_by_another_pipeline_is_refused_and_nothing_runs() {
         block_on(fresh.build(&shop)).unwrap().state(),
         StateName::Built
     );
+}
+
+#[test]
+fn a_release_and_a_refused_move_say_what_they_are_when_logged() {
+    let clock = clock();
+    let pipeline = delivery_pipeline(&clock);
+    let (staged, artifact) = staged(&pipeline, "r1", "aaa");
+    let shown = format!("{staged:?}");
+    for part in ["r1", "Staged", "Delivery", &artifact.digest.to_string()] {
+        assert!(shown.contains(part), "{shown} should show {part}");
+    }
+    let approval = block_on(pipeline.sign_off("r1", "rita", "ok")).unwrap();
+    clock.advance(25 * HOUR);
+    let refused = block_on(staged.approve(&pipeline, approval)).unwrap_err();
+    assert_eq!(refused.to_string(), refused.error().to_string());
+    let shown = format!("{refused:?}");
+    for part in ["MoveError", "r1", "Staged", "Expired", "rita"] {
+        assert!(shown.contains(part), "{shown} should show {part}");
+    }
 }

@@ -1,6 +1,7 @@
 //! Automated gates on moves: a closed gate stops the move and a pending one parks the
 //! release (a closed one outranks a pending one), every verdict is recorded, a gate can wait
-//! for the clock, and gates guard a delivery approval too.
+//! for the clock, and gates guard a delivery approval too (handing the approval back when
+//! they hold the move).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -227,4 +228,31 @@ fn a_closed_gate_on_approve_stops_a_delivery_approval_too() {
     assert_eq!(staged.state(), StateName::Staged);
     assert!(staged.record().approval().is_none());
     assert_eq!(staged.record().gates().len(), 1);
+}
+
+#[test]
+fn an_approval_held_back_by_a_gate_is_handed_back_and_approves_once_the_gate_opens() {
+    let clock = clock();
+    let open = Arc::new(AtomicBool::new(false));
+    let pipeline = standard_delivery(&clock)
+        .gate(
+            Move::Approve,
+            switch_gate("freeze", &open, Verdict::closed("release freeze")),
+        )
+        .build()
+        .unwrap();
+    let (staged, _) = staged(&pipeline, "r1", "aaa");
+    let approval = block_on(pipeline.sign_off("r1", "rita", "ok")).unwrap();
+    let mut refused = block_on(staged.approve(&pipeline, approval)).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::GateClosed);
+    // The person's approval was not the problem: it comes back, once.
+    let approval = refused
+        .take_approval()
+        .expect("the approval is handed back");
+    assert_eq!(approval.approver(), "rita");
+    assert!(refused.take_approval().is_none());
+
+    open.store(true, Ordering::SeqCst);
+    let approved = block_on(refused.into_release().approve(&pipeline, approval)).unwrap();
+    assert_eq!(approved.record().approval().unwrap().approver, "rita");
 }

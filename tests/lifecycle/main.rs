@@ -7,7 +7,7 @@
 //! | `failures.rs` | failing, panicking and erroring stages; an executor's error as the move's source |
 //! | `cancellation.rs` | a release's own cancel handle, the pipeline's, and the fresh handle after a cancelled move |
 //! | `approvals.rs` | approvals bound to pipeline (name and definition), release, artifact and environment, and to the journal's votes; expiry at approve and at deploy; who may approve, and still may when it is used |
-//! | `gates.rs` | closed, pending and time-bound gates on moves |
+//! | `gates.rs` | closed, pending and time-bound gates on moves; an approval handed back by a closed gate |
 //! | `definitions.rs` | pipeline definition errors, the default executor |
 //! | `restores.rs` | a release restored from the journal after any move goes on from there; one id, one release; two copies cannot both move |
 //! | `resume.rs` | a move cut off mid-step resumes with the stages that finished, runs only the others, under the same idempotency keys; forged stage facts are refused |
