@@ -1730,3 +1730,67 @@ fn a_vote_cast_in_the_millisecond_the_approval_was_issued_does_not_void_it() {
         );
     });
 }
+
+#[test]
+fn a_group_rule_admits_nobody_when_the_pipeline_has_no_directory() {
+    let clock = clock();
+    let policy = ApprovalPolicy::new()
+        .rule(Rule::new("release-managers").group("release-managers"))
+        .unwrap();
+    // No `.directory(..)`: groups resolve through `NoGroups`.
+    let pipeline = Pipeline::<Delivery>::builder("shop")
+        .clock(clock.clone())
+        .stages(standard_stages())
+        .approvals(policy)
+        .build()
+        .unwrap();
+    let _staged = support::staged(&pipeline, "r1", "aaa");
+    let error =
+        block_on(pipeline.vote("r1", "rita", Decision::Approve, "I manage releases")).unwrap_err();
+    assert!(
+        matches!(error, Error::Approval(ApprovalError::NotAnApprover { .. })),
+        "{error:?}"
+    );
+    assert!(!tollgate::approval::NoGroups.is_member("rita", "release-managers"));
+    assert!(block_on(pipeline.ballot("r1")).unwrap().votes().is_empty());
+}
+
+#[test]
+fn a_policy_shows_its_rules_approvers_and_validity_and_names_nobody_else() {
+    use tollgate::approval::Approver;
+    let policy = ApprovalPolicy::new()
+        .rule(
+            Rule::new("leads")
+                .person("rita")
+                .person("sam")
+                .group("release-managers")
+                .need(2),
+        )
+        .unwrap()
+        .rule(Rule::new("security").group("security"))
+        .unwrap()
+        .valid_for(8 * HOUR);
+    let rule = &policy.rules()[0];
+    assert_eq!(rule.name(), "leads");
+    assert_eq!(rule.needed(), 2);
+    assert_eq!(
+        rule.approvers(),
+        [
+            Approver::Person(Person::new("rita").unwrap()),
+            Approver::Person(Person::new("sam").unwrap()),
+            Approver::Group("release-managers".to_owned()),
+        ]
+    );
+    // What a bot shows when it asks for votes.
+    assert_eq!(rule.to_string(), "leads: 2 of rita, sam, @release-managers");
+    assert_eq!(policy.rules()[1].to_string(), "security: 1 of @security");
+    assert_eq!(policy.validity(), 8 * HOUR);
+    let named: Vec<&str> = policy.approvers().map(Person::as_str).collect();
+    assert_eq!(named, ["rita", "sam"]);
+    assert!(policy.may_approve("sam"));
+    assert!(!policy.may_approve("mallory"));
+    // `may_approve` names people only: a group member is admitted through a directory.
+    assert!(!policy.may_approve("omar"));
+    assert!(policy.admits("omar", &org()));
+    assert!(!policy.admits("mallory", &org()));
+}
