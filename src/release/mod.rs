@@ -164,10 +164,13 @@ impl<S: State, M: Mode> Release<S, M> {
         &self.any
     }
 
-    /// The handle that cancels this release's next move, and only it: its running stages
+    /// The handle that cancels this release's move while it runs, and only it: take it
+    /// before starting the move, and cancel while the move's step runs; its running stages
     /// stop, finally stages run, and the move fails with the release handed back (with a
-    /// fresh handle for the next try). Other releases of the pipeline keep running;
-    /// [`Pipeline::cancel_handle`] cancels every move at once.
+    /// fresh handle for the next try). Like every [`CancelHandle`], it stops what is running
+    /// when it is used: a cancel before the move's step starts is not remembered. Other
+    /// releases of the pipeline keep running; [`Pipeline::cancel_handle`] cancels every move
+    /// at once.
     #[must_use]
     pub fn cancel_handle(&self) -> CancelHandle {
         self.cancel.clone()
