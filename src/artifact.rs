@@ -19,6 +19,17 @@ use sha2::Digest as _;
 use crate::forward::forward_impls;
 use crate::id::{ReleaseId, StageId};
 
+/// `bytes` as lower-case hex: the one encoder of digests, fingerprints and keys.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
 /// What can be wrong with an artifact or its digest.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -169,13 +180,10 @@ impl Digest {
     }
 
     fn from_hash(algorithm: Algorithm, hash: &[u8]) -> Self {
-        use fmt::Write as _;
-        let mut hex = String::with_capacity(hash.len() * 2);
-        for byte in hash {
-            // Writing to a String cannot fail.
-            let _ = write!(hex, "{byte:02x}");
+        Digest {
+            algorithm,
+            hex: to_hex(hash),
         }
-        Digest { algorithm, hex }
     }
 
     /// The algorithm.

@@ -396,12 +396,7 @@ pub fn idempotency_key(
     }
     hash.update(claim.to_le_bytes());
     hash.update(attempt.to_le_bytes());
-    let mut hex = String::with_capacity(64);
-    for b in hash.finalize() {
-        use std::fmt::Write as _;
-        let _ = write!(hex, "{b:02x}");
-    }
-    hex
+    crate::artifact::to_hex(&hash.finalize())
 }
 
 /// Where an executor leaves the log of an attempt that is cut off.

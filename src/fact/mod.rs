@@ -12,14 +12,13 @@
 //! moved or restored by a pipeline with the same definition.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::approval::{ApprovalRequest, Vote};
 use crate::artifact::ArtifactRef;
 use crate::engine::{StageReport, StepReport};
 use crate::environment::Environment;
 use crate::id::{PipelineName, ReleaseId};
-use crate::journal::{Entry, Journal, JournalError, Seq, Stored, check_key_chain};
+use crate::journal::{Entry, Journal, JournalError, Seq, Stored, check_key_chain, walk};
 use crate::lifecycle::{ModeKind, Move, StateName, Step};
 use crate::record::{ApprovalRecord, GateRecord, Revision};
 use crate::time::Timestamp;
@@ -239,45 +238,22 @@ async fn check_since(
     is_ours: impl Fn(&str) -> bool,
     expected: &std::collections::BTreeSet<Seq>,
 ) -> Result<(), FactError> {
-    const BATCH: usize = 4096;
-    let key = journal.key();
-    let mut previous = None;
-    let mut next = first;
     let mut seen = 0;
-    loop {
-        let batch = journal.read(next, BATCH).await?;
-        let done = batch.len() < BATCH;
-        for stored in batch {
-            let corrupt = |reason: &str| JournalError::Corrupt {
-                seq: next,
-                offset: stored.offset,
-                reason: reason.to_owned(),
-            };
-            if stored.seq != next {
-                return Err(corrupt("an entry is missing before it").into());
+    let (head, _) = walk(journal, first, None, |stored| {
+        if is_ours(&stored.key) {
+            if !expected.contains(&stored.seq) {
+                return Err("the key index leaves it out".to_owned());
             }
-            if previous.is_some_and(|p| p != stored.prev) {
-                return Err(corrupt("it does not follow the entry before it").into());
-            }
-            key.check(&stored)?;
-            if is_ours(&stored.key) {
-                if !expected.contains(&stored.seq) {
-                    return Err(corrupt("the key index leaves it out").into());
-                }
-                seen += 1;
-            }
-            previous = Some(stored.hash);
-            next += 1;
+            seen += 1;
         }
-        if done {
-            break;
-        }
-    }
+        Ok(())
+    })
+    .await?;
     if seen == expected.len() {
         Ok(())
     } else {
         Err(JournalError::Corrupt {
-            seq: next,
+            seq: head + 1,
             offset: 0,
             reason: "the key index names entries the journal does not hold".to_owned(),
         }
@@ -306,13 +282,7 @@ impl Fingerprint {
     /// The hex SHA-256 of `bytes`, the form of each part.
     #[must_use]
     pub fn digest(bytes: &[u8]) -> String {
-        let sum = Sha256::digest(bytes);
-        let mut hex = String::with_capacity(64);
-        for b in sum {
-            use std::fmt::Write as _;
-            let _ = write!(hex, "{b:02x}");
-        }
-        hex
+        crate::artifact::Digest::sha256(bytes).hex().to_owned()
     }
 
     /// The parts in which `self` and `other` differ, by name.

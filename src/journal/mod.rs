@@ -321,11 +321,35 @@ crate::forward::forward_impls! {
 /// at the previous entry with the same key. Resolves with the head, or names the first bad
 /// entry.
 pub async fn verify(journal: &(impl Journal + ?Sized)) -> Result<(Seq, ChainHash), JournalError> {
+    let mut last_of_key: std::collections::HashMap<String, Seq> = std::collections::HashMap::new();
+    walk(journal, 1, Some(ChainHash::GENESIS), |stored| {
+        let expected = last_of_key.get(&stored.key).copied().unwrap_or(0);
+        if stored.key_prev != expected {
+            return Err(format!(
+                "it names entry {} as the previous one of `{}`, but that is {expected}",
+                stored.key_prev, stored.key
+            ));
+        }
+        last_of_key.insert(stored.key.clone(), stored.seq);
+        Ok(())
+    })
+    .await
+}
+
+/// Walks `journal` from entry `from` to its head, checking that the sequence numbers run on
+/// without a gap, that each entry follows the one before it (the first one follows
+/// `previous`, when known) and that its MAC holds; `each` looks at every entry too, and the
+/// reason it gives refuses that entry. Resolves with the head, or names the first bad entry.
+pub async fn walk(
+    journal: &(impl Journal + ?Sized),
+    from: Seq,
+    mut previous: Option<ChainHash>,
+    mut each: impl FnMut(&Stored) -> Result<(), String>,
+) -> Result<(Seq, ChainHash), JournalError> {
     const BATCH: usize = 4096;
     let key = journal.key();
-    let mut previous = ChainHash::GENESIS;
-    let mut next: Seq = 1;
-    let mut last_of_key: std::collections::HashMap<String, Seq> = std::collections::HashMap::new();
+    let mut next = from.max(1);
+    let mut head = previous.unwrap_or(ChainHash::GENESIS);
     loop {
         let batch = journal.read(next, BATCH).await?;
         let done = batch.len() < BATCH;
@@ -341,26 +365,20 @@ pub async fn verify(journal: &(impl Journal + ?Sized)) -> Result<(Seq, ChainHash
                     stored.seq
                 )));
             }
-            if stored.prev != previous {
+            if previous.is_some_and(|p| p != stored.prev) {
                 return Err(corrupt(
                     "it does not follow the entry before it (one was edited, removed or moved)"
                         .to_owned(),
                 ));
             }
             key.check(&stored)?;
-            let expected = last_of_key.get(&stored.key).copied().unwrap_or(0);
-            if stored.key_prev != expected {
-                return Err(corrupt(format!(
-                    "it names entry {} as the previous one of `{}`, but that is {expected}",
-                    stored.key_prev, stored.key
-                )));
-            }
-            last_of_key.insert(stored.key.clone(), stored.seq);
-            previous = stored.hash;
+            each(&stored).map_err(corrupt)?;
+            previous = Some(stored.hash);
+            head = stored.hash;
             next += 1;
         }
         if done {
-            return Ok((next - 1, previous));
+            return Ok((next - 1, head));
         }
     }
 }
