@@ -439,6 +439,10 @@ pub(crate) fn first_difference(
     recorded: &ApprovalRecord,
     derived: &ApprovalRecord,
 ) -> Option<(&'static str, String, String)> {
+    // Every approve and deploy asks; only a mismatch needs the texts.
+    if recorded == derived {
+        return None;
+    }
     let pairs: [(&'static str, String, String); 9] = [
         (
             "artifact",

@@ -40,6 +40,7 @@ pub use crate::executor::StepOutcome;
 pub use crate::graph::{Backoff, RetryPolicy};
 pub use cancel::CancelHandle;
 pub use event::{Event, EventLog, FnObserver, Observer, final_statuses, observer_fn};
+pub(crate) use panic::message as panic_message;
 pub use plan::{Plan, PlannedStage};
 
 /// An engine setting that can never work; [`EngineBuilder::build`] names it.

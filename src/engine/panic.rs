@@ -3,12 +3,18 @@
 /// Why an attempt failed when its executor panicked with `payload`.
 #[cold]
 pub(super) fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
-    let message = payload
+    format!("executor panicked: {}", message(payload))
+}
+
+/// The text a panic was raised with (`panic!("…")`'s message), for host code the crate
+/// contains: executors here, gates in the pipeline.
+#[cold]
+pub(crate) fn message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)");
-    format!("executor panicked: {message}")
+        .unwrap_or("(non-string panic payload)")
 }
 
 #[cfg(test)]

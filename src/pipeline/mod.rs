@@ -874,29 +874,36 @@ impl<M: Mode> Pipeline<M> {
     /// last staged, on the request it has now (for an approved release, the votes its
     /// approval was issued from and any cast since).
     pub(crate) async fn ballot_of(&self, release: &AnyRelease) -> Result<Ballot> {
-        let Some(request) = request_for(release) else {
-            return Err(ArtifactError::Missing {
-                release: release.id().clone(),
-            }
-            .into());
-        };
-        let mut ballot = Ballot::new(request.clone());
-        for (seq, fact) in read_release(&*self.journal, release.id().as_str()).await? {
-            match fact {
-                Fact::Moved {
-                    to: StateName::Staged,
-                    ..
-                } => ballot = Ballot::new(request.clone()),
-                Fact::Voted {
-                    request: asked,
-                    vote,
-                    ..
-                } if asked == request => ballot.push(vote, seq),
-                _ => {}
-            }
-        }
-        Ok(ballot)
+        let facts = read_release(&*self.journal, release.id().as_str()).await?;
+        ballot_in(release, &facts)
     }
+}
+
+/// The votes among `facts` (the release's, read from the journal) on `release`'s approval
+/// request, as [`Pipeline::ballot_of`] counts them.
+pub(crate) fn ballot_in(release: &AnyRelease, facts: &[(Seq, Fact)]) -> Result<Ballot> {
+    let Some(request) = request_for(release) else {
+        return Err(ArtifactError::Missing {
+            release: release.id().clone(),
+        }
+        .into());
+    };
+    let mut ballot = Ballot::new(request.clone());
+    for (seq, fact) in facts {
+        match fact {
+            Fact::Moved {
+                to: StateName::Staged,
+                ..
+            } => ballot = Ballot::new(request.clone()),
+            Fact::Voted {
+                request: asked,
+                vote,
+                ..
+            } if *asked == request => ballot.push(vote.clone(), *seq),
+            _ => {}
+        }
+    }
+    Ok(ballot)
 }
 
 impl<M: HumanApproval> Pipeline<M> {
@@ -917,15 +924,20 @@ impl<M: HumanApproval> Pipeline<M> {
 
 /// The approval request of a release, as its record says: `None` before it has an artifact.
 pub(crate) fn request_for(any: &AnyRelease) -> Option<ApprovalRequest> {
-    Some(ApprovalRequest {
+    Some(request_with(any, any.artifact()?.digest.clone()))
+}
+
+/// The approval request of `any` for the artifact with `digest`.
+pub(crate) fn request_with(any: &AnyRelease, digest: crate::artifact::Digest) -> ApprovalRequest {
+    ApprovalRequest {
         pipeline: any.pipeline().clone(),
         release: any.id().clone(),
         revision: any.revision().id.clone(),
         author: any.revision().author.clone(),
         triggered_by: any.revision().triggered_by.clone(),
-        digest: any.artifact()?.digest.clone(),
+        digest,
         environment: any.target().name().clone(),
-    })
+    }
 }
 
 /// The fingerprint of a pipeline's definition: the graph (every stage spec) with the name of
@@ -977,10 +989,8 @@ fn json(value: &impl serde::Serialize) -> String {
 /// The verdict of a gate that panicked with `payload`: closed, saying so.
 #[cold]
 fn gate_panicked(payload: &(dyn std::any::Any + Send)) -> Verdict {
-    let message = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)");
-    Verdict::closed(format!("the gate panicked: {message}"))
+    Verdict::closed(format!(
+        "the gate panicked: {}",
+        crate::engine::panic_message(payload)
+    ))
 }

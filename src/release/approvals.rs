@@ -9,7 +9,7 @@ use crate::fact::{Fact, read_release};
 use crate::id::Person;
 use crate::journal::JournalError;
 use crate::lifecycle::{HumanApproval, StateName};
-use crate::pipeline::{Pipeline, request_for};
+use crate::pipeline::{Pipeline, ballot_in, request_for};
 use crate::record::{AnyRelease, RecordError};
 
 /// How often a vote is tried again when another fact about the release was written between
@@ -94,15 +94,17 @@ impl<M: HumanApproval> Pipeline<M> {
             let fact = Fact::Voted {
                 release: any.id().clone(),
                 request,
-                vote,
+                vote: vote.clone(),
             };
             match self
                 .journal()
                 .append(vec![fact.to_entry().after(votes_head)])
                 .await
             {
-                Ok(_) => {
-                    let ballot = self.ballot_of(&any).await?;
+                Ok(seq) => {
+                    // The ballot as read, and the vote just written: no second read.
+                    let mut ballot = ballot_in(&any, &facts)?;
+                    ballot.push(vote, seq);
                     return Ok(self.progress(&ballot));
                 }
                 Err(JournalError::Conflict { .. }) if tries < VOTE_TRIES => {}
@@ -116,7 +118,7 @@ impl<M: HumanApproval> Pipeline<M> {
         let facts = read_release(self.journal(), release).await?;
         let any = self.replay(release, &facts).await?.any;
         awaiting_approval(&any)?;
-        self.ballot_of(&any).await
+        ballot_in(&any, &facts)
     }
 
     /// Issues the [`Approval`] capability for staged release `release` when the votes the
@@ -129,7 +131,7 @@ impl<M: HumanApproval> Pipeline<M> {
         let facts = read_release(self.journal(), release).await?;
         let any = self.replay(release, &facts).await?.any;
         let request = awaiting_approval(&any)?;
-        let ballot = self.ballot_of(&any).await?;
+        let ballot = ballot_in(&any, &facts)?;
         let record = self.complete_ballot(&ballot, self.clock().now())?;
         Ok(Approval::new(request, record, self.issuer()))
     }

@@ -22,7 +22,7 @@ use crate::gate::GateError;
 use crate::lifecycle::{
     Approved, Built, Deployed, Mode, Move, Staged, State, StateName, Tested, Verdict,
 };
-use crate::pipeline::{Pipeline, StepJournal, request_for};
+use crate::pipeline::{Pipeline, StepJournal, request_for, request_with};
 use crate::record::{ApprovalRecord, GateRecord};
 use crate::time::Timestamp;
 
@@ -97,16 +97,7 @@ impl<S: State, M: Mode> Release<S, M> {
         S: CanApprove,
         M: HumanApproval,
     {
-        let any = &self.any;
-        ApprovalRequest {
-            pipeline: any.pipeline().clone(),
-            release: any.id().clone(),
-            revision: any.revision().id.clone(),
-            author: any.revision().author.clone(),
-            triggered_by: any.revision().triggered_by.clone(),
-            digest: self.artifact().digest.clone(),
-            environment: any.target().name().clone(),
-        }
+        request_with(&self.any, self.artifact().digest.clone())
     }
 
     /// Continuous delivery's human gate: moves to Approved with an [`Approval`] this
