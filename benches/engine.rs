@@ -17,6 +17,8 @@
     clippy::cast_possible_truncation
 )]
 
+mod common;
+
 use std::alloc::System;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -730,32 +732,8 @@ fn build_run_summary(shapes: &[Shape]) {
 /// Whether a benchmark group of this name passes the command line's filter, so that a
 /// filtered run skips the setup (and the one-off peer runs) of groups it will not time.
 fn wanted(group: &str) -> bool {
-    // Criterion's options that take a value; the filter is the one bare word.
-    const WITH_VALUE: [&str; 12] = [
-        "--warm-up-time",
-        "--measurement-time",
-        "--sample-size",
-        "--save-baseline",
-        "--baseline",
-        "--load-baseline",
-        "--profile-time",
-        "--output-format",
-        "--color",
-        "--noise-threshold",
-        "--confidence-level",
-        "--nresamples",
-    ];
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if WITH_VALUE.contains(&arg.as_str()) {
-            args.next();
-        } else if !arg.starts_with('-') {
-            // A filter may name a whole benchmark (`group/function`) or part of a group.
-            let group_part = arg.split('/').next().unwrap_or_default();
-            return group.contains(group_part);
-        }
-    }
-    true
+    // A filter may name a whole benchmark (`group/function`) or part of a group.
+    common::filter().is_none_or(|f| group.contains(f.split('/').next().unwrap_or_default()))
 }
 
 /// Where criterion keeps its estimates, found the way criterion finds it.
@@ -1237,8 +1215,7 @@ fn quick_build_run(shapes: &[Shape], runs: usize) {
 
 /// The CPU time this thread has used, in seconds.
 fn thread_cpu() -> f64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    common::thread_cpu().as_secs_f64()
 }
 
 /// CPU seconds since `start`, read before `result` is freed.

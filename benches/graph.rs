@@ -12,6 +12,9 @@
 // Per-stage figures divide counts far below 2^52, so the float casts are exact enough.
 #![allow(clippy::cast_precision_loss)]
 
+mod common;
+
+use common::{filter, thread_cpu};
 use std::alloc::System;
 use std::collections::{BTreeSet, HashMap};
 use std::hint::black_box;
@@ -240,35 +243,6 @@ fn build(c: &mut Criterion) {
     group.finish();
 }
 
-/// The filter given on the command line, if any: criterion runs only the benchmarks whose id
-/// contains it, and generating a million-stage graph nobody times is a waste of a second.
-fn filter() -> Option<String> {
-    // Criterion's options that take a value; the filter is the one bare word.
-    const WITH_VALUE: [&str; 12] = [
-        "--warm-up-time",
-        "--measurement-time",
-        "--sample-size",
-        "--save-baseline",
-        "--baseline",
-        "--load-baseline",
-        "--profile-time",
-        "--output-format",
-        "--color",
-        "--noise-threshold",
-        "--confidence-level",
-        "--nresamples",
-    ];
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if WITH_VALUE.contains(&arg.as_str()) {
-            args.next();
-        } else if !arg.starts_with('-') {
-            return Some(arg);
-        }
-    }
-    None
-}
-
 fn make_if_wanted(shape: &str, make: Make) -> Option<Vec<StageSpec>> {
     let wanted = filter().is_none_or(|f| {
         RUNNERS
@@ -486,15 +460,6 @@ impl Clocks {
         drop(black_box(result));
         (wall.as_secs_f64(), cpu.as_secs_f64())
     }
-}
-
-/// The CPU time this thread has used.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or(0),
-        u32::try_from(t.tv_nsec).unwrap_or(0),
-    )
 }
 
 fn main() {
