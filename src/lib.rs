@@ -13,6 +13,7 @@ pub mod environment;
 pub mod error;
 pub mod executor;
 pub mod fact;
+pub mod fleet;
 mod forward;
 pub mod gate;
 pub mod graph;

@@ -773,6 +773,48 @@ impl<M: Mode> Pipeline<M> {
     }
 }
 
+impl<M: Mode> Pipeline<M> {
+    /// Runs only the deploy step's stages (deploy and verify) for `release`'s `artifact` in
+    /// `environment`, which the executors see: what a fleet's promotion, redeploy and
+    /// rollback run, with no build, no tests and no journal of its own (the fleet records
+    /// the report). `claim` (the fleet's ticket) goes into the idempotency keys.
+    pub(crate) async fn run_deploy_stages(
+        &self,
+        release: &ReleaseId,
+        revision: &str,
+        artifact: &crate::artifact::ArtifactRef,
+        environment: &Environment,
+        claim: Seq,
+    ) -> StepReport {
+        let prior = BTreeMap::new();
+        let executors = &self.executors;
+        let hooks = |i: usize| {
+            let (executor, retry_if) = &executors[i];
+            StageHooks {
+                executor: &**executor,
+                retry_if: retry_if.as_deref(),
+            }
+        };
+        let run = StepRun {
+            graph: &self.graph,
+            step: Step::Deploy,
+            labels: StepLabels {
+                release,
+                revision,
+                artifact: Some(artifact),
+                environment: Some(environment),
+                claim,
+            },
+            prior_outputs: &prior,
+            clock: &*self.clock,
+            cancel: None,
+            done: &[],
+            on_settled: None,
+        };
+        self.engine.run_step(&run, &hooks).await
+    }
+}
+
 /// Where a move's run stands in the journal, for [`Pipeline::run_step`].
 pub(crate) struct StepJournal<'a> {
     /// The release's last entry: the stages' facts are appended after it, on that condition.
