@@ -428,12 +428,7 @@ impl<M: Mode> Fleet<M> {
     /// Reads what other processes wrote to the fleet's keys since this copy last looked.
     pub async fn refresh(&self) -> Result<(), FleetError> {
         let keys = self.keys();
-        let heads: Vec<Seq> = {
-            let state = self.lock();
-            std::iter::once(state.registry_head)
-                .chain(state.envs.iter().map(|e| e.head))
-                .collect()
-        };
+        let heads = self.heads();
         let mut new = Vec::new();
         for (key, head) in keys.iter().zip(heads) {
             let stored = self.journal().read_key(key).await?;
@@ -456,8 +451,9 @@ impl<M: Mode> Fleet<M> {
     }
 
     /// Promotes `release` into `environment` along the lifecycle, asked by `by`: queues the
-    /// deployment, then runs the environment's queue until it is settled (or another
-    /// process holds the environment: then it waits queued, and the ticket says so). The
+    /// deployment, then runs the environment's queue until it is empty (or another process
+    /// holds the environment: then it waits queued, the returned status says so, and the
+    /// holder runs it). The
     /// deploy stages get the release's artifact (the digest tested) and the environment.
     pub async fn promote<S: PassedTests>(
         &self,
@@ -474,7 +470,7 @@ impl<M: Mode> Fleet<M> {
             self.lock().releases[index as usize].approved_at = proof.approved;
         }
         let ticket = self.request(env, index, DeployKind::Promote, by).await?;
-        self.run(env, Some(ticket)).await?;
+        self.run(env).await?;
         Ok(self.deployment(env, ticket))
     }
 
@@ -493,7 +489,7 @@ impl<M: Mode> Fleet<M> {
             });
         };
         let ticket = self.request(env, live, DeployKind::Redeploy, by).await?;
-        self.run(env, Some(ticket)).await?;
+        self.run(env).await?;
         Ok(self.deployment(env, ticket))
     }
 
@@ -552,7 +548,7 @@ impl<M: Mode> Fleet<M> {
             reason: reason.into(),
         };
         let ticket = self.request(env, target, kind, by).await?;
-        self.run(env, Some(ticket)).await?;
+        self.run(env).await?;
         Ok(self.deployment(env, ticket))
     }
 
@@ -560,7 +556,7 @@ impl<M: Mode> Fleet<M> {
     /// environment's lock).
     pub async fn drain(&self, environment: &str) -> Result<(), FleetError> {
         let env = self.lock().env(environment)?;
-        self.run(env, None).await
+        self.run(env).await
     }
 
     /// What is where: every environment's live release, lock, queue and history, and every
@@ -862,26 +858,14 @@ impl<M: Mode> Fleet<M> {
 
     /// Runs `env`'s queue: supersedes what would put an older release over a newer one,
     /// takes the lock for the next deployment, runs its deploy stages, records how it ended;
-    /// until `until` is settled (or the queue is empty), or another process holds the lock.
-    async fn run(&self, env: usize, until: Option<Seq>) -> Result<(), FleetError> {
+    /// until the queue is empty, or another process holds the lock (which then runs what
+    /// waits).
+    async fn run(&self, env: usize) -> Result<(), FleetError> {
         loop {
             let now = self.pipeline.clock().now();
             let (environment, pick, held) = {
                 let state = self.lock();
                 let envs = &state.envs[env];
-                let settled = until.is_some_and(|t| {
-                    envs.tickets
-                        .binary_search_by_key(&t, |x| x.seq)
-                        .is_ok_and(|i| {
-                            !matches!(
-                                envs.tickets[i].status,
-                                TicketStatus::Queued | TicketStatus::Running { .. }
-                            )
-                        })
-                });
-                if settled {
-                    return Ok(());
-                }
                 let held = envs.lock.is_some_and(|(_, lease)| now < lease);
                 (envs.name.clone(), state.pick(env), held)
             };
@@ -946,14 +930,32 @@ impl<M: Mode> Fleet<M> {
         }
     }
 
-    /// Submits `facts`; a refusal because the state moved on (someone else superseded,
-    /// locked or ran the queue first) is `Ok(false)`, for the queue to look again.
+    /// Submits `facts`; a refusal because this copy's view was behind (another process
+    /// superseded, locked or ran the queue first) is `Ok(false)`, for the queue to look
+    /// again once it has read what changed. A refusal with nothing new to read is an error
+    /// (fleets sharing a journal with other options).
     async fn submit_or_refresh(&self, facts: Vec<FleetFact>) -> Result<bool, FleetError> {
         match self.submit(facts).await {
             Ok(_) => Ok(true),
-            Err(FleetError::Locked { .. } | FleetError::Mismatch(_)) => Ok(false),
+            Err(error @ (FleetError::Locked { .. } | FleetError::Mismatch(_))) => {
+                let before = self.heads();
+                self.refresh().await?;
+                if self.heads() == before {
+                    Err(error)
+                } else {
+                    Ok(false)
+                }
+            }
             Err(error) => Err(error),
         }
+    }
+
+    /// The last entry this copy has read of each of its keys.
+    fn heads(&self) -> Vec<Seq> {
+        let state = self.lock();
+        std::iter::once(state.registry_head)
+            .chain(state.envs.iter().map(|e| e.head))
+            .collect()
     }
 
     /// The view of ticket `ticket` of `env`.
