@@ -138,6 +138,12 @@ async fn run(work: &Path) -> Result<(), Box<dyn StdError>> {
     );
     print!("{}", fleet.ledger());
 
+    check_directories(work, &fleet)
+}
+
+/// Where the file of `env` lives.
+/// The directories say the same as the ledger: each holds the digest live there.
+fn check_directories(work: &Path, fleet: &Fleet<Delivery>) -> Result<(), Box<dyn StdError>> {
     // The directories say the same as the ledger.
     for env in ["dev", "test", "eu-west", "us-east"] {
         let live = fleet.ledger().live_in(env).ok_or("nothing live")?.clone();
@@ -158,7 +164,6 @@ async fn run(work: &Path) -> Result<(), Box<dyn StdError>> {
     Ok(())
 }
 
-/// Where the file of `env` lives.
 /// A person's approval: rita signs off, and the release moves to Approved.
 async fn approve(
     pipeline: &Pipeline<Delivery>,
