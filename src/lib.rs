@@ -19,6 +19,7 @@ pub mod graph;
 pub mod id;
 pub mod journal;
 pub mod lifecycle;
+pub mod picture;
 pub mod pipeline;
 pub mod record;
 pub mod release;
