@@ -47,13 +47,24 @@ fn the_decision_is_the_mode_and_who_approves() {
     assert!(delivery.iter().any(|l| l.contains("Pipeline::<Delivery>")));
     assert!(delivery.iter().any(|l| l.contains(".approvals(")));
     assert!(delivery.iter().any(|l| l.contains("staged.approve(")));
-    assert!(deployment.iter().any(|l| l.contains("Pipeline::<Deployment>")));
-    assert!(deployment.iter().any(|l| l.contains("staged.auto_approve(")));
+    assert!(
+        deployment
+            .iter()
+            .any(|l| l.contains("Pipeline::<Deployment>"))
+    );
+    assert!(
+        deployment
+            .iter()
+            .any(|l| l.contains("staged.auto_approve("))
+    );
     for line in delivery.iter().chain(&deployment) {
         assert!(
             !line.contains(".gate(") && !line.contains("environment_gate("),
             "a gate is not part of the decision: {line}"
         );
     }
-    assert!(delivery.len() <= 4 && deployment.len() <= 4, "{delivery:?} {deployment:?}");
+    assert!(
+        delivery.len() <= 4 && deployment.len() <= 4,
+        "{delivery:?} {deployment:?}"
+    );
 }

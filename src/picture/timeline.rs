@@ -131,9 +131,17 @@ impl Timeline {
                     Some(gate) => format!("waiting at gate {gate}"),
                     None => format!("waiting at the button to {mv}"),
                 };
-                if parked.is_none() {
-                    *parked = Some((what, *at));
+                // A new reason to wait ends the wait before it.
+                if let Some((label, start)) = parked.take_if(|(label, _)| *label != what) {
+                    timeline.bars.push(Bar {
+                        section: "release".to_owned(),
+                        label,
+                        start,
+                        end: *at,
+                        ending: Ending::Other,
+                    });
                 }
+                parked.get_or_insert((what, *at));
             }
             Event::Moved { to, at, .. } => {
                 if let Some((label, start)) = parked.take() {
