@@ -16,6 +16,7 @@ pub mod fact;
 mod forward;
 pub mod gate;
 pub mod graph;
+pub mod guide;
 pub mod id;
 pub mod journal;
 pub mod lifecycle;

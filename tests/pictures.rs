@@ -219,3 +219,37 @@ fn reports_of_a_deployment_say_no_person_approved() {
     assert!(html.contains("<td id=\"approved-by\">by the automated gates (no person)</td>"));
     assert!(html.contains("class=\"approval automatic\""));
 }
+
+/// The pipeline of the guide's first chapter (`docs/guide/practices.md`), in `M`.
+fn guide_pipeline<M: Mode, A>(builder: PipelineBuilder<M, A>) -> PipelineBuilder<M, A> {
+    builder
+        .stage(Stage::build("compile").run(ok()))
+        .stage(Stage::test("unit").after("compile").run(ok()))
+        .stage(Stage::test("lint").after("compile").run(ok()))
+        .stage(Stage::stage("staging").run(ok()))
+        .stage(Stage::stage("acceptance").after("staging").run(ok()))
+        .stage(Stage::deploy("production").run(ok()))
+}
+
+/// The guide draws both pipelines with the SVG the crate makes for them, not a stale copy:
+/// when a drawing changes, paste `to_svg()`'s output into the chapter (the failure prints it).
+#[test]
+fn the_guide_shows_the_pictures_the_crate_draws() {
+    let chapter = include_str!("../docs/guide/practices.md");
+    let delivery = guide_pipeline(Pipeline::<Delivery>::builder("shop"))
+        .approvals(ApprovalPolicy::any_of(["rita"]).unwrap())
+        .build()
+        .unwrap();
+    let deployment = guide_pipeline(Pipeline::<Deployment>::builder("shop"))
+        .build()
+        .unwrap();
+    let missing: Vec<String> = [delivery.picture().to_svg(), deployment.picture().to_svg()]
+        .into_iter()
+        .filter(|svg| !chapter.contains(svg.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the chapter lacks these drawings:\n{}",
+        missing.join("\n")
+    );
+}

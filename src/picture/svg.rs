@@ -105,7 +105,7 @@ pub(super) fn pipeline(picture: &PipelinePicture<'_>) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"pipeline\" width=\"{width}\" height=\"{height}\" \
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"pipeline\" width=\"{width}\" height=\"{height}\" style=\"max-width: 100%; height: auto\" \
          viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\" role=\"img\">\
          <title>{}</title>\
          <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" \
@@ -228,7 +228,7 @@ fn draw_link(
             // The drawing draws its own person (or gear) instead of the label's emoji, which
             // needs a font the viewer may lack.
             let label = picture.approval_label();
-            let label = xml_text(label.trim_start_matches(['👤', '⚙', ' ']));
+            let label = xml_text(label.trim_start_matches(['\u{1F464}', '\u{2699}', ' ']));
             let (right, bottom) = (left + w, top + h);
             let (class, points, fill) = match picture.mode {
                 // ISO 5807's manual operation: a trapezoid, wide side up.

@@ -280,8 +280,8 @@ pub fn gantt(events: &[Event]) -> String {
 fn gantt_text(text: &str) -> String {
     text.chars()
         .map(|c| match c {
-            ':' => '∶',
-            '#' => '№',
+            ':' => '\u{2236}', // ∶ (ratio)
+            '#' => '\u{2116}', // № (numero sign)
             c if c.is_control() => ' ',
             c => c,
         })
