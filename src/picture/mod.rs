@@ -14,6 +14,8 @@
 //! let ok = || from_fn(|_| Ok(StageOutcome::success()));
 //! let pipeline = Pipeline::<Delivery>::builder("shop")
 //!     .stage(Stage::build("compile").run(ok()))
+//!     .stage(Stage::test("unit").after("compile").run(ok()))
+//!     .stage(Stage::stage("staging").run(ok()))
 //!     .stage(Stage::deploy("production").run(ok()))
 //!     .approvals(ApprovalPolicy::any_of(["rita"])?)
 //!     .build()?;

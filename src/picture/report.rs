@@ -33,6 +33,9 @@ use crate::record::AnyRelease;
 ///         let artifact = ArtifactRef::from_bytes("shop-api", b"<binary>");
 ///         Ok(StageOutcome::success().log("built <shop-api>").artifact(artifact))
 ///     })))
+///     .stage(Stage::test("unit").after("compile").run(from_fn(|_| Ok(StageOutcome::success()))))
+///     .stage(Stage::stage("staging").run(from_fn(|_| Ok(StageOutcome::success()))))
+///     .stage(Stage::deploy("production").run(from_fn(|_| Ok(StageOutcome::success()))))
 ///     .build()?;
 /// let built = pipeline.start("shop-1", Revision::new("4f2a9c1", "dana")?)?.build(&pipeline).await?;
 ///

@@ -482,6 +482,9 @@ impl<M: Mode> Pipeline<M> {
     /// let ok = || from_fn(|_| Ok(StageOutcome::success()));
     /// let pipeline = Pipeline::<Deployment>::builder("shop")
     ///     .stage(Stage::build("compile").run(ok()))
+    ///     .stage(Stage::test("unit").after("compile").run(ok()))
+    ///     .stage(Stage::stage("staging").run(ok()))
+    ///     .stage(Stage::deploy("production").run(ok()))
     ///     .gate(Move::Deploy, tollgate::gate::from_fn("error-rate", |_| Verdict::Open))
     ///     .build()?;
     ///
