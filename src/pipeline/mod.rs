@@ -40,6 +40,7 @@ use crate::journal::{ChainKey, Entry, Journal, JournalError, MemoryJournal, Seq}
 use crate::lifecycle::{
     Delivery, Deployment, HumanApproval, Mode, ModeKind, Move, StateName, Verdict,
 };
+use crate::picture::PipelinePicture;
 use crate::record::AnyRelease;
 use crate::record::ApprovalRecord;
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -466,6 +467,65 @@ impl<M: Mode> Pipeline<M> {
     #[must_use]
     pub fn name(&self) -> &PipelineName {
         &self.name
+    }
+
+    /// A picture of the whole pipeline: its steps chained in the order a release moves, the
+    /// gates on each move as diamonds, the approval as the button (delivery, with who may
+    /// press it) or as an automatic check (deployment), finally stages marked. Draw it with
+    /// [`to_mermaid`](PipelinePicture::to_mermaid), [`to_dot`](PipelinePicture::to_dot) or
+    /// [`to_svg`](PipelinePicture::to_svg).
+    ///
+    /// ```
+    /// use tollgate::executor::from_fn;
+    /// use tollgate::prelude::*;
+    ///
+    /// let ok = || from_fn(|_| Ok(StageOutcome::success()));
+    /// let pipeline = Pipeline::<Deployment>::builder("shop")
+    ///     .stage(Stage::build("compile").run(ok()))
+    ///     .stage(Stage::test("unit").after("compile").run(ok()))
+    ///     .stage(Stage::stage("staging").run(ok()))
+    ///     .stage(Stage::deploy("production").run(ok()))
+    ///     .gate(Move::Deploy, tollgate::gate::from_fn("error-rate", |_| Verdict::Open))
+    ///     .build()?;
+    ///
+    /// let mermaid = pipeline.picture().to_mermaid();
+    /// assert!(mermaid.contains(r#"g_deploy_0{"error-rate"}"#));           // a gate, a diamond
+    /// assert!(mermaid.contains(r#"approval{{"⚙ automatic: every gate open approves"}}"#));
+    /// assert!(mermaid.contains("step_build ==>|built| step_test"));        // the steps, chained
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    #[must_use]
+    pub fn picture(&self) -> PipelinePicture<'_> {
+        let mut gates = Vec::new();
+        for mv in Move::ALL {
+            let environment = match mv {
+                Move::Deploy => self.production.name(),
+                _ => self.staging.name(),
+            };
+            gates.extend(
+                self.gates_on(mv, environment)
+                    .map(|g| (mv, g.name().into_owned())),
+            );
+        }
+        let approvers = match M::KIND {
+            ModeKind::Delivery => self
+                .approvals
+                .for_environment(self.production.name())
+                .rules()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            ModeKind::Deployment => Vec::new(),
+        };
+        PipelinePicture::new(
+            &self.name,
+            M::KIND,
+            &self.graph,
+            gates,
+            approvers,
+            self.staging.name(),
+            self.production.name(),
+        )
     }
 
     /// How long a claimed move keeps other copies of the release out (see
