@@ -18,7 +18,8 @@
 //! with the key that is *consistent* (one the pipeline could have written: the author rewritten
 //! everywhere, a rejection that was never written, a vote by an admitted approver, a build
 //! report naming another digest); and the loss of the journal's newest entries (a rollback of
-//! the store to an older copy), which only a head kept outside the store reveals.
+//! the store to an older copy), which only a head kept outside the store reveals (with a
+//! `HeadWitness` keeping it, the rollback is refused: see "the store rolled back").
 //!
 //! Everything runs on a `ManualClock` and `block_on`; nothing sleeps.
 
@@ -44,7 +45,9 @@ use tollgate::executor::from_async_fn;
 use tollgate::fact::{Fact, FactError, votes_key};
 use tollgate::gate;
 use tollgate::id::Person;
-use tollgate::journal::{Entry, Journal, Stored, verify};
+use tollgate::journal::{
+    Entry, Head, HeadWitness, Journal, JournalError, MemoryWitness, Stored, Witnessed, verify,
+};
 use tollgate::lifecycle::{Mode, State, StateName};
 use tollgate::pipeline::{PipelineBuilder, WithApprovals};
 use tollgate::prelude::*;
@@ -1413,6 +1416,60 @@ fn a_move_dated_back_in_time_does_not_set_the_releases_clock_back() {
             assert_eq!(early.kind(), ErrorKind::GatePending, "{early:?}");
         }
     }
+}
+
+// ---- the store rolled back to an older copy ----
+
+/// The one attack the chain cannot see (the journal's newest entries gone: a chain that
+/// holds, only shorter) is refused once the bot keeps its journal's head elsewhere.
+#[test]
+fn a_store_rolled_back_to_before_the_deploy_is_refused_when_its_head_is_witnessed() {
+    let clock = clock();
+    let store = SharedJournal::new();
+    // The head is kept by a witness the store's writers cannot reach (another disk, host).
+    let witness = Arc::new(MemoryWitness::default());
+    let journal = block_on(Witnessed::new(store.clone(), Arc::clone(&witness))).unwrap();
+    let pipeline = standard_delivery(&clock).journal(journal).build().unwrap();
+    let (staged, artifact) = staged(&pipeline, "r1", R1);
+    let at_staged = store.entries();
+    let approval = block_on(pipeline.sign_off("r1", "rita", "ok")).unwrap();
+    let approved = block_on(staged.approve(&pipeline, approval)).unwrap();
+    block_on(approved.deploy(&pipeline, &artifact)).expect("deployed");
+    assert_eq!(
+        block_on(witness.last()).unwrap(),
+        Some(block_on(Head::of(&store)).unwrap()),
+        "every append had its head witnessed"
+    );
+
+    // Someone puts back the copy of the store taken while r1 was staged.
+    store.entries_mut(|entries| *entries = at_staged.clone());
+    let unwitnessed = standard_delivery(&clock)
+        .journal(store.clone())
+        .build()
+        .unwrap();
+    assert_eq!(
+        record_of(&unwitnessed, "r1").unwrap().state(),
+        StateName::Staged,
+        "the chain alone cannot tell a rollback"
+    );
+    // The running bot refuses the store at once, and the next one refuses to start on it.
+    let behind = |error: &Error| {
+        matches!(
+            error,
+            Error::Fact(FactError::Journal(JournalError::Behind { head, .. }))
+                if *head == at_staged.len() as u64
+        )
+    };
+    let refused = record_of(&pipeline, "r1").unwrap_err();
+    assert!(behind(&refused), "{refused}");
+    assert_eq!(refused.kind(), ErrorKind::Journal);
+    let refused = block_on(pipeline.vote("r1", "sam", Decision::Approve, "again")).unwrap_err();
+    assert!(behind(&refused), "{refused}");
+    let restarted = block_on(Witnessed::new(store.clone(), witness)).unwrap_err();
+    assert!(
+        matches!(restarted, JournalError::Behind { head, .. } if head == at_staged.len() as u64),
+        "{restarted}"
+    );
 }
 
 // ---- properties: random tampering of a full delivery history ----

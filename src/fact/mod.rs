@@ -18,7 +18,9 @@ use crate::artifact::ArtifactRef;
 use crate::engine::{StageReport, StepReport};
 use crate::environment::Environment;
 use crate::id::{PipelineName, ReleaseId};
-use crate::journal::{Entry, Journal, JournalError, Seq, Stored, check_key_chain, walk};
+use crate::journal::{
+    Entry, Journal, JournalError, Seq, Stored, check_key_chain, same_entry, walk_vouched,
+};
 use crate::lifecycle::{ModeKind, Move, StateName, Step};
 use crate::record::{ApprovalRecord, GateRecord, Revision};
 use crate::time::Timestamp;
@@ -200,7 +202,9 @@ pub fn votes_key(release: &str) -> String {
 /// in journal order, with their chains checked: each key's own (each MAC, and that none of
 /// its entries is missing or moved), and the whole journal's from the release's first entry
 /// to the head, so that an entry removed after the key's last one (a deleted rejection) is
-/// found too. The cost of the second check is the journal's entries since the release began.
+/// found too. The cost of the second check is the journal's entries since the release began;
+/// the release's own entries, met there again, are compared with the copies read by key
+/// (whose MACs were checked) instead of having their MACs computed again.
 pub async fn read_release(
     journal: &(impl Journal + ?Sized),
     release: &str,
@@ -210,8 +214,9 @@ pub async fn read_release(
     let votes_key = votes_key(release);
     let votes = journal.read_key(&votes_key).await?;
     check_key_chain(journal.key(), &votes)?;
-    let ours: std::collections::BTreeSet<Seq> = moves.iter().chain(&votes).map(|s| s.seq).collect();
-    if let Some(&first) = ours.first() {
+    let ours: std::collections::BTreeMap<Seq, &Stored> =
+        moves.iter().chain(&votes).map(|s| (s.seq, s)).collect();
+    if let Some((&first, _)) = ours.first_key_value() {
         check_since(
             journal,
             first,
@@ -230,18 +235,24 @@ pub async fn read_release(
 }
 
 /// Walks the journal's chain from entry `first` to the head: each entry follows the one
-/// before it and carries its own MAC, and the entries whose key is one of `ours` are exactly
-/// the positions `expected`.
+/// before it and carries its own MAC (computed for the others' entries; for one of
+/// `expected`, whose MACs were checked, the copy met must be the same entry), and the
+/// entries whose key is one of `ours` are exactly the positions `expected`.
 async fn check_since(
     journal: &(impl Journal + ?Sized),
     first: Seq,
     is_ours: impl Fn(&str) -> bool,
-    expected: &std::collections::BTreeSet<Seq>,
+    expected: &std::collections::BTreeMap<Seq, &Stored>,
 ) -> Result<(), FactError> {
     let mut seen = 0;
-    let (head, _) = walk(journal, first, None, |stored| {
+    let vouched = |stored: &Stored| {
+        expected
+            .get(&stored.seq)
+            .is_some_and(|known| same_entry(known, stored))
+    };
+    let (head, _) = walk_vouched(journal, first, None, vouched, |stored| {
         if is_ours(&stored.key) {
-            if !expected.contains(&stored.seq) {
+            if !expected.contains_key(&stored.seq) {
                 return Err("the key index leaves it out".to_owned());
             }
             seen += 1;
