@@ -964,6 +964,119 @@ fn a_deployed_release_rolled_back_in_the_middle_of_the_journal_is_refused() {
     }
 }
 
+/// A store whose key index lies (a database with a doctored index table, a file journal's
+/// index rebuilt by someone else): `lie` edits what a key read gives.
+struct LyingIndex {
+    journal: SharedJournal,
+    lie: Lie,
+}
+
+/// How a lying index edits a key read: from the key, the honest answer and the store.
+type Lie = fn(&str, Vec<Stored>, &SharedJournal) -> Vec<Stored>;
+
+#[async_trait::async_trait]
+impl Journal for LyingIndex {
+    async fn append(
+        &self,
+        entries: Vec<Entry>,
+    ) -> Result<tollgate::journal::Seq, tollgate::journal::JournalError> {
+        self.journal.append(entries).await
+    }
+    async fn read(
+        &self,
+        from: tollgate::journal::Seq,
+        limit: usize,
+    ) -> Result<Vec<Stored>, tollgate::journal::JournalError> {
+        self.journal.read(from, limit).await
+    }
+    async fn read_key(&self, key: &str) -> Result<Vec<Stored>, tollgate::journal::JournalError> {
+        let honest = self.journal.read_key(key).await?;
+        Ok((self.lie)(key, honest, &self.journal))
+    }
+    async fn head(
+        &self,
+    ) -> Result<
+        (tollgate::journal::Seq, tollgate::journal::ChainHash),
+        tollgate::journal::JournalError,
+    > {
+        self.journal.head().await
+    }
+    fn key(&self) -> &tollgate::journal::ChainKey {
+        self.journal.key()
+    }
+}
+
+#[test]
+fn a_key_index_that_leaves_out_adds_or_swaps_entries_is_refused() {
+    // r1 deployed, then r2 built after it: r1's facts sit in the middle of the journal, and
+    // a restore reads them through the key index.
+    let bot = Bot::standard();
+    deployed_r1(&bot);
+    built(&bot.pipeline, "r2", R2);
+    let lies: [(&str, Lie); 5] = [
+        (
+            "its last entry left out (the deploy undone)",
+            |key, mut e, _| {
+                if key == "r1" {
+                    e.pop();
+                }
+                e
+            },
+        ),
+        ("its last three entries left out", |key, mut e, _| {
+            if key == "r1" {
+                e.truncate(e.len() - 3);
+            }
+            e
+        }),
+        ("an entry in the middle left out", |key, mut e, _| {
+            if key == "r1" {
+                e.remove(2);
+            }
+            e
+        }),
+        ("its last vote left out", |key, mut e, _| {
+            if key == votes_key("r1") {
+                e.pop();
+            }
+            e
+        }),
+        (
+            "another release's entries given for it",
+            |key, e, journal| {
+                if key == "r1" {
+                    journal
+                        .entries()
+                        .into_iter()
+                        .filter(|s| s.key == "r2")
+                        .collect()
+                } else {
+                    e
+                }
+            },
+        ),
+    ];
+    for (what, lie) in lies {
+        let lying = LyingIndex {
+            journal: bot.journal.clone(),
+            lie,
+        };
+        let pipeline = standard_delivery(&bot.clock)
+            .journal(lying)
+            .build()
+            .unwrap();
+        match record_of(&pipeline, "r1") {
+            Err(Error::Fact(FactError::Journal(tollgate::journal::JournalError::Corrupt {
+                ..
+            }))) => {}
+            other => panic!(
+                "a key index with {what} must be refused by the chain, got {:?}",
+                other.map(|any| describe(&any))
+            ),
+        }
+    }
+}
+
 #[test]
 fn truncating_the_journals_tail_is_a_rollback_seen_only_against_a_head_kept_outside_the_store() {
     // The chain cannot tell the loss of the newest entries of the whole journal from a
