@@ -205,6 +205,9 @@ pub async fn read_release(
     journal: &(impl Journal + ?Sized),
     release: &str,
 ) -> Result<Vec<(Seq, Fact)>, FactError> {
+    // Another process may append to the release while it is read (a replica on a shared
+    // journal): its entries past the head seen here are news, not a gap in the key index.
+    let (head, _) = journal.head().await?;
     let moves = journal.read_key(release).await?;
     check_key_chain(journal.key(), &moves)?;
     let votes_key = votes_key(release);
@@ -215,7 +218,7 @@ pub async fn read_release(
         check_since(
             journal,
             first,
-            |key| key == release || key == votes_key,
+            |stored| stored.seq <= head && (stored.key == release || stored.key == votes_key),
             &ours,
         )
         .await?;
@@ -230,17 +233,17 @@ pub async fn read_release(
 }
 
 /// Walks the journal's chain from entry `first` to the head: each entry follows the one
-/// before it and carries its own MAC, and the entries whose key is one of `ours` are exactly
-/// the positions `expected`.
+/// before it and carries its own MAC, and the entries `is_ours` picks are exactly the
+/// positions `expected` (entries read by key past the ones it picks count as seen).
 async fn check_since(
     journal: &(impl Journal + ?Sized),
     first: Seq,
-    is_ours: impl Fn(&str) -> bool,
+    is_ours: impl Fn(&Stored) -> bool,
     expected: &std::collections::BTreeSet<Seq>,
 ) -> Result<(), FactError> {
     let mut seen = 0;
     let (head, _) = walk(journal, first, None, |stored| {
-        if is_ours(&stored.key) {
+        if is_ours(stored) || expected.contains(&stored.seq) {
             if !expected.contains(&stored.seq) {
                 return Err("the key index leaves it out".to_owned());
             }

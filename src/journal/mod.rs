@@ -20,10 +20,13 @@
 //! | `mod.rs` | the [`Journal`] trait, [`Entry`], [`Stored`], [`ChainKey`], [`JournalError`], [`verify`] |
 //! | `memory.rs` | [`MemoryJournal`]: for tests and simulations |
 //! | `file/` | [`FileJournal`] (Unix): the embedded default, one checksummed, `fdatasync`ed file |
+//! | `postgres/` | `PgJournal` (feature `postgres`): one table in PostgreSQL, shared by every replica of a bot |
 
 #[cfg(unix)]
 mod file;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 
 use std::fmt;
 
@@ -34,6 +37,8 @@ use sha2::Sha256;
 #[cfg(unix)]
 pub use file::{DiskQuota, FileJournal, FileJournalOptions, FileStats, OpenReport, TornTail};
 pub use memory::MemoryJournal;
+#[cfg(feature = "postgres")]
+pub use postgres::{PgJournal, PgJournalOptions};
 
 /// A position in a journal: the first entry is 1; 0 means "before everything".
 pub type Seq = u64;
@@ -254,6 +259,19 @@ pub enum JournalError {
         expected: Seq,
         /// The last entry there is.
         found: Seq,
+    },
+    /// The database refused or failed the work, could not be reached, or its settings are
+    /// malformed (the Postgres journal). Nothing of a failed append was acknowledged; when
+    /// `in_doubt`, the connection was lost while its commit was under way, so it may have
+    /// been written: read its key before writing it again.
+    #[error("{database}: {reason}{}", if *in_doubt { " (the append may have been committed)" } else { "" })]
+    Database {
+        /// The database and schema.
+        database: String,
+        /// What went wrong, as the database or the client said it.
+        reason: String,
+        /// Whether the failed append may have been written all the same.
+        in_doubt: bool,
     },
     /// The journal was written in a newer format than this version of tollgate reads.
     #[error(
