@@ -265,13 +265,19 @@ impl PgJournal {
     /// stops the wait.
     ///
     /// ```no_run
-    /// # use tollgate::journal::{Journal, PgJournal};
-    /// # async fn park(journal: &PgJournal) -> Result<(), tollgate::journal::JournalError> {
-    /// let votes = tollgate::fact::votes_key("shop-1");
-    /// let seen = journal.read_key(&votes).await?.last().map_or(0, |s| s.seq);
-    /// let newer = journal.wait_for(&votes, seen).await?; // another replica took a vote
-    /// assert!(newer > seen);
-    /// # Ok(()) }
+    /// use futures::executor::block_on;
+    /// use tollgate::journal::{ChainKey, Journal, PgJournal};
+    ///
+    /// block_on(async {
+    ///     let key = ChainKey::derive(b"the host's secret");
+    ///     let journal = PgJournal::connect("postgresql://bot@db.internal/releases", key).await?;
+    ///     let votes = tollgate::fact::votes_key("shop-1");
+    ///     let seen = journal.read_key(&votes).await?.last().map_or(0, |s| s.seq);
+    ///     let newer = journal.wait_for(&votes, seen).await?; // another replica took a vote
+    ///     assert!(newer > seen);
+    ///     Ok::<_, tollgate::journal::JournalError>(())
+    /// })?;
+    /// # Ok::<_, tollgate::journal::JournalError>(())
     /// ```
     pub async fn wait_for(&self, key: &str, after: Seq) -> Result<Seq, JournalError> {
         self.listen();
