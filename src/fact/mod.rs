@@ -218,6 +218,9 @@ pub async fn read_release(
     journal: &(impl Journal + ?Sized),
     release: &str,
 ) -> Result<Vec<(Seq, Fact)>, FactError> {
+    // Another process may append to the release while it is read (a replica on a shared
+    // journal): its entries past the head seen here are news, not a gap in the key index.
+    let (head, _) = journal.head().await?;
     let moves = read_key_checked(journal, release).await?;
     let votes_key = votes_key(release);
     let votes = read_key_checked(journal, &votes_key).await?;
@@ -253,7 +256,7 @@ pub async fn read_release(
         check_since(
             journal,
             from,
-            |key| key == release || key == votes_key,
+            |stored| stored.seq <= head && (stored.key == release || stored.key == votes_key),
             &ours,
         )
         .await?;
@@ -287,11 +290,12 @@ async fn read_key_checked(
 /// Walks the journal's chain from entry `first` to the head: each entry follows the one
 /// before it and carries its own MAC (computed for the others' entries; for one of
 /// `expected`, whose MACs were checked, the copy met must be the same entry), and the
-/// entries whose key is one of `ours` are exactly the positions `expected`.
+/// entries `is_ours` picks are exactly the positions `expected` (entries read by key past
+/// the ones it picks count as seen).
 async fn check_since(
     journal: &(impl Journal + ?Sized),
     first: Seq,
-    is_ours: impl Fn(&str) -> bool,
+    is_ours: impl Fn(&Stored) -> bool,
     expected: &std::collections::BTreeMap<Seq, &Stored>,
 ) -> Result<(), FactError> {
     let mut seen = 0;
@@ -301,11 +305,13 @@ async fn check_since(
             .is_some_and(|known| same_entry(known, stored))
     };
     let (head, _) = walk_vouched(journal, first, None, vouched, |stored| {
-        if is_ours(&stored.key) {
-            if !expected.contains_key(&stored.seq) {
-                return Err("the key index leaves it out".to_owned());
+        match expected.get(&stored.seq) {
+            Some(known) if !same_entry(known, stored) => {
+                return Err("the key index gives another entry at this position".to_owned());
             }
-            seen += 1;
+            Some(_) => seen += 1,
+            None if is_ours(stored) => return Err("the key index leaves it out".to_owned()),
+            None => {}
         }
         Ok(())
     })

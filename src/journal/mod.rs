@@ -23,11 +23,14 @@
 //! | `memory.rs` | [`MemoryJournal`]: for tests and simulations |
 //! | `witness.rs` | [`Head`], [`check_head`], [`HeadWitness`], [`MemoryWitness`], [`Witnessed`]: rollback detection |
 //! | `file/` | [`FileJournal`] (Unix): the embedded default, one checksummed, `fdatasync`ed file |
+//! | `postgres/` | `PgJournal` (feature `postgres`): one table in PostgreSQL, shared by every replica of a bot |
 
 #[cfg(unix)]
 mod file;
 mod memory;
 mod witness;
+#[cfg(feature = "postgres")]
+mod postgres;
 
 use std::fmt;
 
@@ -39,6 +42,8 @@ use sha2::Sha256;
 pub use file::{DiskQuota, FileJournal, FileJournalOptions, FileStats, OpenReport, TornTail};
 pub use memory::MemoryJournal;
 pub use witness::{Head, HeadWitness, MemoryWitness, WitnessError, Witnessed, check_head};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgJournal, PgJournalOptions};
 
 /// A position in a journal: the first entry is 1; 0 means "before everything".
 pub type Seq = u64;
@@ -288,6 +293,19 @@ pub enum JournalError {
     /// append that fails with it is durable nonetheless.
     #[error("the head witness failed: {0}")]
     Witness(#[source] WitnessError),
+    /// The database refused or failed the work, could not be reached, or its settings are
+    /// malformed (the Postgres journal). Nothing of a failed append was acknowledged; when
+    /// `in_doubt`, the connection was lost while its commit was under way, so it may have
+    /// been written: read its key before writing it again.
+    #[error("{database}: {reason}{}", if *in_doubt { " (the append may have been committed)" } else { "" })]
+    Database {
+        /// The database and schema.
+        database: String,
+        /// What went wrong, as the database or the client said it.
+        reason: String,
+        /// Whether the failed append may have been written all the same.
+        in_doubt: bool,
+    },
     /// The journal was written in a newer format than this version of tollgate reads.
     #[error(
         "the journal `{path}` has format version {found}; this tollgate reads up to {supported}"
