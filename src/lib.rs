@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod pipeline;
 pub mod record;
 pub mod release;
+pub mod spec;
 pub mod time;
 
 pub use error::{Error, ErrorKind, Result};
