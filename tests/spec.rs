@@ -808,3 +808,50 @@ aftr = ["compile"]
         assert!(seen >= 2, "the example specs are in {dir}");
     }
 }
+
+/// The schema in the repository is the one the code derives. To write it again:
+/// `TOLLGATE_WRITE_SCHEMA=1 cargo test --features schema --test spec schema`.
+#[cfg(feature = "schema")]
+#[test]
+fn the_schema_in_the_repository_is_the_codes() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/pipeline.schema.json");
+    let derived = PipelineSpec::json_schema();
+    if std::env::var_os("TOLLGATE_WRITE_SCHEMA").is_some() {
+        std::fs::write(path, &derived).unwrap();
+    }
+    let kept = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        kept == derived,
+        "docs/pipeline.schema.json is not the schema of the code; write it again with\n  \
+         TOLLGATE_WRITE_SCHEMA=1 cargo test --features schema --test spec schema"
+    );
+    // It describes what the parser reads: the top-level keys, closed to others.
+    let schema: Value = serde_json::from_str(&derived).unwrap();
+    let keys: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let spec_keys = serde_json::to_value(
+        parse_json(&json!({
+            "name": "x", "mode": "deployment", "stages": [], "claim_lease": "2h",
+            "gates": [{ "kind": "soak", "on": "approve" }],
+            "approvals": { "rules": [] }, "staging": { "name": "s" }, "production": { "name": "p" },
+            "engine": { "seed": 1 }
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut expected: Vec<&str> = spec_keys
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut keys = keys;
+    expected.sort_unstable();
+    keys.sort_unstable();
+    assert_eq!(keys, expected);
+    assert_eq!(schema["additionalProperties"], json!(false));
+}
