@@ -25,6 +25,7 @@ pub mod picture;
 pub mod pipeline;
 pub mod record;
 pub mod release;
+pub mod spec;
 pub mod time;
 
 pub use error::{Error, ErrorKind, Result};

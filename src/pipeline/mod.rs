@@ -9,8 +9,10 @@
 //! | `mod.rs` | [`PipelineBuilder`], [`Pipeline`], votes and approvals |
 //! | `stage.rs` | [`Stage`]: a spec and its executor |
 //! | `explain.rs` | [`Explanation`]: what blocks a release's next move |
+//! | `spec.rs` | pipelines from [`PipelineSpec`](crate::spec::PipelineSpec)s and back |
 
 mod explain;
+mod spec;
 mod stage;
 
 use std::collections::BTreeMap;
@@ -73,6 +75,7 @@ pub struct PipelineBuilder<M: Mode, A = NoApprovals> {
     approval_policies: Option<Approvals>,
     journal: Option<Arc<dyn Journal>>,
     claim_lease: Duration,
+    declared: spec::Declared,
     _mode: PhantomData<fn() -> (M, A)>,
 }
 
@@ -315,6 +318,7 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
                 .unwrap_or_else(|| Arc::new(MemoryJournal::new(ChainKey::ephemeral()))),
             fingerprint,
             claim_lease: self.claim_lease,
+            declared: self.declared,
             _mode: PhantomData,
         })
     }
@@ -334,6 +338,7 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
             approval_policies: self.approval_policies,
             journal: self.journal,
             claim_lease: self.claim_lease,
+            declared: self.declared,
             _mode: PhantomData,
         }
     }
@@ -427,6 +432,8 @@ pub struct Pipeline<M: Mode> {
     journal: Arc<dyn Journal>,
     fingerprint: Fingerprint,
     claim_lease: Duration,
+    /// What the spec it was built from says that its parts cannot (empty if built in code).
+    declared: spec::Declared,
     _mode: PhantomData<fn() -> M>,
 }
 
@@ -458,7 +465,8 @@ impl<M: Mode> Pipeline<M> {
             production: None,
             approval_policies: None,
             journal: None,
-            claim_lease: Duration::from_secs(60 * 60),
+            claim_lease: crate::spec::DEFAULT_CLAIM_LEASE,
+            declared: spec::Declared::default(),
             _mode: PhantomData,
         }
     }
