@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::ArtifactRef;
 use crate::executor::{Executor, LogLine, Outputs, SharedError, StageStatus, StepLabels};
-use crate::graph::StageGraph;
+use crate::graph::{SkipReason, StageGraph};
 use crate::id::{ReleaseId, StageId};
 use crate::lifecycle::Step;
 use crate::time::{Clock, Timestamp};
@@ -421,6 +421,16 @@ pub struct StageReport {
     /// stages writes 7 MB less).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<Box<ArtifactRef>>,
+    /// Why the stage was skipped, when it was (`status` is `skipped`): its condition said
+    /// no, a dependency did not succeed, or the step stopped first. `None` in reports
+    /// written before conditions existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<SkipReason>,
+    /// Whether the stage failed and is allowed to
+    /// ([`StageSpec::continue_on_error`](crate::graph::StageSpec::continue_on_error)): its
+    /// `status` keeps the failure, and the step does not fail for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continued: bool,
     /// The executor's own error, when the stage failed because its last attempt returned
     /// one (see [`StageReport::error`]). Not serialised: the message is in `status`.
     #[serde(skip)]
@@ -479,7 +489,21 @@ impl StageReport {
             logs: Vec::new(),
             outputs: Outputs::new(),
             artifact: None,
+            skipped: None,
+            continued: false,
             error: KeptError(None),
+        }
+    }
+
+    /// Whether the stage ended in a way that does not fail its step: it succeeded, its
+    /// failure is allowed ([`continued`](Self::continued)), or its condition skipped it
+    /// with nothing failing before it.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        match &self.status {
+            StageStatus::Succeeded => true,
+            StageStatus::Skipped => self.skipped.as_ref().is_some_and(|r| !r.after_failure()),
+            _ => self.continued,
         }
     }
 }
@@ -521,19 +545,52 @@ pub struct StepReport {
 }
 
 impl StepReport {
-    /// Whether every stage, finally stages included, succeeded.
+    /// Whether the step succeeded: every stage, finally stages included, succeeded, failed
+    /// with its failure allowed (`continue_on_error`), or was skipped by its condition with
+    /// nothing failing before it (see [`StageReport::is_ok`]).
     #[must_use]
     pub fn succeeded(&self) -> bool {
-        self.stages.iter().all(|s| s.status.is_success())
+        self.stages.iter().all(StageReport::is_ok)
     }
 
-    /// The stages that failed or timed out, in the order they were added.
+    /// Whether the step succeeded by the rules of `graph`, not by the report's own word: a
+    /// failure counts as allowed only if the graph's stage has `continue_on_error`, and a
+    /// skip only if the graph's condition, decided again over the dependencies' ends as this
+    /// report gives them, skips the stage for the reason the report says. For reports read
+    /// back from storage.
+    pub(crate) fn succeeded_in(&self, graph: &StageGraph) -> bool {
+        let by_id: HashMap<&str, &StageReport> =
+            self.stages.iter().map(|s| (s.id.as_str(), s)).collect();
+        self.stages.iter().all(|stage| {
+            let Some(spec) = graph.get(stage.id.as_str()) else {
+                return false;
+            };
+            match &stage.status {
+                StageStatus::Succeeded => true,
+                StageStatus::Skipped => stage.skipped.as_ref().is_some_and(|reason| {
+                    !reason.after_failure() && {
+                        let dependencies = spec.after.iter().filter_map(|d| {
+                            let dependency = by_id.get(d.as_str())?;
+                            let same_phase = graph.get(d.as_str())?.finally == spec.finally;
+                            same_phase.then(|| (d, run::settled(dependency)))
+                        });
+                        spec.when.decide(dependencies).as_ref() == Err(reason)
+                    }
+                }),
+                _ => stage.continued && spec.continue_on_error,
+            }
+        })
+    }
+
+    /// The stages that failed or timed out and are not allowed to, in the order they were
+    /// added.
     pub fn failed(&self) -> impl Iterator<Item = &StageReport> + '_ {
         self.stages.iter().filter(|s| {
-            matches!(
-                s.status,
-                StageStatus::Failed { .. } | StageStatus::TimedOut { .. }
-            )
+            !s.continued
+                && matches!(
+                    s.status,
+                    StageStatus::Failed { .. } | StageStatus::TimedOut { .. }
+                )
         })
     }
 

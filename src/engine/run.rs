@@ -36,7 +36,7 @@ use crate::executor::{
     ExecutorError, Outputs, PartialLogs, SharedError, StageContext, StageOutcome, StageStatus,
     TimeoutKind,
 };
-use crate::graph::StageId;
+use crate::graph::{Settled as Ended, SkipReason, StageId};
 use crate::time::Timestamp;
 
 const NOT_IN_STEP: u32 = u32::MAX;
@@ -202,6 +202,8 @@ impl Engine {
         let finished_at = run.clock.now();
         for (slot, phase) in state.phase.iter().enumerate() {
             if *phase == Phase::Waiting {
+                // Never decided: the step stopped (a cancel or its timeout) first.
+                state.reports[slot].skipped = Some(SkipReason::StepStopped);
                 self.emit(|| Event::StageFinished {
                     stage: state.reports[slot].id.clone(),
                     status: StageStatus::Skipped,
@@ -243,6 +245,12 @@ struct PhaseRun<'a> {
     slots: Slots<'a>,
     /// Ready stages whose group is full, put back once the start loop is done.
     held_back: Vec<(usize, usize)>,
+    /// Whether a dependency of each slot settled other than by succeeding: its condition
+    /// is then decided in full.
+    upset: Vec<bool>,
+    /// Whether a failure stopped the phase under fail-fast: only stages whose condition is
+    /// not the default may still start.
+    stopped: bool,
     /// Attempts under way that did not finish when first polled.
     running: FuturesUnordered<Running<'a>>,
     /// Stages waiting out a retry backoff; they hold no worker.
@@ -263,7 +271,7 @@ impl<'a> StepState<'a> {
     }
 
     /// Counts every stage's dependencies in the phase and makes the stages without any ready.
-    fn begin_phase(&self, finally_of: Option<StepOutcome>) -> PhaseRun<'a> {
+    fn begin_phase(&mut self, finally_of: Option<StepOutcome>) -> PhaseRun<'a> {
         let engine = self.engine;
         let graph = self.run.graph;
         let finally = finally_of.is_some();
@@ -289,27 +297,132 @@ impl<'a> StepState<'a> {
                     .count() as u32
             })
             .collect();
-        let mut ready = Ready::new(engine.workers.is_some() || !engine.group_limits.is_empty());
-        let now = self.run.clock.now();
-        for (slot, &i) in self.members.iter().enumerate() {
-            if waiting_on[slot] == 0 {
-                ready.push(graph, i, slot);
-                engine.emit(|| Event::StageReady {
-                    stage: graph.spec(i).id.clone(),
-                    at: now,
-                });
-            }
-        }
-        PhaseRun {
+        let n = waiting_on.len();
+        let mut phase = PhaseRun {
             finally_of,
             waiting_on,
-            ready,
+            ready: Ready::new(engine.workers.is_some() || !engine.group_limits.is_empty()),
             slots: Slots::new(engine.workers, &engine.group_limits),
             held_back: Vec::new(),
+            upset: vec![false; n],
+            stopped: false,
             running: FuturesUnordered::new(),
             sleeping: FuturesUnordered::new(),
             outcome: StepOutcome::Succeeded,
+        };
+        let mut skipped = Vec::new();
+        for slot in 0..n {
+            if phase.waiting_on[slot] == 0 {
+                self.unblocked(&mut phase, slot, &mut skipped);
+            }
         }
+        self.propagate(&mut phase, skipped);
+        phase
+    }
+
+    /// Every dependency of the stage in `slot` has settled: it is ready if its condition
+    /// says so (at once for the default condition after successes), or it is skipped, and
+    /// then pushed on `skipped` for its own dependents to hear of.
+    fn unblocked(&mut self, phase: &mut PhaseRun<'a>, slot: usize, skipped: &mut Vec<usize>) {
+        let graph = self.run.graph;
+        let i = self.members[slot];
+        let verdict = if phase.upset[slot] || graph.is_conditional(i) {
+            self.decide(slot)
+        } else {
+            Ok(())
+        };
+        match verdict {
+            Ok(()) if !phase.stopped || graph.is_conditional(i) => {
+                phase.ready.push(graph, i, slot);
+                let clock = self.run.clock;
+                self.engine.emit(|| Event::StageReady {
+                    stage: graph.spec(i).id.clone(),
+                    at: clock.now(),
+                });
+            }
+            Ok(()) => {
+                self.skip(slot, SkipReason::StepStopped);
+                skipped.push(slot);
+            }
+            Err(reason) => {
+                self.skip(slot, reason);
+                skipped.push(slot);
+            }
+        }
+    }
+
+    /// The condition of the stage in `slot`, over how its dependencies in this phase
+    /// settled (those elsewhere succeeded before it).
+    fn decide(&self, slot: usize) -> Result<(), SkipReason> {
+        let graph = self.run.graph;
+        let i = self.members[slot];
+        let finally = graph.is_finally(i);
+        let dependencies = graph.deps_of(i).iter().filter_map(|&d| {
+            let d = d as usize;
+            let d_slot = self.slot_of[d];
+            (d_slot != NOT_IN_STEP && graph.is_finally(d) == finally)
+                .then(|| (&graph.spec(d).id, settled(&self.reports[d_slot as usize])))
+        });
+        graph.spec(i).when.decide(dependencies)
+    }
+
+    /// The stage in `slot` is skipped for `reason` without running.
+    fn skip(&mut self, slot: usize, reason: SkipReason) {
+        let now = self.run.clock.now();
+        let report = &mut self.reports[slot];
+        report.skipped = Some(reason);
+        self.phase[slot] = Phase::Done;
+        self.engine.emit(|| Event::StageFinished {
+            stage: report.id.clone(),
+            status: StageStatus::Skipped,
+            attempts: 0,
+            at: now,
+        });
+    }
+
+    /// The stages in `settled` ended (other than by succeeding, or were skipped): each of
+    /// their dependents in this phase hears of it, and those skipped in turn pass it on.
+    fn propagate(&mut self, phase: &mut PhaseRun<'a>, mut settled: Vec<usize>) {
+        let graph = self.run.graph;
+        while let Some(slot) = settled.pop() {
+            for &d in graph.dependents_row(self.members[slot]) {
+                let d_slot = self.slot_of[d as usize];
+                if d_slot == NOT_IN_STEP {
+                    continue;
+                }
+                let d_slot = d_slot as usize;
+                phase.upset[d_slot] = true;
+                let waiting = &mut phase.waiting_on[d_slot];
+                *waiting -= 1;
+                if *waiting == 0 {
+                    self.unblocked(phase, d_slot, &mut settled);
+                }
+            }
+        }
+    }
+
+    /// A stage failed under fail-fast: attempts under way and backoffs are dropped (their
+    /// stages end cancelled), and from now on only stages with a condition of their own
+    /// start; the others are skipped as their turn comes.
+    fn fail_fast(&mut self, phase: &mut PhaseRun<'a>) {
+        phase.stopped = true;
+        drop(std::mem::take(&mut phase.running));
+        drop(std::mem::take(&mut phase.sleeping));
+        let graph = self.run.graph;
+        let cut: Vec<usize> = (0..self.members.len())
+            .filter(|&slot| matches!(self.phase[slot], Phase::Running | Phase::Backoff))
+            .collect();
+        if phase.slots.holds_group_places() {
+            for &slot in &cut {
+                if self.phase[slot] == Phase::Running {
+                    if let Some(group) = graph.spec(self.members[slot]).group.as_deref() {
+                        phase.slots.leave(group);
+                    }
+                }
+            }
+        }
+        self.stop_running(&StageStatus::Cancelled);
+        self.propagate(phase, cut);
     }
 
     /// Drives the phase: starts what may start, settles what ended, and returns the phase's
@@ -335,9 +448,7 @@ impl<'a> StepState<'a> {
                 // Work that finished by now still counts, as it does against an attempt's
                 // own deadline; nothing new starts.
                 while let Poll::Ready(Some((slot, end))) = phase.running.poll_next_unpin(cx) {
-                    if let Some(outcome) = self.ended(phase, slot, end) {
-                        return Poll::Ready(outcome);
-                    }
+                    self.ended(phase, slot, end);
                 }
                 return Poll::Ready(self.halt(phase, why));
             }
@@ -351,6 +462,12 @@ impl<'a> StepState<'a> {
                     break;
                 };
                 let i = self.members[slot];
+                if phase.stopped && !graph.is_conditional(i) {
+                    // Ready before fail-fast stopped the phase, and not allowed to start now.
+                    self.skip(slot, SkipReason::StepStopped);
+                    self.propagate(phase, vec![slot]);
+                    continue;
+                }
                 let group = phase
                     .slots
                     .limits_groups()
@@ -370,9 +487,7 @@ impl<'a> StepState<'a> {
                     },
                     Started::Ended(end) => end,
                 };
-                if let Some(outcome) = self.ended(phase, slot, end) {
-                    return Poll::Ready(outcome);
-                }
+                self.ended(phase, slot, end);
                 budget -= 1;
                 // Back to the top if the budget is spent, or if the stage that just ended
                 // cancelled the step or used up its time.
@@ -394,9 +509,7 @@ impl<'a> StepState<'a> {
                 return Poll::Ready(phase.outcome);
             }
             if let Poll::Ready(Some((slot, end))) = phase.running.poll_next_unpin(cx) {
-                if let Some(outcome) = self.ended(phase, slot, end) {
-                    return Poll::Ready(outcome);
-                }
+                self.ended(phase, slot, end);
                 budget -= 1;
                 continue;
             }
@@ -414,14 +527,9 @@ impl<'a> StepState<'a> {
     }
 
     /// Settles the attempt of `slot` that ended as `end`: frees its group place, then either
-    /// makes its dependents ready, queues its retry, or (fail-fast) stops the phase, returning
-    /// the phase's outcome.
-    fn ended(
-        &mut self,
-        phase: &mut PhaseRun<'a>,
-        slot: usize,
-        end: AttemptEnd,
-    ) -> Option<StepOutcome> {
+    /// tells its dependents (which start or are skipped by their conditions), queues its
+    /// retry, or (fail-fast) stops the phase.
+    fn ended(&mut self, phase: &mut PhaseRun<'a>, slot: usize, end: AttemptEnd) {
         let graph = self.run.graph;
         let i = self.members[slot];
         if phase.slots.holds_group_places() {
@@ -444,32 +552,47 @@ impl<'a> StepState<'a> {
                     self.outputs[slot] = Some(Arc::new(outputs.clone()));
                 }
                 let clock = self.run.clock;
+                let mut skipped = Vec::new();
                 for &d in graph.dependents_row(i) {
                     let d_slot = self.slot_of[d as usize];
                     if d_slot == NOT_IN_STEP {
                         continue;
                     }
-                    let waiting = &mut phase.waiting_on[d_slot as usize];
+                    let d_slot = d_slot as usize;
+                    let waiting = &mut phase.waiting_on[d_slot];
                     *waiting -= 1;
                     if *waiting == 0 {
-                        phase.ready.push(graph, d as usize, d_slot as usize);
-                        self.engine.emit(|| Event::StageReady {
-                            stage: graph.spec(d as usize).id.clone(),
-                            at: clock.now(),
-                        });
+                        // The common case, a dependent after successes only, needs no
+                        // decision.
+                        if phase.upset[d_slot] || phase.stopped || graph.is_conditional(d as usize)
+                        {
+                            self.unblocked(phase, d_slot, &mut skipped);
+                        } else {
+                            phase.ready.push(graph, d as usize, d_slot);
+                            self.engine.emit(|| Event::StageReady {
+                                stage: graph.spec(d as usize).id.clone(),
+                                at: clock.now(),
+                            });
+                        }
                     }
+                }
+                if !skipped.is_empty() {
+                    self.propagate(phase, skipped);
                 }
             }
             Settled::Done(false) => {
-                phase.outcome = StepOutcome::Failed;
-                if phase.finally_of.is_none()
-                    && self.engine.failure_policy == FailurePolicy::FailFast
-                {
-                    return Some(self.abandon(phase, &StageStatus::Cancelled, StepOutcome::Failed));
+                if !self.reports[slot].continued {
+                    phase.outcome = StepOutcome::Failed;
+                    if phase.finally_of.is_none()
+                        && self.engine.failure_policy == FailurePolicy::FailFast
+                        && !phase.stopped
+                    {
+                        self.fail_fast(phase);
+                    }
                 }
+                self.propagate(phase, vec![slot]);
             }
         }
-        None
     }
 
     /// The step was cancelled or ran out of time: ends the phase.
@@ -680,6 +803,8 @@ impl<'a> StepState<'a> {
             attempts: report.attempts.len() as u32,
             at: now,
         });
+        // A failure the stage is allowed is still its status; the flag says it is allowed.
+        report.continued = !succeeded && self.run.graph.spec(self.members[slot]).continue_on_error;
         report.status = status;
         report.finished_at = Some(now);
         self.phase[slot] = Phase::Done;
@@ -748,6 +873,19 @@ impl<'a> StepState<'a> {
             }
             self.finish(slot, status.clone(), now);
         }
+    }
+}
+
+/// How a settled stage ended, as its dependents' conditions see it.
+pub(super) fn settled(report: &StageReport) -> Ended {
+    match &report.status {
+        StageStatus::Succeeded => Ended::Succeeded,
+        StageStatus::Skipped => Ended::Skipped {
+            after_failure: report.skipped.as_ref().is_none_or(SkipReason::after_failure),
+        },
+        _ => Ended::Failed {
+            allowed: report.continued,
+        },
     }
 }
 

@@ -48,14 +48,17 @@
 
 mod algo;
 mod build;
+mod condition;
 mod critical;
 mod export;
 mod index;
 mod intern;
+mod matrix;
 mod policy;
 mod scan;
 mod visit;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -66,8 +69,10 @@ pub use crate::lifecycle::Step;
 
 pub use algo::RedundantDependency;
 pub use build::StageGraphBuilder;
+pub use condition::{Condition, Settled, SkipReason};
 pub use critical::CriticalPath;
 pub use index::{IndexOutOfRange, StageIndex};
+pub use matrix::Matrix;
 pub use policy::{Backoff, RetryPolicy};
 pub use visit::{AllDependencies, AllStages, Dependencies, StageIndices, StageRefs, StageSet};
 
@@ -134,6 +139,30 @@ pub enum GraphError {
         stage: StageId,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// A stage's condition names a stage that is not one of its direct dependencies.
+    #[error("stage `{stage}` runs when `{dependency}` fails, but `{dependency}` is not one of its dependencies")]
+    ConditionOnNonDependency {
+        /// The stage with the condition.
+        stage: StageId,
+        /// The stage the condition names.
+        dependency: StageId,
+    },
+    /// A matrix has no combination to run (an axis without values, or every combination
+    /// excluded and nothing included).
+    #[error("the matrix of stage `{stage}` has no combinations")]
+    EmptyMatrix {
+        /// The matrix stage's base id.
+        stage: StageId,
+    },
+    /// A matrix stage's id clashes: its base id is another stage's id, or two of its
+    /// combinations (or a combination and another stage) have the same id.
+    #[error("the matrix of stage `{stage}` makes the id `{id}`, which is already taken")]
+    MatrixClash {
+        /// The matrix stage's base id.
+        stage: StageId,
+        /// The id that clashes.
+        id: StageId,
     },
     /// A lifecycle step that must have at least one stage has none.
     #[error("the {step} step has no stages, but a pipeline needs at least one")]
@@ -223,6 +252,19 @@ pub struct StageSpec {
     /// may depend on other stages but no ordinary stage may depend on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub finally: bool,
+    /// When the stage runs, decided once its dependencies have settled (by default: when
+    /// they all succeeded). A stage whose condition says no is reported as skipped with the
+    /// reason. Finally stages take no condition: they always run.
+    #[serde(default, skip_serializing_if = "Condition::is_on_success")]
+    pub when: Condition,
+    /// A failure of this stage (after its retries) does not fail the step: its dependents
+    /// see a success, and its report keeps the failure (GitHub's `continue-on-error`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_error: bool,
+    /// The values of this stage's matrix combination (axis → value), for a stage expanded
+    /// from a [`Matrix`]; empty otherwise. Executors read them from the spec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub matrix: BTreeMap<String, String>,
 }
 
 impl StageSpec {
@@ -239,6 +281,9 @@ impl StageSpec {
             timeout: None,
             group: None,
             finally: false,
+            when: Condition::OnSuccess,
+            continue_on_error: false,
+            matrix: BTreeMap::new(),
         }
     }
 
@@ -317,6 +362,39 @@ impl StageSpec {
         self.finally = true;
         self
     }
+
+    /// Sets when the stage runs (see [`Condition`]).
+    ///
+    /// ```
+    /// use tollgate::graph::{Condition, StageGraph, StageSpec};
+    ///
+    /// let graph = StageGraph::builder()
+    ///     .stage(StageSpec::test("unit"))
+    ///     .stage(StageSpec::test("triage").after("unit").when(Condition::OnFailure))
+    ///     .build()?;
+    /// assert_eq!(graph.get("triage").unwrap().when, Condition::OnFailure);
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    #[must_use]
+    pub fn when(mut self, condition: Condition) -> Self {
+        self.when = condition;
+        self
+    }
+
+    /// Runs this stage when its dependency `dependency` failed:
+    /// `when(Condition::DependencyFailed(dependency))`.
+    #[must_use]
+    pub fn when_failed(self, dependency: impl Into<String>) -> Self {
+        self.when(Condition::DependencyFailed(StageId::unchecked(dependency)))
+    }
+
+    /// Lets this stage fail without failing the step (see
+    /// [`continue_on_error`](StageSpec::continue_on_error)).
+    #[must_use]
+    pub fn continue_on_error(mut self) -> Self {
+        self.continue_on_error = true;
+        self
+    }
 }
 
 /// The few facts about a stage that the engine reads for every stage of a step.
@@ -326,6 +404,8 @@ pub(crate) struct Placement {
     pub(crate) finally: bool,
     /// Whether it has an attempt or stage timeout.
     pub(crate) timed: bool,
+    /// Whether its condition is not the default (`OnSuccess`).
+    pub(crate) conditional: bool,
 }
 
 /// A validated, immutable DAG of stages.
@@ -443,6 +523,11 @@ impl StageGraph {
     /// Whether stage `i` is a finally stage.
     pub(crate) fn is_finally(&self, i: usize) -> bool {
         self.placement[i].finally
+    }
+
+    /// Whether stage `i` has a condition other than the default.
+    pub(crate) fn is_conditional(&self, i: usize) -> bool {
+        self.placement[i].conditional
     }
 
     /// Whether stage `i` has an attempt or stage timeout.

@@ -104,6 +104,7 @@ pub(super) fn scan(
             step: spec.step,
             finally: spec.finally,
             timed: spec.timeout.is_some() || spec.attempt_timeout.is_some(),
+            conditional: !spec.when.is_on_success(),
         });
         weights.push(weight(spec));
         present[spec.step as usize] = true;
@@ -233,6 +234,8 @@ fn policy_problem(spec: &StageSpec) -> Option<&'static str> {
         Some("a timeout must be longer than zero")
     } else if spec.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
         Some("a concurrency group needs a name")
+    } else if spec.finally && !spec.when.is_on_success() {
+        Some("a finally stage always runs: it takes no condition")
     } else {
         None
     }
