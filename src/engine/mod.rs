@@ -235,6 +235,8 @@ impl Engine {
             graph,
             step,
             labels: StepLabels {
+                graph: graph,
+                prior_outputs: &prior,
                 release,
                 revision,
                 artifact: None,

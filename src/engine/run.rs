@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures::StreamExt as _;
@@ -33,13 +33,11 @@ use super::{
     StepReport, StepRun,
 };
 use crate::executor::{
-    ExecutorError, Outputs, PartialLogs, SharedError, StageContext, StageOutcome, StageStatus,
-    TimeoutKind,
+    ExecutorError, NOT_IN_STEP, Outputs, PartialLogs, SharedError, StageContext, StageOutcome,
+    StageStatus, StepOutputs, TimeoutKind,
 };
 use crate::graph::{Settled as Ended, SkipReason, StageId};
 use crate::time::Timestamp;
-
-const NOT_IN_STEP: u32 = u32::MAX;
 
 /// A dependency count no decrement reaches zero from: stages outside the phase being run
 /// start with it, so finishing their dependencies never makes them ready.
@@ -136,14 +134,14 @@ struct StepState<'a> {
     hooks: &'a (dyn Fn(usize) -> StageHooks<'a> + Sync),
     /// The graph index of each slot's stage.
     members: Vec<usize>,
-    /// The slot of each graph index, or [`NOT_IN_STEP`].
-    slot_of: Vec<u32>,
+    /// The slot of each graph index (or [`NOT_IN_STEP`]), and the outputs of finished
+    /// stages that produced any, shared with every later stage's context (which may read
+    /// any earlier stage's outputs).
+    table: Arc<StepOutputs>,
     phase: Vec<Phase>,
     /// Each stage's report, filled in as it runs: a stage that never starts keeps the
     /// "skipped" report it begins with.
     reports: Vec<StageReport>,
-    /// The outputs of finished stages that produced any, shared with their dependents.
-    outputs: Vec<Option<Arc<Outputs>>>,
     /// What attempts that were cut off left of their logs.
     partial_logs: PartialLogs,
 }
@@ -183,9 +181,11 @@ impl Engine {
                 .map(|&i| StageReport::not_run(graph.spec(i).id.clone(), StageStatus::Skipped))
                 .collect(),
             members,
-            slot_of,
+            table: Arc::new(StepOutputs {
+                outputs: (0..n).map(|_| OnceLock::new()).collect(),
+                slot_of,
+            }),
             phase: vec![Phase::Waiting; n],
-            outputs: vec![None; n],
             partial_logs: PartialLogs::default(),
         };
         if !run.done.is_empty() {
@@ -289,7 +289,7 @@ impl<'a> StepState<'a> {
                     .deps_of(i)
                     .iter()
                     .filter(|&&d| {
-                        let slot = self.slot_of[d as usize];
+                        let slot = self.table.slot_of[d as usize];
                         slot != NOT_IN_STEP
                             && graph.is_finally(d as usize) == finally
                             && self.phase[slot as usize] != Phase::Done
@@ -359,7 +359,7 @@ impl<'a> StepState<'a> {
         let finally = graph.is_finally(i);
         let dependencies = graph.deps_of(i).iter().filter_map(|&d| {
             let d = d as usize;
-            let d_slot = self.slot_of[d];
+            let d_slot = self.table.slot_of[d];
             (d_slot != NOT_IN_STEP && graph.is_finally(d) == finally)
                 .then(|| (&graph.spec(d).id, settled(&self.reports[d_slot as usize])))
         });
@@ -386,7 +386,7 @@ impl<'a> StepState<'a> {
         let graph = self.run.graph;
         while let Some(slot) = settled.pop() {
             for &d in graph.dependents_row(self.members[slot]) {
-                let d_slot = self.slot_of[d as usize];
+                let d_slot = self.table.slot_of[d as usize];
                 if d_slot == NOT_IN_STEP {
                     continue;
                 }
@@ -462,6 +462,10 @@ impl<'a> StepState<'a> {
                     break;
                 };
                 let i = self.members[slot];
+                if self.phase[slot] == Phase::Done {
+                    // Queued after its backoff, then ended by fail-fast before it started.
+                    continue;
+                }
                 if phase.stopped && !graph.is_conditional(i) {
                     // Ready before fail-fast stopped the phase, and not allowed to start now.
                     self.skip(slot, SkipReason::StepStopped);
@@ -549,12 +553,12 @@ impl<'a> StepState<'a> {
             Settled::Done(true) => {
                 let outputs = &self.reports[slot].outputs;
                 if !outputs.is_empty() {
-                    self.outputs[slot] = Some(Arc::new(outputs.clone()));
+                    let _ = self.table.outputs[slot].set(Arc::new(outputs.clone()));
                 }
                 let clock = self.run.clock;
                 let mut skipped = Vec::new();
                 for &d in graph.dependents_row(i) {
-                    let d_slot = self.slot_of[d as usize];
+                    let d_slot = self.table.slot_of[d as usize];
                     if d_slot == NOT_IN_STEP {
                         continue;
                     }
@@ -662,12 +666,14 @@ impl<'a> StepState<'a> {
         let ctx = StageContext {
             spec,
             labels: &run.labels,
-            inputs: inputs_of(run, &self.slot_of, &self.outputs, i),
+            inputs: inputs_of(run, &self.table, i),
+            index: i,
+            earlier: Arc::clone(&self.table),
             attempt: number,
             clock: run.clock,
             step_outcome,
             dependencies: if step_outcome.is_some() {
-                dependency_statuses(run, &self.slot_of, &self.reports, i)
+                dependency_statuses(run, &self.table.slot_of, &self.reports, i)
             } else {
                 Vec::new()
             },
@@ -824,7 +830,7 @@ impl<'a> StepState<'a> {
             let Some(i) = graph.index_of(report.id.as_str()) else {
                 continue;
             };
-            let slot = self.slot_of[i];
+            let slot = self.table.slot_of[i];
             if slot == NOT_IN_STEP || !report.status.is_success() {
                 continue;
             }
@@ -832,7 +838,7 @@ impl<'a> StepState<'a> {
             self.phase[slot] = Phase::Done;
             self.reports[slot] = report.clone();
             if !report.outputs.is_empty() {
-                self.outputs[slot] = Some(Arc::new(report.outputs.clone()));
+                let _ = self.table.outputs[slot].set(Arc::new(report.outputs.clone()));
             }
         }
         let ordinary_left = self
@@ -846,7 +852,10 @@ impl<'a> StepState<'a> {
                     self.phase[slot] = Phase::Waiting;
                     self.reports[slot] =
                         StageReport::not_run(graph.spec(i).id.clone(), StageStatus::Skipped);
-                    self.outputs[slot] = None;
+                    // Nothing has run yet, so no context shares the table.
+                    if let Some(table) = Arc::get_mut(&mut self.table) {
+                        table.outputs[slot].take();
+                    }
                 }
             }
         }
@@ -881,7 +890,10 @@ pub(super) fn settled(report: &StageReport) -> Ended {
     match &report.status {
         StageStatus::Succeeded => Ended::Succeeded,
         StageStatus::Skipped => Ended::Skipped {
-            after_failure: report.skipped.as_ref().is_none_or(SkipReason::after_failure),
+            after_failure: report
+                .skipped
+                .as_ref()
+                .is_none_or(SkipReason::after_failure),
         },
         _ => Ended::Failed {
             allowed: report.continued,
@@ -892,8 +904,7 @@ pub(super) fn settled(report: &StageReport) -> Ended {
 /// The outputs of stage `i`'s direct dependencies, from this step or earlier ones.
 fn inputs_of<'a>(
     run: &StepRun<'a>,
-    slot_of: &[u32],
-    outputs: &[Option<Arc<Outputs>>],
+    table: &StepOutputs,
     i: usize,
 ) -> Vec<(&'a StageId, Arc<Outputs>)> {
     let graph = run.graph;
@@ -903,9 +914,9 @@ fn inputs_of<'a>(
         .filter_map(|&d| {
             let d = d as usize;
             let id = &graph.spec(d).id;
-            let outputs = match slot_of[d] {
+            let outputs = match table.slot_of[d] {
                 NOT_IN_STEP => run.prior_outputs.get(id).cloned(),
-                slot => outputs[slot as usize].clone(),
+                slot => table.outputs[slot as usize].get().cloned(),
             };
             // A dependency without outputs has nothing to hand over: leaving it out spares most
             // stages an allocation.
@@ -999,6 +1010,8 @@ mod tests {
             graph: &graph,
             step: Step::Build,
             labels: StepLabels {
+                graph: &graph,
+                prior_outputs: &prior,
                 release: &release,
                 revision: "4f2a9c1",
                 artifact: None,

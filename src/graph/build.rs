@@ -266,9 +266,15 @@ impl StageGraphBuilder {
 
 /// Makes every `after` that names a matrix stage's base id name each of its combinations
 /// instead; a base id that is also a stage's id is a clash.
-fn wire_matrices(stages: &mut [StageSpec], matrices: &[(StageId, std::ops::Range<usize>)]) -> Result<()> {
+fn wire_matrices(
+    stages: &mut [StageSpec],
+    matrices: &[(StageId, std::ops::Range<usize>)],
+) -> Result<()> {
     let ids: HashSet<&str> = stages.iter().map(|s| s.id.as_str()).collect();
-    if let Some((base, _)) = matrices.iter().find(|(base, _)| ids.contains(base.as_str())) {
+    if let Some((base, _)) = matrices
+        .iter()
+        .find(|(base, _)| ids.contains(base.as_str()))
+    {
         return Err(GraphError::MatrixClash {
             stage: base.clone(),
             id: base.clone(),
@@ -276,7 +282,12 @@ fn wire_matrices(stages: &mut [StageSpec], matrices: &[(StageId, std::ops::Range
     }
     let expansions: HashMap<&StageId, Vec<StageId>> = matrices
         .iter()
-        .map(|(base, range)| (base, stages[range.clone()].iter().map(|s| s.id.clone()).collect()))
+        .map(|(base, range)| {
+            (
+                base,
+                stages[range.clone()].iter().map(|s| s.id.clone()).collect(),
+            )
+        })
         .collect();
     for stage in stages.iter_mut() {
         if stage.after.iter().any(|d| expansions.contains_key(d)) {
@@ -442,12 +453,12 @@ mod tests {
         let err = StageGraph::builder()
             .stage(StageSpec::build("a"))
             .stage(StageSpec::build("a"))
-            .stage(StageSpec::build("ok").after("bad id"))
+            .stage(StageSpec::build("ok").after("bad;id"))
             .build()
             .unwrap_err();
         match err {
             GraphError::InvalidStageId { id, reason } => {
-                assert_eq!(id, "bad id");
+                assert_eq!(id, "bad;id");
                 assert!(reason.contains("ASCII"), "{reason}");
             }
             other => panic!("unexpected {other:?}"),

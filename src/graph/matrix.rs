@@ -128,7 +128,11 @@ impl Matrix {
                     .zip(&at)
                     .map(|((name, values), &i)| (name.clone(), values[i].clone()))
                     .collect();
-                if !self.exclude.iter().any(|entry| matches(entry, &combination)) {
+                if !self
+                    .exclude
+                    .iter()
+                    .any(|entry| matches(entry, &combination))
+                {
                     out.push(combination);
                 }
                 for axis in (0..at.len()).rev() {

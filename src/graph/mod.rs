@@ -141,7 +141,9 @@ pub enum GraphError {
         reason: &'static str,
     },
     /// A stage's condition names a stage that is not one of its direct dependencies.
-    #[error("stage `{stage}` runs when `{dependency}` fails, but `{dependency}` is not one of its dependencies")]
+    #[error(
+        "stage `{stage}` runs when `{dependency}` fails, but `{dependency}` is not one of its dependencies"
+    )]
     ConditionOnNonDependency {
         /// The stage with the condition.
         stage: StageId,

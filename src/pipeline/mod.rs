@@ -693,6 +693,8 @@ impl<M: Mode> Pipeline<M> {
                 graph: &self.graph,
                 step,
                 labels: StepLabels {
+                    graph: &self.graph,
+                    prior_outputs: &prior,
                     release: release.id(),
                     revision: &release.revision().id,
                     artifact: release.artifact(),

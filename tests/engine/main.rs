@@ -11,6 +11,7 @@ mod support;
 mod fixture;
 
 mod cancellation;
+mod conditions;
 mod events;
 mod failure_policy;
 mod faults;
