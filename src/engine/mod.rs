@@ -11,6 +11,7 @@
 
 mod attempts;
 mod cancel;
+mod concurrency;
 mod deadline;
 mod event;
 mod limits;
@@ -39,6 +40,7 @@ pub use crate::executor::StepOutcome;
 
 pub use crate::graph::{Backoff, RetryPolicy};
 pub use cancel::CancelHandle;
+pub use concurrency::{ConcurrencyGroups, Superseded};
 pub use event::{Event, EventLog, FnObserver, Observer, final_statuses, observer_fn};
 pub(crate) use panic::message as panic_message;
 pub use plan::{Plan, PlannedStage};
@@ -114,6 +116,7 @@ pub struct Engine {
     seed: u64,
     observer: Option<Arc<dyn Observer>>,
     cancel: CancelHandle,
+    concurrency: ConcurrencyGroups,
 }
 
 impl std::fmt::Debug for Engine {
@@ -184,6 +187,14 @@ impl Engine {
     #[must_use]
     pub fn cancel_handle(&self) -> CancelHandle {
         self.cancel.clone()
+    }
+
+    /// The concurrency groups this engine's stages hold (see
+    /// [`Concurrency`](crate::graph::Concurrency)), shared by every step it runs, whichever
+    /// release: clones of the engine share them too.
+    #[must_use]
+    pub fn concurrency_groups(&self) -> &ConcurrencyGroups {
+        &self.concurrency
     }
 
     /// Runs the stages of `step` in `graph` outside any pipeline: the DAG engine on its own,
@@ -337,6 +348,14 @@ impl EngineBuilder {
     #[must_use]
     pub fn cancel_handle(mut self, handle: CancelHandle) -> Self {
         self.engine.cancel = handle;
+        self
+    }
+
+    /// Holds concurrency groups in `groups` (by default the engine makes its own), so that
+    /// several engines (of several pipelines) share them.
+    #[must_use]
+    pub fn concurrency_groups(mut self, groups: ConcurrencyGroups) -> Self {
+        self.engine.concurrency = groups;
         self
     }
 

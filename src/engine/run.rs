@@ -30,7 +30,7 @@ use super::ready::Ready;
 use super::retry::{self, Retry, Wake};
 use super::{
     Attempt, AttemptFailure, Engine, Event, FailurePolicy, StageHooks, StageReport, StepOutcome,
-    StepReport, StepRun,
+    StepReport, StepRun, Superseded,
 };
 use crate::executor::{
     ExecutorError, NOT_IN_STEP, Outputs, PartialLogs, SharedError, StageContext, StageOutcome,
@@ -690,8 +690,16 @@ impl<'a> StepState<'a> {
         let executor = (self.hooks)(i).executor;
         match std::panic::catch_unwind(AssertUnwindSafe(|| executor.run(ctx))) {
             Ok(work) => Started::Running(Running {
+                // A stage in a concurrency group runs inside it: waiting for it, holding it,
+                // and cut off if a newer run takes it.
+                work: match &spec.concurrency {
+                    Some(concurrency) if run.graph.is_exclusive(i) => {
+                        let who = format!("release `{}` stage `{}`", run.labels.release, spec.id);
+                        self.engine.concurrency.run(concurrency, who, work)
+                    }
+                    _ => work,
+                },
                 slot: slot as u32,
-                work,
                 limit: limit.map(|(at, which)| (run.clock.sleep_until(at), which)),
             }),
             Err(panic) => Started::Ended(AttemptEnd::Panicked(panicked(panic.as_ref()))),
@@ -734,6 +742,19 @@ impl<'a> StepState<'a> {
                     return self.finish(slot, StageStatus::Succeeded, now);
                 }
                 (status, false)
+            }
+            AttemptEnd::Errored(error) if error.is::<Superseded>() => {
+                // A newer run took the stage's concurrency group: cancelled, not retried.
+                report.logs.push(crate::executor::LogLine {
+                    stream: crate::executor::Stream::Stderr,
+                    text: error.to_string(),
+                });
+                report.error.0 = Some(SharedError::new(error));
+                if let Some(attempt) = report.attempts.last_mut() {
+                    attempt.finished_at = now;
+                    attempt.status = StageStatus::Cancelled;
+                }
+                return self.finish(slot, StageStatus::Cancelled, now);
             }
             AttemptEnd::Errored(error) => {
                 let reason = format!("executor error: {error}");

@@ -70,6 +70,7 @@ pub use crate::lifecycle::Step;
 pub use algo::RedundantDependency;
 pub use build::StageGraphBuilder;
 pub use condition::{Condition, Settled, SkipReason};
+// `Concurrency` is defined below, beside `StageSpec`.
 pub use critical::CriticalPath;
 pub use index::{IndexOutOfRange, StageIndex};
 pub use matrix::Matrix;
@@ -267,6 +268,60 @@ pub struct StageSpec {
     /// from a [`Matrix`]; empty otherwise. Executors read them from the spec.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub matrix: BTreeMap<String, String>,
+    /// The concurrency group the stage holds while it runs, across steps and releases (see
+    /// [`Concurrency`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+}
+
+/// A concurrency group across releases (GitHub Actions' `concurrency`, GitLab's resource
+/// groups): of all the stages in group `group`, in any step of any release the engine runs,
+/// one runs at a time. A newcomer queues behind the stage in flight, oldest first; with
+/// `cancel_in_progress`, it cancels that stage (and every older one waiting) instead,
+/// which then ends [`Cancelled`](crate::executor::StageStatus::Cancelled) with
+/// [`Superseded`](crate::engine::Superseded) as its error, and is not retried.
+///
+/// Unlike [`StageSpec::group`] (a limit on stages at once within one step), this is held
+/// by the engine's [`ConcurrencyGroups`](crate::engine::ConcurrencyGroups), which every
+/// release of a pipeline shares. Waiting for the group counts against the stage's worker
+/// and its timeouts.
+///
+/// ```
+/// use tollgate::graph::{Concurrency, StageSpec};
+///
+/// let deploy = StageSpec::deploy("production").concurrency(Concurrency::cancel_in_progress("prod"));
+/// assert_eq!(deploy.concurrency.as_ref().map(|c| c.group.as_str()), Some("prod"));
+/// let json = serde_json::to_string(&deploy)?;
+/// assert!(json.contains(r#""concurrency":{"group":"prod","cancel_in_progress":true}"#), "{json}");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// The group's name.
+    pub group: String,
+    /// Whether a newcomer cancels the stage in flight (and older waiters) instead of
+    /// queueing behind it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_in_progress: bool,
+}
+
+impl Concurrency {
+    /// The group `group`, where a newcomer queues behind the stage in flight.
+    pub fn queue(group: impl Into<String>) -> Self {
+        Concurrency {
+            group: group.into(),
+            cancel_in_progress: false,
+        }
+    }
+
+    /// The group `group`, where a newcomer cancels the stage in flight.
+    pub fn cancel_in_progress(group: impl Into<String>) -> Self {
+        Concurrency {
+            group: group.into(),
+            cancel_in_progress: true,
+        }
+    }
 }
 
 impl StageSpec {
@@ -286,6 +341,7 @@ impl StageSpec {
             when: Condition::OnSuccess,
             continue_on_error: false,
             matrix: BTreeMap::new(),
+            concurrency: None,
         }
     }
 
@@ -390,6 +446,13 @@ impl StageSpec {
         self.when(Condition::DependencyFailed(StageId::unchecked(dependency)))
     }
 
+    /// Puts the stage in a concurrency group across releases (see [`Concurrency`]).
+    #[must_use]
+    pub fn concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.concurrency = Some(concurrency);
+        self
+    }
+
     /// Lets this stage fail without failing the step (see
     /// [`continue_on_error`](StageSpec::continue_on_error)).
     #[must_use]
@@ -408,6 +471,8 @@ pub(crate) struct Placement {
     pub(crate) timed: bool,
     /// Whether its condition is not the default (`OnSuccess`).
     pub(crate) conditional: bool,
+    /// Whether it is in a concurrency group across releases.
+    pub(crate) exclusive: bool,
 }
 
 /// A validated, immutable DAG of stages.
@@ -525,6 +590,11 @@ impl StageGraph {
     /// Whether stage `i` is a finally stage.
     pub(crate) fn is_finally(&self, i: usize) -> bool {
         self.placement[i].finally
+    }
+
+    /// Whether stage `i` is in a concurrency group across releases.
+    pub(crate) fn is_exclusive(&self, i: usize) -> bool {
+        self.placement[i].exclusive
     }
 
     /// Whether stage `i` has a condition other than the default.

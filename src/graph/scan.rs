@@ -105,6 +105,7 @@ pub(super) fn scan(
             finally: spec.finally,
             timed: spec.timeout.is_some() || spec.attempt_timeout.is_some(),
             conditional: !spec.when.is_on_success(),
+            exclusive: spec.concurrency.is_some(),
         });
         weights.push(weight(spec));
         present[spec.step as usize] = true;
@@ -233,6 +234,12 @@ fn policy_problem(spec: &StageSpec) -> Option<&'static str> {
     {
         Some("a timeout must be longer than zero")
     } else if spec.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
+        Some("a concurrency group needs a name")
+    } else if spec
+        .concurrency
+        .as_ref()
+        .is_some_and(|c| c.group.trim().is_empty())
+    {
         Some("a concurrency group needs a name")
     } else if spec.finally && !spec.when.is_on_success() {
         Some("a finally stage always runs: it takes no condition")
