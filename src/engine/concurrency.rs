@@ -82,7 +82,7 @@ impl ConcurrencyGroups {
     pub(crate) fn run<'a>(
         &self,
         concurrency: &Concurrency,
-        who: String,
+        who: &str,
         work: BoxFuture<'a, Result<StageOutcome, ExecutorError>>,
     ) -> BoxFuture<'a, Result<StageOutcome, ExecutorError>> {
         let name = concurrency.group.clone();
@@ -125,7 +125,7 @@ impl ConcurrencyGroups {
         &self,
         name: &str,
         cancel: bool,
-        who: String,
+        who: &str,
     ) -> (
         u64,
         Either<oneshot::Receiver<String>, oneshot::Receiver<Grant>>,
@@ -144,10 +144,10 @@ impl ConcurrencyGroups {
                 let (tx, _) = oneshot::channel();
                 std::mem::replace(h, (h.0, tx))
             }) {
-                let _ = preempt.send(who.clone());
+                let _ = preempt.send(who.to_owned());
             }
             for (_, waiter) in group.queue.drain(..) {
-                let _ = waiter.send(Grant::Superseded(who.clone()));
+                let _ = waiter.send(Grant::Superseded(who.to_owned()));
             }
         }
         let (tx, rx) = oneshot::channel();
@@ -161,7 +161,11 @@ impl ConcurrencyGroups {
         let Some(group) = groups.get_mut(name) else {
             return;
         };
-        if group.holder.as_ref().is_some_and(|(holder, _)| *holder == id) {
+        if group
+            .holder
+            .as_ref()
+            .is_some_and(|(holder, _)| *holder == id)
+        {
             group.holder = None;
             while let Some((next, waiter)) = group.queue.pop_front() {
                 let (tx, rx) = oneshot::channel();

@@ -246,7 +246,7 @@ impl Engine {
             graph,
             step,
             labels: StepLabels {
-                graph: graph,
+                graph,
                 prior_outputs: &prior,
                 release,
                 revision,

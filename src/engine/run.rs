@@ -695,7 +695,7 @@ impl<'a> StepState<'a> {
                 work: match &spec.concurrency {
                     Some(concurrency) if run.graph.is_exclusive(i) => {
                         let who = format!("release `{}` stage `{}`", run.labels.release, spec.id);
-                        self.engine.concurrency.run(concurrency, who, work)
+                        self.engine.concurrency.run(concurrency, &who, work)
                     }
                     _ => work,
                 },
@@ -744,17 +744,7 @@ impl<'a> StepState<'a> {
                 (status, false)
             }
             AttemptEnd::Errored(error) if error.is::<Superseded>() => {
-                // A newer run took the stage's concurrency group: cancelled, not retried.
-                report.logs.push(crate::executor::LogLine {
-                    stream: crate::executor::Stream::Stderr,
-                    text: error.to_string(),
-                });
-                report.error.0 = Some(SharedError::new(error));
-                if let Some(attempt) = report.attempts.last_mut() {
-                    attempt.finished_at = now;
-                    attempt.status = StageStatus::Cancelled;
-                }
-                return self.finish(slot, StageStatus::Cancelled, now);
+                return self.superseded(slot, error, now);
             }
             AttemptEnd::Errored(error) => {
                 let reason = format!("executor error: {error}");
@@ -818,6 +808,22 @@ impl<'a> StepState<'a> {
         });
         self.phase[slot] = Phase::Backoff;
         Settled::Retry(until)
+    }
+
+    /// A newer run took the concurrency group of the stage in `slot`: it ends cancelled,
+    /// not retried, with the reason in its log and `error` kept.
+    fn superseded(&mut self, slot: usize, error: ExecutorError, now: Timestamp) -> Settled {
+        let report = &mut self.reports[slot];
+        report.logs.push(crate::executor::LogLine {
+            stream: crate::executor::Stream::Stderr,
+            text: error.to_string(),
+        });
+        report.error.0 = Some(SharedError::new(error));
+        if let Some(attempt) = report.attempts.last_mut() {
+            attempt.finished_at = now;
+            attempt.status = StageStatus::Cancelled;
+        }
+        self.finish(slot, StageStatus::Cancelled, now)
     }
 
     /// The stage in `slot` ended with `status` at `now`.

@@ -464,6 +464,9 @@ impl StageSpec {
 
 /// The few facts about a stage that the engine reads for every stage of a step.
 #[derive(Debug, Clone, Copy)]
+// Five flags read per stage in the hot loop: plain bools stay as cheap to read as bits and
+// keep each use self-explaining.
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct Placement {
     pub(crate) step: Step,
     pub(crate) finally: bool,

@@ -233,12 +233,11 @@ fn policy_problem(spec: &StageSpec) -> Option<&'static str> {
         || spec.timeout.is_some_and(|d| d.is_zero())
     {
         Some("a timeout must be longer than zero")
-    } else if spec.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
-        Some("a concurrency group needs a name")
-    } else if spec
-        .concurrency
-        .as_ref()
-        .is_some_and(|c| c.group.trim().is_empty())
+    } else if spec.group.as_deref().is_some_and(|g| g.trim().is_empty())
+        || spec
+            .concurrency
+            .as_ref()
+            .is_some_and(|c| c.group.trim().is_empty())
     {
         Some("a concurrency group needs a name")
     } else if spec.finally && !spec.when.is_on_success() {

@@ -269,8 +269,15 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
                     });
                 }
             };
-            executors.push((executor, stage.retry_if));
-            graph.push(stage.spec);
+            if let Some(matrix) = &stage.matrix {
+                // One executor per combination: the stage's, shared.
+                for _ in 0..graph.push_matrix(stage.spec, matrix) {
+                    executors.push((Arc::clone(&executor), stage.retry_if.clone()));
+                }
+            } else {
+                executors.push((executor, stage.retry_if));
+                graph.push(stage.spec);
+            }
         }
         for step in Step::ALL {
             graph = graph.require_step(step);

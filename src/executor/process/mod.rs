@@ -872,12 +872,18 @@ fn parse_command(line: &str) -> Option<Result<Report<'_>, String>> {
         .split_once(' ')
         .unwrap_or((line, ""));
     match command {
-        "output" | "::output" => Some(
-            heredoc(rest).map(|(key, delimiter)| Ok(Report::Heredoc(key, delimiter))).unwrap_or_else(|| rest.split_once('=')
+        "output" | "::output" => Some(match heredoc(rest) {
+            Some((key, delimiter)) => Ok(Report::Heredoc(key, delimiter)),
+            None => rest
+                .split_once('=')
                 .filter(|(key, _)| !key.is_empty() && !key.contains(char::is_whitespace))
                 .map(|(key, value)| Report::Output(key, value))
-                .ok_or_else(|| format!("malformed line `{line}`: expected `::output key=value` or `::output key<<DELIMITER`"))),
-        ),
+                .ok_or_else(|| {
+                    format!(
+                        "malformed line `{line}`: expected `::output key=value` or `::output key<<DELIMITER`"
+                    )
+                }),
+        }),
         "artifact" | "::artifact" => {
             let mut words = rest.split_whitespace();
             let (Some(name), Some(digest), None) = (words.next(), words.next(), words.next())
