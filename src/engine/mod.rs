@@ -674,6 +674,76 @@ mod tests {
         assert!(default.observer().is_none());
     }
 
+    /// A step report as stored: `unit` failed with `continued` as given, `triage` (on
+    /// failure) skipped for `reason`.
+    fn stored(continued: bool, reason: Option<SkipReason>) -> StepReport {
+        let mut unit = StageReport::not_run(
+            StageId::new("unit").unwrap(),
+            StageStatus::Failed {
+                reason: "broken".to_owned(),
+            },
+        );
+        unit.continued = continued;
+        let mut triage =
+            StageReport::not_run(StageId::new("triage").unwrap(), StageStatus::Skipped);
+        triage.skipped = reason;
+        StepReport {
+            step: crate::lifecycle::Step::Test,
+            started_at: Timestamp::EPOCH,
+            finished_at: Timestamp::EPOCH,
+            outcome: StepOutcome::Succeeded,
+            stages: vec![unit, triage],
+        }
+    }
+
+    #[test]
+    fn a_stored_report_is_judged_by_the_graph_not_by_its_own_flags() {
+        use crate::graph::{Condition, StageSpec};
+        let graph = |allowed: bool| {
+            let unit = StageSpec::test("unit");
+            StageGraph::builder()
+                .stage(if allowed {
+                    unit.continue_on_error()
+                } else {
+                    unit
+                })
+                .stage(
+                    StageSpec::test("triage")
+                        .after("unit")
+                        .when(Condition::OnFailure),
+                )
+                .build()
+                .unwrap()
+        };
+        let honest = stored(true, Some(SkipReason::NoFailure));
+        assert!(honest.succeeded());
+        assert!(honest.succeeded_in(&graph(true)));
+        // The same report against a graph where `unit` may not fail: its flag is a lie.
+        assert!(!honest.succeeded_in(&graph(false)));
+        // A failure without the flag is a failure, whatever the graph allows.
+        assert!(!stored(false, Some(SkipReason::NoFailure)).succeeded_in(&graph(true)));
+        // A skip whose reason the condition does not give, or with no reason at all.
+        for reason in [
+            Some(SkipReason::DependencyDidNotFail {
+                dependency: StageId::new("unit").unwrap(),
+            }),
+            Some(SkipReason::StepStopped),
+            None,
+        ] {
+            assert!(
+                !stored(true, reason.clone()).succeeded_in(&graph(true)),
+                "{reason:?}"
+            );
+        }
+        // A stage the graph does not have.
+        let mut extra = stored(true, Some(SkipReason::NoFailure));
+        extra.stages.push(StageReport::not_run(
+            StageId::new("ghost").unwrap(),
+            StageStatus::Succeeded,
+        ));
+        assert!(!extra.succeeded_in(&graph(true)));
+    }
+
     #[test]
     fn a_report_stored_with_a_timeout_text_loads_with_its_limit() {
         let stored = r#"{"id":"e2e","status":"timed_out","limit":"stage timeout","started_at":0,

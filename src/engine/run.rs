@@ -692,8 +692,9 @@ impl<'a> StepState<'a> {
             Ok(work) => Started::Running(Running {
                 // A stage in a concurrency group runs inside it: waiting for it, holding it,
                 // and cut off if a newer run takes it.
-                work: match &spec.concurrency {
-                    Some(concurrency) if run.graph.is_exclusive(i) => {
+                // The packed flag first: most stages never read their spec here.
+                work: match run.graph.is_exclusive(i).then_some(&spec.concurrency) {
+                    Some(Some(concurrency)) => {
                         let who = format!("release `{}` stage `{}`", run.labels.release, spec.id);
                         self.engine.concurrency.run(concurrency, &who, work)
                     }
@@ -837,6 +838,7 @@ impl<'a> StepState<'a> {
             at: now,
         });
         // A failure the stage is allowed is still its status; the flag says it is allowed.
+        // Read only on failure: a success reads no spec.
         report.continued = !succeeded && self.run.graph.spec(self.members[slot]).continue_on_error;
         report.status = status;
         report.finished_at = Some(now);

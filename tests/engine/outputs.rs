@@ -97,7 +97,10 @@ fn a_stage_reads_the_outputs_of_any_stage_the_graph_runs_before_it() {
                 said(format!("{:?}", ctx.output("version", "v")));
                 assert_eq!(ctx.input("version", "v"), None, "`input` stays direct");
                 assert_eq!(ctx.output("version", "missing"), Ok(None));
-                assert_eq!(ctx.outputs_of("version").unwrap().map(BTreeMap::len), Some(1));
+                assert_eq!(
+                    ctx.outputs_of("version").unwrap().map(BTreeMap::len),
+                    Some(1)
+                );
             }
             "lint" => {
                 let error = ctx.output("version", "v").unwrap_err();

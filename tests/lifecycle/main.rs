@@ -26,6 +26,7 @@ mod flows;
 mod gates;
 mod restores;
 mod resume;
+mod workflow;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -131,6 +131,7 @@ use crate::graph::StageId;
 /// | `TOLLGATE_REVISION` | the source revision id |
 /// | `TOLLGATE_IDEMPOTENCY_KEY` | the attempt's idempotency key (the same for attempt n of this stage across a crash and takeover; see `StageContext::idempotency_key`) |
 /// | `TOLLGATE_ATTEMPT` | which attempt this is, from `1` |
+/// | `TOLLGATE_MATRIX_<AXIS>` | each value of the stage's matrix combination ([`StageSpec::matrix`](crate::graph::StageSpec::matrix)) |
 /// | `TOLLGATE_ARTIFACT_NAME`, `TOLLGATE_ARTIFACT_DIGEST` | the release's artifact, after the build step |
 /// | `TOLLGATE_ENVIRONMENT` | the environment deployed to, in the stage and deploy steps |
 /// | `TOLLGATE_INPUT_<STAGE>_<KEY>` | each output of each direct dependency |
@@ -432,6 +433,9 @@ impl ProcessExecutor {
             for (key, value) in outputs {
                 command.env(input_variable(stage.as_str(), key), value);
             }
+        }
+        for (axis, value) in &ctx.spec().matrix {
+            command.env(format!("TOLLGATE_MATRIX_{}", shout(axis)), value);
         }
         if let Some(outcome) = ctx.step_outcome() {
             command.env("TOLLGATE_STEP_OUTCOME", step_outcome_word(outcome));
