@@ -58,7 +58,8 @@ pub enum ArtifactError {
         /// The release.
         release: ReleaseId,
     },
-    /// Two build stages reported different artifacts; a release carries exactly one.
+    /// Two build stages reported different artifacts under one name; a release carries one
+    /// artifact, or one manifest of artifacts with distinct names.
     #[error(
         "stages `{first_stage}` and `{second_stage}` produced different artifacts ({first} and {second})"
     )]
@@ -71,6 +72,26 @@ pub enum ArtifactError {
         second_stage: StageId,
         /// Its artifact's digest.
         second: Digest,
+    },
+    /// Two artifacts of one manifest have the same name and different digests.
+    #[error("two artifacts are named `{name}`: {first} and {second}")]
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// The first one's digest.
+        first: Digest,
+        /// The second one's digest.
+        second: Digest,
+    },
+    /// A manifest's digest is not the digest of the artifacts it lists: it was edited.
+    #[error("manifest `{name}` lists artifacts whose digest is {found}, not its own {expected}")]
+    ManifestMismatch {
+        /// The manifest's name.
+        name: String,
+        /// The digest the manifest carries.
+        expected: Digest,
+        /// The digest of what it lists.
+        found: Digest,
     },
     /// A file artifact's bytes changed on disk after it was hashed.
     #[error("artifact `{}` changed on disk: expected {expected}, found {found}", .path.display())]
@@ -310,6 +331,10 @@ pub struct ArtifactRef {
     /// Its metadata.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// For a manifest (see [`ArtifactRef::manifest`]), the named artifacts it lists, each
+    /// with its digest; `digest` is then the digest of this list. Empty for one artifact.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub artifacts: BTreeMap<String, Digest>,
 }
 
 impl ArtifactRef {
@@ -319,6 +344,98 @@ impl ArtifactRef {
             name: name.into(),
             digest,
             metadata: BTreeMap::new(),
+            artifacts: BTreeMap::new(),
+        }
+    }
+
+    /// A manifest named `name` of several named artifacts: its digest is the SHA-256 of the
+    /// list of names and digests (sorted by name, each part length-prefixed), so the one
+    /// digest a release carries pins every artifact in it, and changing, adding or removing
+    /// one changes it. A build whose stages report artifacts under different names gets
+    /// their manifest as its artifact.
+    ///
+    /// ```
+    /// use tollgate::artifact::{Artifact, ArtifactRef, Digest};
+    ///
+    /// let linux = ArtifactRef::from_bytes("ruff-linux.tar.gz", b"elf");
+    /// let macos = ArtifactRef::from_bytes("ruff-macos.tar.gz", b"mach-o");
+    /// let manifest = ArtifactRef::manifest("ruff", [linux.clone(), macos])?;
+    /// assert_eq!(manifest.artifacts["ruff-linux.tar.gz"], linux.digest);
+    /// assert_eq!(manifest.digest, ArtifactRef::manifest_digest(&manifest.artifacts));
+    ///
+    /// // A manifest edited after the fact no longer verifies.
+    /// let mut edited = manifest.clone();
+    /// edited.artifacts.insert("ruff-linux.tar.gz".into(), Digest::sha256(b"other"));
+    /// assert!(futures::executor::block_on(edited.verify()).is_err());
+    /// assert!(futures::executor::block_on(manifest.verify()).is_ok());
+    /// # Ok::<(), tollgate::artifact::ArtifactError>(())
+    /// ```
+    pub fn manifest(
+        name: impl Into<String>,
+        artifacts: impl IntoIterator<Item = ArtifactRef>,
+    ) -> Result<Self> {
+        let mut listed: BTreeMap<String, Digest> = BTreeMap::new();
+        for artifact in artifacts {
+            artifact.check_manifest()?;
+            let entries = if artifact.artifacts.is_empty() {
+                vec![(artifact.name, artifact.digest)]
+            } else {
+                artifact.artifacts.into_iter().collect()
+            };
+            for (entry, digest) in entries {
+                if let Some(first) = listed.get(&entry) {
+                    if *first != digest {
+                        return Err(ArtifactError::DuplicateName {
+                            name: entry,
+                            first: first.clone(),
+                            second: digest,
+                        });
+                    }
+                }
+                listed.insert(entry, digest);
+            }
+        }
+        Ok(ArtifactRef {
+            name: name.into(),
+            digest: ArtifactRef::manifest_digest(&listed),
+            metadata: BTreeMap::new(),
+            artifacts: listed,
+        })
+    }
+
+    /// The digest of a manifest listing `artifacts`.
+    #[must_use]
+    pub fn manifest_digest(artifacts: &BTreeMap<String, Digest>) -> Digest {
+        let mut text = Vec::new();
+        text.extend_from_slice(b"tollgate-manifest-v1\n");
+        for (name, digest) in artifacts {
+            let digest = digest.to_string();
+            for part in [name.as_bytes(), digest.as_bytes()] {
+                text.extend_from_slice(&(part.len() as u64).to_le_bytes());
+                text.extend_from_slice(part);
+            }
+        }
+        Digest::sha256(&text)
+    }
+
+    /// For a manifest, that its digest is the digest of what it lists.
+    pub(crate) fn verify_manifest(&self) -> Result<()> {
+        self.check_manifest()
+    }
+
+    fn check_manifest(&self) -> Result<()> {
+        if self.artifacts.is_empty() {
+            return Ok(());
+        }
+        let found = ArtifactRef::manifest_digest(&self.artifacts);
+        if found == self.digest {
+            Ok(())
+        } else {
+            Err(ArtifactError::ManifestMismatch {
+                name: self.name.clone(),
+                expected: self.digest.clone(),
+                found,
+            })
         }
     }
 
@@ -328,6 +445,7 @@ impl ArtifactRef {
             name: artifact.name().to_owned(),
             digest: artifact.digest().clone(),
             metadata: artifact.metadata(),
+            artifacts: BTreeMap::new(),
         }
     }
 
@@ -353,6 +471,11 @@ impl Artifact for ArtifactRef {
     }
     fn metadata(&self) -> BTreeMap<String, String> {
         self.metadata.clone()
+    }
+    /// A manifest re-derives its digest from what it lists; one artifact has no bytes here
+    /// to re-read and passes.
+    fn verify(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(std::future::ready(self.check_manifest()))
     }
 }
 

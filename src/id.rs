@@ -209,10 +209,11 @@ name_type!(
 pub const MAX_STAGE_ID_LEN: usize = 128;
 
 /// The id of a stage: non-empty, at most [`MAX_STAGE_ID_LEN`] bytes of ASCII letters, digits
-/// and `-`, `_`, `.`, `/`, `:`.
+/// and `-`, `_`, `.`, `/`, `:`, and the space, `(`, `)`, `=` and `,` of matrix ids
+/// (`test (os=linux, rust=1.85)`), with no space at either end and never two in a row.
 ///
-/// The restricted alphabet keeps ids safe to print in logs, Mermaid and DOT output and
-/// command lines without quoting surprises.
+/// The restricted alphabet keeps ids safe to print in logs and in quoted Mermaid and DOT
+/// labels, with no quote, backslash or control character to escape.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 // Shared, not owned: reports, events and inputs all hold ids, and a copy is then a
@@ -261,11 +262,16 @@ fn check_id(id: &str) -> Option<&'static str> {
         Some("a stage id may not be empty")
     } else if id.len() > MAX_STAGE_ID_LEN {
         Some("a stage id may be at most 128 bytes long")
-    } else if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b':'))
-    {
-        Some("a stage id may contain only ASCII letters, digits and - _ . / :")
+    } else if !id.bytes().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b'/' | b':' | b' ' | b'(' | b')' | b'=' | b','
+            )
+    }) {
+        Some("a stage id may contain only ASCII letters, digits, spaces and - _ . / : ( ) = ,")
+    } else if id.starts_with(' ') || id.ends_with(' ') || id.contains("  ") {
+        Some("a stage id may not start or end with a space, nor have two in a row")
     } else {
         None
     }

@@ -544,6 +544,41 @@ fn output_lines_reach_direct_dependents_as_input_variables() {
 }
 
 #[test]
+fn a_multi_line_output_is_read_up_to_its_delimiter_and_an_open_one_fails_the_stage() {
+    let executor = ProcessExecutor::shell(
+        "echo '::output notes<<EOF'; printf 'fixed: #12\\n\\n::output fake=1\\n'; echo EOF; echo '::output after=yes'",
+    );
+    let report = run_one(Step::Test, &executor);
+    assert_eq!(report.status, StageStatus::Succeeded, "{report:?}");
+    assert_eq!(report.outputs["notes"], "fixed: #12\n\n::output fake=1");
+    assert_eq!(report.outputs["after"], "yes");
+    assert!(!report.outputs.contains_key("fake"));
+
+    let graph = StageGraph::builder()
+        .matrix(
+            StageSpec::test("unit"),
+            &tollgate::graph::Matrix::new()
+                .axis("os", ["linux"])
+                .axis("rust-version", ["1.85"]),
+        )
+        .build()
+        .unwrap();
+    let matrix = ProcessExecutor::shell(
+        "echo \"::output seen=$TOLLGATE_MATRIX_OS/$TOLLGATE_MATRIX_RUST_VERSION\"",
+    );
+    let report = run_step(&graph, Step::Test, &matrix);
+    assert_eq!(report.stages[0].outputs["seen"], "linux/1.85", "{report:?}");
+
+    let open = ProcessExecutor::shell("echo '::output notes<<EOF'; echo 'never closed'");
+    let report = run_one(Step::Test, &open);
+    assert!(
+        matches!(&report.status, StageStatus::Failed { reason } if reason.contains("`notes` is not closed by a line `EOF`")),
+        "{:?}",
+        report.status
+    );
+}
+
+#[test]
 fn an_artifact_line_sets_the_build_artifact() {
     let digest = Digest::sha256(b"app v1.2.3");
     let executor = ProcessExecutor::shell(r#"echo "::artifact app $DIGEST""#)

@@ -11,6 +11,7 @@
 
 mod attempts;
 mod cancel;
+mod concurrency;
 mod deadline;
 mod event;
 mod limits;
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::ArtifactRef;
 use crate::executor::{Executor, LogLine, Outputs, SharedError, StageStatus, StepLabels};
-use crate::graph::StageGraph;
+use crate::graph::{SkipReason, StageGraph};
 use crate::id::{ReleaseId, StageId};
 use crate::lifecycle::Step;
 use crate::time::{Clock, Timestamp};
@@ -39,6 +40,7 @@ pub use crate::executor::StepOutcome;
 
 pub use crate::graph::{Backoff, RetryPolicy};
 pub use cancel::CancelHandle;
+pub use concurrency::{ConcurrencyGroups, Superseded};
 pub use event::{Event, EventLog, FnObserver, Observer, final_statuses, observer_fn};
 pub(crate) use panic::message as panic_message;
 pub use plan::{Plan, PlannedStage};
@@ -114,6 +116,7 @@ pub struct Engine {
     seed: u64,
     observer: Option<Arc<dyn Observer>>,
     cancel: CancelHandle,
+    concurrency: ConcurrencyGroups,
 }
 
 impl std::fmt::Debug for Engine {
@@ -197,6 +200,14 @@ impl Engine {
         self.cancel.clone()
     }
 
+    /// The concurrency groups this engine's stages hold (see
+    /// [`Concurrency`](crate::graph::Concurrency)), shared by every step it runs, whichever
+    /// release: clones of the engine share them too.
+    #[must_use]
+    pub fn concurrency_groups(&self) -> &ConcurrencyGroups {
+        &self.concurrency
+    }
+
     /// Runs the stages of `step` in `graph` outside any pipeline: the DAG engine on its own,
     /// for tools that schedule jobs but keep releases elsewhere.
     ///
@@ -246,6 +257,8 @@ impl Engine {
             graph,
             step,
             labels: StepLabels {
+                graph,
+                prior_outputs: &prior,
                 release,
                 revision,
                 artifact: None,
@@ -349,6 +362,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Holds concurrency groups in `groups` (by default the engine makes its own), so that
+    /// several engines (of several pipelines) share them.
+    #[must_use]
+    pub fn concurrency_groups(mut self, groups: ConcurrencyGroups) -> Self {
+        self.engine.concurrency = groups;
+        self
+    }
+
     /// Checks the settings and builds the engine.
     pub fn build(self) -> Result<Engine, EngineError> {
         if self.zero_workers {
@@ -432,6 +453,16 @@ pub struct StageReport {
     /// stages writes 7 MB less).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<Box<ArtifactRef>>,
+    /// Why the stage was skipped, when it was (`status` is `skipped`): its condition said
+    /// no, a dependency did not succeed, or the step stopped first. `None` in reports
+    /// written before conditions existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<SkipReason>,
+    /// Whether the stage failed and is allowed to
+    /// ([`StageSpec::continue_on_error`](crate::graph::StageSpec::continue_on_error)): its
+    /// `status` keeps the failure, and the step does not fail for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continued: bool,
     /// The executor's own error, when the stage failed because its last attempt returned
     /// one (see [`StageReport::error`]). Not serialised: the message is in `status`.
     #[serde(skip)]
@@ -490,7 +521,21 @@ impl StageReport {
             logs: Vec::new(),
             outputs: Outputs::new(),
             artifact: None,
+            skipped: None,
+            continued: false,
             error: KeptError(None),
+        }
+    }
+
+    /// Whether the stage ended in a way that does not fail its step: it succeeded, its
+    /// failure is allowed ([`continued`](Self::continued)), or its condition skipped it
+    /// with nothing failing before it.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        match &self.status {
+            StageStatus::Succeeded => true,
+            StageStatus::Skipped => self.skipped.as_ref().is_some_and(|r| !r.after_failure()),
+            _ => self.continued,
         }
     }
 }
@@ -532,19 +577,52 @@ pub struct StepReport {
 }
 
 impl StepReport {
-    /// Whether every stage, finally stages included, succeeded.
+    /// Whether the step succeeded: every stage, finally stages included, succeeded, failed
+    /// with its failure allowed (`continue_on_error`), or was skipped by its condition with
+    /// nothing failing before it (see [`StageReport::is_ok`]).
     #[must_use]
     pub fn succeeded(&self) -> bool {
-        self.stages.iter().all(|s| s.status.is_success())
+        self.stages.iter().all(StageReport::is_ok)
     }
 
-    /// The stages that failed or timed out, in the order they were added.
+    /// Whether the step succeeded by the rules of `graph`, not by the report's own word: a
+    /// failure counts as allowed only if the graph's stage has `continue_on_error`, and a
+    /// skip only if the graph's condition, decided again over the dependencies' ends as this
+    /// report gives them, skips the stage for the reason the report says. For reports read
+    /// back from storage.
+    pub(crate) fn succeeded_in(&self, graph: &StageGraph) -> bool {
+        let by_id: HashMap<&str, &StageReport> =
+            self.stages.iter().map(|s| (s.id.as_str(), s)).collect();
+        self.stages.iter().all(|stage| {
+            let Some(spec) = graph.get(stage.id.as_str()) else {
+                return false;
+            };
+            match &stage.status {
+                StageStatus::Succeeded => true,
+                StageStatus::Skipped => stage.skipped.as_ref().is_some_and(|reason| {
+                    !reason.after_failure() && {
+                        let dependencies = spec.after.iter().filter_map(|d| {
+                            let dependency = by_id.get(d.as_str())?;
+                            let same_phase = graph.get(d.as_str())?.finally == spec.finally;
+                            same_phase.then(|| (d, run::settled(dependency)))
+                        });
+                        spec.when.decide(dependencies).as_ref() == Err(reason)
+                    }
+                }),
+                _ => stage.continued && spec.continue_on_error,
+            }
+        })
+    }
+
+    /// The stages that failed or timed out and are not allowed to, in the order they were
+    /// added.
     pub fn failed(&self) -> impl Iterator<Item = &StageReport> + '_ {
         self.stages.iter().filter(|s| {
-            matches!(
-                s.status,
-                StageStatus::Failed { .. } | StageStatus::TimedOut { .. }
-            )
+            !s.continued
+                && matches!(
+                    s.status,
+                    StageStatus::Failed { .. } | StageStatus::TimedOut { .. }
+                )
         })
     }
 
@@ -605,6 +683,76 @@ mod tests {
         );
         assert_eq!(default.seed(), 0);
         assert!(default.observer().is_none());
+    }
+
+    /// A step report as stored: `unit` failed with `continued` as given, `triage` (on
+    /// failure) skipped for `reason`.
+    fn stored(continued: bool, reason: Option<SkipReason>) -> StepReport {
+        let mut unit = StageReport::not_run(
+            StageId::new("unit").unwrap(),
+            StageStatus::Failed {
+                reason: "broken".to_owned(),
+            },
+        );
+        unit.continued = continued;
+        let mut triage =
+            StageReport::not_run(StageId::new("triage").unwrap(), StageStatus::Skipped);
+        triage.skipped = reason;
+        StepReport {
+            step: crate::lifecycle::Step::Test,
+            started_at: Timestamp::EPOCH,
+            finished_at: Timestamp::EPOCH,
+            outcome: StepOutcome::Succeeded,
+            stages: vec![unit, triage],
+        }
+    }
+
+    #[test]
+    fn a_stored_report_is_judged_by_the_graph_not_by_its_own_flags() {
+        use crate::graph::{Condition, StageSpec};
+        let graph = |allowed: bool| {
+            let unit = StageSpec::test("unit");
+            StageGraph::builder()
+                .stage(if allowed {
+                    unit.continue_on_error()
+                } else {
+                    unit
+                })
+                .stage(
+                    StageSpec::test("triage")
+                        .after("unit")
+                        .when(Condition::OnFailure),
+                )
+                .build()
+                .unwrap()
+        };
+        let honest = stored(true, Some(SkipReason::NoFailure));
+        assert!(honest.succeeded());
+        assert!(honest.succeeded_in(&graph(true)));
+        // The same report against a graph where `unit` may not fail: its flag is a lie.
+        assert!(!honest.succeeded_in(&graph(false)));
+        // A failure without the flag is a failure, whatever the graph allows.
+        assert!(!stored(false, Some(SkipReason::NoFailure)).succeeded_in(&graph(true)));
+        // A skip whose reason the condition does not give, or with no reason at all.
+        for reason in [
+            Some(SkipReason::DependencyDidNotFail {
+                dependency: StageId::new("unit").unwrap(),
+            }),
+            Some(SkipReason::StepStopped),
+            None,
+        ] {
+            assert!(
+                !stored(true, reason.clone()).succeeded_in(&graph(true)),
+                "{reason:?}"
+            );
+        }
+        // A stage the graph does not have.
+        let mut extra = stored(true, Some(SkipReason::NoFailure));
+        extra.stages.push(StageReport::not_run(
+            StageId::new("ghost").unwrap(),
+            StageStatus::Succeeded,
+        ));
+        assert!(!extra.succeeded_in(&graph(true)));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures::StreamExt as _;
@@ -30,16 +30,14 @@ use super::ready::Ready;
 use super::retry::{self, Retry, Wake};
 use super::{
     Attempt, AttemptFailure, Engine, Event, FailurePolicy, StageHooks, StageReport, StepOutcome,
-    StepReport, StepRun,
+    StepReport, StepRun, Superseded,
 };
 use crate::executor::{
-    ExecutorError, Outputs, PartialLogs, SharedError, StageContext, StageOutcome, StageStatus,
-    TimeoutKind,
+    ExecutorError, NOT_IN_STEP, Outputs, PartialLogs, SharedError, StageContext, StageOutcome,
+    StageStatus, StepOutputs, TimeoutKind,
 };
-use crate::graph::StageId;
+use crate::graph::{Settled as Ended, SkipReason, StageId};
 use crate::time::Timestamp;
-
-const NOT_IN_STEP: u32 = u32::MAX;
 
 /// A dependency count no decrement reaches zero from: stages outside the phase being run
 /// start with it, so finishing their dependencies never makes them ready.
@@ -136,14 +134,14 @@ struct StepState<'a> {
     hooks: &'a (dyn Fn(usize) -> StageHooks<'a> + Sync),
     /// The graph index of each slot's stage.
     members: Vec<usize>,
-    /// The slot of each graph index, or [`NOT_IN_STEP`].
-    slot_of: Vec<u32>,
+    /// The slot of each graph index (or [`NOT_IN_STEP`]), and the outputs of finished
+    /// stages that produced any, shared with every later stage's context (which may read
+    /// any earlier stage's outputs).
+    table: Arc<StepOutputs>,
     phase: Vec<Phase>,
     /// Each stage's report, filled in as it runs: a stage that never starts keeps the
     /// "skipped" report it begins with.
     reports: Vec<StageReport>,
-    /// The outputs of finished stages that produced any, shared with their dependents.
-    outputs: Vec<Option<Arc<Outputs>>>,
     /// What attempts that were cut off left of their logs.
     partial_logs: PartialLogs,
 }
@@ -183,9 +181,11 @@ impl Engine {
                 .map(|&i| StageReport::not_run(graph.spec(i).id.clone(), StageStatus::Skipped))
                 .collect(),
             members,
-            slot_of,
+            table: Arc::new(StepOutputs {
+                outputs: (0..n).map(|_| OnceLock::new()).collect(),
+                slot_of,
+            }),
             phase: vec![Phase::Waiting; n],
-            outputs: vec![None; n],
             partial_logs: PartialLogs::default(),
         };
         if !run.done.is_empty() {
@@ -202,6 +202,8 @@ impl Engine {
         let finished_at = run.clock.now();
         for (slot, phase) in state.phase.iter().enumerate() {
             if *phase == Phase::Waiting {
+                // Never decided: the step stopped (a cancel or its timeout) first.
+                state.reports[slot].skipped = Some(SkipReason::StepStopped);
                 self.emit(|| Event::StageFinished {
                     stage: state.reports[slot].id.clone(),
                     status: StageStatus::Skipped,
@@ -243,6 +245,12 @@ struct PhaseRun<'a> {
     slots: Slots<'a>,
     /// Ready stages whose group is full, put back once the start loop is done.
     held_back: Vec<(usize, usize)>,
+    /// Whether a dependency of each slot settled other than by succeeding: its condition
+    /// is then decided in full.
+    upset: Vec<bool>,
+    /// Whether a failure stopped the phase under fail-fast: only stages whose condition is
+    /// not the default may still start.
+    stopped: bool,
     /// Attempts under way that did not finish when first polled.
     running: FuturesUnordered<Running<'a>>,
     /// Stages waiting out a retry backoff; they hold no worker.
@@ -263,7 +271,7 @@ impl<'a> StepState<'a> {
     }
 
     /// Counts every stage's dependencies in the phase and makes the stages without any ready.
-    fn begin_phase(&self, finally_of: Option<StepOutcome>) -> PhaseRun<'a> {
+    fn begin_phase(&mut self, finally_of: Option<StepOutcome>) -> PhaseRun<'a> {
         let engine = self.engine;
         let graph = self.run.graph;
         let finally = finally_of.is_some();
@@ -281,7 +289,7 @@ impl<'a> StepState<'a> {
                     .deps_of(i)
                     .iter()
                     .filter(|&&d| {
-                        let slot = self.slot_of[d as usize];
+                        let slot = self.table.slot_of[d as usize];
                         slot != NOT_IN_STEP
                             && graph.is_finally(d as usize) == finally
                             && self.phase[slot as usize] != Phase::Done
@@ -289,27 +297,132 @@ impl<'a> StepState<'a> {
                     .count() as u32
             })
             .collect();
-        let mut ready = Ready::new(engine.workers.is_some() || !engine.group_limits.is_empty());
-        let now = self.run.clock.now();
-        for (slot, &i) in self.members.iter().enumerate() {
-            if waiting_on[slot] == 0 {
-                ready.push(graph, i, slot);
-                engine.emit(|| Event::StageReady {
-                    stage: graph.spec(i).id.clone(),
-                    at: now,
-                });
-            }
-        }
-        PhaseRun {
+        let n = waiting_on.len();
+        let mut phase = PhaseRun {
             finally_of,
             waiting_on,
-            ready,
+            ready: Ready::new(engine.workers.is_some() || !engine.group_limits.is_empty()),
             slots: Slots::new(engine.workers, &engine.group_limits),
             held_back: Vec::new(),
+            upset: vec![false; n],
+            stopped: false,
             running: FuturesUnordered::new(),
             sleeping: FuturesUnordered::new(),
             outcome: StepOutcome::Succeeded,
+        };
+        let mut skipped = Vec::new();
+        for slot in 0..n {
+            if phase.waiting_on[slot] == 0 {
+                self.unblocked(&mut phase, slot, &mut skipped);
+            }
         }
+        self.propagate(&mut phase, skipped);
+        phase
+    }
+
+    /// Every dependency of the stage in `slot` has settled: it is ready if its condition
+    /// says so (at once for the default condition after successes), or it is skipped, and
+    /// then pushed on `skipped` for its own dependents to hear of.
+    fn unblocked(&mut self, phase: &mut PhaseRun<'a>, slot: usize, skipped: &mut Vec<usize>) {
+        let graph = self.run.graph;
+        let i = self.members[slot];
+        let verdict = if phase.upset[slot] || graph.is_conditional(i) {
+            self.decide(slot)
+        } else {
+            Ok(())
+        };
+        match verdict {
+            Ok(()) if !phase.stopped || graph.is_conditional(i) => {
+                phase.ready.push(graph, i, slot);
+                let clock = self.run.clock;
+                self.engine.emit(|| Event::StageReady {
+                    stage: graph.spec(i).id.clone(),
+                    at: clock.now(),
+                });
+            }
+            Ok(()) => {
+                self.skip(slot, SkipReason::StepStopped);
+                skipped.push(slot);
+            }
+            Err(reason) => {
+                self.skip(slot, reason);
+                skipped.push(slot);
+            }
+        }
+    }
+
+    /// The condition of the stage in `slot`, over how its dependencies in this phase
+    /// settled (those elsewhere succeeded before it).
+    fn decide(&self, slot: usize) -> Result<(), SkipReason> {
+        let graph = self.run.graph;
+        let i = self.members[slot];
+        let finally = graph.is_finally(i);
+        let dependencies = graph.deps_of(i).iter().filter_map(|&d| {
+            let d = d as usize;
+            let d_slot = self.table.slot_of[d];
+            (d_slot != NOT_IN_STEP && graph.is_finally(d) == finally)
+                .then(|| (&graph.spec(d).id, settled(&self.reports[d_slot as usize])))
+        });
+        graph.spec(i).when.decide(dependencies)
+    }
+
+    /// The stage in `slot` is skipped for `reason` without running.
+    fn skip(&mut self, slot: usize, reason: SkipReason) {
+        let now = self.run.clock.now();
+        let report = &mut self.reports[slot];
+        report.skipped = Some(reason);
+        self.phase[slot] = Phase::Done;
+        self.engine.emit(|| Event::StageFinished {
+            stage: report.id.clone(),
+            status: StageStatus::Skipped,
+            attempts: 0,
+            at: now,
+        });
+    }
+
+    /// The stages in `settled` ended (other than by succeeding, or were skipped): each of
+    /// their dependents in this phase hears of it, and those skipped in turn pass it on.
+    fn propagate(&mut self, phase: &mut PhaseRun<'a>, mut settled: Vec<usize>) {
+        let graph = self.run.graph;
+        while let Some(slot) = settled.pop() {
+            for &d in graph.dependents_row(self.members[slot]) {
+                let d_slot = self.table.slot_of[d as usize];
+                if d_slot == NOT_IN_STEP {
+                    continue;
+                }
+                let d_slot = d_slot as usize;
+                phase.upset[d_slot] = true;
+                let waiting = &mut phase.waiting_on[d_slot];
+                *waiting -= 1;
+                if *waiting == 0 {
+                    self.unblocked(phase, d_slot, &mut settled);
+                }
+            }
+        }
+    }
+
+    /// A stage failed under fail-fast: attempts under way and backoffs are dropped (their
+    /// stages end cancelled), and from now on only stages with a condition of their own
+    /// start; the others are skipped as their turn comes.
+    fn fail_fast(&mut self, phase: &mut PhaseRun<'a>) {
+        phase.stopped = true;
+        drop(std::mem::take(&mut phase.running));
+        drop(std::mem::take(&mut phase.sleeping));
+        let graph = self.run.graph;
+        let cut: Vec<usize> = (0..self.members.len())
+            .filter(|&slot| matches!(self.phase[slot], Phase::Running | Phase::Backoff))
+            .collect();
+        if phase.slots.holds_group_places() {
+            for &slot in &cut {
+                if self.phase[slot] == Phase::Running {
+                    if let Some(group) = graph.spec(self.members[slot]).group.as_deref() {
+                        phase.slots.leave(group);
+                    }
+                }
+            }
+        }
+        self.stop_running(&StageStatus::Cancelled);
+        self.propagate(phase, cut);
     }
 
     /// Drives the phase: starts what may start, settles what ended, and returns the phase's
@@ -335,9 +448,7 @@ impl<'a> StepState<'a> {
                 // Work that finished by now still counts, as it does against an attempt's
                 // own deadline; nothing new starts.
                 while let Poll::Ready(Some((slot, end))) = phase.running.poll_next_unpin(cx) {
-                    if let Some(outcome) = self.ended(phase, slot, end) {
-                        return Poll::Ready(outcome);
-                    }
+                    self.ended(phase, slot, end);
                 }
                 return Poll::Ready(self.halt(phase, why));
             }
@@ -351,6 +462,16 @@ impl<'a> StepState<'a> {
                     break;
                 };
                 let i = self.members[slot];
+                if self.phase[slot] == Phase::Done {
+                    // Queued after its backoff, then ended by fail-fast before it started.
+                    continue;
+                }
+                if phase.stopped && !graph.is_conditional(i) {
+                    // Ready before fail-fast stopped the phase, and not allowed to start now.
+                    self.skip(slot, SkipReason::StepStopped);
+                    self.propagate(phase, vec![slot]);
+                    continue;
+                }
                 let group = phase
                     .slots
                     .limits_groups()
@@ -370,9 +491,7 @@ impl<'a> StepState<'a> {
                     },
                     Started::Ended(end) => end,
                 };
-                if let Some(outcome) = self.ended(phase, slot, end) {
-                    return Poll::Ready(outcome);
-                }
+                self.ended(phase, slot, end);
                 budget -= 1;
                 // Back to the top if the budget is spent, or if the stage that just ended
                 // cancelled the step or used up its time.
@@ -394,9 +513,7 @@ impl<'a> StepState<'a> {
                 return Poll::Ready(phase.outcome);
             }
             if let Poll::Ready(Some((slot, end))) = phase.running.poll_next_unpin(cx) {
-                if let Some(outcome) = self.ended(phase, slot, end) {
-                    return Poll::Ready(outcome);
-                }
+                self.ended(phase, slot, end);
                 budget -= 1;
                 continue;
             }
@@ -414,14 +531,9 @@ impl<'a> StepState<'a> {
     }
 
     /// Settles the attempt of `slot` that ended as `end`: frees its group place, then either
-    /// makes its dependents ready, queues its retry, or (fail-fast) stops the phase, returning
-    /// the phase's outcome.
-    fn ended(
-        &mut self,
-        phase: &mut PhaseRun<'a>,
-        slot: usize,
-        end: AttemptEnd,
-    ) -> Option<StepOutcome> {
+    /// tells its dependents (which start or are skipped by their conditions), queues its
+    /// retry, or (fail-fast) stops the phase.
+    fn ended(&mut self, phase: &mut PhaseRun<'a>, slot: usize, end: AttemptEnd) {
         let graph = self.run.graph;
         let i = self.members[slot];
         if phase.slots.holds_group_places() {
@@ -441,35 +553,50 @@ impl<'a> StepState<'a> {
             Settled::Done(true) => {
                 let outputs = &self.reports[slot].outputs;
                 if !outputs.is_empty() {
-                    self.outputs[slot] = Some(Arc::new(outputs.clone()));
+                    let _ = self.table.outputs[slot].set(Arc::new(outputs.clone()));
                 }
                 let clock = self.run.clock;
+                let mut skipped = Vec::new();
                 for &d in graph.dependents_row(i) {
-                    let d_slot = self.slot_of[d as usize];
+                    let d_slot = self.table.slot_of[d as usize];
                     if d_slot == NOT_IN_STEP {
                         continue;
                     }
-                    let waiting = &mut phase.waiting_on[d_slot as usize];
+                    let d_slot = d_slot as usize;
+                    let waiting = &mut phase.waiting_on[d_slot];
                     *waiting -= 1;
                     if *waiting == 0 {
-                        phase.ready.push(graph, d as usize, d_slot as usize);
-                        self.engine.emit(|| Event::StageReady {
-                            stage: graph.spec(d as usize).id.clone(),
-                            at: clock.now(),
-                        });
+                        // The common case, a dependent after successes only, needs no
+                        // decision.
+                        if phase.upset[d_slot] || phase.stopped || graph.is_conditional(d as usize)
+                        {
+                            self.unblocked(phase, d_slot, &mut skipped);
+                        } else {
+                            phase.ready.push(graph, d as usize, d_slot);
+                            self.engine.emit(|| Event::StageReady {
+                                stage: graph.spec(d as usize).id.clone(),
+                                at: clock.now(),
+                            });
+                        }
                     }
+                }
+                if !skipped.is_empty() {
+                    self.propagate(phase, skipped);
                 }
             }
             Settled::Done(false) => {
-                phase.outcome = StepOutcome::Failed;
-                if phase.finally_of.is_none()
-                    && self.engine.failure_policy == FailurePolicy::FailFast
-                {
-                    return Some(self.abandon(phase, &StageStatus::Cancelled, StepOutcome::Failed));
+                if !self.reports[slot].continued {
+                    phase.outcome = StepOutcome::Failed;
+                    if phase.finally_of.is_none()
+                        && self.engine.failure_policy == FailurePolicy::FailFast
+                        && !phase.stopped
+                    {
+                        self.fail_fast(phase);
+                    }
                 }
+                self.propagate(phase, vec![slot]);
             }
         }
-        None
     }
 
     /// The step was cancelled or ran out of time: ends the phase.
@@ -539,12 +666,14 @@ impl<'a> StepState<'a> {
         let ctx = StageContext {
             spec,
             labels: &run.labels,
-            inputs: inputs_of(run, &self.slot_of, &self.outputs, i),
+            inputs: inputs_of(run, &self.table, i),
+            index: i,
+            earlier: Arc::clone(&self.table),
             attempt: number,
             clock: run.clock,
             step_outcome,
             dependencies: if step_outcome.is_some() {
-                dependency_statuses(run, &self.slot_of, &self.reports, i)
+                dependency_statuses(run, &self.table.slot_of, &self.reports, i)
             } else {
                 Vec::new()
             },
@@ -561,8 +690,17 @@ impl<'a> StepState<'a> {
         let executor = (self.hooks)(i).executor;
         match std::panic::catch_unwind(AssertUnwindSafe(|| executor.run(ctx))) {
             Ok(work) => Started::Running(Running {
+                // A stage in a concurrency group runs inside it: waiting for it, holding it,
+                // and cut off if a newer run takes it.
+                // The packed flag first: most stages never read their spec here.
+                work: match run.graph.is_exclusive(i).then_some(&spec.concurrency) {
+                    Some(Some(concurrency)) => {
+                        let who = format!("release `{}` stage `{}`", run.labels.release, spec.id);
+                        self.engine.concurrency.run(concurrency, &who, work)
+                    }
+                    _ => work,
+                },
                 slot: slot as u32,
-                work,
                 limit: limit.map(|(at, which)| (run.clock.sleep_until(at), which)),
             }),
             Err(panic) => Started::Ended(AttemptEnd::Panicked(panicked(panic.as_ref()))),
@@ -605,6 +743,9 @@ impl<'a> StepState<'a> {
                     return self.finish(slot, StageStatus::Succeeded, now);
                 }
                 (status, false)
+            }
+            AttemptEnd::Errored(error) if error.is::<Superseded>() => {
+                return self.superseded(slot, error, now);
             }
             AttemptEnd::Errored(error) => {
                 let reason = format!("executor error: {error}");
@@ -670,6 +811,22 @@ impl<'a> StepState<'a> {
         Settled::Retry(until)
     }
 
+    /// A newer run took the concurrency group of the stage in `slot`: it ends cancelled,
+    /// not retried, with the reason in its log and `error` kept.
+    fn superseded(&mut self, slot: usize, error: ExecutorError, now: Timestamp) -> Settled {
+        let report = &mut self.reports[slot];
+        report.logs.push(crate::executor::LogLine {
+            stream: crate::executor::Stream::Stderr,
+            text: error.to_string(),
+        });
+        report.error.0 = Some(SharedError::new(error));
+        if let Some(attempt) = report.attempts.last_mut() {
+            attempt.finished_at = now;
+            attempt.status = StageStatus::Cancelled;
+        }
+        self.finish(slot, StageStatus::Cancelled, now)
+    }
+
     /// The stage in `slot` ended with `status` at `now`.
     fn finish(&mut self, slot: usize, status: StageStatus, now: Timestamp) -> Settled {
         let report = &mut self.reports[slot];
@@ -680,6 +837,9 @@ impl<'a> StepState<'a> {
             attempts: report.attempts.len() as u32,
             at: now,
         });
+        // A failure the stage is allowed is still its status; the flag says it is allowed.
+        // Read only on failure: a success reads no spec.
+        report.continued = !succeeded && self.run.graph.spec(self.members[slot]).continue_on_error;
         report.status = status;
         report.finished_at = Some(now);
         self.phase[slot] = Phase::Done;
@@ -699,7 +859,7 @@ impl<'a> StepState<'a> {
             let Some(i) = graph.index_of(report.id.as_str()) else {
                 continue;
             };
-            let slot = self.slot_of[i];
+            let slot = self.table.slot_of[i];
             if slot == NOT_IN_STEP || !report.status.is_success() {
                 continue;
             }
@@ -707,7 +867,7 @@ impl<'a> StepState<'a> {
             self.phase[slot] = Phase::Done;
             self.reports[slot] = report.clone();
             if !report.outputs.is_empty() {
-                self.outputs[slot] = Some(Arc::new(report.outputs.clone()));
+                let _ = self.table.outputs[slot].set(Arc::new(report.outputs.clone()));
             }
         }
         let ordinary_left = self
@@ -721,7 +881,10 @@ impl<'a> StepState<'a> {
                     self.phase[slot] = Phase::Waiting;
                     self.reports[slot] =
                         StageReport::not_run(graph.spec(i).id.clone(), StageStatus::Skipped);
-                    self.outputs[slot] = None;
+                    // Nothing has run yet, so no context shares the table.
+                    if let Some(table) = Arc::get_mut(&mut self.table) {
+                        table.outputs[slot].take();
+                    }
                 }
             }
         }
@@ -751,11 +914,26 @@ impl<'a> StepState<'a> {
     }
 }
 
+/// How a settled stage ended, as its dependents' conditions see it.
+pub(super) fn settled(report: &StageReport) -> Ended {
+    match &report.status {
+        StageStatus::Succeeded => Ended::Succeeded,
+        StageStatus::Skipped => Ended::Skipped {
+            after_failure: report
+                .skipped
+                .as_ref()
+                .is_none_or(SkipReason::after_failure),
+        },
+        _ => Ended::Failed {
+            allowed: report.continued,
+        },
+    }
+}
+
 /// The outputs of stage `i`'s direct dependencies, from this step or earlier ones.
 fn inputs_of<'a>(
     run: &StepRun<'a>,
-    slot_of: &[u32],
-    outputs: &[Option<Arc<Outputs>>],
+    table: &StepOutputs,
     i: usize,
 ) -> Vec<(&'a StageId, Arc<Outputs>)> {
     let graph = run.graph;
@@ -765,9 +943,9 @@ fn inputs_of<'a>(
         .filter_map(|&d| {
             let d = d as usize;
             let id = &graph.spec(d).id;
-            let outputs = match slot_of[d] {
+            let outputs = match table.slot_of[d] {
                 NOT_IN_STEP => run.prior_outputs.get(id).cloned(),
-                slot => outputs[slot as usize].clone(),
+                slot => table.outputs[slot as usize].get().cloned(),
             };
             // A dependency without outputs has nothing to hand over: leaving it out spares most
             // stages an allocation.
@@ -861,6 +1039,8 @@ mod tests {
             graph: &graph,
             step: Step::Build,
             labels: StepLabels {
+                graph: &graph,
+                prior_outputs: &prior,
                 release: &release,
                 revision: "4f2a9c1",
                 artifact: None,

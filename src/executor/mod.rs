@@ -25,7 +25,7 @@ use sha2::{Digest as _, Sha256};
 use crate::artifact::ArtifactRef;
 use crate::environment::Environment;
 use crate::forward::forward_impls;
-use crate::graph::StageSpec;
+use crate::graph::{StageGraph, StageSpec};
 use crate::id::{ReleaseId, StageId};
 use crate::lifecycle::Step;
 use crate::time::Clock;
@@ -101,6 +101,46 @@ impl fmt::Display for SharedError {
 /// Named outputs of a stage, readable by the stages that depend on it.
 pub type Outputs = BTreeMap<String, String>;
 
+/// A stage asked for the outputs of a stage it may not read: one the graph does not run
+/// before it ([`StageContext::output`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutputError {
+    /// The stage is in the graph, but not among the reader's dependencies, direct or not:
+    /// nothing orders it before the reader.
+    #[error(
+        "stage `{reader}` reads the outputs of `{stage}`, which the graph does not run before it"
+    )]
+    NotBefore {
+        /// The stage that asked.
+        reader: StageId,
+        /// The stage it asked for.
+        stage: StageId,
+    },
+    /// No stage of the graph has this id.
+    #[error("stage `{reader}` reads the outputs of `{}`, which is not a stage of the graph", crate::id::quoted(.stage))]
+    UnknownStage {
+        /// The stage that asked.
+        reader: StageId,
+        /// The id it asked for, as given.
+        stage: String,
+    },
+}
+
+/// The slot of a stage that is not in the step being run.
+pub(crate) const NOT_IN_STEP: u32 = u32::MAX;
+
+/// The outputs of a step's stages as they finish, shared by the step run and every stage
+/// context, so that a stage reads any earlier stage's outputs without a copy: each slot is
+/// written once, when its stage succeeds, before any stage that may read it starts.
+#[derive(Debug, Default)]
+pub(crate) struct StepOutputs {
+    /// The slot of each graph index among the step's stages, or [`NOT_IN_STEP`].
+    pub(crate) slot_of: Vec<u32>,
+    /// Each slot's outputs, once its stage succeeded with some.
+    pub(crate) outputs: Vec<OnceLock<Arc<Outputs>>>,
+}
+
 /// Runs one stage.
 ///
 /// Implement the one method; the engine handles ordering, concurrency and failure. The
@@ -160,6 +200,10 @@ pub struct StageContext<'a> {
     /// What every stage of the step shares, held once by the step run.
     pub(crate) labels: &'a StepLabels<'a>,
     pub(crate) inputs: Vec<(&'a StageId, Arc<Outputs>)>,
+    /// The stage's index in the graph.
+    pub(crate) index: usize,
+    /// Every stage's outputs in this step so far, for [`StageContext::output`].
+    pub(crate) earlier: Arc<StepOutputs>,
     pub(crate) attempt: u32,
     pub(crate) clock: &'a dyn Clock,
     pub(crate) step_outcome: Option<StepOutcome>,
@@ -177,6 +221,10 @@ pub struct StageContext<'a> {
 /// attempt runs) holds one reference instead of a copy of each.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StepLabels<'a> {
+    /// The graph the step belongs to.
+    pub graph: &'a StageGraph,
+    /// The outputs of stages of earlier steps.
+    pub prior_outputs: &'a BTreeMap<StageId, Arc<Outputs>>,
     /// The release being moved.
     pub release: &'a ReleaseId,
     /// The id of its source revision.
@@ -248,7 +296,83 @@ impl<'a> StageContext<'a> {
         self.labels.environment
     }
 
-    /// The output `key` of the dependency `stage`. Only direct dependencies are visible.
+    /// The output `key` of `stage`, which may be any stage the graph runs before this one
+    /// (a direct dependency, or a dependency of one, in this step or an earlier one):
+    /// `Ok(None)` if it produced no such output (or did not run), and an [`OutputError`]
+    /// naming both stages if the graph does not order `stage` before this one, so a typo
+    /// or a missing `after` is an error, not a silent empty value.
+    ///
+    /// ```
+    /// use tollgate::engine::Engine;
+    /// use tollgate::executor::{self, OutputError, StageOutcome};
+    /// use tollgate::graph::{StageGraph, StageSpec, Step};
+    /// use tollgate::id::ReleaseId;
+    /// use tollgate::time::{ManualClock, Timestamp, run_virtual};
+    ///
+    /// let graph = StageGraph::builder()
+    ///     .stage(StageSpec::test("version"))
+    ///     .stage(StageSpec::test("unit").after("version"))
+    ///     .stage(StageSpec::test("lint"))
+    ///     .stage(StageSpec::test("publish").after("unit").after("lint"))
+    ///     .build()?;
+    /// let stages = executor::from_fn(|ctx| match ctx.stage().as_str() {
+    ///     "version" => Ok(StageOutcome::success().output("v", "1.4.0")),
+    ///     "publish" => {
+    ///         // `version` is a dependency of a dependency: readable.
+    ///         let v = ctx.output("version", "v")?.unwrap_or("none").to_owned();
+    ///         Ok(StageOutcome::success().output("published", v))
+    ///     }
+    ///     "lint" => match ctx.output("unit", "anything") {
+    ///         // `unit` may run at the same time as `lint`: refused, naming both.
+    ///         Err(OutputError::NotBefore { .. }) => Ok(StageOutcome::success()),
+    ///         other => Ok(StageOutcome::failure(format!("{other:?}"))),
+    ///     },
+    ///     _ => Ok(StageOutcome::success()),
+    /// });
+    /// let clock = ManualClock::new(Timestamp::EPOCH);
+    /// let release = ReleaseId::new("r1")?;
+    /// let engine = Engine::new();
+    /// let report = run_virtual(&clock, engine.run_graph(&graph, Step::Test, &stages, &clock, &release, "4f2a9c1"));
+    /// assert!(report.succeeded(), "{report:?}");
+    /// assert_eq!(report.stage("publish").unwrap().outputs["published"], "1.4.0");
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn output(&self, stage: &str, key: &str) -> Result<Option<&str>, OutputError> {
+        Ok(self
+            .outputs_of(stage)?
+            .and_then(|outputs| outputs.get(key))
+            .map(String::as_str))
+    }
+
+    /// Every output of `stage`, which must be a stage the graph runs before this one (see
+    /// [`output`](Self::output)); `Ok(None)` if it produced none.
+    pub fn outputs_of(&self, stage: &str) -> Result<Option<&Outputs>, OutputError> {
+        let graph = self.labels.graph;
+        let Some(wanted) = graph.index_of(stage) else {
+            return Err(OutputError::UnknownStage {
+                reader: self.spec.id.clone(),
+                stage: stage.to_owned(),
+            });
+        };
+        if !runs_before(graph, wanted, self.index) {
+            return Err(OutputError::NotBefore {
+                reader: self.spec.id.clone(),
+                stage: graph.spec(wanted).id.clone(),
+            });
+        }
+        let outputs = match self.earlier.slot_of.get(wanted) {
+            Some(&slot) if slot != NOT_IN_STEP => self
+                .earlier
+                .outputs
+                .get(slot as usize)
+                .and_then(OnceLock::get),
+            _ => self.labels.prior_outputs.get(stage),
+        };
+        Ok(outputs.map(|o| &**o))
+    }
+
+    /// The output `key` of the dependency `stage`. Only direct dependencies are visible
+    /// here; [`output`](Self::output) reads any earlier stage.
     #[must_use]
     pub fn input(&self, stage: &str, key: &str) -> Option<&str> {
         self.inputs
@@ -397,6 +521,26 @@ pub fn idempotency_key(
     hash.update(claim.to_le_bytes());
     hash.update(attempt.to_le_bytes());
     crate::artifact::to_hex(&hash.finalize())
+}
+
+/// Whether the graph runs stage `earlier` before stage `later`: `earlier` is among the
+/// dependencies of `later`, direct or not. A walk against the edges from `later`, iterative,
+/// over its ancestors only.
+fn runs_before(graph: &StageGraph, earlier: usize, later: usize) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![later];
+    while let Some(stage) = stack.pop() {
+        for &d in graph.deps_of(stage) {
+            let d = d as usize;
+            if d == earlier {
+                return true;
+            }
+            if seen.insert(d) {
+                stack.push(d);
+            }
+        }
+    }
+    false
 }
 
 /// Where an executor leaves the log of an attempt that is cut off.

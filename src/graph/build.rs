@@ -5,8 +5,10 @@
 //! compressed sparse rows (one offsets array and one targets array per direction) instead of
 //! a vector per stage, which keeps building to a handful of allocations.
 
+use std::collections::{HashMap, HashSet};
+
 use super::scan::{Scanned, scan};
-use super::{GraphError, Result};
+use super::{Condition, GraphError, Matrix, Result, StageId};
 use super::{IndexOutOfRange, StageGraph, StageIndex, StageSpec, Step};
 
 /// Collects stage definitions and checks them into a [`StageGraph`].
@@ -36,6 +38,10 @@ pub struct StageGraphBuilder {
     required: [bool; Step::ALL.len()],
     /// Dependencies added by index, `(stage, dependency)`, in the order they were added.
     links: Vec<(u32, u32)>,
+    /// Each matrix stage's base id and the positions of its combinations' stages.
+    matrices: Vec<(StageId, std::ops::Range<usize>)>,
+    /// The first matrix that could not be expanded.
+    matrix_error: Option<GraphError>,
 }
 
 impl StageGraphBuilder {
@@ -57,6 +63,33 @@ impl StageGraphBuilder {
             self.stages.extend(specs);
         }
         self
+    }
+
+    /// Adds one stage per combination of `matrix` (see [`Matrix`]): `spec` with the
+    /// combination's id and values. A stage that names `spec`'s id in `after` depends on
+    /// every one of them. An empty matrix or a clashing id fails [`build`](Self::build)
+    /// ([`GraphError::EmptyMatrix`], [`GraphError::MatrixClash`]).
+    #[must_use]
+    pub fn matrix(mut self, spec: StageSpec, matrix: &Matrix) -> Self {
+        self.push_matrix(spec, matrix);
+        self
+    }
+
+    /// [`matrix`](Self::matrix) without consuming the builder; returns how many stages it
+    /// added (none when the matrix cannot be expanded).
+    pub fn push_matrix(&mut self, spec: StageSpec, matrix: &Matrix) -> usize {
+        match matrix.expand(&spec) {
+            Ok(stages) => {
+                let start = self.stages.len();
+                self.stages.extend(stages);
+                self.matrices.push((spec.id, start..self.stages.len()));
+                self.stages.len() - start
+            }
+            Err(error) => {
+                self.matrix_error.get_or_insert(error);
+                0
+            }
+        }
     }
 
     /// Adds a stage without consuming the builder, for use in loops.
@@ -185,7 +218,15 @@ impl StageGraphBuilder {
             mut stages,
             required,
             links,
+            matrices,
+            matrix_error,
         } = self;
+        if let Some(error) = matrix_error {
+            return Err(error);
+        }
+        if !matrices.is_empty() {
+            wire_matrices(&mut stages, &matrices)?;
+        }
         let n = stages.len();
         assert!(
             u32::try_from(n).is_ok(),
@@ -199,6 +240,7 @@ impl StageGraphBuilder {
             weights,
             deps,
         } = scan(&mut stages, required, &links)?;
+        check_conditions(&stages, &placement)?;
         let dependents = deps.transpose(n);
         let topo = topological_order(&deps, &dependents).map_err(|cycle| GraphError::Cycle {
             stages: cycle
@@ -220,6 +262,63 @@ impl StageGraphBuilder {
             priority,
         })
     }
+}
+
+/// Makes every `after` that names a matrix stage's base id name each of its combinations
+/// instead; a base id that is also a stage's id is a clash.
+fn wire_matrices(
+    stages: &mut [StageSpec],
+    matrices: &[(StageId, std::ops::Range<usize>)],
+) -> Result<()> {
+    let ids: HashSet<&str> = stages.iter().map(|s| s.id.as_str()).collect();
+    if let Some((base, _)) = matrices
+        .iter()
+        .find(|(base, _)| ids.contains(base.as_str()))
+    {
+        return Err(GraphError::MatrixClash {
+            stage: base.clone(),
+            id: base.clone(),
+        });
+    }
+    let expansions: HashMap<&StageId, Vec<StageId>> = matrices
+        .iter()
+        .map(|(base, range)| {
+            (
+                base,
+                stages[range.clone()].iter().map(|s| s.id.clone()).collect(),
+            )
+        })
+        .collect();
+    for stage in stages.iter_mut() {
+        if stage.after.iter().any(|d| expansions.contains_key(d)) {
+            let after = std::mem::take(&mut stage.after);
+            for dependency in after {
+                match expansions.get(&dependency) {
+                    Some(all) => stage.after.extend(all.iter().cloned()),
+                    None => stage.after.push(dependency),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every condition that names a stage names one of the stage's own dependencies.
+fn check_conditions(stages: &[StageSpec], placement: &[super::Placement]) -> Result<()> {
+    for (spec, place) in stages.iter().zip(placement) {
+        if !place.conditional {
+            continue;
+        }
+        if let Condition::DependencyFailed(dependency) = &spec.when {
+            if !spec.after.contains(dependency) {
+                return Err(GraphError::ConditionOnNonDependency {
+                    stage: spec.id.clone(),
+                    dependency: dependency.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Adjacency in compressed sparse rows: the neighbours of stage `i` are
@@ -354,12 +453,12 @@ mod tests {
         let err = StageGraph::builder()
             .stage(StageSpec::build("a"))
             .stage(StageSpec::build("a"))
-            .stage(StageSpec::build("ok").after("bad id"))
+            .stage(StageSpec::build("ok").after("bad;id"))
             .build()
             .unwrap_err();
         match err {
             GraphError::InvalidStageId { id, reason } => {
-                assert_eq!(id, "bad id");
+                assert_eq!(id, "bad;id");
                 assert!(reason.contains("ASCII"), "{reason}");
             }
             other => panic!("unexpected {other:?}"),

@@ -48,14 +48,17 @@
 
 mod algo;
 mod build;
+mod condition;
 mod critical;
 mod export;
 mod index;
 mod intern;
+mod matrix;
 mod policy;
 mod scan;
 mod visit;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -66,8 +69,11 @@ pub use crate::lifecycle::Step;
 
 pub use algo::RedundantDependency;
 pub use build::StageGraphBuilder;
+pub use condition::{Condition, Settled, SkipReason};
+// `Concurrency` is defined below, beside `StageSpec`.
 pub use critical::CriticalPath;
 pub use index::{IndexOutOfRange, StageIndex};
+pub use matrix::Matrix;
 pub use policy::{Backoff, RetryPolicy};
 pub use visit::{AllDependencies, AllStages, Dependencies, StageIndices, StageRefs, StageSet};
 
@@ -134,6 +140,32 @@ pub enum GraphError {
         stage: StageId,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// A stage's condition names a stage that is not one of its direct dependencies.
+    #[error(
+        "stage `{stage}` runs when `{dependency}` fails, but `{dependency}` is not one of its dependencies"
+    )]
+    ConditionOnNonDependency {
+        /// The stage with the condition.
+        stage: StageId,
+        /// The stage the condition names.
+        dependency: StageId,
+    },
+    /// A matrix has no combination to run (an axis without values, or every combination
+    /// excluded and nothing included).
+    #[error("the matrix of stage `{stage}` has no combinations")]
+    EmptyMatrix {
+        /// The matrix stage's base id.
+        stage: StageId,
+    },
+    /// A matrix stage's id clashes: its base id is another stage's id, or two of its
+    /// combinations (or a combination and another stage) have the same id.
+    #[error("the matrix of stage `{stage}` makes the id `{id}`, which is already taken")]
+    MatrixClash {
+        /// The matrix stage's base id.
+        stage: StageId,
+        /// The id that clashes.
+        id: StageId,
     },
     /// A lifecycle step that must have at least one stage has none.
     #[error("the {step} step has no stages, but a pipeline needs at least one")]
@@ -223,6 +255,73 @@ pub struct StageSpec {
     /// may depend on other stages but no ordinary stage may depend on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub finally: bool,
+    /// When the stage runs, decided once its dependencies have settled (by default: when
+    /// they all succeeded). A stage whose condition says no is reported as skipped with the
+    /// reason. Finally stages take no condition: they always run.
+    #[serde(default, skip_serializing_if = "Condition::is_on_success")]
+    pub when: Condition,
+    /// A failure of this stage (after its retries) does not fail the step: its dependents
+    /// see a success, and its report keeps the failure (GitHub's `continue-on-error`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_error: bool,
+    /// The values of this stage's matrix combination (axis → value), for a stage expanded
+    /// from a [`Matrix`]; empty otherwise. Executors read them from the spec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub matrix: BTreeMap<String, String>,
+    /// The concurrency group the stage holds while it runs, across steps and releases (see
+    /// [`Concurrency`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+}
+
+/// A concurrency group across releases (GitHub Actions' `concurrency`, GitLab's resource
+/// groups): of all the stages in group `group`, in any step of any release the engine runs,
+/// one runs at a time. A newcomer queues behind the stage in flight, oldest first; with
+/// `cancel_in_progress`, it cancels that stage (and every older one waiting) instead,
+/// which then ends [`Cancelled`](crate::executor::StageStatus::Cancelled) with
+/// [`Superseded`](crate::engine::Superseded) as its error, and is not retried.
+///
+/// Unlike [`StageSpec::group`] (a limit on stages at once within one step), this is held
+/// by the engine's [`ConcurrencyGroups`](crate::engine::ConcurrencyGroups), which every
+/// release of a pipeline shares. Waiting for the group counts against the stage's worker
+/// and its timeouts.
+///
+/// ```
+/// use tollgate::graph::{Concurrency, StageSpec};
+///
+/// let deploy = StageSpec::deploy("production").concurrency(Concurrency::cancel_in_progress("prod"));
+/// assert_eq!(deploy.concurrency.as_ref().map(|c| c.group.as_str()), Some("prod"));
+/// let json = serde_json::to_string(&deploy)?;
+/// assert!(json.contains(r#""concurrency":{"group":"prod","cancel_in_progress":true}"#), "{json}");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// The group's name.
+    pub group: String,
+    /// Whether a newcomer cancels the stage in flight (and older waiters) instead of
+    /// queueing behind it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_in_progress: bool,
+}
+
+impl Concurrency {
+    /// The group `group`, where a newcomer queues behind the stage in flight.
+    pub fn queue(group: impl Into<String>) -> Self {
+        Concurrency {
+            group: group.into(),
+            cancel_in_progress: false,
+        }
+    }
+
+    /// The group `group`, where a newcomer cancels the stage in flight.
+    pub fn cancel_in_progress(group: impl Into<String>) -> Self {
+        Concurrency {
+            group: group.into(),
+            cancel_in_progress: true,
+        }
+    }
 }
 
 impl StageSpec {
@@ -239,6 +338,10 @@ impl StageSpec {
             timeout: None,
             group: None,
             finally: false,
+            when: Condition::OnSuccess,
+            continue_on_error: false,
+            matrix: BTreeMap::new(),
+            concurrency: None,
         }
     }
 
@@ -317,15 +420,62 @@ impl StageSpec {
         self.finally = true;
         self
     }
+
+    /// Sets when the stage runs (see [`Condition`]).
+    ///
+    /// ```
+    /// use tollgate::graph::{Condition, StageGraph, StageSpec};
+    ///
+    /// let graph = StageGraph::builder()
+    ///     .stage(StageSpec::test("unit"))
+    ///     .stage(StageSpec::test("triage").after("unit").when(Condition::OnFailure))
+    ///     .build()?;
+    /// assert_eq!(graph.get("triage").unwrap().when, Condition::OnFailure);
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    #[must_use]
+    pub fn when(mut self, condition: Condition) -> Self {
+        self.when = condition;
+        self
+    }
+
+    /// Runs this stage when its dependency `dependency` failed:
+    /// `when(Condition::DependencyFailed(dependency))`.
+    #[must_use]
+    pub fn when_failed(self, dependency: impl Into<String>) -> Self {
+        self.when(Condition::DependencyFailed(StageId::unchecked(dependency)))
+    }
+
+    /// Puts the stage in a concurrency group across releases (see [`Concurrency`]).
+    #[must_use]
+    pub fn concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.concurrency = Some(concurrency);
+        self
+    }
+
+    /// Lets this stage fail without failing the step (see
+    /// [`continue_on_error`](StageSpec::continue_on_error)).
+    #[must_use]
+    pub fn continue_on_error(mut self) -> Self {
+        self.continue_on_error = true;
+        self
+    }
 }
 
 /// The few facts about a stage that the engine reads for every stage of a step.
 #[derive(Debug, Clone, Copy)]
+// Five flags read per stage in the hot loop: plain bools stay as cheap to read as bits and
+// keep each use self-explaining.
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct Placement {
     pub(crate) step: Step,
     pub(crate) finally: bool,
     /// Whether it has an attempt or stage timeout.
     pub(crate) timed: bool,
+    /// Whether its condition is not the default (`OnSuccess`).
+    pub(crate) conditional: bool,
+    /// Whether it is in a concurrency group across releases.
+    pub(crate) exclusive: bool,
 }
 
 /// A validated, immutable DAG of stages.
@@ -443,6 +593,16 @@ impl StageGraph {
     /// Whether stage `i` is a finally stage.
     pub(crate) fn is_finally(&self, i: usize) -> bool {
         self.placement[i].finally
+    }
+
+    /// Whether stage `i` is in a concurrency group across releases.
+    pub(crate) fn is_exclusive(&self, i: usize) -> bool {
+        self.placement[i].exclusive
+    }
+
+    /// Whether stage `i` has a condition other than the default.
+    pub(crate) fn is_conditional(&self, i: usize) -> bool {
+        self.placement[i].conditional
     }
 
     /// Whether stage `i` has an attempt or stage timeout.

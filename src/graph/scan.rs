@@ -104,6 +104,8 @@ pub(super) fn scan(
             step: spec.step,
             finally: spec.finally,
             timed: spec.timeout.is_some() || spec.attempt_timeout.is_some(),
+            conditional: !spec.when.is_on_success(),
+            exclusive: spec.concurrency.is_some(),
         });
         weights.push(weight(spec));
         present[spec.step as usize] = true;
@@ -231,8 +233,15 @@ fn policy_problem(spec: &StageSpec) -> Option<&'static str> {
         || spec.timeout.is_some_and(|d| d.is_zero())
     {
         Some("a timeout must be longer than zero")
-    } else if spec.group.as_deref().is_some_and(|g| g.trim().is_empty()) {
+    } else if spec.group.as_deref().is_some_and(|g| g.trim().is_empty())
+        || spec
+            .concurrency
+            .as_ref()
+            .is_some_and(|c| c.group.trim().is_empty())
+    {
         Some("a concurrency group needs a name")
+    } else if spec.finally && !spec.when.is_on_success() {
+        Some("a finally stage always runs: it takes no condition")
     } else {
         None
     }

@@ -273,8 +273,15 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
                     });
                 }
             };
-            executors.push((executor, stage.retry_if));
-            graph.push(stage.spec);
+            if let Some(matrix) = &stage.matrix {
+                // One executor per combination: the stage's, shared.
+                for _ in 0..graph.push_matrix(stage.spec, matrix) {
+                    executors.push((Arc::clone(&executor), stage.retry_if.clone()));
+                }
+            } else {
+                executors.push((executor, stage.retry_if));
+                graph.push(stage.spec);
+            }
         }
         for step in Step::ALL {
             graph = graph.require_step(step);
@@ -761,6 +768,8 @@ impl<M: Mode> Pipeline<M> {
                 graph: &self.graph,
                 step,
                 labels: StepLabels {
+                    graph: &self.graph,
+                    prior_outputs: &prior,
                     release: release.id(),
                     revision: &release.revision().id,
                     artifact: release.artifact(),
@@ -867,6 +876,8 @@ impl<M: Mode> Pipeline<M> {
             graph: &self.graph,
             step: Step::Deploy,
             labels: StepLabels {
+                graph: &self.graph,
+                prior_outputs: &prior,
                 release,
                 revision,
                 artifact: Some(artifact),

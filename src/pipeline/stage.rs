@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use crate::engine::{AttemptFailure, RetryPolicy, RetryPredicate};
 use crate::executor::Executor;
-use crate::graph::StageSpec;
+use crate::graph::{Concurrency, Condition, Matrix, StageSpec};
 
 /// A stage of a pipeline: its [`StageSpec`] and the executor that runs it.
 pub struct Stage {
     pub(super) spec: StageSpec,
     pub(super) executor: Option<Arc<dyn Executor>>,
     pub(super) retry_if: Option<Arc<RetryPredicate>>,
+    pub(super) matrix: Option<Matrix>,
 }
 
 impl fmt::Debug for Stage {
@@ -21,6 +22,7 @@ impl fmt::Debug for Stage {
             .field("spec", &self.spec)
             .field("has_executor", &self.executor.is_some())
             .field("has_retry_if", &self.retry_if.is_some())
+            .field("matrix", &self.matrix)
             .finish()
     }
 }
@@ -33,6 +35,7 @@ impl Stage {
             spec,
             executor: None,
             retry_if: None,
+            matrix: None,
         }
     }
 
@@ -132,6 +135,64 @@ impl Stage {
     #[must_use]
     pub fn finally(mut self) -> Self {
         self.spec = self.spec.finally();
+        self
+    }
+
+    /// Sets when the stage runs (see [`Condition`]).
+    #[must_use]
+    pub fn when(mut self, condition: Condition) -> Self {
+        self.spec = self.spec.when(condition);
+        self
+    }
+
+    /// Runs the stage when its dependency `dependency` failed (see
+    /// [`StageSpec::when_failed`]).
+    #[must_use]
+    pub fn when_failed(mut self, dependency: impl Into<String>) -> Self {
+        self.spec = self.spec.when_failed(dependency);
+        self
+    }
+
+    /// Lets the stage fail without failing its step (see
+    /// [`StageSpec::continue_on_error`]).
+    #[must_use]
+    pub fn continue_on_error(mut self) -> Self {
+        self.spec = self.spec.continue_on_error();
+        self
+    }
+
+    /// Puts the stage in a concurrency group across releases (see [`Concurrency`]).
+    #[must_use]
+    pub fn concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.spec = self.spec.concurrency(concurrency);
+        self
+    }
+
+    /// Expands the stage into one stage per combination of `matrix`, each run by this
+    /// stage's executor, which reads its combination from
+    /// [`StageContext::spec`](crate::executor::StageContext::spec)`().matrix` (see
+    /// [`Matrix`]).
+    ///
+    /// ```
+    /// use tollgate::executor::{self, StageOutcome};
+    /// use tollgate::graph::Matrix;
+    /// use tollgate::pipeline::{Pipeline, Stage};
+    /// use tollgate::prelude::*;
+    ///
+    /// let ok = || executor::from_fn(|_| Ok(StageOutcome::success()));
+    /// let pipeline = Pipeline::<Deployment>::builder("shop")
+    ///     .stage(Stage::build("compile").run(ok()))
+    ///     .stage(Stage::test("test").after("compile").matrix(Matrix::new().axis("os", ["linux", "macos"])).run(ok()))
+    ///     .stage(Stage::stage("staging").after("test").run(ok()))
+    ///     .stage(Stage::deploy("production").run(ok()))
+    ///     .build()?;
+    /// assert!(pipeline.graph().contains("test (os=macos)"));
+    /// assert_eq!(pipeline.graph().dependencies("staging")?.count(), 2);
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    #[must_use]
+    pub fn matrix(mut self, matrix: Matrix) -> Self {
+        self.matrix = Some(matrix);
         self
     }
 

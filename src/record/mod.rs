@@ -283,29 +283,40 @@ impl AnyRelease {
 
     /// The one artifact the build stages of `report` produced.
     pub(crate) fn artifact_from(&self, report: &StepReport) -> Result<ArtifactRef, ArtifactError> {
-        let mut found: Option<(&StageId, &ArtifactRef)> = None;
-        for stage in &report.stages {
-            let Some(artifact) = &stage.artifact else {
-                continue;
-            };
-            match found {
-                None => found = Some((&stage.id, artifact)),
-                Some((_, first)) if first.digest == artifact.digest => {}
-                Some((first_stage, first)) => {
+        let reported: Vec<(&StageId, &ArtifactRef)> = report
+            .stages
+            .iter()
+            .filter_map(|stage| Some((&stage.id, stage.artifact.as_deref()?)))
+            .collect();
+        let Some(&(_, first)) = reported.first() else {
+            return Err(ArtifactError::Missing {
+                release: self.id.clone(),
+            });
+        };
+        if reported.iter().all(|(_, a)| a.digest == first.digest) {
+            // One artifact (perhaps reported by several stages): the release carries it.
+            first.verify_manifest()?;
+            return Ok(first.clone());
+        }
+        // Several: one name, one digest, or the build is refused naming both stages.
+        let mut names: BTreeMap<&str, (&StageId, &ArtifactRef)> = BTreeMap::new();
+        for &(stage, artifact) in &reported {
+            if let Some(&(first_stage, first)) = names.get(artifact.name.as_str()) {
+                if first.digest != artifact.digest {
                     return Err(ArtifactError::Conflicting {
                         first_stage: first_stage.clone(),
                         first: first.digest.clone(),
-                        second_stage: stage.id.clone(),
+                        second_stage: stage.clone(),
                         second: artifact.digest.clone(),
                     });
                 }
             }
+            names.insert(&artifact.name, (stage, artifact));
         }
-        found
-            .map(|(_, a)| a.clone())
-            .ok_or_else(|| ArtifactError::Missing {
-                release: self.id.clone(),
-            })
+        ArtifactRef::manifest(
+            self.id.as_str(),
+            names.into_values().map(|(_, artifact)| artifact.clone()),
+        )
     }
 
     pub(crate) fn push_step(&mut self, report: StepReport) {

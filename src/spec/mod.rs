@@ -209,6 +209,9 @@ impl StageDef {
             timeout: self.timeout,
             group: self.group.clone(),
             finally: self.finally,
+            // Conditions, `continue_on_error`, matrices and concurrency groups (issue 14's
+            // workflow features) have no spec fields yet: a spec's stage has the defaults.
+            ..StageSpec::new(self.id.as_str(), self.step)
         }
     }
 

@@ -11,9 +11,12 @@ mod support;
 mod fixture;
 
 mod cancellation;
+mod concurrency;
+mod conditions;
 mod events;
 mod failure_policy;
 mod faults;
+mod matrix;
 mod outputs;
 mod plans;
 mod properties;

@@ -73,3 +73,60 @@ fn outputs_reach_direct_dependents_and_only_them() {
         Some("shop-1.4.0.tar")
     );
 }
+
+#[test]
+fn a_stage_reads_the_outputs_of_any_stage_the_graph_runs_before_it() {
+    use tollgate::executor::OutputError;
+    // `version` → `package` → `publish`, and `lint` beside them.
+    let graph = graph_of([
+        StageSpec::test("version"),
+        StageSpec::test("package").after("version"),
+        StageSpec::test("publish").after("package"),
+        StageSpec::test("lint"),
+    ]);
+    let seen: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let executor = from_fn(move |ctx| {
+        let said = |what: String| {
+            record.lock().unwrap().insert(ctx.stage().to_string(), what);
+        };
+        match ctx.stage().as_str() {
+            "version" => return Ok(StageOutcome::success().output("v", "1.4.0")),
+            "publish" => {
+                // Two steps up the graph, not a direct dependency.
+                said(format!("{:?}", ctx.output("version", "v")));
+                assert_eq!(ctx.input("version", "v"), None, "`input` stays direct");
+                assert_eq!(ctx.output("version", "missing"), Ok(None));
+                assert_eq!(
+                    ctx.outputs_of("version").unwrap().map(BTreeMap::len),
+                    Some(1)
+                );
+            }
+            "lint" => {
+                let error = ctx.output("version", "v").unwrap_err();
+                assert_eq!(
+                    error.to_string(),
+                    "stage `lint` reads the outputs of `version`, which the graph does not run before it"
+                );
+                said(format!("{error:?}"));
+                let unknown = ctx.output("nowhere", "v").unwrap_err();
+                assert!(
+                    matches!(unknown, OutputError::UnknownStage { .. }),
+                    "{unknown:?}"
+                );
+            }
+            "package" => {
+                // A dependent is not before: refused, even though it may have run already.
+                let error = ctx.output("publish", "v").unwrap_err();
+                assert!(matches!(error, OutputError::NotBefore { .. }), "{error:?}");
+            }
+            _ => {}
+        }
+        Ok(StageOutcome::success())
+    });
+    let report = run(&Engine::new(), &graph, &executor, &clock());
+    assert!(report.succeeded(), "{report:?}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen["publish"], r#"Ok(Some("1.4.0"))"#);
+    assert!(seen["lint"].starts_with("NotBefore"), "{}", seen["lint"]);
+}

@@ -84,11 +84,11 @@ fn a_build_that_reports_no_artifact_fails_with_no_artifact() {
 }
 
 #[test]
-fn two_build_stages_with_different_artifacts_conflict() {
+fn two_build_stages_with_different_artifacts_under_one_name_conflict() {
     let clock = clock();
     let reports = |name: &'static str| {
         from_fn(move |_| {
-            Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes(name, name.as_bytes())))
+            Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes("app", name.as_bytes())))
         })
     };
     let pipeline = deployment_building_with(
@@ -125,6 +125,71 @@ fn two_build_stages_with_different_artifacts_conflict() {
         "{message}"
     );
     assert_eq!(refused.into_release().state(), StateName::Commit);
+}
+
+#[test]
+fn named_artifacts_of_several_build_stages_make_one_manifest_checked_at_every_move() {
+    let clock = clock();
+    let reports = |name: &'static str| {
+        from_fn(move |_| {
+            Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes(name, name.as_bytes())))
+        })
+    };
+    let pipeline = deployment_building_with(
+        &clock,
+        [
+            Stage::build("server").run(reports("server.tar.gz")),
+            Stage::build("client").run(reports("client.tar.gz")),
+        ],
+    );
+    let (built, artifact) = built(&pipeline, "r1", "aaa");
+    // One release digest: the manifest's, over both named artifacts.
+    assert_eq!(artifact.artifacts.len(), 2);
+    assert_eq!(
+        artifact.artifacts["server.tar.gz"],
+        Digest::sha256(b"server.tar.gz")
+    );
+    assert_eq!(
+        artifact.digest,
+        ArtifactRef::manifest_digest(&artifact.artifacts)
+    );
+    assert_eq!(built.artifact(), &artifact);
+
+    // A manifest whose list was edited but kept the digest is refused at the next move.
+    let mut edited = artifact.clone();
+    edited
+        .artifacts
+        .insert("server.tar.gz".into(), Digest::sha256(b"a backdoor"));
+    let refused = block_on(built.test(&pipeline, &edited)).unwrap_err();
+    assert!(
+        matches!(
+            refused.error(),
+            Error::Artifact(ArtifactError::ManifestMismatch { .. })
+        ),
+        "{:?}",
+        refused.error()
+    );
+    // One artifact less is another digest: a mismatch.
+    let built = refused.into_release();
+    let fewer = ArtifactRef::manifest(
+        "r1",
+        [ArtifactRef::from_bytes("server.tar.gz", b"server.tar.gz")],
+    )
+    .unwrap();
+    let refused = block_on(built.test(&pipeline, &fewer)).unwrap_err();
+    assert!(
+        matches!(
+            refused.error(),
+            Error::Artifact(ArtifactError::Mismatch { .. })
+        ),
+        "{:?}",
+        refused.error()
+    );
+    // The manifest itself passes, and the restored release carries the same one.
+    let tested = block_on(refused.into_release().test(&pipeline, &artifact)).unwrap();
+    assert_eq!(tested.artifact(), &artifact);
+    let restored = block_on(pipeline.restore(tested.id().as_str())).unwrap();
+    assert_eq!(restored.record().artifact(), Some(&artifact));
 }
 
 #[test]

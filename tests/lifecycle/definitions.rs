@@ -143,12 +143,12 @@ fn invalid_names_are_refused_with_what_was_wrong() {
 
     let error = deployment("shop", &clock)
         .stages(stages_after_build([
-            Stage::build("has space").run(compile())
+            Stage::build("has;semicolon").run(compile())
         ]))
         .build()
         .unwrap_err();
     assert!(
-        matches!(&error, Error::Graph(GraphError::InvalidStageId { id, .. }) if id == "has space"),
+        matches!(&error, Error::Graph(GraphError::InvalidStageId { id, .. }) if id == "has;semicolon"),
         "{error:?}"
     );
     assert_eq!(error.kind(), ErrorKind::InvalidDefinition);

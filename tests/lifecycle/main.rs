@@ -28,6 +28,7 @@ mod gates;
 mod interleavings;
 mod restores;
 mod resume;
+mod workflow;
 
 use std::sync::Arc;
 use std::time::Duration;

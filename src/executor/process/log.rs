@@ -153,8 +153,12 @@ impl Capture {
     /// dropping the tail's oldest lines to make room. `whole` is false for a piece of a line
     /// too long to keep whole, which is never read as a command.
     fn line(&mut self, stream: Stream, text: &[u8], whole: bool) {
-        if whole && stream == Stream::Stdout && input_is_command(text) {
-            self.commands.read(&String::from_utf8_lossy(text));
+        if stream == Stream::Stdout {
+            if !whole {
+                self.commands.cut_line();
+            } else if self.commands.in_heredoc() || input_is_command(text) {
+                self.commands.read(&String::from_utf8_lossy(text));
+            }
         }
         let cost = text.len() + LINE_COST;
         let tag = match stream {
@@ -207,6 +211,7 @@ impl Capture {
     /// The log (after [`finish`](Self::finish) on both streams) and the commands read. The
     /// lines stay in the capture, for a cut-off that may still come to take its snapshot.
     pub(super) fn complete(&mut self) -> (Vec<LogLine>, Commands) {
+        self.commands.end();
         (self.lines(), std::mem::take(&mut self.commands))
     }
 

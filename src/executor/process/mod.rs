@@ -112,6 +112,10 @@ use crate::graph::StageId;
 /// Two kinds of lines on standard output are read as commands (and logged like any other):
 ///
 /// - `::output key=value` sets the named output `key`, which dependent stages see;
+/// - `::output key<<DELIMITER` sets `key` to a value of several lines: every line of
+///   standard output after it, up to a line that is exactly `DELIMITER`, joined with `\n`
+///   (GitHub Actions' form; choose a delimiter the value cannot contain). An output left
+///   open when the program ends, or with a line too long to keep, fails the stage;
 /// - `::artifact <name> <digest>` reports the artifact a build stage produced; the digest is
 ///   parsed with [`Digest`]'s `FromStr` (`sha256:<hex>`), and a malformed one fails the stage.
 ///
@@ -127,6 +131,7 @@ use crate::graph::StageId;
 /// | `TOLLGATE_REVISION` | the source revision id |
 /// | `TOLLGATE_IDEMPOTENCY_KEY` | the attempt's idempotency key (the same for attempt n of this stage across a crash and takeover; see `StageContext::idempotency_key`) |
 /// | `TOLLGATE_ATTEMPT` | which attempt this is, from `1` |
+/// | `TOLLGATE_MATRIX_<AXIS>` | each value of the stage's matrix combination ([`StageSpec::matrix`](crate::graph::StageSpec::matrix)) |
 /// | `TOLLGATE_ARTIFACT_NAME`, `TOLLGATE_ARTIFACT_DIGEST` | the release's artifact, after the build step |
 /// | `TOLLGATE_ENVIRONMENT` | the environment deployed to, in the stage and deploy steps |
 /// | `TOLLGATE_INPUT_<STAGE>_<KEY>` | each output of each direct dependency |
@@ -428,6 +433,9 @@ impl ProcessExecutor {
             for (key, value) in outputs {
                 command.env(input_variable(stage.as_str(), key), value);
             }
+        }
+        for (axis, value) in &ctx.spec().matrix {
+            command.env(format!("TOLLGATE_MATRIX_{}", shout(axis)), value);
         }
         if let Some(outcome) = ctx.step_outcome() {
             command.env("TOLLGATE_STEP_OUTCOME", step_outcome_word(outcome));
@@ -737,6 +745,9 @@ struct Commands {
     /// The bytes of the outputs' keys and values, which may not pass `limit`.
     bytes: usize,
     limit: usize,
+    /// A multi-line output being read (`::output key<<DELIMITER`): its key, its delimiter
+    /// and its lines so far (`None` before the first).
+    heredoc: Option<(String, String, Option<String>)>,
 }
 
 impl Commands {
@@ -747,23 +758,76 @@ impl Commands {
         }
     }
 
-    /// Reads one line of standard output; anything but a command is ignored.
+    /// Whether a multi-line output is being read: every line of standard output is then
+    /// read, command or not.
+    fn in_heredoc(&self) -> bool {
+        self.heredoc.is_some()
+    }
+
+    /// Sets the output `key` to `value`, unless the outputs would pass the limit.
+    fn set(&mut self, key: &str, value: String) {
+        let before = self.outputs.get(key).map_or(0, |v| key.len() + v.len());
+        let bytes = self.bytes - before + key.len() + value.len();
+        if bytes > self.limit {
+            self.over_limit();
+            return;
+        }
+        self.bytes = bytes;
+        self.outputs.insert(key.to_owned(), value);
+    }
+
+    fn over_limit(&mut self) {
+        let limit = self.limit;
+        self.malformed.get_or_insert_with(|| {
+            format!("outputs take more than the log limit of {limit} bytes")
+        });
+    }
+
+    /// A piece of a line too long to keep whole arrived: inside a multi-line output it
+    /// would lose text, so the output is refused.
+    fn cut_line(&mut self) {
+        if let Some((key, _, _)) = self.heredoc.take() {
+            self.malformed.get_or_insert_with(|| {
+                format!("a line of the multi-line output `{key}` is too long to keep")
+            });
+        }
+    }
+
+    /// Standard output ended: a multi-line output still open is malformed.
+    fn end(&mut self) {
+        if let Some((key, delimiter, _)) = self.heredoc.take() {
+            self.malformed.get_or_insert_with(|| {
+                format!("the multi-line output `{key}` is not closed by a line `{delimiter}`")
+            });
+        }
+    }
+
+    /// Reads one line of standard output; anything but a command (or a line of a
+    /// multi-line output) is ignored.
     fn read(&mut self, line: &str) {
-        match parse_command(line) {
-            Some(Ok(Report::Output(key, value))) => {
-                let before = self.outputs.get(key).map_or(0, |v| key.len() + v.len());
-                let bytes = self.bytes - before + key.len() + value.len();
-                if bytes > self.limit {
-                    self.malformed.get_or_insert_with(|| {
-                        format!(
-                            "outputs take more than the log limit of {} bytes",
-                            self.limit
-                        )
-                    });
-                    return;
+        if let Some((_, delimiter, value)) = &mut self.heredoc {
+            if line == delimiter {
+                if let Some((key, _, value)) = self.heredoc.take() {
+                    self.set(&key, value.unwrap_or_default());
                 }
-                self.bytes = bytes;
-                self.outputs.insert(key.to_owned(), value.to_owned());
+                return;
+            }
+            let value = value.get_or_insert_with(String::new);
+            if !value.is_empty() || line.is_empty() {
+                // Lines are joined with `\n`; an empty first line still counts as a line.
+                value.push('\n');
+            }
+            value.push_str(line);
+            if value.len() > self.limit {
+                self.heredoc = None;
+                self.over_limit();
+            }
+            return;
+        }
+        match parse_command(line) {
+            Some(Ok(Report::Output(key, value))) => self.set(key, value.to_owned()),
+            Some(Ok(Report::Heredoc(key, delimiter))) => {
+                self.heredoc = Some((key.to_owned(), delimiter.to_owned(), None));
             }
             Some(Ok(Report::Artifact(reported))) => match &self.artifact {
                 Some(first) if *first != reported => {
@@ -784,11 +848,22 @@ impl Commands {
     }
 }
 
+/// `key<<DELIMITER`, when `rest` (what follows `::output `) is one: a key without `=` or
+/// whitespace, and a delimiter without whitespace.
+fn heredoc(rest: &str) -> Option<(&str, &str)> {
+    let (key, delimiter) = rest.split_once("<<")?;
+    let word = |w: &str| !w.is_empty() && !w.contains(char::is_whitespace);
+    (word(key) && !key.contains('=') && word(delimiter)).then_some((key, delimiter))
+}
+
 /// A command a program sends on standard output.
 #[derive(Debug, PartialEq, Eq)]
 enum Report<'a> {
     /// `::output key=value`
     Output(&'a str, &'a str),
+    /// `::output key<<DELIMITER`: the value is every following line up to a line that is
+    /// exactly `DELIMITER`, joined with `\n` (GitHub Actions' multi-line outputs).
+    Heredoc(&'a str, &'a str),
     /// `::artifact <name> <digest>`
     Artifact(ArtifactRef),
 }
@@ -801,12 +876,18 @@ fn parse_command(line: &str) -> Option<Result<Report<'_>, String>> {
         .split_once(' ')
         .unwrap_or((line, ""));
     match command {
-        "output" | "::output" => Some(
-            rest.split_once('=')
+        "output" | "::output" => Some(match heredoc(rest) {
+            Some((key, delimiter)) => Ok(Report::Heredoc(key, delimiter)),
+            None => rest
+                .split_once('=')
                 .filter(|(key, _)| !key.is_empty() && !key.contains(char::is_whitespace))
                 .map(|(key, value)| Report::Output(key, value))
-                .ok_or_else(|| format!("malformed line `{line}`: expected `::output key=value`")),
-        ),
+                .ok_or_else(|| {
+                    format!(
+                        "malformed line `{line}`: expected `::output key=value` or `::output key<<DELIMITER`"
+                    )
+                }),
+        }),
         "artifact" | "::artifact" => {
             let mut words = rest.split_whitespace();
             let (Some(name), Some(digest), None) = (words.next(), words.next(), words.next())
@@ -843,6 +924,74 @@ mod tests {
             "TOLLGATE_INPUT_E2E_TESTS_REPORT_URL"
         );
         assert_eq!(input_variable("bâtir", "x"), "TOLLGATE_INPUT_B_TIR_X");
+    }
+
+    #[test]
+    fn a_multi_line_output_runs_to_its_delimiter_and_keeps_empty_and_command_like_lines() {
+        let mut commands = Commands::new(ProcessExecutor::DEFAULT_LOG_LIMIT);
+        for line in [
+            "::output notes<<EOF",
+            "first line",
+            "",
+            "::output not=a command",
+            "EOF trailing is not the end",
+            "EOF",
+            "::output after=1",
+            "::output empty<<END",
+            "END",
+            "::output blank<<END",
+            "",
+            "END",
+        ] {
+            commands.read(line);
+        }
+        commands.end();
+        assert_eq!(commands.malformed, None);
+        assert_eq!(
+            commands.outputs["notes"],
+            "first line\n\n::output not=a command\nEOF trailing is not the end"
+        );
+        assert_eq!(commands.outputs["after"], "1");
+        assert!(!commands.outputs.contains_key("not"));
+        assert_eq!(commands.outputs["empty"], "");
+        assert_eq!(commands.outputs["blank"], "\n");
+        // `key=value` still wins when the value holds `<<`.
+        assert_eq!(
+            parse_command("::output shift=a<<b"),
+            Some(Ok(Report::Output("shift", "a<<b")))
+        );
+        assert_eq!(
+            parse_command("::output notes<<EOF"),
+            Some(Ok(Report::Heredoc("notes", "EOF")))
+        );
+    }
+
+    #[test]
+    fn a_multi_line_output_left_open_or_too_big_fails_the_stage_naming_it() {
+        let mut commands = Commands::new(ProcessExecutor::DEFAULT_LOG_LIMIT);
+        commands.read("::output notes<<EOF");
+        commands.read("never closed");
+        commands.end();
+        assert_eq!(
+            commands.malformed.as_deref(),
+            Some("the multi-line output `notes` is not closed by a line `EOF`")
+        );
+        assert!(!commands.outputs.contains_key("notes"));
+
+        let mut commands = Commands::new(16);
+        commands.read("::output big<<EOF");
+        commands.read("0123456789");
+        commands.read("0123456789");
+        commands.read("EOF");
+        assert!(
+            commands
+                .malformed
+                .as_deref()
+                .is_some_and(|m| m.contains("log limit")),
+            "{:?}",
+            commands.malformed
+        );
+        assert!(!commands.outputs.contains_key("big"));
     }
 
     #[test]
