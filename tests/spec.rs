@@ -297,6 +297,18 @@ fn graph_errors_of_a_spec_name_the_stages() {
 }
 
 #[test]
+fn a_jitter_over_a_hundred_percent_is_refused_not_run() {
+    let mut spec = base();
+    spec["stages"][0]["retry"]["jitter_percent"] = json!(250);
+    let spec = parse_json(&spec).unwrap();
+    let error = Pipeline::<Delivery>::from_spec(&spec, &GateRegistry::new()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "stage `compile` has an invalid policy: a retry's jitter is a percentage, from 0 to 100"
+    );
+}
+
+#[test]
 fn an_invalid_stage_id_is_refused_where_it_is_written() {
     let mut spec = base();
     spec["stages"][2]["id"] = json!("has space");
@@ -499,15 +511,23 @@ fn gate() -> impl Strategy<Value = GateSpec> {
     let params = prop_oneof![
         duration().prop_map(|d| (
             "soak",
-            GateParams::new().with("duration", tollgate::time::format_duration(d))
+            GateParams::new()
+                .with("duration", tollgate::time::format_duration(d))
+                .unwrap()
         )),
-        (0usize..3).prop_map(|n| ("test_results", GateParams::new().with("max_flaky", n))),
+        (0usize..3).prop_map(|n| (
+            "test_results",
+            GateParams::new().with("max_flaky", n).unwrap()
+        )),
         Just((
             "change_windows",
-            GateParams::new().with("offset", "+01:00").with(
-                "deny_weekly",
-                json!([{ "name": "weekend", "from": "Fri 16:00", "to": "Mon 08:00" }])
-            )
+            GateParams::new()
+                .with("offset", "+01:00")
+                .and_then(|p| p.with(
+                    "deny_weekly",
+                    json!([{ "name": "weekend", "from": "Fri 16:00", "to": "Mon 08:00" }])
+                ))
+                .unwrap()
         )),
     ];
     let on = prop_oneof![
