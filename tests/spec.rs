@@ -325,13 +325,13 @@ fn a_jitter_over_a_hundred_percent_is_refused_not_run() {
 #[test]
 fn an_invalid_stage_id_is_refused_where_it_is_written() {
     let mut spec = base();
-    spec["stages"][2]["id"] = json!("has space");
+    spec["stages"][2]["id"] = json!("deploy|prod");
     let error = parse_json(&spec).unwrap_err();
     let SpecError::Invalid { path, location, .. } = &error else {
         panic!("{error}")
     };
     assert_eq!(path, "stages[2].id");
-    assert_eq!(location.text, "\"has space\"");
+    assert_eq!(location.text, "\"deploy|prod\"");
 }
 
 #[test]
