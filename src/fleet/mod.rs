@@ -752,7 +752,11 @@ impl<M: Mode> Fleet<M> {
                     found: release.artifact().digest.clone(),
                 });
             }
-            self.submit(vec![fact]).await?;
+            match self.submit(vec![fact]).await {
+                // Another process registered it first: the same release, by its own facts.
+                Ok(_) | Err(FleetError::DuplicateRelease { .. }) => {}
+                Err(error) => return Err(error),
+            }
             let mut state = self.lock();
             let index = state.release(release.id().as_str())?;
             state.releases[index as usize].approved_at = proof.approved;
