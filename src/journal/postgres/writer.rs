@@ -120,12 +120,25 @@ impl Writer {
         let sql = &*self.sql;
         let database = &self.connector.database;
         let tx = client.transaction().await.map_err(db)?;
-        let locked: i64 = tx.query_one(&sql.lock_head, &[]).await.map_err(db)?.get(0);
-        let (mut head, mut head_hash) =
-            match tx.query_opt(&sql.last_entry, &[]).await.map_err(db)? {
-                Some(row) => head_of(&row, database)?,
-                None => (0, ChainHash::GENESIS),
-            };
+        let keys: BTreeSet<&[u8]> = appends
+            .iter()
+            .flat_map(|a| a.iter().map(|e| e.key.as_bytes()))
+            .collect();
+        let keys: Vec<&[u8]> = keys.into_iter().collect();
+        // Sent together (tokio-postgres pipelines them) and run in order by the server: the
+        // lock first, so the two reads after it see the head every other writer committed.
+        let (locked, last, key_rows) = futures::future::try_join3(
+            tx.query_one(&sql.lock_head, &[]),
+            tx.query_opt(&sql.last_entry, &[]),
+            tx.query(&sql.last_of_keys, &[&keys]),
+        )
+        .await
+        .map_err(db)?;
+        let locked: i64 = locked.get(0);
+        let (mut head, mut head_hash) = match last {
+            Some(row) => head_of(&row, database)?,
+            None => (0, ChainHash::GENESIS),
+        };
         if Seq::try_from(locked).ok() != Some(head) {
             return Err(Failed::Journal(JournalError::Corrupt {
                 seq: head,
@@ -135,14 +148,8 @@ impl Writer {
                 ),
             }));
         }
-
-        let keys: BTreeSet<&[u8]> = appends
-            .iter()
-            .flat_map(|a| a.iter().map(|e| e.key.as_bytes()))
-            .collect();
-        let keys: Vec<&[u8]> = keys.into_iter().collect();
         let mut last_of_key = LastOfKey::new();
-        for row in tx.query(&sql.last_of_keys, &[&keys]).await.map_err(db)? {
+        for row in key_rows {
             let key: Vec<u8> = row.get(0);
             let last: i64 = row.get(1);
             last_of_key.insert(
@@ -179,16 +186,17 @@ impl Writer {
         }
         if !columns.seq.is_empty() {
             let c = &columns;
-            tx.execute(
-                &sql.insert,
-                &[&c.seq, &c.key, &c.key_prev, &c.payload, &c.prev, &c.hash],
+            let head = to_sql(head)?;
+            futures::future::try_join3(
+                tx.execute(
+                    &sql.insert,
+                    &[&c.seq, &c.key, &c.key_prev, &c.payload, &c.prev, &c.hash],
+                ),
+                tx.execute(&sql.set_head, &[&head]),
+                tx.execute(&sql.notify, &[&sql.channel]),
             )
             .await
             .map_err(db)?;
-            tx.execute(&sql.set_head, &[&to_sql(head)?])
-                .await
-                .map_err(db)?;
-            tx.execute(&sql.notify, &[&sql.channel]).await.map_err(db)?;
         }
         tx.commit().await.map_err(|e| Failed::Db(e, true))?;
         Ok(answers)
