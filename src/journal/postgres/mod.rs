@@ -228,7 +228,7 @@ impl PgJournal {
                     key,
                     max_group,
                 };
-                tokio::spawn(writer.run(Some(client), requests));
+                tokio::spawn(writer.run(client, requests));
                 Ok(())
             })
         };
