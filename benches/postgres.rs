@@ -1,8 +1,9 @@
 //! Appends per second on the Postgres journal (feature `postgres`) with 1, 4 and 16
 //! concurrent writers, each making one-entry appends, beside a hand-written lower bound: the
-//! same number of connections, each running `BEGIN; INSERT (one row of the same size);
-//! COMMIT` in a loop (no chain, no lock, no head row). The journal serializes appends on its
-//! head row, so it reaches the bound by committing the appends waiting together.
+//! same number of connections, each running `BEGIN; INSERT (one row of the same size, a
+//! prepared statement); COMMIT` in a loop (no chain, no lock, no head row). The journal
+//! serializes appends on its head row, so it nears the bound only by committing the appends
+//! waiting together, in two round trips per transaction.
 //!
 //! Needs a server: `TOLLGATE_PG_URL=$(.ci/postgres.sh start /tmp/tgpg) cargo bench
 //! --features postgres --bench postgres`. It works in the schemas `bench_journal` and
@@ -19,7 +20,7 @@ use futures::future::join_all;
 use tollgate::journal::{ChainKey, Entry, Journal, PgJournal, PgJournalOptions};
 
 /// Appends each writer makes per measured run.
-const PER_WRITER: usize = 200;
+const PER_WRITER: usize = 100;
 
 /// Payload size: about a fact's.
 const PAYLOAD: usize = 300;
@@ -67,13 +68,18 @@ fn plain_run(
     let started = Instant::now();
     runtime.block_on(join_all(clients.iter().enumerate().map(
         |(w, client)| async move {
+            // Prepared once, as the journal's writer does.
+            let insert = client
+                .prepare("INSERT INTO bench_plain.journal VALUES ($1, $2, $3, $4, $5, $6)")
+                .await
+                .unwrap();
             for i in 0..PER_WRITER {
                 let seq = i64::try_from((round * clients.len() + w) * PER_WRITER + i).unwrap();
                 let key = format!("r{round}-{w}-{}", i % 8).into_bytes();
                 client.batch_execute("BEGIN").await.unwrap();
                 client
                     .execute(
-                        "INSERT INTO bench_plain.journal VALUES ($1, $2, $3, $4, $5, $6)",
+                        &insert,
                         &[
                             &seq,
                             &key,

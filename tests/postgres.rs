@@ -404,6 +404,21 @@ fn a_postgres_entry_over_the_limit_is_refused_before_anything_is_written() {
 }
 
 #[test]
+fn reading_past_the_end_of_a_postgres_journal_or_an_unknown_key_is_empty() {
+    let _server = server();
+    let journal = fresh("past");
+    block_on(journal.append(vec![entry("r1", "a"), entry("r1", "b")])).unwrap();
+    for from in [3, 1 << 40, u64::MAX] {
+        assert!(
+            block_on(journal.read(from, usize::MAX)).unwrap().is_empty(),
+            "from {from}"
+        );
+    }
+    assert_eq!(block_on(journal.read(0, 1)).unwrap().len(), 1);
+    assert!(block_on(journal.read_key("r2")).unwrap().is_empty());
+}
+
+#[test]
 fn restoring_one_release_from_a_million_postgres_facts_reads_the_key_index_only() {
     let _server = server();
     psql("DROP SCHEMA IF EXISTS million CASCADE");
@@ -612,8 +627,8 @@ fn postgres_replicas_appending_at_once_leave_no_gap_no_fork_and_each_turn_claime
 }
 
 /// Part of `an_approval_raced_by_postgres_replicas_is_used_once`: restores `r1`, issues its
-/// approval from the journal's votes and tries to approve and deploy it. Prints `deployed`
-/// or `refused <kind>`.
+/// approval from the journal's votes and tries to approve and deploy it. Prints `deployed`,
+/// `refused <kind>`, or `refused already <state>` when another replica moved it first.
 #[test]
 fn child_approver() {
     let Some((schema, _)) = playing("approver") else {
@@ -626,8 +641,16 @@ fn child_approver() {
         .unwrap();
     block_on(async {
         let restored = pipeline.restore("r1").await.unwrap();
+        if restored.state() != StateName::Staged {
+            // Another replica was quicker: the release moved on before this one looked.
+            println!("refused already {}", restored.state());
+            return;
+        }
         let staged = Release::<Staged, Delivery>::try_from(restored).unwrap();
-        let approval = pipeline.issue("r1").await.unwrap();
+        let Ok(approval) = pipeline.issue("r1").await else {
+            println!("refused already approved");
+            return;
+        };
         match staged.approve(&pipeline, approval).await {
             Ok(approved) => {
                 let artifact = approved.artifact().clone();
@@ -655,7 +678,15 @@ fn an_approval_raced_by_postgres_replicas_is_used_once() {
     let mut said: Vec<String> = children.into_iter().flat_map(lines_of).collect();
     said.retain(|l| l == "deployed" || l.starts_with("refused"));
     said.sort();
-    assert_eq!(said, ["deployed", "refused Conflict", "refused Conflict"]);
+    // One deploys; the others lose the race for the move (a conflict), or look after it.
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert_eq!(said[0], "deployed", "{said:?}");
+    for other in &said[1..] {
+        assert!(
+            other == "refused Conflict" || other.starts_with("refused already"),
+            "{said:?}"
+        );
+    }
 
     block_on(verify(&journal)).unwrap();
     let facts: Vec<Value> = block_on(journal.read_key("r1"))

@@ -29,7 +29,8 @@ use writer::WriteRequest;
 /// appends to. Cheap to clone: clones share the connections.
 ///
 /// - **Acknowledged when committed**: an append resolves only once the transaction holding
-///   its entries has committed.
+///   its entries has committed (durable as the server makes commits: keep its
+///   `synchronous_commit` on, the default).
 /// - **No gaps, no forks**: appends are serialized by a row lock (`SELECT … FOR UPDATE` on
 ///   the schema's one `head` row), taken before the last entry is read, so each entry is
 ///   linked to the committed head, and a reader (which sees committed rows only) never sees
@@ -227,7 +228,7 @@ impl PgJournal {
                     key,
                     max_group,
                 };
-                tokio::spawn(writer.run(Some(client), requests));
+                tokio::spawn(writer.run(client, requests));
                 Ok(())
             })
         };
@@ -373,7 +374,8 @@ impl Journal for PgJournal {
         }
         let reader = self.inner.reader.clone();
         spawn(&self.inner.runtime, async move {
-            let from = to_sql(from.max(1))?;
+            // Past the last possible entry there is nothing to read.
+            let from = i64::try_from(from.max(1)).unwrap_or(i64::MAX);
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let rows = reader.query(&reader.sql.read, &[&from, &limit]).await?;
             rows.iter()

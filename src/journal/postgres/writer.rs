@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use crate::journal::{ChainHash, ChainKey, Entry, JournalError, Seq, link_all};
 
@@ -43,11 +43,9 @@ impl From<JournalError> for Failed {
 impl Writer {
     /// Commits the appends as they come, every append waiting in one transaction, until every
     /// sender is gone.
-    pub async fn run(
-        self,
-        mut client: Option<Client>,
-        mut requests: mpsc::UnboundedReceiver<WriteRequest>,
-    ) {
+    pub async fn run(self, client: Client, mut requests: mpsc::UnboundedReceiver<WriteRequest>) {
+        // A failure here shows again, and is reported, at the first append.
+        let mut client = self.prepare(client).await.ok();
         while let Some(first) = requests.recv().await {
             let mut group = vec![first];
             let mut entries = group[0].entries.len();
@@ -80,25 +78,36 @@ impl Writer {
     /// attempt whose connection was lost before the commit was sent is made once more.
     async fn commit(
         &self,
-        client: &mut Option<Client>,
+        client: &mut Option<Prepared>,
         appends: &[&[Entry]],
     ) -> Result<Vec<Result<Seq, JournalError>>, JournalError> {
         let database = &self.connector.database;
         let mut tried = false;
         loop {
             let connection = match client.take() {
-                Some(c) if !c.is_closed() => c,
-                _ => self.connector.connect().await?,
+                Some(c) if !c.client.is_closed() => c,
+                _ => {
+                    let fresh = self.connector.connect().await?;
+                    self.prepare(fresh)
+                        .await
+                        .map_err(|e| describe_error(database, &e, false))?
+                }
             };
             let connection = client.insert(connection);
             match self.transaction(connection, appends).await {
                 Ok(answers) => return Ok(answers),
-                Err(Failed::Journal(error)) => return Err(error),
-                Err(Failed::Db(error, committing)) => {
-                    let gone = lost(&error);
-                    if gone {
+                Err(Failed::Journal(error)) => {
+                    // The transaction is still open: end it, or start afresh.
+                    if connection.client.batch_execute("ROLLBACK").await.is_err() {
                         *client = None;
                     }
+                    return Err(error);
+                }
+                Err(Failed::Db(error, committing)) => {
+                    let gone = lost(&error);
+                    // Whatever state the failed transaction left it in, a new connection
+                    // starts clean.
+                    *client = None;
                     if gone && !committing && !tried {
                         tried = true;
                         continue;
@@ -109,23 +118,68 @@ impl Writer {
         }
     }
 
-    /// One transaction: lock the head, read it and the keys' last entries, link every append
-    /// whose condition holds, insert them all, move the head, notify, commit.
+    /// The connection with the writer's statements prepared on it (once, not per append).
+    async fn prepare(&self, client: Client) -> Result<Prepared, tokio_postgres::Error> {
+        let sql = &*self.sql;
+        let (lock_head, last_entry, last_of_keys) = futures::future::try_join3(
+            client.prepare(&sql.lock_head),
+            client.prepare(&sql.last_entry),
+            client.prepare(&sql.last_of_keys),
+        )
+        .await?;
+        let (insert, set_head, notify) = futures::future::try_join3(
+            client.prepare(&sql.insert),
+            client.prepare(&sql.set_head),
+            client.prepare(&sql.notify),
+        )
+        .await?;
+        Ok(Prepared {
+            client,
+            lock_head,
+            last_entry,
+            last_of_keys,
+            insert,
+            set_head,
+            notify,
+        })
+    }
+
+    /// One transaction in two round trips: `BEGIN`, lock the head, read it and the keys'
+    /// last entries (sent together; the server runs them in order, so the reads see the head
+    /// every other writer committed); link every append whose condition holds; then insert
+    /// them all, move the head, notify and `COMMIT` (sent together: if one fails, the
+    /// transaction is aborted and the `COMMIT` rolls it back).
     async fn transaction(
         &self,
-        client: &mut Client,
+        p: &Prepared,
         appends: &[&[Entry]],
     ) -> Result<Vec<Result<Seq, JournalError>>, Failed> {
         let db = |e| Failed::Db(e, false);
         let sql = &*self.sql;
         let database = &self.connector.database;
-        let tx = client.transaction().await.map_err(db)?;
-        let locked: i64 = tx.query_one(&sql.lock_head, &[]).await.map_err(db)?.get(0);
-        let (mut head, mut head_hash) =
-            match tx.query_opt(&sql.last_entry, &[]).await.map_err(db)? {
-                Some(row) => head_of(&row, database)?,
-                None => (0, ChainHash::GENESIS),
-            };
+        let client = &p.client;
+        let keys: BTreeSet<&[u8]> = appends
+            .iter()
+            .flat_map(|a| a.iter().map(|e| e.key.as_bytes()))
+            .collect();
+        let keys: Vec<&[u8]> = keys.into_iter().collect();
+        let (((), locked), (last, key_rows)) = futures::future::try_join(
+            futures::future::try_join(
+                client.batch_execute("BEGIN"),
+                client.query_one(&p.lock_head, &[]),
+            ),
+            futures::future::try_join(
+                client.query_opt(&p.last_entry, &[]),
+                client.query(&p.last_of_keys, &[&keys]),
+            ),
+        )
+        .await
+        .map_err(db)?;
+        let locked: i64 = locked.get(0);
+        let (mut head, mut head_hash) = match last {
+            Some(row) => head_of(&row, database)?,
+            None => (0, ChainHash::GENESIS),
+        };
         if Seq::try_from(locked).ok() != Some(head) {
             return Err(Failed::Journal(JournalError::Corrupt {
                 seq: head,
@@ -135,14 +189,8 @@ impl Writer {
                 ),
             }));
         }
-
-        let keys: BTreeSet<&[u8]> = appends
-            .iter()
-            .flat_map(|a| a.iter().map(|e| e.key.as_bytes()))
-            .collect();
-        let keys: Vec<&[u8]> = keys.into_iter().collect();
         let mut last_of_key = LastOfKey::new();
-        for row in tx.query(&sql.last_of_keys, &[&keys]).await.map_err(db)? {
+        for row in key_rows {
             let key: Vec<u8> = row.get(0);
             let last: i64 = row.get(1);
             last_of_key.insert(
@@ -177,22 +225,37 @@ impl Writer {
                 Err(refused) => answers.push(Err(refused)),
             }
         }
-        if !columns.seq.is_empty() {
+        let committing = |e| Failed::Db(e, true);
+        if columns.seq.is_empty() {
+            client.batch_execute("COMMIT").await.map_err(committing)?;
+        } else {
             let c = &columns;
-            tx.execute(
-                &sql.insert,
-                &[&c.seq, &c.key, &c.key_prev, &c.payload, &c.prev, &c.hash],
+            let head = to_sql(head)?;
+            futures::future::try_join4(
+                client.execute(
+                    &p.insert,
+                    &[&c.seq, &c.key, &c.key_prev, &c.payload, &c.prev, &c.hash],
+                ),
+                client.execute(&p.set_head, &[&head]),
+                client.execute(&p.notify, &[&sql.channel]),
+                client.batch_execute("COMMIT"),
             )
             .await
-            .map_err(db)?;
-            tx.execute(&sql.set_head, &[&to_sql(head)?])
-                .await
-                .map_err(db)?;
-            tx.execute(&sql.notify, &[&sql.channel]).await.map_err(db)?;
+            .map_err(committing)?;
         }
-        tx.commit().await.map_err(|e| Failed::Db(e, true))?;
         Ok(answers)
     }
+}
+
+/// The writer's connection and its prepared statements.
+pub(super) struct Prepared {
+    client: Client,
+    lock_head: Statement,
+    last_entry: Statement,
+    last_of_keys: Statement,
+    insert: Statement,
+    set_head: Statement,
+    notify: Statement,
 }
 
 /// The rows of one transaction, column by column (for one `INSERT … SELECT unnest(…)`).
