@@ -10,9 +10,9 @@
 //! - **`read_key`**: one key's entries out of `KEYS` keys, against reading the whole file and
 //!   picking that key's records;
 //! - **`read_release`**: the checked read a restore starts with (one release's facts by key,
-//!   each key's chain, and the whole chain from the release's first entry to the head),
-//!   against a loop that reads the same range once, checks every MAC once and parses the
-//!   release's facts: the least work that still checks every entry since the release began.
+//!   each key's chain, and the journal's chain after them), for a release acted on last and
+//!   for an old one, against reading the release's entries by key, checking each MAC once
+//!   and parsing each fact: the least work that still checks every fact of the release.
 //!
 //! Run with `cargo bench --bench journal` (N = 1,000,000, KEYS = 100,000: a few minutes);
 //! `TOLLGATE_JOURNAL_N=100000 cargo bench --bench journal` for a quick run. The files live
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode};
 use futures::executor::block_on;
 use futures::future::join_all;
-use tollgate::fact::{Fact, read_release};
+use tollgate::fact::{Fact, read_release, votes_key};
 use tollgate::id::ReleaseId;
 use tollgate::journal::{ChainHash, ChainKey, Entry, FileJournal, Journal, verify};
 use tollgate::lifecycle::Move;
@@ -369,9 +369,27 @@ fn read_key(c: &mut Criterion, setup: &Setup, path: &Path) {
     group.finish();
 }
 
-/// The release `read_release` reads: `facts` facts of its own, each followed by one entry of
-/// another release, in a journal of `RELEASE_FACTS * 2` entries.
+/// The facts of the release `read_release` reads; the journal holds as many entries of
+/// other releases.
 const RELEASE_FACTS: usize = 2_000;
+
+/// Where the release's facts sit in its journal.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// Each of its facts followed by another release's entry: it was acted on last.
+    Recent,
+    /// All of its facts first, then the other releases' entries: an old release.
+    Old,
+}
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::Recent => "recent",
+            Layout::Old => "old",
+        }
+    }
+}
 
 /// Fact `i` of the release the `read_release` benchmark reads.
 fn release_fact(id: &ReleaseId, i: usize) -> Fact {
@@ -383,37 +401,50 @@ fn release_fact(id: &ReleaseId, i: usize) -> Fact {
     }
 }
 
-/// The lower bound for `read_release`: read every entry from the release's first on once,
-/// check each MAC once, parse the release's own. Returns how many facts it parsed.
-async fn raw_read_release(journal: &FileJournal, release: &str) -> usize {
-    let entries = journal.read(1, usize::MAX).await.expect("read");
+/// The lower bound for `read_release`: read the release's entries by key (both of its keys,
+/// as `read_release` does), check each MAC once, parse each fact; no back-links, no walk of
+/// the journal after them. Returns how many facts it parsed.
+async fn read_key_mac_parse(journal: &FileJournal, id: &ReleaseId) -> usize {
     let key = journal.key();
-    let mut previous = ChainHash::GENESIS;
     let mut facts = Vec::new();
-    for stored in &entries {
-        assert_eq!(stored.prev, previous);
-        key.check(stored).expect("every MAC holds");
-        if stored.key == release {
-            facts.push(Fact::from_stored(stored).expect("a fact"));
+    for k in [id.as_str().to_owned(), votes_key(id.as_str())] {
+        for stored in journal.read_key(&k).await.expect("read") {
+            key.check(&stored).expect("every MAC holds");
+            facts.push(Fact::from_stored(&stored).expect("a fact"));
         }
-        previous = stored.hash;
     }
     facts.len()
 }
 
-fn read_release_bench(c: &mut Criterion, setup: &Setup) {
+fn read_release_bench(c: &mut Criterion, setup: &Setup, layout: Layout) {
     let path = setup.path("release.journal");
     let _ = fs::remove_file(&path);
     let id = ReleaseId::new("release-under-test").expect("a valid id");
     let journal = block_on(FileJournal::open(&path, key())).expect("open");
-    let entries: Vec<Entry> = (0..RELEASE_FACTS)
-        .flat_map(|i| [release_fact(&id, i).to_entry(), entry(i, setup.keys)])
-        .collect();
+    let entries: Vec<Entry> = match layout {
+        Layout::Recent => (0..RELEASE_FACTS)
+            .flat_map(|i| [release_fact(&id, i).to_entry(), entry(i, setup.keys)])
+            .collect(),
+        Layout::Old => (0..RELEASE_FACTS)
+            .map(|i| release_fact(&id, i).to_entry())
+            .chain((0..RELEASE_FACTS).map(|i| entry(i, setup.keys)))
+            .collect(),
+    };
     block_on(journal.append(entries)).expect("append");
-    let mut group = c.benchmark_group("read_release");
+    let mut group = c.benchmark_group(format!("read_release_{}", layout.name()));
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(100));
     group.measurement_time(Duration::from_secs(1));
+    let (ours, bound) = match layout {
+        Layout::Recent => (
+            "read_release_recent/read_release",
+            "read_release_recent/read_key_mac_parse",
+        ),
+        Layout::Old => (
+            "read_release_old/read_release",
+            "read_release_old/read_key_mac_parse",
+        ),
+    };
     group.bench_function("read_release", |b| {
         b.iter_custom(|iters| {
             (0..iters)
@@ -423,21 +454,21 @@ fn read_release_bench(c: &mut Criterion, setup: &Setup) {
                         .expect("the release reads");
                     let took = start.elapsed();
                     assert_eq!(facts.len(), RELEASE_FACTS);
-                    record("read_release/read_release", took);
+                    record(ours, took);
                     took
                 })
                 .sum()
         });
     });
-    group.bench_function("read_once_mac_once", |b| {
+    group.bench_function("read_key_mac_parse", |b| {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| {
                     let start = Instant::now();
-                    let facts = block_on(raw_read_release(&journal, black_box(id.as_str())));
+                    let facts = block_on(read_key_mac_parse(&journal, black_box(&id)));
                     let took = start.elapsed();
                     assert_eq!(facts, RELEASE_FACTS);
-                    record("read_release/read_once_mac_once", took);
+                    record(bound, took);
                     took
                 })
                 .sum()
@@ -506,15 +537,25 @@ fn summary(setup: &Setup) {
         ms("read_key/read_whole_file"),
         ratio("read_key/read_whole_file", "read_key/read_key")
     );
-    println!(
-        "| read_release ({RELEASE_FACTS} facts, each followed by another release's entry) vs reading and MACing each entry once | {} | {} | {} |",
-        ms("read_release/read_release"),
-        ms("read_release/read_once_mac_once"),
-        ratio(
-            "read_release/read_once_mac_once",
-            "read_release/read_release"
-        )
-    );
+    for (layout, ours, bound) in [
+        (
+            "each followed by another release's entry",
+            "read_release_recent/read_release",
+            "read_release_recent/read_key_mac_parse",
+        ),
+        (
+            "then as many entries of other releases",
+            "read_release_old/read_release",
+            "read_release_old/read_key_mac_parse",
+        ),
+    ] {
+        println!(
+            "| read_release ({RELEASE_FACTS} facts, {layout}) vs read_key + one MAC + parse per fact | {} | {} | {} |",
+            ms(ours),
+            ms(bound),
+            ratio(bound, ours)
+        );
+    }
 }
 
 fn main() {
@@ -532,7 +573,8 @@ fn main() {
     build_journal(&setup, &path);
     replay(&mut criterion, &setup, &path);
     read_key(&mut criterion, &setup, &path);
-    read_release_bench(&mut criterion, &setup);
+    read_release_bench(&mut criterion, &setup, Layout::Recent);
+    read_release_bench(&mut criterion, &setup, Layout::Old);
     criterion.final_summary();
     let _ = fs::remove_dir_all(&setup.dir);
     summary(&setup);
