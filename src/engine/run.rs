@@ -146,12 +146,30 @@ struct StepState<'a> {
     outputs: Vec<Option<Arc<Outputs>>>,
     /// What attempts that were cut off left of their logs.
     partial_logs: PartialLogs,
+    /// Each started stage's span (feature `tracing`), the parent of its attempts' spans;
+    /// closed when the stage finishes.
+    #[cfg(feature = "tracing")]
+    spans: Vec<Option<tracing::Span>>,
 }
 
 impl Engine {
     /// Runs every stage of `run.step`, calling `hooks(stage index)` for each stage's executor
     /// and retry predicate, and reports what happened. Never fails: failures are in the report.
     pub(crate) async fn run_step<'a>(
+        &'a self,
+        run: &'a StepRun<'a>,
+        hooks: &'a (dyn Fn(usize) -> StageHooks<'a> + Sync),
+    ) -> StepReport {
+        let running = self.run_step_untraced(run, hooks);
+        #[cfg(feature = "tracing")]
+        let running = tracing::Instrument::instrument(
+            running,
+            tracing::info_span!("step", release = %run.labels.release, step = %run.step),
+        );
+        running.await
+    }
+
+    async fn run_step_untraced<'a>(
         &'a self,
         run: &'a StepRun<'a>,
         hooks: &'a (dyn Fn(usize) -> StageHooks<'a> + Sync),
@@ -187,6 +205,8 @@ impl Engine {
             phase: vec![Phase::Waiting; n],
             outputs: vec![None; n],
             partial_logs: PartialLogs::default(),
+            #[cfg(feature = "tracing")]
+            spans: vec![None; n],
         };
         if !run.done.is_empty() {
             state.take_done();
@@ -562,6 +582,9 @@ impl<'a> StepState<'a> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| executor.run(ctx))) {
             Ok(work) => Started::Running(Running {
                 slot: slot as u32,
+                #[cfg(feature = "tracing")]
+                work: self.traced(slot, number, work),
+                #[cfg(not(feature = "tracing"))]
                 work,
                 limit: limit.map(|(at, which)| (run.clock.sleep_until(at), which)),
             }),
@@ -671,7 +694,29 @@ impl<'a> StepState<'a> {
     }
 
     /// The stage in `slot` ended with `status` at `now`.
+    /// The attempt's work inside its span, a child of its stage's span (opened with the
+    /// stage's first attempt, as a child of the step's).
+    #[cfg(feature = "tracing")]
+    fn traced(
+        &mut self,
+        slot: usize,
+        number: u32,
+        work: BoxFuture<'a, Result<StageOutcome, ExecutorError>>,
+    ) -> BoxFuture<'a, Result<StageOutcome, ExecutorError>> {
+        let run = self.run;
+        let stage = self.spans[slot].get_or_insert_with(|| {
+            let id = &run.graph.spec(self.members[slot]).id;
+            tracing::info_span!("stage", stage = %id, step = %run.step)
+        });
+        let attempt = tracing::info_span!(parent: &*stage, "attempt", attempt = number);
+        Box::pin(tracing::Instrument::instrument(work, attempt))
+    }
+
     fn finish(&mut self, slot: usize, status: StageStatus, now: Timestamp) -> Settled {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = self.spans[slot].take() {
+            span.in_scope(|| tracing::info!(status = %status, "stage finished"));
+        }
         let report = &mut self.reports[slot];
         let succeeded = status.is_success();
         self.engine.emit(|| Event::StageFinished {

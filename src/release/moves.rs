@@ -116,6 +116,23 @@ impl<S: State, M: Mode> Release<S, M> {
     /// }
     /// ```
     pub async fn approve(
+        self,
+        pipeline: &Pipeline<M>,
+        approval: Approval,
+    ) -> Result<Release<Approved, M>, MoveError<S, M>>
+    where
+        S: CanApprove,
+        M: HumanApproval,
+    {
+        #[cfg(feature = "tracing")]
+        let span = move_span(self.id(), Move::Approve);
+        let moving = self.approve_untraced(pipeline, approval);
+        #[cfg(feature = "tracing")]
+        let moving = tracing::Instrument::instrument(moving, span);
+        moving.await
+    }
+
+    async fn approve_untraced(
         mut self,
         pipeline: &Pipeline<M>,
         approval: Approval,
@@ -224,6 +241,20 @@ impl<S: State, M: Mode> Release<S, M> {
     /// the move's step (if it has one), writes what happened to the journal, and either
     /// advances to `N` or hands the release back.
     async fn advance<N: State>(
+        self,
+        pipeline: &Pipeline<M>,
+        mv: Move,
+        artifact: Option<&dyn Artifact>,
+    ) -> Result<Release<N, M>, MoveError<S, M>> {
+        #[cfg(feature = "tracing")]
+        let span = move_span(self.id(), mv);
+        let moving = self.advance_untraced(pipeline, mv, artifact);
+        #[cfg(feature = "tracing")]
+        let moving = tracing::Instrument::instrument(moving, span);
+        moving.await
+    }
+
+    async fn advance_untraced<N: State>(
         mut self,
         pipeline: &Pipeline<M>,
         mv: Move,
@@ -674,4 +705,10 @@ pub(super) fn check_approval<M: Mode>(
         });
     }
     Ok(())
+}
+
+/// The span of a move (feature `tracing`): its steps, stages and attempts are inside it.
+#[cfg(feature = "tracing")]
+fn move_span(release: &crate::id::ReleaseId, mv: Move) -> tracing::Span {
+    tracing::info_span!("move", release = %release, mv = %mv)
 }
