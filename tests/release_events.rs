@@ -29,6 +29,7 @@ fn moved(release: &str, from: StateName, to: StateName, at: Timestamp) -> Event 
         release: id(release),
         from,
         to,
+        artifact: None,
         at,
     }
 }
@@ -65,7 +66,13 @@ fn a_delivery_release_parks_at_the_button_and_says_who_pressed_it() {
                 author: Person::new("dana").unwrap(),
                 at: START,
             },
-            moved("shop-1", StateName::Commit, StateName::Built, START),
+            Event::Moved {
+                release: id("shop-1"),
+                from: StateName::Commit,
+                to: StateName::Built,
+                artifact: Some(artifact.clone()),
+                at: START,
+            },
             moved("shop-1", StateName::Built, StateName::Tested, START),
             moved("shop-1", StateName::Tested, StateName::Staged, START),
             Event::Parked {

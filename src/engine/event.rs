@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::Digest;
+use crate::artifact::{ArtifactRef, Digest};
 use crate::executor::StageStatus;
 use crate::forward::forward_impls;
 use crate::id::ReleaseId;
@@ -158,6 +158,9 @@ pub enum Event {
         from: StateName,
         /// The state it reached.
         to: StateName,
+        /// The artifact the move fixed: the build move's, `None` for every other move.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        artifact: Option<ArtifactRef>,
         /// When.
         at: Timestamp,
     },
@@ -471,6 +474,7 @@ fn fmt_release_event(event: &Event, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             from,
             to,
             at,
+            ..
         } => write!(f, "{at} {release}: moved {from} -> {to}"),
         Event::Refused {
             release,

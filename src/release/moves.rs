@@ -540,7 +540,9 @@ impl<S: State, M: Mode> Release<S, M> {
                         at: *at,
                     });
                 }
-                Fact::Moved { to, at, .. } => {
+                Fact::Moved {
+                    to, at, artifact, ..
+                } => {
                     let from = Move::ALL
                         .iter()
                         .find(|mv| mv.to() == *to)
@@ -557,6 +559,7 @@ impl<S: State, M: Mode> Release<S, M> {
                         release: self.any.id().clone(),
                         from,
                         to: *to,
+                        artifact: artifact.clone(),
                         at: *at,
                     });
                     match to {
