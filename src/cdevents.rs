@@ -10,8 +10,8 @@
 //! | a stage's first `attempt_started` | `taskrun.started.0.2.0` (the stage is the task run) |
 //! | `stage_finished` of a stage that started | `taskrun.finished.0.2.0` (`success`, `failure` or `cancel`) |
 //! | `moved` to built | `artifact.packaged.0.2.0` (the artifact as a `pkg:generic` package URL) |
-//! | `moved` to staged, `deployed` | `service.deployed.0.2.0` the first time a pipeline's service reaches an environment, `service.upgraded.0.2.0` after; and `environment.modified.0.2.0` |
-//! | `deployed` | also `pipelinerun.finished.0.2.0` with outcome `success` |
+//! | `deployed` (to staging or to the target) | `service.deployed.0.2.0` the first time a pipeline's service reaches an environment, `service.upgraded.0.2.0` after; and `environment.modified.0.2.0` |
+//! | `moved` to deployed | `pipelinerun.finished.0.2.0` with outcome `success` |
 //! | `refused` | `pipelinerun.finished.0.2.0` with outcome `failure` and the reason (a release tried again starts a new run of the same id) |
 //!
 //! Not mapped: gate verdicts, parking and approvals (CDEvents v0.4 has no approval events),
@@ -151,10 +151,10 @@ impl CdEvents {
                     });
                     emit(&mut state, "artifact.packaged", *at, subject);
                 }
-                if *to == StateName::Staged {
-                    // The stage move deploys to staging; its name is not in the event, and
-                    // tollgate's default is `staging`.
-                    self.deployed_to(&mut state, &mut emit, release, "staging", *at);
+                if *to == StateName::Deployed {
+                    let pipeline = state.pipeline_of(release);
+                    let subject = pipeline_run(release, &pipeline, json!({ "outcome": "success" }));
+                    emit(&mut state, "pipelinerun.finished", *at, subject);
                 }
             }
             Event::Deployed {
@@ -164,9 +164,6 @@ impl CdEvents {
                 ..
             } => {
                 self.deployed_to(&mut state, &mut emit, release, environment.as_str(), *at);
-                let pipeline = state.pipeline_of(release);
-                let subject = pipeline_run(release, &pipeline, json!({ "outcome": "success" }));
-                emit(&mut state, "pipelinerun.finished", *at, subject);
             }
             Event::Refused {
                 release,

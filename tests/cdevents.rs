@@ -86,6 +86,7 @@ fn a_delivery_run_as_cdevents_meets_the_spec() {
     let log = EventLog::new();
     let pipeline = support::delivery("shop", &clock)
         .stages(standard_stages())
+        .staging(Environment::new("preprod").unwrap())
         .engine(Engine::builder().observer(log.clone()).build().unwrap())
         .build()
         .unwrap();

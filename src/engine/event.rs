@@ -25,9 +25,9 @@ use crate::time::Timestamp;
 ///
 /// Two families share the stream. **Step events** (`step_started` … `step_finished`) come
 /// from the engine while a step runs. **Release events** (`release_started`, `moved`,
-/// `refused`, `parked`, `approved`, `deployed`) come from the release's moves, each sent
-/// once the fact behind it is in the journal, so a UI or a chat bot can follow releases
-/// rather than stages:
+/// `refused`, `parked`, `approved`, `deployed` to staging or to the target) come from the
+/// release's moves, each sent once the fact behind it is in the journal, so a UI or a chat
+/// bot can follow releases rather than stages:
 ///
 /// ```
 /// use tollgate::engine::Event;
@@ -205,7 +205,8 @@ pub enum Event {
         /// When.
         at: Timestamp,
     },
-    /// A release reached its target environment.
+    /// A release was deployed to an environment: staging (by the stage move) or its target
+    /// (by the deploy move). Sent just before the `moved` event of that move.
     Deployed {
         /// The release.
         release: ReleaseId,

@@ -555,6 +555,21 @@ impl<S: State, M: Mode> Release<S, M> {
                             at: *at,
                         });
                     }
+                    // The moves that deploy (to staging, to the target) say where first.
+                    let environment = match to {
+                        StateName::Staged => Some(self.any.staging()),
+                        StateName::Deployed => Some(self.any.target()),
+                        _ => None,
+                    };
+                    if let (Some(environment), Some(artifact)) = (environment, self.any.artifact())
+                    {
+                        engine.emit(|| Event::Deployed {
+                            release: self.any.id().clone(),
+                            environment: environment.name().clone(),
+                            digest: artifact.digest.clone(),
+                            at: *at,
+                        });
+                    }
                     engine.emit(|| Event::Moved {
                         release: self.any.id().clone(),
                         from,
@@ -562,28 +577,15 @@ impl<S: State, M: Mode> Release<S, M> {
                         artifact: artifact.clone(),
                         at: *at,
                     });
-                    match to {
-                        StateName::Staged if M::KIND == ModeKind::Delivery => {
-                            engine.emit(|| Event::Parked {
-                                release: self.any.id().clone(),
-                                mv: Move::Approve,
-                                gate: None,
-                                waiting_for: "a person's approval".to_owned(),
-                                until: None,
-                                at: *at,
-                            });
-                        }
-                        StateName::Deployed => {
-                            if let Some(artifact) = self.any.artifact() {
-                                engine.emit(|| Event::Deployed {
-                                    release: self.any.id().clone(),
-                                    environment: self.any.target().name().clone(),
-                                    digest: artifact.digest.clone(),
-                                    at: *at,
-                                });
-                            }
-                        }
-                        _ => {}
+                    if *to == StateName::Staged && M::KIND == ModeKind::Delivery {
+                        engine.emit(|| Event::Parked {
+                            release: self.any.id().clone(),
+                            mv: Move::Approve,
+                            gate: None,
+                            waiting_for: "a person's approval".to_owned(),
+                            until: None,
+                            at: *at,
+                        });
                     }
                 }
                 Fact::Refused { mv, reason, at, .. } => engine.emit(|| Event::Refused {
