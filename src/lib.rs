@@ -8,6 +8,8 @@
 pub mod approval;
 pub mod artifact;
 pub mod audit;
+#[cfg(feature = "cdevents")]
+pub mod cdevents;
 pub mod engine;
 pub mod environment;
 pub mod error;

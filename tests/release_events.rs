@@ -29,6 +29,7 @@ fn moved(release: &str, from: StateName, to: StateName, at: Timestamp) -> Event 
         release: id(release),
         from,
         to,
+        artifact: None,
         at,
     }
 }
@@ -65,8 +66,20 @@ fn a_delivery_release_parks_at_the_button_and_says_who_pressed_it() {
                 author: Person::new("dana").unwrap(),
                 at: START,
             },
-            moved("shop-1", StateName::Commit, StateName::Built, START),
+            Event::Moved {
+                release: id("shop-1"),
+                from: StateName::Commit,
+                to: StateName::Built,
+                artifact: Some(artifact.clone()),
+                at: START,
+            },
             moved("shop-1", StateName::Built, StateName::Tested, START),
+            Event::Deployed {
+                release: id("shop-1"),
+                environment: EnvironmentName::new("staging").unwrap(),
+                digest: digest.clone(),
+                at: START,
+            },
             moved("shop-1", StateName::Tested, StateName::Staged, START),
             Event::Parked {
                 release: id("shop-1"),
@@ -83,13 +96,13 @@ fn a_delivery_release_parks_at_the_button_and_says_who_pressed_it() {
                 at: later,
             },
             moved("shop-1", StateName::Staged, StateName::Approved, later),
-            moved("shop-1", StateName::Approved, StateName::Deployed, later),
             Event::Deployed {
                 release: id("shop-1"),
                 environment: EnvironmentName::new("production").unwrap(),
                 digest,
                 at: later,
             },
+            moved("shop-1", StateName::Approved, StateName::Deployed, later),
         ]
     );
 }
@@ -152,7 +165,11 @@ fn a_deployment_release_parks_at_a_pending_gate_and_its_gates_approve_it() {
         })
         .expect("an approved event");
     assert_eq!(approved, (Vec::new(), String::new()));
-    assert!(matches!(events.last(), Some(Event::Deployed { .. })));
+    assert!(matches!(
+        &events[events.len() - 2..],
+        [Event::Deployed { environment, .. }, Event::Moved { to: StateName::Deployed, .. }]
+            if environment.as_str() == "production"
+    ));
 }
 
 #[test]

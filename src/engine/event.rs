@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::Digest;
+use crate::artifact::{ArtifactRef, Digest};
 use crate::executor::StageStatus;
 use crate::forward::forward_impls;
 use crate::id::ReleaseId;
@@ -25,9 +25,9 @@ use crate::time::Timestamp;
 ///
 /// Two families share the stream. **Step events** (`step_started` … `step_finished`) come
 /// from the engine while a step runs. **Release events** (`release_started`, `moved`,
-/// `refused`, `parked`, `approved`, `deployed`) come from the release's moves, each sent
-/// once the fact behind it is in the journal, so a UI or a chat bot can follow releases
-/// rather than stages:
+/// `refused`, `parked`, `approved`, `deployed` to staging or to the target) come from the
+/// release's moves, each sent once the fact behind it is in the journal, so a UI or a chat
+/// bot can follow releases rather than stages:
 ///
 /// ```
 /// use tollgate::engine::Event;
@@ -158,6 +158,9 @@ pub enum Event {
         from: StateName,
         /// The state it reached.
         to: StateName,
+        /// The artifact the move fixed: the build move's, `None` for every other move.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        artifact: Option<ArtifactRef>,
         /// When.
         at: Timestamp,
     },
@@ -202,7 +205,8 @@ pub enum Event {
         /// When.
         at: Timestamp,
     },
-    /// A release reached its target environment.
+    /// A release was deployed to an environment: staging (by the stage move) or its target
+    /// (by the deploy move). Sent just before the `moved` event of that move.
     Deployed {
         /// The release.
         release: ReleaseId,
@@ -471,6 +475,7 @@ fn fmt_release_event(event: &Event, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             from,
             to,
             at,
+            ..
         } => write!(f, "{at} {release}: moved {from} -> {to}"),
         Event::Refused {
             release,

@@ -144,12 +144,30 @@ struct StepState<'a> {
     reports: Vec<StageReport>,
     /// What attempts that were cut off left of their logs.
     partial_logs: PartialLogs,
+    /// Each started stage's span (feature `tracing`), the parent of its attempts' spans;
+    /// closed when the stage finishes.
+    #[cfg(feature = "tracing")]
+    spans: Vec<Option<tracing::Span>>,
 }
 
 impl Engine {
     /// Runs every stage of `run.step`, calling `hooks(stage index)` for each stage's executor
     /// and retry predicate, and reports what happened. Never fails: failures are in the report.
     pub(crate) async fn run_step<'a>(
+        &'a self,
+        run: &'a StepRun<'a>,
+        hooks: &'a (dyn Fn(usize) -> StageHooks<'a> + Sync),
+    ) -> StepReport {
+        let running = self.run_step_untraced(run, hooks);
+        #[cfg(feature = "tracing")]
+        let running = tracing::Instrument::instrument(
+            running,
+            tracing::info_span!("step", release = %run.labels.release, step = %run.step),
+        );
+        running.await
+    }
+
+    async fn run_step_untraced<'a>(
         &'a self,
         run: &'a StepRun<'a>,
         hooks: &'a (dyn Fn(usize) -> StageHooks<'a> + Sync),
@@ -187,6 +205,8 @@ impl Engine {
             }),
             phase: vec![Phase::Waiting; n],
             partial_logs: PartialLogs::default(),
+            #[cfg(feature = "tracing")]
+            spans: vec![None; n],
         };
         if !run.done.is_empty() {
             state.take_done();
@@ -689,20 +709,25 @@ impl<'a> StepState<'a> {
         // the attempt, neither escapes the engine.
         let executor = (self.hooks)(i).executor;
         match std::panic::catch_unwind(AssertUnwindSafe(|| executor.run(ctx))) {
-            Ok(work) => Started::Running(Running {
+            Ok(work) => {
                 // A stage in a concurrency group runs inside it: waiting for it, holding it,
                 // and cut off if a newer run takes it.
                 // The packed flag first: most stages never read their spec here.
-                work: match run.graph.is_exclusive(i).then_some(&spec.concurrency) {
+                let work = match run.graph.is_exclusive(i).then_some(&spec.concurrency) {
                     Some(Some(concurrency)) => {
                         let who = format!("release `{}` stage `{}`", run.labels.release, spec.id);
                         self.engine.concurrency.run(concurrency, &who, work)
                     }
                     _ => work,
-                },
-                slot: slot as u32,
-                limit: limit.map(|(at, which)| (run.clock.sleep_until(at), which)),
-            }),
+                };
+                #[cfg(feature = "tracing")]
+                let work = self.traced(slot, number, work);
+                Started::Running(Running {
+                    work,
+                    slot: slot as u32,
+                    limit: limit.map(|(at, which)| (run.clock.sleep_until(at), which)),
+                })
+            }
             Err(panic) => Started::Ended(AttemptEnd::Panicked(panicked(panic.as_ref()))),
         }
     }
@@ -828,7 +853,29 @@ impl<'a> StepState<'a> {
     }
 
     /// The stage in `slot` ended with `status` at `now`.
+    /// The attempt's work inside its span, a child of its stage's span (opened with the
+    /// stage's first attempt, as a child of the step's).
+    #[cfg(feature = "tracing")]
+    fn traced(
+        &mut self,
+        slot: usize,
+        number: u32,
+        work: BoxFuture<'a, Result<StageOutcome, ExecutorError>>,
+    ) -> BoxFuture<'a, Result<StageOutcome, ExecutorError>> {
+        let run = self.run;
+        let stage = self.spans[slot].get_or_insert_with(|| {
+            let id = &run.graph.spec(self.members[slot]).id;
+            tracing::info_span!("stage", stage = %id, step = %run.step)
+        });
+        let attempt = tracing::info_span!(parent: &*stage, "attempt", attempt = number);
+        Box::pin(tracing::Instrument::instrument(work, attempt))
+    }
+
     fn finish(&mut self, slot: usize, status: StageStatus, now: Timestamp) -> Settled {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = self.spans[slot].take() {
+            span.in_scope(|| tracing::info!(status = %status, "stage finished"));
+        }
         let report = &mut self.reports[slot];
         let succeeded = status.is_success();
         self.engine.emit(|| Event::StageFinished {

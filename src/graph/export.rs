@@ -8,8 +8,10 @@ impl StageGraph {
     /// The graph as a [Mermaid](https://mermaid.js.org) flowchart, left to right.
     ///
     /// Each step with stages is a subgraph titled with the step's name. Nodes are named `s0`,
-    /// `s1`, … by the order stages were added and labelled with their ids; each dependency is
-    /// an edge from the dependency to the stage that needs it.
+    /// `s1`, … by the order stages were added and labelled with their ids (a finally stage's
+    /// with `(finally)`, dashed); each dependency is an edge from the dependency to the stage
+    /// that needs it. The whole pipeline, gates and approval included, is
+    /// [`Pipeline::picture`](crate::pipeline::Pipeline::picture).
     ///
     /// ```
     /// use tollgate::graph::{StageGraph, StageSpec};
@@ -73,7 +75,11 @@ impl StageGraph {
             }
             writeln!(out, "    subgraph step_{step} [{step}]")?;
             for (i, id) in members {
-                writeln!(out, "        s{i}[\"{id}\"]")?;
+                if self.is_finally(i) {
+                    writeln!(out, "        s{i}[\"{id} (finally)\"]:::finally")?;
+                } else {
+                    writeln!(out, "        s{i}[\"{id}\"]")?;
+                }
             }
             out.push_str("    end\n");
         }
@@ -81,6 +87,9 @@ impl StageGraph {
             for &dependency in self.deps_of(stage) {
                 writeln!(out, "    s{dependency} --> s{stage}")?;
             }
+        }
+        if (0..self.len()).any(|i| self.is_finally(i)) {
+            out.push_str("    classDef finally stroke-dasharray: 5 5\n");
         }
         Ok(())
     }
@@ -94,8 +103,15 @@ impl StageGraph {
             }
             writeln!(out, "    subgraph cluster_{step} {{")?;
             writeln!(out, "        label=\"{step}\";")?;
-            for (_, id) in members {
-                writeln!(out, "        \"{id}\";")?;
+            for (i, id) in members {
+                if self.is_finally(i) {
+                    writeln!(
+                        out,
+                        "        \"{id}\" [label=\"{id}\\n(finally)\", style=dashed];"
+                    )?;
+                } else {
+                    writeln!(out, "        \"{id}\";")?;
+                }
             }
             out.push_str("    }\n");
         }
@@ -189,6 +205,28 @@ mod tests {
 }
 "#
         );
+    }
+
+    #[test]
+    fn finally_stages_are_marked() {
+        let graph = StageGraph::builder()
+            .stage(StageSpec::build("compile"))
+            .stage(StageSpec::build("cleanup").finally())
+            .build()
+            .unwrap();
+        let mermaid = graph.to_mermaid();
+        assert!(
+            mermaid.contains("s1[\"cleanup (finally)\"]:::finally"),
+            "{mermaid}"
+        );
+        assert!(mermaid.ends_with("classDef finally stroke-dasharray: 5 5\n"));
+        assert!(!diamond().to_mermaid().contains("classDef"));
+        let dot = graph.to_dot();
+        assert!(
+            dot.contains(r#""cleanup" [label="cleanup\n(finally)", style=dashed];"#),
+            "{dot}"
+        );
+        assert!(dot.contains("        \"compile\";\n"));
     }
 
     #[test]

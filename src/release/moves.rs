@@ -116,6 +116,23 @@ impl<S: State, M: Mode> Release<S, M> {
     /// }
     /// ```
     pub async fn approve(
+        self,
+        pipeline: &Pipeline<M>,
+        approval: Approval,
+    ) -> Result<Release<Approved, M>, MoveError<S, M>>
+    where
+        S: CanApprove,
+        M: HumanApproval,
+    {
+        #[cfg(feature = "tracing")]
+        let span = move_span(self.id(), Move::Approve);
+        let moving = self.approve_untraced(pipeline, approval);
+        #[cfg(feature = "tracing")]
+        let moving = tracing::Instrument::instrument(moving, span);
+        moving.await
+    }
+
+    async fn approve_untraced(
         mut self,
         pipeline: &Pipeline<M>,
         approval: Approval,
@@ -224,6 +241,20 @@ impl<S: State, M: Mode> Release<S, M> {
     /// the move's step (if it has one), writes what happened to the journal, and either
     /// advances to `N` or hands the release back.
     async fn advance<N: State>(
+        self,
+        pipeline: &Pipeline<M>,
+        mv: Move,
+        artifact: Option<&dyn Artifact>,
+    ) -> Result<Release<N, M>, MoveError<S, M>> {
+        #[cfg(feature = "tracing")]
+        let span = move_span(self.id(), mv);
+        let moving = self.advance_untraced(pipeline, mv, artifact);
+        #[cfg(feature = "tracing")]
+        let moving = tracing::Instrument::instrument(moving, span);
+        moving.await
+    }
+
+    async fn advance_untraced<N: State>(
         mut self,
         pipeline: &Pipeline<M>,
         mv: Move,
@@ -509,7 +540,9 @@ impl<S: State, M: Mode> Release<S, M> {
                         at: *at,
                     });
                 }
-                Fact::Moved { to, at, .. } => {
+                Fact::Moved {
+                    to, at, artifact, ..
+                } => {
                     let from = Move::ALL
                         .iter()
                         .find(|mv| mv.to() == *to)
@@ -522,34 +555,37 @@ impl<S: State, M: Mode> Release<S, M> {
                             at: *at,
                         });
                     }
+                    // The moves that deploy (to staging, to the target) say where first.
+                    let environment = match to {
+                        StateName::Staged => Some(self.any.staging()),
+                        StateName::Deployed => Some(self.any.target()),
+                        _ => None,
+                    };
+                    if let (Some(environment), Some(artifact)) = (environment, self.any.artifact())
+                    {
+                        engine.emit(|| Event::Deployed {
+                            release: self.any.id().clone(),
+                            environment: environment.name().clone(),
+                            digest: artifact.digest.clone(),
+                            at: *at,
+                        });
+                    }
                     engine.emit(|| Event::Moved {
                         release: self.any.id().clone(),
                         from,
                         to: *to,
+                        artifact: artifact.clone(),
                         at: *at,
                     });
-                    match to {
-                        StateName::Staged if M::KIND == ModeKind::Delivery => {
-                            engine.emit(|| Event::Parked {
-                                release: self.any.id().clone(),
-                                mv: Move::Approve,
-                                gate: None,
-                                waiting_for: "a person's approval".to_owned(),
-                                until: None,
-                                at: *at,
-                            });
-                        }
-                        StateName::Deployed => {
-                            if let Some(artifact) = self.any.artifact() {
-                                engine.emit(|| Event::Deployed {
-                                    release: self.any.id().clone(),
-                                    environment: self.any.target().name().clone(),
-                                    digest: artifact.digest.clone(),
-                                    at: *at,
-                                });
-                            }
-                        }
-                        _ => {}
+                    if *to == StateName::Staged && M::KIND == ModeKind::Delivery {
+                        engine.emit(|| Event::Parked {
+                            release: self.any.id().clone(),
+                            mv: Move::Approve,
+                            gate: None,
+                            waiting_for: "a person's approval".to_owned(),
+                            until: None,
+                            at: *at,
+                        });
                     }
                 }
                 Fact::Refused { mv, reason, at, .. } => engine.emit(|| Event::Refused {
@@ -674,4 +710,10 @@ pub(super) fn check_approval<M: Mode>(
         });
     }
     Ok(())
+}
+
+/// The span of a move (feature `tracing`): its steps, stages and attempts are inside it.
+#[cfg(feature = "tracing")]
+fn move_span(release: &crate::id::ReleaseId, mv: Move) -> tracing::Span {
+    tracing::info_span!("move", release = %release, mv = %mv)
 }
