@@ -679,6 +679,7 @@ impl<M: Mode> Pipeline<M> {
         journal: StepJournal<'_>,
     ) -> StepRan {
         let prior = release.outputs();
+        let step_outputs = std::sync::OnceLock::new();
         let (settled_tx, settled_rx) = mpsc::unbounded::<StageReport>();
         let run_engine = async {
             // The sender lives in this future: when the step ends it is dropped, and the
@@ -702,6 +703,7 @@ impl<M: Mode> Pipeline<M> {
                 labels: StepLabels {
                     graph: &self.graph,
                     prior_outputs: &prior,
+                    outputs: &step_outputs,
                     release: release.id(),
                     revision: &release.revision().id,
                     artifact: release.artifact(),
