@@ -226,7 +226,10 @@ impl StageId {
     /// ```
     /// use tollgate::id::StageId;
     /// assert!(StageId::new("unit-tests").is_ok());
-    /// assert!(StageId::new("has space").is_err());
+    /// assert!(StageId::new("test (os=linux, rust=1.85)").is_ok());
+    /// assert!(StageId::new("has;semicolon").is_err());
+    /// assert!(StageId::new(" leading space").is_err());
+    /// assert!(StageId::new("two  spaces").is_err());
     /// ```
     pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
         let id = id.into();
