@@ -8,7 +8,11 @@
 //!   decodes and checks the same (CRC, sequence, link, MAC, back-link) with no threads, no
 //!   trait and no owned copies;
 //! - **`read_key`**: one key's entries out of `KEYS` keys, against reading the whole file and
-//!   picking that key's records.
+//!   picking that key's records;
+//! - **`read_release`**: the checked read a restore starts with (one release's facts by key,
+//!   each key's chain, and the whole chain from the release's first entry to the head),
+//!   against a loop that reads the same range once, checks every MAC once and parses the
+//!   release's facts: the least work that still checks every entry since the release began.
 //!
 //! Run with `cargo bench --bench journal` (N = 1,000,000, KEYS = 100,000: a few minutes);
 //! `TOLLGATE_JOURNAL_N=100000 cargo bench --bench journal` for a quick run. The files live
@@ -26,7 +30,11 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode};
 use futures::executor::block_on;
 use futures::future::join_all;
+use tollgate::fact::{Fact, read_release};
+use tollgate::id::ReleaseId;
 use tollgate::journal::{ChainHash, ChainKey, Entry, FileJournal, Journal, verify};
+use tollgate::lifecycle::Move;
+use tollgate::time::Timestamp;
 
 /// The medians the summary is made of: each benchmark's measured runs.
 static TIMES: Mutex<BTreeMap<&'static str, Vec<Duration>>> = Mutex::new(BTreeMap::new());
@@ -361,6 +369,85 @@ fn read_key(c: &mut Criterion, setup: &Setup, path: &Path) {
     group.finish();
 }
 
+/// The release `read_release` reads: `facts` facts of its own, each followed by one entry of
+/// another release, in a journal of `RELEASE_FACTS * 2` entries.
+const RELEASE_FACTS: usize = 2_000;
+
+/// Fact `i` of the release the `read_release` benchmark reads.
+fn release_fact(id: &ReleaseId, i: usize) -> Fact {
+    Fact::Refused {
+        release: id.clone(),
+        mv: Move::Build,
+        reason: format!("refusal {i} of the bench"),
+        at: Timestamp::from_millis(1_700_000_000_000 + i as u64),
+    }
+}
+
+/// The lower bound for `read_release`: read every entry from the release's first on once,
+/// check each MAC once, parse the release's own. Returns how many facts it parsed.
+async fn raw_read_release(journal: &FileJournal, release: &str) -> usize {
+    let entries = journal.read(1, usize::MAX).await.expect("read");
+    let key = journal.key();
+    let mut previous = ChainHash::GENESIS;
+    let mut facts = Vec::new();
+    for stored in &entries {
+        assert_eq!(stored.prev, previous);
+        key.check(stored).expect("every MAC holds");
+        if stored.key == release {
+            facts.push(Fact::from_stored(stored).expect("a fact"));
+        }
+        previous = stored.hash;
+    }
+    facts.len()
+}
+
+fn read_release_bench(c: &mut Criterion, setup: &Setup) {
+    let path = setup.path("release.journal");
+    let _ = fs::remove_file(&path);
+    let id = ReleaseId::new("release-under-test").expect("a valid id");
+    let journal = block_on(FileJournal::open(&path, key())).expect("open");
+    let entries: Vec<Entry> = (0..RELEASE_FACTS)
+        .flat_map(|i| [release_fact(&id, i).to_entry(), entry(i, setup.keys)])
+        .collect();
+    block_on(journal.append(entries)).expect("append");
+    let mut group = c.benchmark_group("read_release");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(100));
+    group.measurement_time(Duration::from_secs(1));
+    group.bench_function("read_release", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let start = Instant::now();
+                    let facts = block_on(read_release(&journal, black_box(id.as_str())))
+                        .expect("the release reads");
+                    let took = start.elapsed();
+                    assert_eq!(facts.len(), RELEASE_FACTS);
+                    record("read_release/read_release", took);
+                    took
+                })
+                .sum()
+        });
+    });
+    group.bench_function("read_once_mac_once", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let start = Instant::now();
+                    let facts = block_on(raw_read_release(&journal, black_box(id.as_str())));
+                    let took = start.elapsed();
+                    assert_eq!(facts, RELEASE_FACTS);
+                    record("read_release/read_once_mac_once", took);
+                    took
+                })
+                .sum()
+        });
+    });
+    group.finish();
+    block_on(journal.close());
+    let _ = fs::remove_file(&path);
+}
+
 // Counts of appends and bytes are far below 2^52, where f64 stops being exact.
 #[allow(clippy::cast_precision_loss)]
 fn summary(setup: &Setup) {
@@ -419,6 +506,15 @@ fn summary(setup: &Setup) {
         ms("read_key/read_whole_file"),
         ratio("read_key/read_whole_file", "read_key/read_key")
     );
+    println!(
+        "| read_release ({RELEASE_FACTS} facts, each followed by another release's entry) vs reading and MACing each entry once | {} | {} | {} |",
+        ms("read_release/read_release"),
+        ms("read_release/read_once_mac_once"),
+        ratio(
+            "read_release/read_once_mac_once",
+            "read_release/read_release"
+        )
+    );
 }
 
 fn main() {
@@ -436,6 +532,7 @@ fn main() {
     build_journal(&setup, &path);
     replay(&mut criterion, &setup, &path);
     read_key(&mut criterion, &setup, &path);
+    read_release_bench(&mut criterion, &setup);
     criterion.final_summary();
     let _ = fs::remove_dir_all(&setup.dir);
     summary(&setup);

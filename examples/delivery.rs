@@ -1,89 +1,50 @@
-//! Continuous delivery: the pipeline runs by itself up to staging, then a person decides.
+//! Continuous delivery: the pipeline runs by itself up to staging, then the release is parked
+//! at the button until a person presses it.
 //!
-//! Run with `cargo run --example delivery`.
+//! `deployment.rs` is this file's twin: the same pipeline, the same run, the same output
+//! layout. The lines marked `// the decision` are the only ones that differ (`.ci/run`
+//! checks it), which is the lesson: delivery and deployment differ in one decision.
+//!
+//! Run with `cargo run --example delivery`; add `-- --report report.html` to write the
+//! run's HTML report (pipeline, timeline, logs, gate verdicts, who approved).
 
 mod common;
 
 use futures::executor::block_on;
 use tollgate::prelude::*;
 
-fn main() -> Result<(), Error> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     block_on(run())
 }
 
-async fn run() -> Result<(), Error> {
-    let pipeline = Pipeline::<Delivery>::builder("shop")
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let run = common::Run::from_args();
+    let pipeline = Pipeline::<Delivery>::builder("shop") // the decision: a person approves
         .stages(common::stages())
-        // The human gate: only the release managers may approve, and never their own change.
-        .approvals(ApprovalPolicy::any_of(["rita", "dana"])?)
+        .engine(run.engine()?)
+        .approvals(ApprovalPolicy::any_of(["rita", "dana"])?) // the decision: who may
         .build()?;
-
-    println!("pipeline `{}` (continuous delivery):\n", pipeline.name());
-    println!("{}", pipeline.graph().to_mermaid());
+    common::show(&pipeline);
 
     let revision = Revision::new("4f2a9c1", "dana")?.message("Add checkout flow");
     let release = pipeline.start("shop-1.4.0", revision)?;
-    println!("release {} of revision 4f2a9c1 by dana:", release.id());
 
     let built = release.build(&pipeline).await?;
     let artifact = built.artifact().clone();
-    common::moved("commit", "built", &artifact.digest);
     common::logs(built.record());
 
     let tested = built.test(&pipeline, &artifact).await?;
-    common::moved("built", "tested", "unit and lint ran in parallel");
     common::logs(tested.record());
-
-    // The artifact is checked at every move: a rebuilt binary is refused, and the release is
-    // handed back unmoved.
-    let rebuilt = ArtifactRef::from_bytes("shop-api", b"a different build");
-    let tested = match tested.stage(&pipeline, &rebuilt).await {
-        Ok(_) => unreachable!("a different artifact never moves a release"),
-        Err(refused) => {
-            println!("  refused:  {refused}");
-            refused.into_release()
-        }
-    };
+    let tested = common::try_a_rebuilt_binary(&pipeline, tested).await;
 
     let staged = tested.stage(&pipeline, &artifact).await?;
-    common::moved("tested", "staged", "deployed to staging, acceptance passed");
     common::logs(staged.record());
+    common::waiting(&pipeline, staged.record()).await;
 
-    // Delivery: the release now waits for a person.
-    let request = staged.approval_request();
-    println!(
-        "\n  waiting for approval: {} ({}) to {}",
-        request.release, request.digest, request.environment
-    );
-    let id = staged.id().as_str();
-    match pipeline.sign_off(id, "dana", "ship it").await {
-        Err(refused) => println!("  refused:  {refused}"),
-        Ok(_) => unreachable!("authors never approve their own change"),
-    }
-    let approval = pipeline
-        .sign_off(id, "rita", "checkout flow signed off by product")
-        .await?;
-    println!("  approved by {}\n", approval.approver());
-
-    let approved = staged.approve(&pipeline, approval).await?;
-    let record = approved
-        .record()
-        .approval()
-        .expect("delivery approvals are recorded");
-    common::moved(
-        "staged",
-        "approved",
-        format!("by {} ({})", record.approver, record.reason),
-    );
+    let approval = common::press_the_button(&pipeline, staged.id().as_str()).await?; // the decision
+    let approved = staged.approve(&pipeline, approval).await?; // the decision
 
     let live = approved.deploy(&pipeline, &artifact).await?;
-    common::moved("approved", "deployed", pipeline.production());
     common::logs(live.record());
-
-    println!(
-        "\n{} is live: the bytes tested are the bytes deployed ({})",
-        live.id(),
-        live.artifact().digest.short()
-    );
-    Ok(())
+    run.finish(&pipeline, live.record())
 }

@@ -1,67 +1,48 @@
-//! Continuous deployment: the same pipeline, but nobody presses a button. Passing every
+//! Continuous deployment: the same pipeline, and nobody presses a button. Passing every
 //! automated gate is the approval.
 //!
-//! Run with `cargo run --example deployment`.
+//! `delivery.rs` is this file's twin: the same pipeline, the same run, the same output
+//! layout. The lines marked `// the decision` are the only ones that differ (`.ci/run`
+//! checks it), which is the lesson: delivery and deployment differ in one decision.
+//!
+//! Run with `cargo run --example deployment`; add `-- --report report.html` to write the
+//! run's HTML report (pipeline, timeline, logs, gate verdicts, who approved).
 
 mod common;
 
 use futures::executor::block_on;
-use tollgate::gate::from_fn;
 use tollgate::prelude::*;
 
-fn main() -> Result<(), Error> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     block_on(run())
 }
 
-/// The automated gate that replaces the person: staging's error rate must be below 1%.
-fn healthy_in_staging() -> impl Gate {
-    from_fn("staging-error-rate", |ctx| {
-        let rate = ctx
-            .release()
-            .output("staging", "error_rate")
-            .and_then(|rate| rate.parse::<f64>().ok());
-        match rate {
-            Some(rate) if rate < 0.01 => Verdict::Open,
-            Some(rate) => Verdict::closed(format!("error rate {rate} is above 0.01")),
-            None => Verdict::pending("an error-rate reading from staging"),
-        }
-    })
-}
-
-async fn run() -> Result<(), Error> {
-    let pipeline = Pipeline::<Deployment>::builder("shop")
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let run = common::Run::from_args();
+    let pipeline = Pipeline::<Deployment>::builder("shop") // the decision: the gates approve
         .stages(common::stages())
-        .gate(Move::Approve, healthy_in_staging())
+        .engine(run.engine()?)
         .build()?;
+    common::show(&pipeline);
 
-    println!("pipeline `{}` (continuous deployment):\n", pipeline.name());
     let revision = Revision::new("4f2a9c1", "dana")?.message("Add checkout flow");
     let release = pipeline.start("shop-1.4.0", revision)?;
-    println!("release {} of revision 4f2a9c1 by dana:", release.id());
 
     let built = release.build(&pipeline).await?;
     let artifact = built.artifact().clone();
-    common::moved("commit", "built", &artifact.digest);
+    common::logs(built.record());
 
     let tested = built.test(&pipeline, &artifact).await?;
-    common::moved("built", "tested", "unit and lint ran in parallel");
+    common::logs(tested.record());
+    let tested = common::try_a_rebuilt_binary(&pipeline, tested).await;
 
     let staged = tested.stage(&pipeline, &artifact).await?;
-    common::moved("tested", "staged", "deployed to staging, acceptance passed");
+    common::logs(staged.record());
+    common::waiting(&pipeline, staged.record()).await;
 
-    // No person: the automated gates decide, and their verdicts are recorded.
-    let approved = staged.auto_approve(&pipeline).await?;
-    for verdict in approved.record().gates() {
-        common::moved(
-            "staged",
-            "approved",
-            format!("gate `{}` is open", verdict.gate),
-        );
-    }
+    let approved = staged.auto_approve(&pipeline).await?; // the decision
 
     let live = approved.deploy(&pipeline, &artifact).await?;
-    common::moved("approved", "deployed", pipeline.production());
     common::logs(live.record());
-    println!("\n{} shipped with no human in the loop", live.id());
-    Ok(())
+    run.finish(&pipeline, live.record())
 }

@@ -11,12 +11,21 @@
 //! cargo run --example release_bot -- --journal /tmp/bot.journal status
 //! cargo run --example release_bot -- --journal /tmp/bot.journal "wait 30" \
 //!     "approve shop-1 as rita: notes ok" "approve shop-1 as ines: reviewed" ship
+//!
+//! # Two replicas on one database (feature `postgres`)
+//! cargo run --features postgres --example release_bot -- --postgres "$TOLLGATE_PG_URL" status
+//! cargo run --features postgres --example release_bot -- --postgres "$TOLLGATE_PG_URL" "await shop-1 1" &
+//! cargo run --features postgres --example release_bot -- --postgres "$TOLLGATE_PG_URL" \
+//!     "approve shop-1 as rita: notes ok"        # the first copy wakes up
 //! ```
 //!
 //! With `--journal`, every fact goes to that file (chained under the key in
 //! `TOLLGATE_BOT_KEY`, or a development key the bot warns about), and each run restores the
 //! releases from it: the first run stages them and parks them awaiting approval; a later run
-//! restores them, takes the votes, and ships what the policy allows.
+//! restores them, takes the votes, and ships what the policy allows. `--postgres <url>` does
+//! the same with a Postgres database (`tollgate::journal::PgJournal`), which several copies
+//! of the bot share at once: a vote one copy takes wakes another that `await`s it, and a move
+//! or an approval is taken by one copy only.
 //!
 //! Commands, one per argument or per line of standard input:
 //!
@@ -25,7 +34,9 @@
 //! - `approve <release> as <person> for <digest>[: reason]` (the digest the person reviewed);
 //! - `reject <release> as <person>: reason`;
 //! - `wait <minutes>`: let virtual time pass (the bot runs on a virtual clock here);
-//! - `ship`: move every release whose policy and gates allow it to production.
+//! - `ship`: move every release whose policy and gates allow it to production;
+//! - `await <release> <n>` (with `--postgres`): park until the release has `n` votes, taken by
+//!   this copy of the bot or any other on the same database, then show its approval.
 //!
 //! A release waiting for a person or a timer is parked: the bot holds a value, not a thread,
 //! and tries the move again when a command or a tick arrives.
@@ -42,7 +53,7 @@ use futures::executor::block_on;
 use tollgate::approval::{Decision, Groups, Rule};
 use tollgate::artifact::ArtifactError;
 use tollgate::gate::{self, ChangeWindows, Move};
-use tollgate::journal::{ChainKey, FileJournal};
+use tollgate::journal::{ChainKey, FileJournal, Journal};
 use tollgate::lifecycle::StateName;
 use tollgate::prelude::*;
 use tollgate::time::{Clock as _, ManualClock, Timestamp};
@@ -84,30 +95,37 @@ const CHANGES: [(&str, &str, &str); 3] = [
 fn main() -> Result<(), tollgate::Error> {
     let clock = ManualClock::new(MONDAY_MORNING);
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let journal = match args.first().map(String::as_str) {
-        Some("--journal") if args.len() > 1 => {
-            let path = args.remove(1);
+    let store = match args.first().map(String::as_str) {
+        Some(flag @ ("--journal" | "--postgres")) if args.len() > 1 => {
+            let flag = flag.to_owned();
+            let place = args.remove(1);
             args.remove(0);
-            Some(path)
+            Some((flag, place))
         }
         _ => None,
     };
-    let pipeline = match &journal {
-        Some(path) => {
+    let shared = Shared::default();
+    let pipeline = match &store {
+        Some((flag, place)) => {
             let key = if let Ok(secret) = std::env::var("TOLLGATE_BOT_KEY") {
                 ChainKey::derive(secret.as_bytes())
             } else {
                 println!("(TOLLGATE_BOT_KEY is not set: using a development key)");
                 ChainKey::derive(b"release bot development key")
             };
-            let file = block_on(FileJournal::open(path, key))?;
-            if let Some(torn) = &file.opened().torn {
-                println!(
-                    "(the journal's torn tail was cut away: {} bytes)",
-                    torn.bytes
-                );
-            }
-            pipeline(&clock, Some(file))?
+            let journal: Box<dyn Journal> = if flag == "--journal" {
+                let file = block_on(FileJournal::open(place, key))?;
+                if let Some(torn) = &file.opened().torn {
+                    println!(
+                        "(the journal's torn tail was cut away: {} bytes)",
+                        torn.bytes
+                    );
+                }
+                Box::new(file)
+            } else {
+                shared.connect(place, key)?
+            };
+            pipeline(&clock, Some(journal))?
         }
         None => pipeline(&clock, None)?,
     };
@@ -154,7 +172,7 @@ fn main() -> Result<(), tollgate::Error> {
 
     for command in commands(args) {
         println!("> {command}");
-        if let Err(message) = run(&command, &pipeline, &clock, &mut held) {
+        if let Err(message) = run(&command, &pipeline, &clock, &mut held, &shared) {
             println!("  refused: {message}");
         }
         println!();
@@ -194,7 +212,7 @@ fn commands(args: Vec<String>) -> Vec<String> {
 /// release must have soaked in staging for 30 minutes, and production is frozen at weekends.
 fn pipeline(
     clock: &ManualClock,
-    journal: Option<FileJournal>,
+    journal: Option<Box<dyn Journal>>,
 ) -> Result<Pipeline<Delivery>, tollgate::Error> {
     let builder = Pipeline::<Delivery>::builder("shop");
     let builder = match journal {
@@ -247,6 +265,7 @@ fn run(
     pipeline: &Pipeline<Delivery>,
     clock: &ManualClock,
     held: &mut BTreeMap<String, Held>,
+    shared: &Shared,
 ) -> Result<(), String> {
     // `: ` starts the reason (a digest has a colon but no space after it).
     let (order, reason) = match command.split_once(": ") {
@@ -313,6 +332,23 @@ fn run(
             ship(pipeline, held);
             Ok(())
         }
+        ["await", release, count] => {
+            let count: usize = count
+                .parse()
+                .map_err(|_| "`await` takes a number of votes")?;
+            if !held.contains_key(*release) {
+                return Err(format!("no release `{release}`"));
+            }
+            shared.await_votes(release, count)?;
+            let ballot = block_on(pipeline.ballot(release)).map_err(|e| e.to_string())?;
+            let votes: Vec<String> = ballot
+                .votes()
+                .iter()
+                .map(|v| format!("{} ({:?}: {})", v.person, v.decision, v.reason))
+                .collect();
+            println!("  {release}: a vote arrived; votes: {}", votes.join(", "));
+            Ok(())
+        }
         _ => Err(format!("cannot read `{command}`")),
     }
 }
@@ -372,5 +408,57 @@ fn ship(pipeline: &Pipeline<Delivery>, held: &mut BTreeMap<String, Held>) {
                 held.insert(id, Held::Approved(refused.into_release()));
             }
         }
+    }
+}
+
+/// The database the bot shares with its other copies (`--postgres`), when it has one.
+#[derive(Default)]
+struct Shared {
+    #[cfg(feature = "postgres")]
+    journal: std::cell::OnceCell<tollgate::journal::PgJournal>,
+}
+
+impl Shared {
+    /// Connects to the database at `url`; the journal is the pipeline's too.
+    #[cfg(feature = "postgres")]
+    fn connect(&self, url: &str, key: ChainKey) -> Result<Box<dyn Journal>, tollgate::Error> {
+        let journal = block_on(tollgate::journal::PgJournal::connect(url, key))?;
+        let _ = self.journal.set(journal.clone());
+        Ok(Box::new(journal))
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[allow(clippy::unused_self)] // The same signature as with the feature.
+    fn connect(&self, _url: &str, _key: ChainKey) -> Result<Box<dyn Journal>, tollgate::Error> {
+        eprintln!(
+            "--postgres needs the `postgres` feature: cargo run --features postgres --example release_bot"
+        );
+        std::process::exit(2)
+    }
+
+    /// Parks until `release` has `count` votes, whichever copy of the bot takes them.
+    #[cfg(feature = "postgres")]
+    fn await_votes(&self, release: &str, count: usize) -> Result<(), String> {
+        let journal = self.journal.get().ok_or("`await` needs --postgres")?;
+        let key = tollgate::fact::votes_key(release);
+        block_on(async {
+            loop {
+                let votes = journal.read_key(&key).await?;
+                if votes.len() >= count {
+                    return Ok(());
+                }
+                // Woken by the database when any copy appends a vote.
+                journal
+                    .wait_for(&key, votes.last().map_or(0, |v| v.seq))
+                    .await?;
+            }
+        })
+        .map_err(|e: tollgate::journal::JournalError| e.to_string())
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[allow(clippy::unused_self)] // The same signature as with the feature.
+    fn await_votes(&self, _release: &str, _count: usize) -> Result<(), String> {
+        Err("`await` needs --postgres (and the `postgres` feature)".to_owned())
     }
 }

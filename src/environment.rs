@@ -13,6 +13,7 @@ use crate::id::IdError;
 /// Environments are identical by construction (infrastructure as code); only their name and
 /// configuration differ, never the artifact deployed to them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Environment {
     name: EnvironmentName,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,6 +18,7 @@ use crate::id::{IdError, PipelineName, ReleaseId, StageId};
 use crate::journal::JournalError;
 use crate::lifecycle::Step;
 use crate::record::RecordError;
+use crate::spec::SpecError;
 
 /// Everything that can go wrong in tollgate.
 ///
@@ -55,6 +56,9 @@ pub enum Error {
     /// written.
     #[error(transparent)]
     Fact(#[from] FactError),
+    /// A pipeline spec is malformed, or names what the host did not provide.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
 
     /// A pipeline stage has no executor and the pipeline has no default executor.
     #[error("stage `{stage}` has no executor and the pipeline has no default executor")]
@@ -136,7 +140,8 @@ impl Error {
             | Error::Engine(_)
             | Error::Gate(GateError::Invalid { .. } | GateError::Id(_))
             | Error::Approval(ApprovalError::InvalidRule { .. })
-            | Error::MissingExecutor { .. } => ErrorKind::InvalidDefinition,
+            | Error::MissingExecutor { .. }
+            | Error::Spec(_) => ErrorKind::InvalidDefinition,
             Error::Artifact(_) => ErrorKind::Artifact,
             Error::StageFailed { .. } => ErrorKind::StageFailed,
             Error::StepCancelled { .. } => ErrorKind::Cancelled,

@@ -227,9 +227,8 @@ impl StageId {
     /// use tollgate::id::StageId;
     /// assert!(StageId::new("unit-tests").is_ok());
     /// assert!(StageId::new("test (os=linux, rust=1.85)").is_ok());
-    /// assert!(StageId::new("has;semicolon").is_err());
-    /// assert!(StageId::new(" leading space").is_err());
-    /// assert!(StageId::new("two  spaces").is_err());
+    /// assert!(StageId::new("deploy|prod").is_err());
+    /// assert!(StageId::new(" padded").is_err());
     /// ```
     pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
         let id = id.into();

@@ -1,7 +1,8 @@
 //! The journal backends from the outside. The file journal on real files: cut at every byte
 //! of its last records, a byte flipped anywhere, a writer killed with SIGKILL, a full disk, a
-//! second writer, a newer format. The behaviour both backends share, run on each. And a
-//! property test of the file journal against the memory journal as the reference.
+//! second writer, a newer format. The behaviour both backends share, run on each. A journal
+//! rolled back behind the head its witness keeps (a truncated tail, an older copy, a fork).
+//! And a property test of the file journal against the memory journal as the reference.
 //!
 //! Every test's name says `journal`, so `cargo test --test journal --lib journal` runs them all.
 
@@ -12,6 +13,7 @@ use std::fs;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -19,8 +21,9 @@ use futures::executor::block_on;
 use futures::future::join_all;
 use proptest::prelude::*;
 use tollgate::journal::{
-    ChainHash, ChainKey, DiskQuota, Entry, FileJournal, FileJournalOptions, Journal, JournalError,
-    MemoryJournal, Stored, check_key_chain, verify,
+    ChainHash, ChainKey, DiskQuota, Entry, FileJournal, FileJournalOptions, Head, HeadWitness,
+    Journal, JournalError, MemoryJournal, MemoryWitness, Stored, WitnessError, Witnessed,
+    check_head, check_key_chain, verify,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -752,6 +755,283 @@ fn a_journal_entry_over_the_limit_is_refused_before_anything_is_written() {
     );
     assert_eq!(block_on(journal.head()).unwrap().0, 0);
     block_on(journal.close());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollback: the head kept by a witness outside the store
+// ---------------------------------------------------------------------------------------------
+
+/// A witness that keeps its heads in memory, shared with the test.
+fn new_witness() -> Arc<MemoryWitness> {
+    Arc::new(MemoryWitness::default())
+}
+
+/// Appends `n` entries over three keys to `journal`, one to three at a time.
+fn fill(journal: &impl Journal, n: usize) {
+    let mut i = 0;
+    while i < n {
+        let group: Vec<Entry> = (i..n.min(i + 1 + i % 3))
+            .map(|j| entry(&format!("r{}", j % 3), &format!("payload {j}")))
+            .collect();
+        i += group.len();
+        block_on(journal.append(group)).expect("an append");
+    }
+}
+
+/// The file journal at `path` opened behind `witness`.
+fn open_witnessed(
+    path: &Path,
+    witness: &Arc<MemoryWitness>,
+) -> Result<Witnessed<FileJournal, Arc<MemoryWitness>>, JournalError> {
+    block_on(Witnessed::new(open(path), Arc::clone(witness)))
+}
+
+/// Closes a witnessed file journal.
+fn close_witnessed(journal: Witnessed<FileJournal, Arc<MemoryWitness>>) {
+    block_on(journal.into_parts().0.close());
+}
+
+/// A file journal of `n` entries written behind a new witness, closed; with what it holds.
+fn witnessed_file(name: &str, n: usize) -> (TempDir, PathBuf, Arc<MemoryWitness>, Vec<Stored>) {
+    let dir = TempDir::new(name);
+    let path = dir.file("j");
+    let witness = new_witness();
+    let journal = open_witnessed(&path, &witness).unwrap();
+    fill(&journal, n);
+    let stored = all(&journal);
+    close_witnessed(journal);
+    (dir, path, witness, stored)
+}
+
+#[test]
+fn an_honest_journal_passes_its_witnessed_head_on_both_backends_and_across_a_reopen() {
+    let memory = new_witness();
+    let journal = block_on(Witnessed::new(
+        MemoryJournal::new(key()),
+        Arc::clone(&memory),
+    ))
+    .unwrap();
+    fill(&journal, 10);
+    // Concurrent appends: the witness is given heads in order, and ends with the last one.
+    block_on(join_all((0..8).map(|i| {
+        journal.append(vec![entry("c", &format!("concurrent {i}"))])
+    })));
+    let head = block_on(Head::of(journal.journal())).unwrap();
+    assert_eq!(head.seq, 18);
+    assert_eq!(block_on(memory.last()).unwrap(), Some(head));
+    assert_eq!(block_on(journal.check()).unwrap(), head);
+    assert_eq!(block_on(check_head(&journal, &head)).unwrap(), head);
+
+    let dir = TempDir::new("witness-honest");
+    let path = dir.file("j");
+    let file = new_witness();
+    let journal = open_witnessed(&path, &file).unwrap();
+    fill(&journal, 10);
+    let head = block_on(file.last()).unwrap().expect("a witnessed head");
+    assert_eq!(head, block_on(Head::of(&journal)).unwrap());
+    close_witnessed(journal);
+    // The next process: the file is what was witnessed, and appends go on.
+    let journal = open_witnessed(&path, &file).expect("an honest journal passes");
+    fill(&journal, 3);
+    assert_eq!(block_on(file.last()).unwrap().map(|h| h.seq), Some(13));
+    assert_eq!(block_on(verify(&journal)).unwrap().0, 13);
+    close_witnessed(journal);
+}
+
+#[test]
+fn a_journal_truncated_behind_its_witnessed_head_is_refused() {
+    // The file cut at the start of each of its last records: a clean, shorter journal
+    // (no torn tail to repair), which the chain alone accepts.
+    let (_dir, path, witness, stored) = witnessed_file("witness-truncated", 8);
+    let bytes = fs::read(&path).unwrap();
+    for cut in 1..=3 {
+        let keep = &stored[..stored.len() - cut];
+        let end = stored[stored.len() - cut].offset as usize;
+        fs::write(&path, &bytes[..end]).unwrap();
+        let reopened = open(&path);
+        assert_eq!(
+            reopened.opened().repaired_bytes(),
+            0,
+            "cut at a record's start"
+        );
+        assert_eq!(block_on(verify(&reopened)).unwrap().0, keep.len() as u64);
+        let err = block_on(Witnessed::new(reopened, Arc::clone(&witness))).unwrap_err();
+        assert!(
+            matches!(err, JournalError::Behind { witnessed: 8, head } if head == keep.len() as u64),
+            "{err}"
+        );
+        assert!(err.to_string().contains("entry 8 was witnessed"), "{err}");
+    }
+    fs::write(&path, &bytes).unwrap();
+    close_witnessed(open_witnessed(&path, &witness).expect("the whole file passes"));
+
+    // In memory, while it runs: reads, heads and appends are refused from then on.
+    let store = Arc::new(MemoryJournal::new(key()));
+    let journal = block_on(Witnessed::new(Arc::clone(&store), new_witness())).unwrap();
+    fill(&journal, 6);
+    store.entries_mut(|e| e.truncate(4));
+    for err in [
+        block_on(journal.check()).map(|_| ()).unwrap_err(),
+        block_on(journal.head()).map(|_| ()).unwrap_err(),
+        block_on(journal.read(1, 10)).map(|_| ()).unwrap_err(),
+        block_on(journal.read_key("r1")).map(|_| ()).unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                err,
+                JournalError::Behind {
+                    witnessed: 6,
+                    head: 4
+                }
+            ),
+            "{err}"
+        );
+    }
+    // Appending to the rolled-back store (the bot's key writes entries 5 and 6 again) is
+    // refused: entry 6 is not the one witnessed.
+    let err = block_on(journal.append(vec![entry("r1", "x"), entry("r1", "y")])).unwrap_err();
+    assert!(
+        matches!(err, JournalError::Diverged { seq: 6, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_older_copy_of_the_journal_file_is_refused_by_its_witness() {
+    let (_dir, path, witness, _) = witnessed_file("witness-older", 5);
+    let older = fs::read(&path).unwrap();
+    let journal = open_witnessed(&path, &witness).unwrap();
+    fill(&journal, 4);
+    close_witnessed(journal);
+    // Someone puts yesterday's backup back.
+    fs::write(&path, &older).unwrap();
+    let reopened = open(&path);
+    assert_eq!(
+        block_on(verify(&reopened)).unwrap().0,
+        5,
+        "the chain alone accepts it"
+    );
+    let err = block_on(Witnessed::new(reopened, Arc::clone(&witness))).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            JournalError::Behind {
+                witnessed: 9,
+                head: 5
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_forked_journal_chain_is_refused_by_its_witness() {
+    // Two files with one history up to entry 3, then each its own: the witness kept the
+    // first one's head; the second is shown instead, shorter, as long, or longer.
+    let dir = TempDir::new("witness-fork");
+    for extra in [1, 2, 4] {
+        let (ours, theirs) = (
+            dir.file(&format!("ours{extra}")),
+            dir.file(&format!("theirs{extra}")),
+        );
+        let witness = new_witness();
+        let journal = open_witnessed(&ours, &witness).unwrap();
+        fill(&journal, 3);
+        block_on(journal.append(vec![entry("r1", "deployed"), entry("r2", "approved")])).unwrap();
+        close_witnessed(journal);
+        let other = open(&theirs);
+        fill(&other, 3);
+        for i in 0..extra {
+            block_on(other.append(vec![entry("r1", &format!("rejected {i}"))])).unwrap();
+        }
+        block_on(verify(&other)).expect("the fork is a good chain under the key");
+        let err = block_on(Witnessed::new(other, Arc::clone(&witness))).unwrap_err();
+        if extra == 1 {
+            // Shorter: behind the witnessed head (which history it is does not matter).
+            assert!(
+                matches!(
+                    err,
+                    JournalError::Behind {
+                        witnessed: 5,
+                        head: 4
+                    }
+                ),
+                "{err}"
+            );
+        } else {
+            assert!(
+                matches!(err, JournalError::Diverged { seq: 5, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("another history"), "{err}");
+        }
+    }
+}
+
+/// A witness that keeps the empty journal's head and cannot keep any other.
+#[derive(Debug)]
+struct Unreachable;
+
+#[async_trait::async_trait]
+impl HeadWitness for Unreachable {
+    async fn witness(&self, _: Head) -> Result<(), WitnessError> {
+        Err("the witness host is down".into())
+    }
+    async fn last(&self) -> Result<Option<Head>, WitnessError> {
+        Ok(Some(Head::EMPTY))
+    }
+}
+
+#[test]
+fn a_failing_journal_witness_fails_the_append_and_keeps_its_entries() {
+    let store = Arc::new(MemoryJournal::new(key()));
+    // An empty journal and an empty witness agree: nothing to keep yet.
+    let journal = block_on(Witnessed::new(Arc::clone(&store), Unreachable)).unwrap();
+    let err = block_on(journal.append(vec![entry("r1", "started")])).unwrap_err();
+    assert!(matches!(err, JournalError::Witness(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the head witness failed: the witness host is down"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+    assert_eq!(
+        store.len(),
+        1,
+        "the entry is durable, as after a crash before the reply"
+    );
+}
+
+#[test]
+fn a_journal_head_round_trips_through_json_and_a_bad_hash_is_refused() {
+    let journal = MemoryJournal::new(key());
+    fill(&journal, 4);
+    let head = block_on(Head::of(&journal)).unwrap();
+    let json = serde_json::to_value(head).unwrap();
+    assert_eq!(json["seq"], 4);
+    assert_eq!(json["hash"].as_str().unwrap().len(), 64);
+    assert_eq!(serde_json::from_value::<Head>(json.clone()).unwrap(), head);
+    let upper = json["hash"].as_str().unwrap().to_uppercase();
+    assert_eq!(ChainHash::from_hex(&upper), Some(head.hash));
+    for bad in ["", "00", &"g".repeat(64), &"0".repeat(63), &"0".repeat(65)] {
+        assert_eq!(ChainHash::from_hex(bad), None, "{bad:?}");
+        let err =
+            serde_json::from_value::<Head>(serde_json::json!({"seq": 1, "hash": bad})).unwrap_err();
+        assert!(err.to_string().contains("64 hex digits"), "{err}");
+    }
+    // A head at 0 with a hash that is not the genesis names no history this journal has.
+    let err = block_on(check_head(
+        &journal,
+        &Head {
+            seq: 0,
+            hash: head.hash,
+        },
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(err, JournalError::Diverged { seq: 0, .. }),
+        "{err}"
+    );
+    assert_eq!(block_on(check_head(&journal, &Head::EMPTY)).unwrap(), head);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@
 //! with the key that is *consistent* (one the pipeline could have written: the author rewritten
 //! everywhere, a rejection that was never written, a vote by an admitted approver, a build
 //! report naming another digest); and the loss of the journal's newest entries (a rollback of
-//! the store to an older copy), which only a head kept outside the store reveals.
+//! the store to an older copy), which only a head kept outside the store reveals (with a
+//! `HeadWitness` keeping it, the rollback is refused: see "the store rolled back").
 //!
 //! Everything runs on a `ManualClock` and `block_on`; nothing sleeps.
 
@@ -44,7 +45,9 @@ use tollgate::executor::from_async_fn;
 use tollgate::fact::{Fact, FactError, votes_key};
 use tollgate::gate;
 use tollgate::id::Person;
-use tollgate::journal::{Entry, Journal, Stored, verify};
+use tollgate::journal::{
+    Entry, Head, HeadWitness, Journal, JournalError, MemoryWitness, Stored, Witnessed, verify,
+};
 use tollgate::lifecycle::{Mode, State, StateName};
 use tollgate::pipeline::{PipelineBuilder, WithApprovals};
 use tollgate::prelude::*;
@@ -961,6 +964,119 @@ fn a_deployed_release_rolled_back_in_the_middle_of_the_journal_is_refused() {
     }
 }
 
+/// A store whose key index lies (a database with a doctored index table, a file journal's
+/// index rebuilt by someone else): `lie` edits what a key read gives.
+struct LyingIndex {
+    journal: SharedJournal,
+    lie: Lie,
+}
+
+/// How a lying index edits a key read: from the key, the honest answer and the store.
+type Lie = fn(&str, Vec<Stored>, &SharedJournal) -> Vec<Stored>;
+
+#[async_trait::async_trait]
+impl Journal for LyingIndex {
+    async fn append(
+        &self,
+        entries: Vec<Entry>,
+    ) -> Result<tollgate::journal::Seq, tollgate::journal::JournalError> {
+        self.journal.append(entries).await
+    }
+    async fn read(
+        &self,
+        from: tollgate::journal::Seq,
+        limit: usize,
+    ) -> Result<Vec<Stored>, tollgate::journal::JournalError> {
+        self.journal.read(from, limit).await
+    }
+    async fn read_key(&self, key: &str) -> Result<Vec<Stored>, tollgate::journal::JournalError> {
+        let honest = self.journal.read_key(key).await?;
+        Ok((self.lie)(key, honest, &self.journal))
+    }
+    async fn head(
+        &self,
+    ) -> Result<
+        (tollgate::journal::Seq, tollgate::journal::ChainHash),
+        tollgate::journal::JournalError,
+    > {
+        self.journal.head().await
+    }
+    fn key(&self) -> &tollgate::journal::ChainKey {
+        self.journal.key()
+    }
+}
+
+#[test]
+fn a_key_index_that_leaves_out_adds_or_swaps_entries_is_refused() {
+    // r1 deployed, then r2 built after it: r1's facts sit in the middle of the journal, and
+    // a restore reads them through the key index.
+    let bot = Bot::standard();
+    deployed_r1(&bot);
+    built(&bot.pipeline, "r2", R2);
+    let lies: [(&str, Lie); 5] = [
+        (
+            "its last entry left out (the deploy undone)",
+            |key, mut e, _| {
+                if key == "r1" {
+                    e.pop();
+                }
+                e
+            },
+        ),
+        ("its last three entries left out", |key, mut e, _| {
+            if key == "r1" {
+                e.truncate(e.len() - 3);
+            }
+            e
+        }),
+        ("an entry in the middle left out", |key, mut e, _| {
+            if key == "r1" {
+                e.remove(2);
+            }
+            e
+        }),
+        ("its last vote left out", |key, mut e, _| {
+            if key == votes_key("r1") {
+                e.pop();
+            }
+            e
+        }),
+        (
+            "another release's entries given for it",
+            |key, e, journal| {
+                if key == "r1" {
+                    journal
+                        .entries()
+                        .into_iter()
+                        .filter(|s| s.key == "r2")
+                        .collect()
+                } else {
+                    e
+                }
+            },
+        ),
+    ];
+    for (what, lie) in lies {
+        let lying = LyingIndex {
+            journal: bot.journal.clone(),
+            lie,
+        };
+        let pipeline = standard_delivery(&bot.clock)
+            .journal(lying)
+            .build()
+            .unwrap();
+        match record_of(&pipeline, "r1") {
+            Err(Error::Fact(FactError::Journal(tollgate::journal::JournalError::Corrupt {
+                ..
+            }))) => {}
+            other => panic!(
+                "a key index with {what} must be refused by the chain, got {:?}",
+                other.map(|any| describe(&any))
+            ),
+        }
+    }
+}
+
 #[test]
 fn truncating_the_journals_tail_is_a_rollback_seen_only_against_a_head_kept_outside_the_store() {
     // The chain cannot tell the loss of the newest entries of the whole journal from a
@@ -1413,6 +1529,60 @@ fn a_move_dated_back_in_time_does_not_set_the_releases_clock_back() {
             assert_eq!(early.kind(), ErrorKind::GatePending, "{early:?}");
         }
     }
+}
+
+// ---- the store rolled back to an older copy ----
+
+/// The one attack the chain cannot see (the journal's newest entries gone: a chain that
+/// holds, only shorter) is refused once the bot keeps its journal's head elsewhere.
+#[test]
+fn a_store_rolled_back_to_before_the_deploy_is_refused_when_its_head_is_witnessed() {
+    let clock = clock();
+    let store = SharedJournal::new();
+    // The head is kept by a witness the store's writers cannot reach (another disk, host).
+    let witness = Arc::new(MemoryWitness::default());
+    let journal = block_on(Witnessed::new(store.clone(), Arc::clone(&witness))).unwrap();
+    let pipeline = standard_delivery(&clock).journal(journal).build().unwrap();
+    let (staged, artifact) = staged(&pipeline, "r1", R1);
+    let at_staged = store.entries();
+    let approval = block_on(pipeline.sign_off("r1", "rita", "ok")).unwrap();
+    let approved = block_on(staged.approve(&pipeline, approval)).unwrap();
+    block_on(approved.deploy(&pipeline, &artifact)).expect("deployed");
+    assert_eq!(
+        block_on(witness.last()).unwrap(),
+        Some(block_on(Head::of(&store)).unwrap()),
+        "every append had its head witnessed"
+    );
+
+    // Someone puts back the copy of the store taken while r1 was staged.
+    store.entries_mut(|entries| *entries = at_staged.clone());
+    let unwitnessed = standard_delivery(&clock)
+        .journal(store.clone())
+        .build()
+        .unwrap();
+    assert_eq!(
+        record_of(&unwitnessed, "r1").unwrap().state(),
+        StateName::Staged,
+        "the chain alone cannot tell a rollback"
+    );
+    // The running bot refuses the store at once, and the next one refuses to start on it.
+    let behind = |error: &Error| {
+        matches!(
+            error,
+            Error::Fact(FactError::Journal(JournalError::Behind { head, .. }))
+                if *head == at_staged.len() as u64
+        )
+    };
+    let refused = record_of(&pipeline, "r1").unwrap_err();
+    assert!(behind(&refused), "{refused}");
+    assert_eq!(refused.kind(), ErrorKind::Journal);
+    let refused = block_on(pipeline.vote("r1", "sam", Decision::Approve, "again")).unwrap_err();
+    assert!(behind(&refused), "{refused}");
+    let restarted = block_on(Witnessed::new(store.clone(), witness)).unwrap_err();
+    assert!(
+        matches!(restarted, JournalError::Behind { head, .. } if head == at_staged.len() as u64),
+        "{restarted}"
+    );
 }
 
 // ---- properties: random tampering of a full delivery history ----

@@ -142,6 +142,20 @@ impl ApprovalPolicy {
         self.valid_for
     }
 
+    /// Whether a release's author may approve it (see
+    /// [`allow_self_approval`](Self::allow_self_approval)).
+    #[must_use]
+    pub fn self_approval_allowed(&self) -> bool {
+        self.allow_self_approval
+    }
+
+    /// Whether whoever triggered the pipeline may approve the release (see
+    /// [`allow_triggerer_approval`](Self::allow_triggerer_approval)).
+    #[must_use]
+    pub fn triggerer_approval_allowed(&self) -> bool {
+        self.allow_triggerer_approval
+    }
+
     /// Whether `person` is named directly by some rule (groups are not consulted; see
     /// [`ApprovalPolicy::admits`]).
     #[must_use]

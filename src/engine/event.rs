@@ -6,19 +6,40 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::Digest;
 use crate::executor::StageStatus;
 use crate::forward::forward_impls;
 use crate::id::ReleaseId;
 use crate::id::StageId;
+use crate::id::{EnvironmentName, Person, PipelineName};
 use crate::lifecycle::Step;
-use crate::lifecycle::{Move, Verdict};
+use crate::lifecycle::{ModeKind, Move, StateName, Verdict};
 use crate::time::Timestamp;
 
-/// Something that happened while a step ran, stamped with the pipeline clock's time.
+/// Something that happened to a release or while one of its steps ran, stamped with the
+/// pipeline clock's time.
 ///
 /// Events of one step arrive in the order they happened; replaying them with
 /// [`final_statuses`] gives the same per-stage outcome as the returned
 /// [`StepReport`](super::StepReport).
+///
+/// Two families share the stream. **Step events** (`step_started` … `step_finished`) come
+/// from the engine while a step runs. **Release events** (`release_started`, `moved`,
+/// `refused`, `parked`, `approved`, `deployed`) come from the release's moves, each sent
+/// once the fact behind it is in the journal, so a UI or a chat bot can follow releases
+/// rather than stages:
+///
+/// ```
+/// use tollgate::engine::Event;
+///
+/// let event: Event = serde_json::from_str(
+///     r#"{"event":"parked","release":"shop-1","move":"approve","gate":null,
+///         "waiting_for":"a person's approval","until":null,"at":5}"#,
+/// )?;
+/// assert_eq!(event.to_string(), "@5ms shop-1: parked before approve at the button, waiting for a person's approval");
+/// assert_eq!(event.release().map(|r| r.as_str()), Some("shop-1"));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -114,6 +135,144 @@ pub enum Event {
         /// When.
         at: Timestamp,
     },
+    /// A release was started from a revision ([`Pipeline::start`](crate::pipeline::Pipeline)).
+    ReleaseStarted {
+        /// The release.
+        release: ReleaseId,
+        /// The pipeline that started it.
+        pipeline: PipelineName,
+        /// Delivery (a person approves) or deployment (the gates approve).
+        mode: ModeKind,
+        /// The revision's id (a commit hash).
+        revision: String,
+        /// Who wrote the revision.
+        author: Person,
+        /// When.
+        at: Timestamp,
+    },
+    /// A release moved from one state to the next (the move is in the journal).
+    Moved {
+        /// The release.
+        release: ReleaseId,
+        /// The state it left.
+        from: StateName,
+        /// The state it reached.
+        to: StateName,
+        /// When.
+        at: Timestamp,
+    },
+    /// A move was refused and the release handed back unmoved, with the reason.
+    Refused {
+        /// The release.
+        release: ReleaseId,
+        /// The move refused.
+        #[serde(rename = "move")]
+        mv: Move,
+        /// Why (the move's error, as its message).
+        reason: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// A release waits before a move: at a pending gate, or (continuous delivery, once
+    /// staged) at the button, for a person's approval.
+    Parked {
+        /// The release.
+        release: ReleaseId,
+        /// The move it waits to take.
+        #[serde(rename = "move")]
+        mv: Move,
+        /// The pending gate; `None` when it waits at the button.
+        gate: Option<String>,
+        /// What it waits for (a person, a time, a verdict).
+        waiting_for: String,
+        /// When the gate will decide on its own, if it knows.
+        until: Option<Timestamp>,
+        /// When.
+        at: Timestamp,
+    },
+    /// A release was approved for its target environment.
+    Approved {
+        /// The release.
+        release: ReleaseId,
+        /// The people whose sign-offs gave the approval; empty when the automated gates
+        /// approved it (continuous deployment).
+        by: Vec<Person>,
+        /// Why, as the approver said it (empty for an automatic approval).
+        reason: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// A release reached its target environment.
+    Deployed {
+        /// The release.
+        release: ReleaseId,
+        /// Where it runs now.
+        environment: EnvironmentName,
+        /// The digest of the artifact it runs (the one that was tested).
+        digest: Digest,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+impl Event {
+    /// The release the event is about; `None` for stage events, which belong to the step
+    /// around them.
+    #[must_use]
+    pub fn release(&self) -> Option<&ReleaseId> {
+        match self {
+            Event::StepStarted { release, .. }
+            | Event::GateEvaluated { release, .. }
+            | Event::StepFinished { release, .. }
+            | Event::ReleaseStarted { release, .. }
+            | Event::Moved { release, .. }
+            | Event::Refused { release, .. }
+            | Event::Parked { release, .. }
+            | Event::Approved { release, .. }
+            | Event::Deployed { release, .. } => Some(release),
+            Event::StageReady { .. }
+            | Event::AttemptStarted { .. }
+            | Event::AttemptFailed { .. }
+            | Event::Retrying { .. }
+            | Event::StageFinished { .. } => None,
+        }
+    }
+
+    /// When it happened.
+    #[must_use]
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Event::StepStarted { at, .. }
+            | Event::StageReady { at, .. }
+            | Event::AttemptStarted { at, .. }
+            | Event::AttemptFailed { at, .. }
+            | Event::Retrying { at, .. }
+            | Event::StageFinished { at, .. }
+            | Event::GateEvaluated { at, .. }
+            | Event::StepFinished { at, .. }
+            | Event::ReleaseStarted { at, .. }
+            | Event::Moved { at, .. }
+            | Event::Refused { at, .. }
+            | Event::Parked { at, .. }
+            | Event::Approved { at, .. }
+            | Event::Deployed { at, .. } => *at,
+        }
+    }
+
+    /// Whether it is a release event (started, moved, refused, parked, approved, deployed)
+    /// rather than one of a step's.
+    #[must_use]
+    pub fn is_release_event(&self) -> bool {
+        matches!(
+            self,
+            Event::ReleaseStarted { .. }
+                | Event::Moved { .. }
+                | Event::Refused { .. }
+                | Event::Parked { .. }
+                | Event::Approved { .. }
+                | Event::Deployed { .. }
+        )
+    }
 }
 
 /// Replays events and returns each stage's final status, in the order they finished.
@@ -288,6 +447,81 @@ impl fmt::Display for Event {
                 let how = if *succeeded { "succeeded" } else { "failed" };
                 write!(f, "{at} {release}: {step} step {how}")
             }
+            release_event => fmt_release_event(release_event, f),
         }
+    }
+}
+
+/// The release events' lines (the step events' are in `Display for Event`).
+fn fmt_release_event(event: &Event, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match event {
+        Event::ReleaseStarted {
+            release,
+            pipeline,
+            mode,
+            revision,
+            author,
+            at,
+        } => write!(
+            f,
+            "{at} {release}: started by {pipeline} ({mode}) from revision {revision} by {author}"
+        ),
+        Event::Moved {
+            release,
+            from,
+            to,
+            at,
+        } => write!(f, "{at} {release}: moved {from} -> {to}"),
+        Event::Refused {
+            release,
+            mv,
+            reason,
+            at,
+        } => write!(f, "{at} {release}: {mv} refused: {reason}"),
+        Event::Parked {
+            release,
+            mv,
+            gate,
+            waiting_for,
+            until,
+            at,
+        } => {
+            write!(f, "{at} {release}: parked before {mv} ")?;
+            match gate {
+                Some(gate) => write!(f, "at gate `{gate}`")?,
+                None => f.write_str("at the button")?,
+            }
+            write!(f, ", waiting for {waiting_for}")?;
+            match until {
+                Some(until) => write!(f, " (until {until})"),
+                None => Ok(()),
+            }
+        }
+        Event::Approved {
+            release,
+            by,
+            reason,
+            at,
+        } => {
+            if by.is_empty() {
+                return write!(f, "{at} {release}: approved by its automated gates");
+            }
+            write!(f, "{at} {release}: approved by ")?;
+            for (i, person) in by.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{person}")?;
+            }
+            write!(f, ": {reason}")
+        }
+        Event::Deployed {
+            release,
+            environment,
+            digest,
+            at,
+        } => write!(f, "{at} {release}: deployed to {environment} ({digest})"),
+        // Step events are written by `Display for Event` and never come here.
+        step_event => write!(f, "{} {step_event:?}", step_event.at()),
     }
 }

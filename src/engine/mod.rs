@@ -170,6 +170,17 @@ impl Engine {
         self.step_timeout
     }
 
+    /// Every group limit, by group name in order.
+    pub fn group_limits(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        let mut limits: Vec<(&str, usize)> = self
+            .group_limits
+            .iter()
+            .map(|(g, &n)| (g.as_str(), n))
+            .collect();
+        limits.sort_unstable();
+        limits.into_iter()
+    }
+
     /// The seed of retry-delay jitter (see [`EngineBuilder::seed`]).
     #[must_use]
     pub fn seed(&self) -> u64 {

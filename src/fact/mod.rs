@@ -18,7 +18,9 @@ use crate::artifact::ArtifactRef;
 use crate::engine::{StageReport, StepReport};
 use crate::environment::Environment;
 use crate::id::{PipelineName, ReleaseId};
-use crate::journal::{Entry, Journal, JournalError, Seq, Stored, check_key_chain, walk};
+use crate::journal::{
+    Entry, Journal, JournalError, Seq, Stored, check_key_chain, same_entry, walk_vouched,
+};
 use crate::lifecycle::{ModeKind, Move, StateName, Step};
 use crate::record::{ApprovalRecord, GateRecord, Revision};
 use crate::time::Timestamp;
@@ -197,54 +199,119 @@ pub fn votes_key(release: &str) -> String {
 }
 
 /// The facts of one release (its moves and its votes), read by their keys from `journal`,
-/// in journal order, with their chains checked: each key's own (each MAC, and that none of
-/// its entries is missing or moved), and the whole journal's from the release's first entry
-/// to the head, so that an entry removed after the key's last one (a deleted rejection) is
-/// found too. The cost of the second check is the journal's entries since the release began.
+/// in journal order, with their chains checked: each key's own (each entry filed under the
+/// key asked for, each MAC, and each back-link to the key's previous entry, so that none of
+/// its entries is missing, added or moved), and the whole journal's from the release's last
+/// entries to the head, so that an entry of the release after its last one as read (a
+/// deleted rejection, or one the key index leaves out) is found too.
+///
+/// The walk starts at the earliest of the keys' last entries, not at the release's first:
+/// every entry of a key before its last one is vouched for by the back-links of the entries
+/// after it (each MAC covers the position of the key's previous entry). A key read as empty
+/// has no last entry to vouch for it: votes are cast only on a staged release, so when the
+/// release was staged and no vote is read, the walk starts at the move to Staged instead.
+/// The cost is the release's own entries plus the journal's entries since the release's
+/// last fact (or since it was staged); the release's own entries met again on the walk are
+/// compared with the copies read by key (whose MACs were checked) instead of having their
+/// MACs computed again.
 pub async fn read_release(
     journal: &(impl Journal + ?Sized),
     release: &str,
 ) -> Result<Vec<(Seq, Fact)>, FactError> {
-    let moves = journal.read_key(release).await?;
-    check_key_chain(journal.key(), &moves)?;
+    // Another process may append to the release while it is read (a replica on a shared
+    // journal): its entries past the head seen here are news, not a gap in the key index.
+    let (head, _) = journal.head().await?;
+    let moves = read_key_checked(journal, release).await?;
     let votes_key = votes_key(release);
-    let votes = journal.read_key(&votes_key).await?;
-    check_key_chain(journal.key(), &votes)?;
-    let ours: std::collections::BTreeSet<Seq> = moves.iter().chain(&votes).map(|s| s.seq).collect();
-    if let Some(&first) = ours.first() {
-        check_since(
-            journal,
-            first,
-            |key| key == release || key == votes_key,
-            &ours,
-        )
-        .await?;
-    }
+    let votes = read_key_checked(journal, &votes_key).await?;
     let mut facts = moves
         .iter()
         .chain(&votes)
         .map(|s| Fact::from_stored(s).map(|f| (s.seq, f)))
         .collect::<Result<Vec<_>, _>>()?;
+    let staged = facts.iter().find_map(|(seq, fact)| {
+        matches!(
+            fact,
+            Fact::Moved {
+                to: StateName::Staged,
+                ..
+            }
+        )
+        .then_some(*seq)
+    });
+    let votes_from = votes.last().map(|s| s.seq).or(staged);
+    if let Some(from) = moves
+        .last()
+        .map(|s| s.seq)
+        .into_iter()
+        .chain(votes_from)
+        .min()
+    {
+        let ours: std::collections::BTreeMap<Seq, &Stored> = moves
+            .iter()
+            .chain(&votes)
+            .filter(|s| s.seq >= from)
+            .map(|s| (s.seq, s))
+            .collect();
+        check_since(
+            journal,
+            from,
+            |stored| stored.seq <= head && (stored.key == release || stored.key == votes_key),
+            &ours,
+        )
+        .await?;
+    }
     facts.sort_by_key(|(seq, _)| *seq);
     Ok(facts)
 }
 
+/// The entries of `key`, read through the journal's key index, each filed under `key` and
+/// chained to the one before it ([`check_key_chain`]).
+async fn read_key_checked(
+    journal: &(impl Journal + ?Sized),
+    key: &str,
+) -> Result<Vec<Stored>, FactError> {
+    let entries = journal.read_key(key).await?;
+    if let Some(foreign) = entries.iter().find(|s| s.key != key) {
+        return Err(JournalError::Corrupt {
+            seq: foreign.seq,
+            offset: foreign.offset,
+            reason: format!(
+                "the key index gives it for `{key}`, but it is filed under `{}`",
+                foreign.key
+            ),
+        }
+        .into());
+    }
+    check_key_chain(journal.key(), &entries)?;
+    Ok(entries)
+}
+
 /// Walks the journal's chain from entry `first` to the head: each entry follows the one
-/// before it and carries its own MAC, and the entries whose key is one of `ours` are exactly
-/// the positions `expected`.
+/// before it and carries its own MAC (computed for the others' entries; for one of
+/// `expected`, whose MACs were checked, the copy met must be the same entry), and the
+/// entries `is_ours` picks are exactly the positions `expected` (entries read by key past
+/// the ones it picks count as seen).
 async fn check_since(
     journal: &(impl Journal + ?Sized),
     first: Seq,
-    is_ours: impl Fn(&str) -> bool,
-    expected: &std::collections::BTreeSet<Seq>,
+    is_ours: impl Fn(&Stored) -> bool,
+    expected: &std::collections::BTreeMap<Seq, &Stored>,
 ) -> Result<(), FactError> {
     let mut seen = 0;
-    let (head, _) = walk(journal, first, None, |stored| {
-        if is_ours(&stored.key) {
-            if !expected.contains(&stored.seq) {
-                return Err("the key index leaves it out".to_owned());
+    let vouched = |stored: &Stored| {
+        expected
+            .get(&stored.seq)
+            .is_some_and(|known| same_entry(known, stored))
+    };
+    let (head, _) = walk_vouched(journal, first, None, vouched, |stored| {
+        match expected.get(&stored.seq) {
+            Some(known) if !same_entry(known, stored) => {
+                return Err("the key index gives another entry at this position".to_owned());
             }
-            seen += 1;
+            Some(_) => seen += 1,
+            None if is_ours(stored) => return Err("the key index leaves it out".to_owned()),
+            None => {}
         }
         Ok(())
     })

@@ -639,11 +639,12 @@ impl<'de> Deserialize<'de> for StageGraph {
     }
 }
 
-/// Serializes `Option<Duration>` as whole milliseconds.
+/// Serializes `Option<Duration>` as whole milliseconds; reads milliseconds or a duration as
+/// people write it (`"10m"`, see [`parse_duration`](crate::time::parse_duration)).
 mod opt_millis {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     #[allow(clippy::ref_option)] // serde's `with` hands us `&Option<_>`.
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -654,6 +655,6 @@ mod opt_millis {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+        crate::time::deserialize_opt_duration(d)
     }
 }

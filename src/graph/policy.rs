@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// How long to wait between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Backoff {
     /// The same delay before every retry.
     Fixed {
@@ -68,6 +68,7 @@ impl Backoff {
 /// assert_eq!(policy.backoff.delay(5), Duration::from_secs(5)); // capped
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// How many attempts in all (1 = no retry). Zero is rejected when the graph is built.
     pub max_attempts: u32,

@@ -9,8 +9,10 @@
 //! | `mod.rs` | [`PipelineBuilder`], [`Pipeline`], votes and approvals |
 //! | `stage.rs` | [`Stage`]: a spec and its executor |
 //! | `explain.rs` | [`Explanation`]: what blocks a release's next move |
+//! | `spec.rs` | pipelines from [`PipelineSpec`](crate::spec::PipelineSpec)s and back |
 
 mod explain;
+mod spec;
 mod stage;
 
 use std::collections::BTreeMap;
@@ -40,6 +42,7 @@ use crate::journal::{ChainKey, Entry, Journal, JournalError, MemoryJournal, Seq}
 use crate::lifecycle::{
     Delivery, Deployment, HumanApproval, Mode, ModeKind, Move, StateName, Verdict,
 };
+use crate::picture::PipelinePicture;
 use crate::record::AnyRelease;
 use crate::record::ApprovalRecord;
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -72,6 +75,7 @@ pub struct PipelineBuilder<M: Mode, A = NoApprovals> {
     approval_policies: Option<Approvals>,
     journal: Option<Arc<dyn Journal>>,
     claim_lease: Duration,
+    declared: spec::Declared,
     _mode: PhantomData<fn() -> (M, A)>,
 }
 
@@ -321,6 +325,7 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
                 .unwrap_or_else(|| Arc::new(MemoryJournal::new(ChainKey::ephemeral()))),
             fingerprint,
             claim_lease: self.claim_lease,
+            declared: self.declared,
             _mode: PhantomData,
         })
     }
@@ -340,6 +345,7 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
             approval_policies: self.approval_policies,
             journal: self.journal,
             claim_lease: self.claim_lease,
+            declared: self.declared,
             _mode: PhantomData,
         }
     }
@@ -433,6 +439,8 @@ pub struct Pipeline<M: Mode> {
     journal: Arc<dyn Journal>,
     fingerprint: Fingerprint,
     claim_lease: Duration,
+    /// What the spec it was built from says that its parts cannot (empty if built in code).
+    declared: spec::Declared,
     _mode: PhantomData<fn() -> M>,
 }
 
@@ -464,7 +472,8 @@ impl<M: Mode> Pipeline<M> {
             production: None,
             approval_policies: None,
             journal: None,
-            claim_lease: Duration::from_secs(60 * 60),
+            claim_lease: crate::spec::DEFAULT_CLAIM_LEASE,
+            declared: spec::Declared::default(),
             _mode: PhantomData,
         }
     }
@@ -473,6 +482,65 @@ impl<M: Mode> Pipeline<M> {
     #[must_use]
     pub fn name(&self) -> &PipelineName {
         &self.name
+    }
+
+    /// A picture of the whole pipeline: its steps chained in the order a release moves, the
+    /// gates on each move as diamonds, the approval as the button (delivery, with who may
+    /// press it) or as an automatic check (deployment), finally stages marked. Draw it with
+    /// [`to_mermaid`](PipelinePicture::to_mermaid), [`to_dot`](PipelinePicture::to_dot) or
+    /// [`to_svg`](PipelinePicture::to_svg).
+    ///
+    /// ```
+    /// use tollgate::executor::from_fn;
+    /// use tollgate::prelude::*;
+    ///
+    /// let ok = || from_fn(|_| Ok(StageOutcome::success()));
+    /// let pipeline = Pipeline::<Deployment>::builder("shop")
+    ///     .stage(Stage::build("compile").run(ok()))
+    ///     .stage(Stage::test("unit").after("compile").run(ok()))
+    ///     .stage(Stage::stage("staging").run(ok()))
+    ///     .stage(Stage::deploy("production").run(ok()))
+    ///     .gate(Move::Deploy, tollgate::gate::from_fn("error-rate", |_| Verdict::Open))
+    ///     .build()?;
+    ///
+    /// let mermaid = pipeline.picture().to_mermaid();
+    /// assert!(mermaid.contains(r#"g_deploy_0{"error-rate"}"#));           // a gate, a diamond
+    /// assert!(mermaid.contains(r#"approval{{"⚙ automatic: every gate open approves"}}"#));
+    /// assert!(mermaid.contains("step_build ==>|built| step_test"));        // the steps, chained
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    #[must_use]
+    pub fn picture(&self) -> PipelinePicture<'_> {
+        let mut gates = Vec::new();
+        for mv in Move::ALL {
+            let environment = match mv {
+                Move::Deploy => self.production.name(),
+                _ => self.staging.name(),
+            };
+            gates.extend(
+                self.gates_on(mv, environment)
+                    .map(|g| (mv, g.name().into_owned())),
+            );
+        }
+        let approvers = match M::KIND {
+            ModeKind::Delivery => self
+                .approvals
+                .for_environment(self.production.name())
+                .rules()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            ModeKind::Deployment => Vec::new(),
+        };
+        PipelinePicture::new(
+            &self.name,
+            M::KIND,
+            &self.graph,
+            gates,
+            approvers,
+            self.staging.name(),
+            self.production.name(),
+        )
     }
 
     /// How long a claimed move keeps other copies of the release out (see
@@ -781,6 +849,52 @@ impl<M: Mode> Pipeline<M> {
             }));
         }
         (head, journaled, None)
+    }
+}
+
+impl<M: Mode> Pipeline<M> {
+    /// Runs only the deploy step's stages (deploy and verify) for `release`'s `artifact` in
+    /// `environment`, which the executors see: what a fleet's promotion, redeploy and
+    /// rollback run, with no build, no tests and no journal of its own (the fleet records
+    /// the report). `claim` (the fleet's ticket) goes into the idempotency keys.
+    pub(crate) async fn run_deploy_stages(
+        &self,
+        release: &ReleaseId,
+        revision: &str,
+        artifact: &crate::artifact::ArtifactRef,
+        environment: &Environment,
+        claim: Seq,
+    ) -> StepReport {
+        let prior = BTreeMap::new();
+        let step_outputs = std::sync::OnceLock::new();
+        let executors = &self.executors;
+        let hooks = |i: usize| {
+            let (executor, retry_if) = &executors[i];
+            StageHooks {
+                executor: &**executor,
+                retry_if: retry_if.as_deref(),
+            }
+        };
+        let run = StepRun {
+            graph: &self.graph,
+            step: Step::Deploy,
+            labels: StepLabels {
+                graph: &self.graph,
+                prior_outputs: &prior,
+                outputs: &step_outputs,
+                release,
+                revision,
+                artifact: Some(artifact),
+                environment: Some(environment),
+                claim,
+            },
+            prior_outputs: &prior,
+            clock: &*self.clock,
+            cancel: None,
+            done: &[],
+            on_settled: None,
+        };
+        self.engine.run_step(&run, &hooks).await
     }
 }
 

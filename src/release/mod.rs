@@ -102,6 +102,7 @@ impl<S: State, M: Mode> fmt::Debug for Release<S, M> {
 
 impl<M: Mode> Pipeline<M> {
     /// Starts a release `id` of `revision`. It is headed for the production environment.
+    /// The engine's observer hears an [`Event::ReleaseStarted`](crate::engine::Event).
     pub fn start(&self, id: impl Into<String>, revision: Revision) -> Result<Release<Commit, M>> {
         let any = AnyRelease::new(
             ReleaseId::new(id)?,
@@ -112,6 +113,14 @@ impl<M: Mode> Pipeline<M> {
             self.staging().clone(),
             self.production().clone(),
         );
+        self.engine().emit(|| crate::engine::Event::ReleaseStarted {
+            release: any.id().clone(),
+            pipeline: any.pipeline().clone(),
+            mode: M::KIND,
+            revision: any.revision().id.clone(),
+            author: any.revision().author.clone(),
+            at: any.created_at(),
+        });
         Ok(Release::new(any, None, self.fingerprint().clone()))
     }
 }

@@ -15,12 +15,13 @@ use super::capability::{
 use super::{MoveError, OpenRun, Release};
 use crate::approval::{Approval, ApprovalError, ApprovalRequest, Ballot};
 use crate::artifact::{Artifact, ArtifactError};
+use crate::engine::Event;
 use crate::error::{Error, Result};
 use crate::executor::StageStatus;
 use crate::fact::{Fact, FactError};
 use crate::gate::GateError;
 use crate::lifecycle::{
-    Approved, Built, Deployed, Mode, Move, Staged, State, StateName, Tested, Verdict,
+    Approved, Built, Deployed, Mode, ModeKind, Move, Staged, State, StateName, Tested, Verdict,
 };
 use crate::pipeline::{Pipeline, StepJournal, request_for, request_with};
 use crate::record::{ApprovalRecord, GateRecord};
@@ -483,7 +484,103 @@ impl<S: State, M: Mode> Release<S, M> {
         if concludes {
             self.run = None;
         }
+        self.announce(pipeline, &facts);
         Ok(())
+    }
+
+    /// Tells the engine's observer the release events behind `facts`, which the journal
+    /// has just taken: moves, refusals, approvals, the deploy, and (continuous delivery) the
+    /// release parked at the button once it is staged.
+    fn announce(&self, pipeline: &Pipeline<M>, facts: &[Fact]) {
+        let engine = pipeline.engine();
+        let mut approved_by_person = false;
+        for fact in facts {
+            match fact {
+                Fact::ApprovalUsed { record, at, .. } => {
+                    approved_by_person = true;
+                    let mut by: Vec<_> = record.signoffs.iter().map(|s| s.person.clone()).collect();
+                    if by.is_empty() {
+                        by.push(record.approver.clone());
+                    }
+                    engine.emit(|| Event::Approved {
+                        release: self.any.id().clone(),
+                        by,
+                        reason: record.reason.clone(),
+                        at: *at,
+                    });
+                }
+                Fact::Moved { to, at, .. } => {
+                    let from = Move::ALL
+                        .iter()
+                        .find(|mv| mv.to() == *to)
+                        .map_or(StateName::Commit, |mv| mv.from());
+                    if *to == StateName::Approved && !approved_by_person {
+                        engine.emit(|| Event::Approved {
+                            release: self.any.id().clone(),
+                            by: Vec::new(),
+                            reason: String::new(),
+                            at: *at,
+                        });
+                    }
+                    engine.emit(|| Event::Moved {
+                        release: self.any.id().clone(),
+                        from,
+                        to: *to,
+                        at: *at,
+                    });
+                    match to {
+                        StateName::Staged if M::KIND == ModeKind::Delivery => {
+                            engine.emit(|| Event::Parked {
+                                release: self.any.id().clone(),
+                                mv: Move::Approve,
+                                gate: None,
+                                waiting_for: "a person's approval".to_owned(),
+                                until: None,
+                                at: *at,
+                            });
+                        }
+                        StateName::Deployed => {
+                            if let Some(artifact) = self.any.artifact() {
+                                engine.emit(|| Event::Deployed {
+                                    release: self.any.id().clone(),
+                                    environment: self.any.target().name().clone(),
+                                    digest: artifact.digest.clone(),
+                                    at: *at,
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Fact::Refused { mv, reason, at, .. } => engine.emit(|| Event::Refused {
+                    release: self.any.id().clone(),
+                    mv: *mv,
+                    reason: reason.clone(),
+                    at: *at,
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    /// Tells the observer that the release waits at a pending gate before `mv`, when
+    /// `error` says so.
+    fn announce_parked(&self, pipeline: &Pipeline<M>, mv: Move, error: &Error) {
+        if let Error::Gate(GateError::Pending {
+            gate,
+            waiting_for,
+            until,
+        }) = error
+        {
+            pipeline.engine().emit(|| Event::Parked {
+                release: self.any.id().clone(),
+                mv,
+                gate: Some(gate.clone()),
+                waiting_for: waiting_for.clone(),
+                until: *until,
+                at: pipeline.clock().now(),
+            });
+        }
     }
 
     /// Records that `mv` was refused with `error`, and hands the release back with it. A
@@ -495,7 +592,9 @@ impl<S: State, M: Mode> Release<S, M> {
         ) {
             let fact = self.refusal(pipeline, mv, &error);
             // A refusal that cannot be written changes nothing about the release.
-            let _ = self.write(pipeline, vec![fact]).await;
+            if self.write(pipeline, vec![fact]).await.is_ok() {
+                self.announce_parked(pipeline, mv, &error);
+            }
         }
         MoveError::new(self, error)
     }

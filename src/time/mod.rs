@@ -45,6 +45,7 @@ mod driver;
 mod hold;
 mod manual;
 mod system;
+mod text;
 
 use std::fmt;
 use std::time::Duration;
@@ -58,6 +59,8 @@ pub use driver::run_virtual;
 pub use hold::ClockHold;
 pub use manual::ManualClock;
 pub use system::SystemClock;
+pub use text::{DurationError, format_duration, parse_duration};
+pub(crate) use text::{deserialize_opt_duration, human, opt_human};
 
 /// A point in time: whole milliseconds since the Unix epoch, UTC.
 ///
@@ -115,14 +118,16 @@ pub(crate) fn duration_millis(d: Duration) -> u64 {
 pub(crate) mod millis {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(super::duration_millis(*d))
     }
 
+    /// Milliseconds, or a duration as people write it (`"10m"`, see
+    /// [`parse_duration`](super::parse_duration)).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
+        super::text::deserialize_duration(d)
     }
 }
 

@@ -10,6 +10,7 @@
 //! | `gates.rs` | closed, pending and time-bound gates on moves; an approval handed back by a closed gate |
 //! | `definitions.rs` | pipeline definition errors, the default executor |
 //! | `restores.rs` | a release restored from the journal after any move goes on from there; one id, one release; two copies cannot both move |
+//! | `interleavings.rs` | random interleavings of starts, moves, votes (admitted people, the author, the triggerer, an outsider), approvals, deploys, crashes mid-step, restarts and restores on the memory and the file journal, against a reference model |
 //! | `resume.rs` | a move cut off mid-step resumes with the stages that finished, runs only the others, under the same idempotency keys; forged stage facts are refused |
 //!
 //! The pipelines they run on come from the shared fixtures in `tests/support`.
@@ -24,6 +25,7 @@ mod definitions;
 mod failures;
 mod flows;
 mod gates;
+mod interleavings;
 mod restores;
 mod resume;
 mod workflow;
