@@ -15,7 +15,17 @@ use crate::graph::Concurrency;
 /// Why a stage was cancelled by its concurrency group: a newer run with cancel-in-progress
 /// took the group while it ran or waited for it. Its stage ends
 /// [`Cancelled`](crate::executor::StageStatus::Cancelled), is not retried, and keeps this as
-/// its [`error`](crate::engine::StageReport::error).
+/// its [`error`](crate::engine::StageReport::error), which a host downcasts:
+///
+/// ```
+/// use tollgate::engine::{StageReport, Superseded};
+///
+/// fn superseded_by(report: &StageReport) -> Option<&str> {
+///     let error = report.error()?.downcast_ref::<Superseded>()?;
+///     Some(&error.by)
+/// }
+/// # let _ = superseded_by;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cancelled: {by} took concurrency group `{group}`")]
 #[non_exhaustive]
@@ -29,6 +39,21 @@ pub struct Superseded {
 /// The concurrency groups of every step an engine runs: at most one stage holds a group at a
 /// time. Cheap to clone (shared); an engine makes its own, or shares one given to
 /// [`EngineBuilder::concurrency_groups`](crate::engine::EngineBuilder::concurrency_groups).
+///
+/// Two releases of one pipeline share its engine, so its groups; two pipelines that deploy
+/// to one place share a registry:
+///
+/// ```
+/// use tollgate::engine::{ConcurrencyGroups, Engine};
+///
+/// let production = ConcurrencyGroups::new();
+/// let web = Engine::builder().concurrency_groups(production.clone()).build()?;
+/// let api = Engine::builder().concurrency_groups(production.clone()).build()?;
+/// // Nothing holds a group until a stage in one runs.
+/// assert!(web.concurrency_groups().busy().is_empty());
+/// assert!(api.concurrency_groups().busy().is_empty());
+/// # Ok::<(), tollgate::engine::EngineError>(())
+/// ```
 #[derive(Clone, Default)]
 pub struct ConcurrencyGroups(Arc<Mutex<HashMap<String, Group>>>);
 

@@ -253,12 +253,14 @@ impl Engine {
         revision: &str,
     ) -> StepReport {
         let prior = BTreeMap::new();
+        let step_outputs = std::sync::OnceLock::new();
         let run = StepRun {
             graph,
             step,
             labels: StepLabels {
                 graph,
                 prior_outputs: &prior,
+                outputs: &step_outputs,
                 release,
                 revision,
                 artifact: None,

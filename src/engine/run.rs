@@ -137,7 +137,7 @@ struct StepState<'a> {
     /// The slot of each graph index (or [`NOT_IN_STEP`]), and the outputs of finished
     /// stages that produced any, shared with every later stage's context (which may read
     /// any earlier stage's outputs).
-    table: Arc<StepOutputs>,
+    table: &'a StepOutputs,
     phase: Vec<Phase>,
     /// Each stage's report, filled in as it runs: a stage that never starts keeps the
     /// "skipped" report it begins with.
@@ -199,7 +199,9 @@ impl Engine {
                 .map(|&i| StageReport::not_run(graph.spec(i).id.clone(), StageStatus::Skipped))
                 .collect(),
             members,
-            table: Arc::new(StepOutputs {
+            // Made here, in the run's own cell, so that every context reads it through the
+            // labels it already holds: a context stays small enough to move cheaply.
+            table: run.labels.outputs.get_or_init(|| StepOutputs {
                 outputs: (0..n).map(|_| OnceLock::new()).collect(),
                 slot_of,
             }),
@@ -686,9 +688,7 @@ impl<'a> StepState<'a> {
         let ctx = StageContext {
             spec,
             labels: &run.labels,
-            inputs: inputs_of(run, &self.table, i),
-            index: i,
-            earlier: Arc::clone(&self.table),
+            inputs: inputs_of(run, self.table, i),
             attempt: number,
             clock: run.clock,
             step_outcome,
@@ -763,7 +763,7 @@ impl<'a> StepState<'a> {
                         report.outputs = outputs;
                     }
                     if let Some(artifact) = artifact {
-                        report.artifact = Some(Box::new(artifact));
+                        report.artifact = Some(artifact);
                     }
                     return self.finish(slot, StageStatus::Succeeded, now);
                 }
@@ -913,9 +913,6 @@ impl<'a> StepState<'a> {
             let slot = slot as usize;
             self.phase[slot] = Phase::Done;
             self.reports[slot] = report.clone();
-            if !report.outputs.is_empty() {
-                let _ = self.table.outputs[slot].set(Arc::new(report.outputs.clone()));
-            }
         }
         let ordinary_left = self
             .members
@@ -928,11 +925,14 @@ impl<'a> StepState<'a> {
                     self.phase[slot] = Phase::Waiting;
                     self.reports[slot] =
                         StageReport::not_run(graph.spec(i).id.clone(), StageStatus::Skipped);
-                    // Nothing has run yet, so no context shares the table.
-                    if let Some(table) = Arc::get_mut(&mut self.table) {
-                        table.outputs[slot].take();
-                    }
                 }
+            }
+        }
+        // The outputs of the stages kept, which their dependents read.
+        for (slot, phase) in self.phase.iter().enumerate() {
+            let outputs = &self.reports[slot].outputs;
+            if *phase == Phase::Done && !outputs.is_empty() {
+                let _ = self.table.outputs[slot].set(Arc::new(outputs.clone()));
             }
         }
     }
@@ -1082,12 +1082,14 @@ mod tests {
                 .push(report.id.to_string());
         };
         let prior = BTreeMap::new();
+        let step_outputs = std::sync::OnceLock::new();
         let run = StepRun {
             graph: &graph,
             step: Step::Build,
             labels: StepLabels {
                 graph: &graph,
                 prior_outputs: &prior,
+                outputs: &step_outputs,
                 release: &release,
                 revision: "4f2a9c1",
                 artifact: None,

@@ -199,11 +199,9 @@ pub struct StageContext<'a> {
     pub(crate) spec: &'a StageSpec,
     /// What every stage of the step shares, held once by the step run.
     pub(crate) labels: &'a StepLabels<'a>,
+    // No more fields without need: at 128 bytes a context still moves without a `memcpy`
+    // call, and every attempt moves it twice (into the executor's future and in it).
     pub(crate) inputs: Vec<(&'a StageId, Arc<Outputs>)>,
-    /// The stage's index in the graph.
-    pub(crate) index: usize,
-    /// Every stage's outputs in this step so far, for [`StageContext::output`].
-    pub(crate) earlier: Arc<StepOutputs>,
     pub(crate) attempt: u32,
     pub(crate) clock: &'a dyn Clock,
     pub(crate) step_outcome: Option<StepOutcome>,
@@ -225,6 +223,9 @@ pub(crate) struct StepLabels<'a> {
     pub graph: &'a StageGraph,
     /// The outputs of stages of earlier steps.
     pub prior_outputs: &'a BTreeMap<StageId, Arc<Outputs>>,
+    /// The outputs of this step's stages as they finish (see [`StageContext::output`]):
+    /// empty until the step run fills it, once; a fresh cell for every run.
+    pub outputs: &'a OnceLock<StepOutputs>,
     /// The release being moved.
     pub release: &'a ReleaseId,
     /// The id of its source revision.
@@ -354,17 +355,17 @@ impl<'a> StageContext<'a> {
                 stage: stage.to_owned(),
             });
         };
-        if !runs_before(graph, wanted, self.index) {
+        let reader = graph.index_of(self.spec.id.as_str()).unwrap_or(usize::MAX);
+        if !runs_before(graph, wanted, reader) {
             return Err(OutputError::NotBefore {
                 reader: self.spec.id.clone(),
                 stage: graph.spec(wanted).id.clone(),
             });
         }
-        let outputs = match self.earlier.slot_of.get(wanted) {
-            Some(&slot) if slot != NOT_IN_STEP => self
-                .earlier
-                .outputs
-                .get(slot as usize)
+        let table = self.labels.outputs.get();
+        let outputs = match table.and_then(|t| t.slot_of.get(wanted)) {
+            Some(&slot) if slot != NOT_IN_STEP => table
+                .and_then(|t| t.outputs.get(slot as usize))
                 .and_then(OnceLock::get),
             _ => self.labels.prior_outputs.get(stage),
         };
@@ -527,6 +528,9 @@ pub fn idempotency_key(
 /// dependencies of `later`, direct or not. A walk against the edges from `later`, iterative,
 /// over its ancestors only.
 fn runs_before(graph: &StageGraph, earlier: usize, later: usize) -> bool {
+    if later >= graph.len() {
+        return false;
+    }
     let mut seen = std::collections::HashSet::new();
     let mut stack = vec![later];
     while let Some(stage) = stack.pop() {
@@ -771,8 +775,11 @@ pub struct StageOutcome {
     pub logs: Vec<LogLine>,
     /// Named outputs for dependent stages.
     pub outputs: Outputs,
-    /// The artifact a build stage produced.
-    pub artifact: Option<ArtifactRef>,
+    /// The artifact a build stage produced. Boxed: one stage in a pipeline makes an
+    /// artifact, and every outcome would otherwise carry the room for one, which makes an
+    /// outcome too big to move without a `memcpy` call (each attempt moves it several
+    /// times).
+    pub artifact: Option<Box<ArtifactRef>>,
 }
 
 impl StageOutcome {
@@ -818,7 +825,7 @@ impl StageOutcome {
     /// Reports the artifact this (build) stage produced.
     #[must_use]
     pub fn artifact(mut self, artifact: ArtifactRef) -> Self {
-        self.artifact = Some(artifact);
+        self.artifact = Some(Box::new(artifact));
         self
     }
 }
@@ -826,6 +833,18 @@ impl StageOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stage_context_stays_within_128_bytes() {
+        // Every attempt moves its context into the executor's future and again inside it;
+        // past 128 bytes each move becomes a `memcpy` call, which cost the engine a quarter
+        // of its time on wide graphs (benches/engine.rs) when two fields were added here.
+        assert!(
+            std::mem::size_of::<StageContext<'_>>() <= 128,
+            "{}",
+            std::mem::size_of::<StageContext<'_>>()
+        );
+    }
 
     #[test]
     fn a_timed_out_status_names_its_limit_and_reads_the_texts_of_stored_reports() {

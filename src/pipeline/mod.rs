@@ -747,6 +747,7 @@ impl<M: Mode> Pipeline<M> {
         journal: StepJournal<'_>,
     ) -> StepRan {
         let prior = release.outputs();
+        let step_outputs = std::sync::OnceLock::new();
         let (settled_tx, settled_rx) = mpsc::unbounded::<StageReport>();
         let run_engine = async {
             // The sender lives in this future: when the step ends it is dropped, and the
@@ -770,6 +771,7 @@ impl<M: Mode> Pipeline<M> {
                 labels: StepLabels {
                     graph: &self.graph,
                     prior_outputs: &prior,
+                    outputs: &step_outputs,
                     release: release.id(),
                     revision: &release.revision().id,
                     artifact: release.artifact(),
@@ -864,6 +866,7 @@ impl<M: Mode> Pipeline<M> {
         claim: Seq,
     ) -> StepReport {
         let prior = BTreeMap::new();
+        let step_outputs = std::sync::OnceLock::new();
         let executors = &self.executors;
         let hooks = |i: usize| {
             let (executor, retry_if) = &executors[i];
@@ -878,6 +881,7 @@ impl<M: Mode> Pipeline<M> {
             labels: StepLabels {
                 graph: &self.graph,
                 prior_outputs: &prior,
+                outputs: &step_outputs,
                 release,
                 revision,
                 artifact: Some(artifact),

@@ -471,7 +471,7 @@ impl ProcessExecutor {
                 let code = status.code().unwrap_or_default();
                 outputs.insert("exit_code".to_owned(), code.to_string());
                 let mut outcome = StageOutcome::success();
-                outcome.artifact = artifact;
+                outcome.artifact = artifact.map(Box::new);
                 outcome
             }
             Some(reason) => StageOutcome::failure(reason),
@@ -1097,7 +1097,10 @@ mod tests {
                 stdout(&format!("::artifact x {a}")),
             ],
         ));
-        assert_eq!(same.artifact, Some(ArtifactRef::new("x", a.clone())));
+        assert_eq!(
+            same.artifact.as_deref(),
+            Some(&ArtifactRef::new("x", a.clone()))
+        );
         let two = p.outcome(finished(
             exited(0),
             vec![
