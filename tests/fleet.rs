@@ -356,6 +356,7 @@ fn an_older_release_over_a_newer_one_is_refused_and_recorded() {
         Err(FleetError::OlderOverNewer { release, live, .. })
             if release.as_str() == "1.0" && live.as_str() == "1.1"
     ));
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::Release);
     assert_eq!(w.live("dev").as_deref(), Some("1.1"));
     let facts = fleet_facts(&w.journal);
     assert!(facts.iter().any(|f| matches!(f,
@@ -581,6 +582,7 @@ fn a_full_queue_refuses_with_its_limit() {
                 matches!(full, Err(FleetError::QueueFull { limit: 1, .. })),
                 "{full:?}"
             );
+            assert_eq!(full.unwrap_err().kind(), ErrorKind::GatePending);
         };
         let (first, ()) = futures::join!(first, others);
         first.unwrap();

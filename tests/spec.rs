@@ -297,15 +297,41 @@ fn graph_errors_of_a_spec_name_the_stages() {
 }
 
 #[test]
+fn a_spec_file_is_read_by_its_extension_and_a_missing_one_is_named() {
+    let error = PipelineSpec::from_path("pipeline.yaml").unwrap_err();
+    assert!(
+        matches!(&error, SpecError::Format { file, .. } if file == "pipeline.yaml"),
+        "{error}"
+    );
+    let error = PipelineSpec::from_path("/nonexistent/pipeline.json").unwrap_err();
+    assert!(
+        matches!(&error, SpecError::Read { file, .. } if file == "/nonexistent/pipeline.json"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_jitter_over_a_hundred_percent_is_refused_not_run() {
+    let mut spec = base();
+    spec["stages"][0]["retry"]["jitter_percent"] = json!(250);
+    let spec = parse_json(&spec).unwrap();
+    let error = Pipeline::<Delivery>::from_spec(&spec, &GateRegistry::new()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "stage `compile` has an invalid policy: a retry's jitter is a percentage, from 0 to 100"
+    );
+}
+
+#[test]
 fn an_invalid_stage_id_is_refused_where_it_is_written() {
     let mut spec = base();
-    spec["stages"][2]["id"] = json!("has space");
+    spec["stages"][2]["id"] = json!("deploy|prod");
     let error = parse_json(&spec).unwrap_err();
     let SpecError::Invalid { path, location, .. } = &error else {
         panic!("{error}")
     };
     assert_eq!(path, "stages[2].id");
-    assert_eq!(location.text, "\"has space\"");
+    assert_eq!(location.text, "\"deploy|prod\"");
 }
 
 #[test]
@@ -387,6 +413,73 @@ fn a_delivery_spec_runs_to_production_with_a_person_approving() {
     let approved = block_on(staged.approve(&pipeline, approval)).unwrap();
     let live = block_on(approved.deploy(&pipeline, &artifact)).unwrap();
     assert_eq!(live.artifact().digest, artifact.digest);
+}
+
+/// The commands of a spec run as real programs: the build reports its artifact's digest, a
+/// test reads the build's output, a flaky test is retried after its backoff (in virtual time),
+/// and the deploy sees the artifact the build reported.
+#[cfg(feature = "process")]
+#[test]
+fn a_specs_commands_run_through_the_process_executor() {
+    use tollgate::time::Clock as _;
+    let spec = PipelineSpec::from_json_str(
+        r#"{ "name": "web", "mode": "deployment", "stages": [
+            { "id": "compile", "step": "build",
+              "run": "echo '::output version=1.2.3'; echo \"::artifact web $ARTIFACT\"",
+              "estimate": "1m" },
+            { "id": "unit", "step": "test", "after": ["compile"],
+              "run": { "program": "sh", "args": ["-c", "test \"$TOLLGATE_INPUT_COMPILE_VERSION\" = 1.2.3"] } },
+            { "id": "flaky", "step": "test",
+              "retry": { "max_attempts": 2, "backoff": { "kind": "fixed", "delay": "10m" } },
+              "run": "test \"$TOLLGATE_ATTEMPT\" -eq 2" },
+            { "id": "staging", "step": "stage", "run": "true" },
+            { "id": "production", "step": "deploy",
+              "run": { "shell": "test \"$TOLLGATE_ARTIFACT_DIGEST\" = \"$EXPECTED\"; exit 3",
+                       "success_codes": [3] } }
+        ] }"#,
+        "web.json",
+    )
+    .unwrap();
+    let artifact = ArtifactRef::from_bytes("web", b"web 1.2.3");
+    let mut spec = spec;
+    spec.stages[0]
+        .run
+        .as_mut()
+        .unwrap()
+        .env
+        .insert("ARTIFACT".into(), artifact.digest.to_string());
+    spec.stages[4]
+        .run
+        .as_mut()
+        .unwrap()
+        .env
+        .insert("EXPECTED".into(), artifact.digest.to_string());
+    let clock = clock();
+    let pipeline =
+        PipelineBuilder::<Deployment, NoApprovals>::from_spec(&spec, &GateRegistry::new())
+            .unwrap()
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+    let live = tollgate::time::run_virtual(&clock, async {
+        let built = pipeline
+            .start("web-1", support::revision("abc"))?
+            .build(&pipeline)
+            .await?;
+        assert_eq!(built.artifact().digest, artifact.digest);
+        let tested = built.test(&pipeline, &artifact).await?;
+        let staged = tested.stage(&pipeline, &artifact).await?;
+        let approved = staged.auto_approve(&pipeline).await?;
+        approved
+            .deploy(&pipeline, &artifact)
+            .await
+            .map_err(Error::from)
+    })
+    .unwrap();
+    let test_step = &live.record().steps()[1];
+    assert_eq!(test_step.stage("flaky").unwrap().attempts().len(), 2);
+    // The backoff was waited out in virtual time, not for real.
+    assert!(clock.now().saturating_since(support::START) >= Duration::from_secs(600));
 }
 
 // ---- the round trip -------------------------------------------------------------------
@@ -499,15 +592,23 @@ fn gate() -> impl Strategy<Value = GateSpec> {
     let params = prop_oneof![
         duration().prop_map(|d| (
             "soak",
-            GateParams::new().with("duration", tollgate::time::format_duration(d))
+            GateParams::new()
+                .with("duration", tollgate::time::format_duration(d))
+                .unwrap()
         )),
-        (0usize..3).prop_map(|n| ("test_results", GateParams::new().with("max_flaky", n))),
+        (0usize..3).prop_map(|n| (
+            "test_results",
+            GateParams::new().with("max_flaky", n).unwrap()
+        )),
         Just((
             "change_windows",
-            GateParams::new().with("offset", "+01:00").with(
-                "deny_weekly",
-                json!([{ "name": "weekend", "from": "Fri 16:00", "to": "Mon 08:00" }])
-            )
+            GateParams::new()
+                .with("offset", "+01:00")
+                .and_then(|p| p.with(
+                    "deny_weekly",
+                    json!([{ "name": "weekend", "from": "Fri 16:00", "to": "Mon 08:00" }])
+                ))
+                .unwrap()
         )),
     ];
     let on = prop_oneof![

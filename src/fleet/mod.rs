@@ -361,6 +361,41 @@ pub enum FleetError {
     Fact(#[from] FactError),
 }
 
+impl FleetError {
+    /// The category of this error, in the crate's [`ErrorKind`](crate::ErrorKind)s:
+    /// `Release` (not the release or environment asked for, or older over newer, or a history
+    /// that does not add up), `Artifact` (another digest), `Approval` (not approved, or a
+    /// person not allowed), `GateClosed` (a phase or wave not passed), `GatePending` (the
+    /// queue is full: try later), `Conflict` (another process holds the environment or moved
+    /// first) and `Journal`.
+    #[must_use]
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            FleetError::Locked { .. }
+            | FleetError::Mismatch(_)
+            | FleetError::Journal(JournalError::Conflict { .. })
+            | FleetError::Fact(FactError::Journal(JournalError::Conflict { .. })) => K::Conflict,
+            FleetError::Journal(_) | FleetError::Fact(FactError::Journal(_)) => K::Journal,
+            FleetError::OtherDigest { .. } => K::Artifact,
+            FleetError::NotAllowed { .. } | FleetError::NotApproved { .. } => K::Approval,
+            FleetError::PhaseNotPassed { .. } | FleetError::WaveNotDone { .. } => K::GateClosed,
+            FleetError::QueueFull { .. } => K::GatePending,
+            FleetError::UnknownEnvironment { .. }
+            | FleetError::UnknownRelease { .. }
+            | FleetError::DuplicateRelease { .. }
+            | FleetError::Foreign { .. }
+            | FleetError::AlreadyLive { .. }
+            | FleetError::OlderOverNewer { .. }
+            | FleetError::NotLive { .. }
+            | FleetError::NeverLive { .. }
+            | FleetError::NothingToRollBack { .. }
+            | FleetError::Inconsistent { .. }
+            | FleetError::Fact(_) => K::Release,
+        }
+    }
+}
+
 /// What a release's own facts prove: where it started, its built digest, that it was tested
 /// and when it was approved.
 struct Proof {
@@ -920,7 +955,11 @@ impl<M: Mode> Fleet<M> {
                     found: release.artifact().digest.clone(),
                 });
             }
-            self.submit(vec![fact]).await?;
+            match self.submit(vec![fact]).await {
+                // Another process registered it first: the same release, by its own facts.
+                Ok(_) | Err(FleetError::DuplicateRelease { .. }) => {}
+                Err(error) => return Err(error),
+            }
             let mut state = self.lock();
             let index = state.release(release.id().as_str())?;
             state.releases[index as usize].approved_at = proof.approved;

@@ -640,23 +640,18 @@ impl State {
                 if let Some(t) = urgent {
                     Some(t.seq)
                 } else {
-                    {
-                        let newest = remaining
-                            .iter()
-                            .max_by_key(|t| (self.releases[t.release as usize].ordinal, t.seq));
-                        if let Some(newest) = newest {
-                            for t in &remaining {
-                                if self.newer(newest.release, t.release) {
-                                    pick.superseded.push((t.seq, newest.release));
-                                }
+                    let newest = remaining
+                        .iter()
+                        .max_by_key(|t| (self.releases[t.release as usize].ordinal, t.seq));
+                    if let Some(newest) = newest {
+                        for t in &remaining {
+                            if self.newer(newest.release, t.release) {
+                                pick.superseded.push((t.seq, newest.release));
                             }
                         }
-                        if pick.superseded.is_empty() {
-                            newest.map(|t| t.seq)
-                        } else {
-                            None
-                        }
                     }
+                    // The superseded go first (their facts), then the newest runs.
+                    newest.filter(|_| pick.superseded.is_empty()).map(|t| t.seq)
                 }
             }
         };

@@ -229,6 +229,9 @@ fn keep_first(kept: &mut Option<(u64, GraphError)>, at: u64, error: impl FnOnce(
 fn policy_problem(spec: &StageSpec) -> Option<&'static str> {
     if spec.retry.is_some_and(|r| r.max_attempts == 0) {
         Some("a retry policy needs at least one attempt")
+    } else if spec.retry.is_some_and(|r| r.jitter_percent > 100) {
+        // The serde form takes any byte; past 100 the jitter would cut more than the delay.
+        Some("a retry's jitter is a percentage, from 0 to 100")
     } else if spec.attempt_timeout.is_some_and(|d| d.is_zero())
         || spec.timeout.is_some_and(|d| d.is_zero())
     {

@@ -149,22 +149,25 @@ impl GateParams {
         GateParams::default()
     }
 
-    /// Sets the parameter `key` to `value` (anything with a serde form).
+    /// Sets the parameter `key` to `value` (anything with a serde form that JSON can hold:
+    /// a map with keys other than strings is refused).
     ///
     /// ```
     /// use tollgate::spec::GateParams;
     ///
-    /// let params = GateParams::new().with("duration", "30m");
+    /// let params = GateParams::new().with("duration", "30m")?;
     /// assert!(!params.is_empty());
+    /// # Ok::<(), tollgate::spec::ParamError>(())
     /// ```
-    #[must_use]
-    pub fn with(mut self, key: impl Into<String>, value: impl Serialize) -> Self {
-        // A value that has no JSON form (a map with non-string keys) is left out; a factory
-        // then says the parameter is missing.
-        if let Ok(value) = serde_json::to_value(value) {
-            self.0.insert(key.into(), value);
-        }
-        self
+    pub fn with(
+        mut self,
+        key: impl Into<String>,
+        value: impl Serialize,
+    ) -> Result<Self, ParamError> {
+        let key = key.into();
+        let value = serde_json::to_value(value).map_err(|e| ParamError::new(key.clone(), e))?;
+        self.0.insert(key, value);
+        Ok(self)
     }
 
     /// Whether there are none.
