@@ -1029,16 +1029,17 @@ fn staging_is_refused_until_every_pre_production_phase_is_passed() {
     );
     let r1 = w.tested("1.0");
     let artifact = r1.artifact().clone();
-    let stage =
-        |r: Release<Tested, Deployment>| run_virtual(&w.clock, r.stage(&w.pipeline, &artifact));
+    let stage = |r: Release<Tested, Deployment>| {
+        run_virtual(&w.clock, r.stage(&w.pipeline, &artifact)).map_err(Box::new)
+    };
     // Skipping both pre-production phases is refused, naming the first.
     let skipped = stage(r1).unwrap_err();
     assert!(skipped.to_string().contains("phase `dev`"), "{skipped}");
-    let r1 = skipped.into_release();
+    let r1 = (*skipped).into_release();
     w.promote(&r1, "dev").unwrap();
     let skipped = stage(r1).unwrap_err();
     assert!(skipped.to_string().contains("phase `test`"), "{skipped}");
-    let r1 = skipped.into_release();
+    let r1 = (*skipped).into_release();
     // The test phase needs at least one of its two environments.
     w.promote(&r1, "test-b").unwrap();
     let staged = stage(r1).unwrap();

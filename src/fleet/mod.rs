@@ -374,13 +374,17 @@ impl FleetError {
         match self {
             FleetError::Locked { .. }
             | FleetError::Mismatch(_)
+            | FleetError::SettingsDiffer { .. }
             | FleetError::Journal(JournalError::Conflict { .. })
             | FleetError::Fact(FactError::Journal(JournalError::Conflict { .. })) => K::Conflict,
             FleetError::Journal(_) | FleetError::Fact(FactError::Journal(_)) => K::Journal,
             FleetError::OtherDigest { .. } => K::Artifact,
             FleetError::NotAllowed { .. } | FleetError::NotApproved { .. } => K::Approval,
-            FleetError::PhaseNotPassed { .. } | FleetError::WaveNotDone { .. } => K::GateClosed,
-            FleetError::QueueFull { .. } => K::GatePending,
+            FleetError::PhaseNotPassed { .. }
+            | FleetError::WaveNotDone { .. }
+            | FleetError::GateClosed { .. } => K::GateClosed,
+            FleetError::QueueFull { .. } | FleetError::GatePending { .. } => K::GatePending,
+            FleetError::Restore { source, .. } => source.kind(),
             FleetError::UnknownEnvironment { .. }
             | FleetError::UnknownRelease { .. }
             | FleetError::DuplicateRelease { .. }
