@@ -1207,9 +1207,22 @@ fn fleet_facts(journal: &MemoryJournal) -> Vec<FleetFact> {
 /// One thing done to the fleet in the property test.
 #[derive(Debug, Clone)]
 enum Op {
-    Promote { release: usize, env: usize },
-    Redeploy { env: usize },
-    Rollback { env: usize },
+    Promote {
+        release: usize,
+        env: usize,
+    },
+    Redeploy {
+        env: usize,
+    },
+    Rollback {
+        env: usize,
+    },
+    /// `Fleet::advance`: automatic phases.
+    Advance,
+    /// Sets test-b's gate: 0 open, 1 closed, 2 pending.
+    Gate {
+        verdict: u8,
+    },
 }
 
 const ENVS: [&str; 5] = ["dev", "test-a", "test-b", "eu", "us"];
@@ -1219,24 +1232,35 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..3usize, 0..5usize).prop_map(|(release, env)| Op::Promote { release, env }),
         1 => (0..5usize).prop_map(|env| Op::Redeploy { env }),
         1 => (0..5usize).prop_map(|env| Op::Rollback { env }),
+        1 => Just(Op::Advance),
+        1 => (0..3u8).prop_map(|verdict| Op::Gate { verdict }),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Random interleavings of promotions, redeploys and rollbacks of three releases across
-    /// five environments, from two fleets (two processes) sharing one journal, each op
+    /// Random interleavings of promotions, redeploys, rollbacks and automatic advances of
+    /// three releases across five environments, from two fleets (two processes) sharing one
+    /// journal, with test-b's gate switched open, closed and pending at random, each op
     /// starting after a random delay and each deployment taking virtual time: replaying the
     /// journal's facts by a reference, no older release ever went live over a newer one but
     /// by a recorded rollback, every live digest is one its release was tested with, at most
-    /// one deployment ran per environment at a time, and no phase or wave was skipped.
+    /// one deployment ran per environment at a time, no phase or wave was skipped, and every
+    /// deployment queued into test-b (but a rollback) carries its gate's open verdict.
     #[test]
     fn interleavings_keep_every_fleet_rule(
         ops in prop::collection::vec((op(), 0..2usize, 0..90u64), 1..24),
         queue in prop_oneof![Just(QueueMode::OldestFirst), Just(QueueMode::NewestFirst), Just(QueueMode::NewestReadyFirst)],
     ) {
-        let w = world_with(FleetOptions { queue_mode: queue, ..options() }, Duration::from_secs(20));
+        let budget = Switch::default();
+        let gate = budget.clone();
+        let w = world_from(
+            FleetOptions { queue_mode: queue, ..options() },
+            Duration::from_secs(20),
+            lifecycle(),
+            move |_, p| p.environment_gate("test-b", gate.gate("budget")).unwrap(),
+        );
         // 1.0 and 1.1 approved; 1.2 only tested (production refuses it).
         let r0 = w.tested("1.0");
         let r1 = w.tested("1.1");
@@ -1256,16 +1280,26 @@ proptest! {
                 let fleet = fleets[*who];
                 let rita = rita.clone();
                 let clock = w.clock.clone();
+                let budget = budget.clone();
                 let (r0, r1, r2) = (&r0, &r1, &r2);
                 async move {
                     clock.sleep_until(clock.now().saturating_add(Duration::from_secs(*delay))).await;
                     let _ = fleet.refresh().await;
                     let result = match op {
-                        Op::Promote { release: 0, env } => fleet.promote(r0, ENVS[*env], ci()).await,
-                        Op::Promote { release: 1, env } => fleet.promote(r1, ENVS[*env], ci()).await,
-                        Op::Promote { env, .. } => fleet.promote(r2, ENVS[*env], ci()).await,
-                        Op::Redeploy { env } => fleet.redeploy(ENVS[*env], ci()).await,
-                        Op::Rollback { env } => fleet.rollback(ENVS[*env], rita, "prop").await,
+                        Op::Promote { release: 0, env } => fleet.promote(r0, ENVS[*env], ci()).await.map(|_| ()),
+                        Op::Promote { release: 1, env } => fleet.promote(r1, ENVS[*env], ci()).await.map(|_| ()),
+                        Op::Promote { env, .. } => fleet.promote(r2, ENVS[*env], ci()).await.map(|_| ()),
+                        Op::Redeploy { env } => fleet.redeploy(ENVS[*env], ci()).await.map(|_| ()),
+                        Op::Rollback { env } => fleet.rollback(ENVS[*env], rita, "prop").await.map(|_| ()),
+                        Op::Advance => fleet.advance("tick").await.map(|_| ()),
+                        Op::Gate { verdict } => {
+                            budget.set(match verdict {
+                                0 => Verdict::Open,
+                                1 => Verdict::closed("spent"),
+                                _ => Verdict::pending("metrics"),
+                            });
+                            Ok(())
+                        }
                     };
                     // Refusals are typed; the journal failing is not expected.
                     if let Err(FleetError::Journal(e)) = &result {
@@ -1300,7 +1334,14 @@ proptest! {
         for s in stored.iter().filter(|s| s.key.contains("\u{1f}fleet\u{1f}")) {
             let fact: FleetFact = serde_json::from_slice(&s.payload).unwrap();
             match fact {
-                FleetFact::Queued { environment, release, kind, .. } => {
+                FleetFact::Queued { environment, release, kind, gates, .. } => {
+                    let asked: Vec<String> = gates.iter().map(|g| format!("{} {}", g.gate, g.verdict)).collect();
+                    let expected: Vec<String> = if environment.as_str() == "test-b" && !matches!(kind, DeployKind::Rollback { .. }) {
+                        vec!["budget open".to_owned()]
+                    } else {
+                        Vec::new()
+                    };
+                    prop_assert_eq!(asked, expected, "{} of {} into {}", kind, release, environment);
                     tickets.insert(s.seq, (environment.to_string(), release.to_string(), kind));
                 }
                 FleetFact::Locked { environment, ticket, .. } => {

@@ -23,13 +23,25 @@
 //!   [`rollback`](Fleet::rollback), which is a recorded move of its own, by a person the
 //!   [`RollbackPolicy`] allows or by an automated trigger recorded as such; queued
 //!   deployments that would do so are superseded and reported, not dropped silently;
-//! - release ids are unique per pipeline.
+//! - release ids are unique per pipeline;
+//! - a promotion or redeploy asks the pipeline's gates on [`Move::Deploy`] and the target
+//!   environment's gates, on the release as its own facts make it (restored from the
+//!   journal); a closed gate refuses it ([`FleetError::GateClosed`]), a pending one parks it
+//!   ([`FleetError::GatePending`], [`Waiting::Gate`] in the ledger), and every verdict is
+//!   recorded. A rollback asks no gate, not even a change window: it takes a change back,
+//!   fast, guarded by the [`RollbackPolicy`] instead;
+//! - [`PhasesPassed`] on [`Move::Stage`] keeps `Staged` for releases that passed every
+//!   pre-production phase; [`Fleet::advance`] promotes releases into phases entered
+//!   automatically, recorded as such ([`AutoEntry`]);
+//! - the lifecycle and options are recorded once ([`FleetFact::Settings`]); a fleet opened on
+//!   the same journal with others is refused ([`FleetError::SettingsDiffer`]).
 //!
 //! | file | job |
 //! |---|---|
 //! | `mod.rs` | [`Fleet`], [`FleetOptions`], [`QueueMode`], [`RollbackPolicy`], [`FleetError`] |
 //! | `phases.rs` | [`Lifecycle`], [`Phase`], [`PhaseRule`], [`PhaseEntry`] |
-//! | `fact.rs` | [`FleetFact`], [`Actor`], [`DeployKind`], the journal keys |
+//! | `fact.rs` | [`FleetFact`], [`Actor`], [`DeployKind`], [`AutoEntry`], the journal keys |
+//! | `gate.rs` | [`PhasesPassed`] |
 //! | `state.rs` | the fold of facts into queues, locks and live releases, with its checks |
 //! | `ledger.rs` | [`Ledger`]: what is where, what waits on what; the text dashboard |
 
