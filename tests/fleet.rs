@@ -701,6 +701,30 @@ fn facts_the_fleet_could_not_have_written_are_refused_on_replay() {
             }),
         ),
         (
+            "automatic, naming a phase whose rule was not the one met",
+            Box::new(|w: &World| FleetFact::Queued {
+                environment: "test-a".parse().unwrap(),
+                release: "1.1".parse().unwrap(),
+                kind: DeployKind::Promote,
+                by: Actor::automation("tick"),
+                at: w.clock.now(),
+                gates: Vec::new(),
+                automatic: Some(AutoEntry {
+                    phase: "test".into(),
+                    after: None,
+                }),
+            }),
+        ),
+        (
+            "settings recorded twice",
+            Box::new(|w: &World| {
+                fleet_facts(&w.journal)
+                    .into_iter()
+                    .find(|f| matches!(f, FleetFact::Settings { .. }))
+                    .unwrap()
+            }),
+        ),
+        (
             "finished twice, without the lock",
             Box::new(|w: &World| {
                 fleet_facts(&w.journal)
