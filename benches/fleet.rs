@@ -185,6 +185,8 @@ fn bench_promote(criterion: &mut Criterion, n: usize) {
                         kind: DeployKind::Promote,
                         by: Actor::automation("bench"),
                         at: Timestamp::EPOCH,
+                        gates: Vec::new(),
+                        automatic: None,
                     };
                     let ticket = world
                         .journal

@@ -138,6 +138,17 @@ async fn run(work: &Path) -> Result<(), Box<dyn StdError>> {
     );
     print!("{}", fleet.ledger());
 
+    println!(
+        "\n== the fleet advances on its own: test is entered automatically once dev is passed"
+    );
+    for d in fleet.advance("ci").await? {
+        println!(
+            "{} into {} by {} ({})",
+            d.release, d.environment, d.by, d.kind
+        );
+    }
+    print!("{}", fleet.ledger());
+
     check_directories(work, &fleet)
 }
 

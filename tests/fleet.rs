@@ -11,10 +11,12 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tollgate::executor::{from_async_fn, from_fn};
 use tollgate::fleet::{
-    Actor, DeployKind, Fleet, FleetError, FleetFact, FleetOptions, Lifecycle, Phase, PhaseRule,
-    QueueMode, RollbackPolicy, TicketStatus,
+    Actor, AutoEntry, DeployKind, Fleet, FleetError, FleetFact, FleetOptions, Lifecycle, Phase,
+    PhaseRule, PhasesPassed, QueueMode, RollbackPolicy, TicketStatus, Waiting,
 };
+use tollgate::gate::{GateRecord, from_fn as gate_fn};
 use tollgate::journal::{ChainKey, Journal, JournalError, MemoryJournal};
+use tollgate::pipeline::PipelineBuilder;
 use tollgate::prelude::*;
 use tollgate::time::{Clock, ManualClock, run_virtual};
 
@@ -58,6 +60,18 @@ fn pipeline(
     runs: &Runs,
     deploy_for: Duration,
 ) -> Arc<Pipeline<Deployment>> {
+    pipeline_with(clock, journal, tracker, runs, deploy_for, |b| b)
+}
+
+/// [`pipeline`], with `extra` (gates) added to its builder.
+fn pipeline_with(
+    clock: &ManualClock,
+    journal: Arc<MemoryJournal>,
+    tracker: &Tracker,
+    runs: &Runs,
+    deploy_for: Duration,
+    extra: impl FnOnce(PipelineBuilder<Deployment>) -> PipelineBuilder<Deployment>,
+) -> Arc<Pipeline<Deployment>> {
     let tracker = tracker.clone();
     let runs = runs.clone();
     let deploy = from_async_fn(move |ctx| {
@@ -89,7 +103,7 @@ fn pipeline(
         })
     });
     Arc::new(
-        Pipeline::<Deployment>::builder("shop")
+        extra(Pipeline::<Deployment>::builder("shop"))
             .clock(clock.clone())
             .journal(journal)
             .stage(Stage::build("compile").run(compile()))
@@ -141,17 +155,37 @@ struct World {
     tracker: Tracker,
     runs: Runs,
     options: FleetOptions,
+    lifecycle: Lifecycle,
 }
 
 fn world_with(options: FleetOptions, deploy_for: Duration) -> World {
+    world_from(options, deploy_for, lifecycle(), |_, b| b)
+}
+
+/// A world over `lifecycle` whose pipeline's builder also goes through `extra` (given the
+/// journal, for gates that read it).
+fn world_from(
+    options: FleetOptions,
+    deploy_for: Duration,
+    lifecycle: Lifecycle,
+    extra: impl FnOnce(Arc<MemoryJournal>, PipelineBuilder<Deployment>) -> PipelineBuilder<Deployment>,
+) -> World {
     let clock = clock();
     let journal = Arc::new(MemoryJournal::new(ChainKey::derive(b"fleet tests")));
     let tracker = Tracker::default();
     let runs = Runs::default();
-    let pipeline = pipeline(&clock, Arc::clone(&journal), &tracker, &runs, deploy_for);
+    let reads = Arc::clone(&journal);
+    let pipeline = pipeline_with(
+        &clock,
+        Arc::clone(&journal),
+        &tracker,
+        &runs,
+        deploy_for,
+        |b| extra(reads, b),
+    );
     let fleet = run_virtual(
         &clock,
-        Fleet::open(Arc::clone(&pipeline), lifecycle(), options.clone()),
+        Fleet::open(Arc::clone(&pipeline), lifecycle.clone(), options.clone()),
     )
     .expect("an empty fleet opens");
     World {
@@ -162,6 +196,7 @@ fn world_with(options: FleetOptions, deploy_for: Duration) -> World {
         tracker,
         runs,
         options,
+        lifecycle,
     }
 }
 
@@ -213,7 +248,7 @@ impl World {
             &self.clock,
             Fleet::open(
                 Arc::clone(&self.pipeline),
-                lifecycle(),
+                self.lifecycle.clone(),
                 self.options.clone(),
             ),
         )
@@ -649,6 +684,8 @@ fn facts_the_fleet_could_not_have_written_are_refused_on_replay() {
                 kind: DeployKind::Promote,
                 by: ci(),
                 at: w.clock.now(),
+                gates: Vec::new(),
+                automatic: None,
             }),
         ),
         (
@@ -659,6 +696,32 @@ fn facts_the_fleet_could_not_have_written_are_refused_on_replay() {
                 kind: DeployKind::Promote,
                 by: ci(),
                 at: w.clock.now(),
+                gates: Vec::new(),
+                automatic: None,
+            }),
+        ),
+        (
+            "automatic, naming a phase whose rule was not the one met",
+            Box::new(|w: &World| FleetFact::Queued {
+                environment: "test-a".parse().unwrap(),
+                release: "1.1".parse().unwrap(),
+                kind: DeployKind::Promote,
+                by: Actor::automation("tick"),
+                at: w.clock.now(),
+                gates: Vec::new(),
+                automatic: Some(AutoEntry {
+                    phase: "test".into(),
+                    after: None,
+                }),
+            }),
+        ),
+        (
+            "settings recorded twice",
+            Box::new(|w: &World| {
+                fleet_facts(&w.journal)
+                    .into_iter()
+                    .find(|f| matches!(f, FleetFact::Settings { .. }))
+                    .unwrap()
             }),
         ),
         (
@@ -763,6 +826,397 @@ fn the_dashboard_shows_releases_by_environments_and_what_waits() {
     assert!(text.contains("dev (dev): 1.1"), "{text}");
 }
 
+/// A gate whose verdict the test sets, and what it saw each time it was asked.
+#[derive(Clone, Default)]
+struct Switch {
+    verdict: Arc<Mutex<Option<Verdict>>>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Switch {
+    fn set(&self, verdict: Verdict) {
+        *self.verdict.lock().unwrap_or_else(PoisonError::into_inner) = Some(verdict);
+    }
+
+    fn gate(&self, name: &str) -> impl Gate + 'static {
+        let me = self.clone();
+        gate_fn(name, move |ctx| {
+            me.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(format!(
+                    "{} {} {} {}",
+                    ctx.release().id(),
+                    ctx.release().state().as_str(),
+                    ctx.move_(),
+                    ctx.environment().name()
+                ));
+            me.verdict
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or(Verdict::Open)
+        })
+    }
+}
+
+fn gate_waits(fleet: &Fleet<Deployment>, release: &str) -> Vec<(String, String)> {
+    fleet
+        .ledger()
+        .release(release)
+        .map(|r| {
+            r.waiting
+                .iter()
+                .filter_map(|w| match w {
+                    Waiting::Gate {
+                        environment, gate, ..
+                    } => Some((environment.to_string(), gate.clone())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_closed_gate_refuses_a_fleet_deployment_and_a_pending_one_parks_it_in_the_ledger() {
+    let budget = Switch::default();
+    let b = budget.clone();
+    let w = world_from(
+        options(),
+        Duration::from_secs(30),
+        lifecycle(),
+        move |_, p| p.environment_gate("dev", b.gate("error budget")).unwrap(),
+    );
+    let r1 = w.tested("1.0");
+    budget.set(Verdict::closed("budget spent"));
+    let refused = w.promote(&r1, "dev");
+    assert!(
+        matches!(&refused, Err(FleetError::GateClosed { gate, reason, environment, kind, .. })
+            if gate == "error budget" && reason == "budget spent"
+                && environment.as_str() == "dev" && **kind == DeployKind::Promote),
+        "{refused:?}"
+    );
+    assert_eq!(w.live("dev"), None);
+    let until = w.clock.now().saturating_add(Duration::from_secs(3600));
+    budget.set(Verdict::Pending {
+        waiting_for: "an hour of metrics".into(),
+        until: Some(until),
+    });
+    let parked = w.promote(&r1, "dev");
+    assert!(
+        matches!(&parked, Err(FleetError::GatePending { gate, until: Some(u), .. })
+            if gate == "error budget" && *u == until),
+        "{parked:?}"
+    );
+    assert_eq!(
+        gate_waits(&w.fleet, "1.0"),
+        [("dev".to_owned(), "error budget".to_owned())]
+    );
+    let text = w.fleet.ledger().to_string();
+    assert!(
+        text.contains("1.0 waits on gate `error budget` for dev: an hour of metrics"),
+        "{text}"
+    );
+    assert_eq!(w.reopen().unwrap().ledger(), w.fleet.ledger());
+    budget.set(Verdict::Open);
+    w.promote(&r1, "dev").unwrap();
+    assert_eq!(w.live("dev").as_deref(), Some("1.0"));
+    assert!(gate_waits(&w.fleet, "1.0").is_empty());
+    // The gate saw the release as its own facts make it, on the deploy move, aimed at dev.
+    let seen = budget.seen.lock().unwrap().clone();
+    assert_eq!(seen, vec!["1.0 tested deploy dev".to_owned(); 3]);
+    // Every verdict is a fact: the closed one with the refusal, the pending one parked, the
+    // open one with the deployment queued.
+    let verdicts = |gates: &[GateRecord]| -> Vec<String> {
+        gates
+            .iter()
+            .map(|g| format!("{} {}", g.gate, g.verdict))
+            .collect()
+    };
+    let mut recorded = Vec::new();
+    for fact in fleet_facts(&w.journal) {
+        match fact {
+            FleetFact::Refused { gates, .. } | FleetFact::Parked { gates, .. } => {
+                recorded.extend(verdicts(&gates));
+            }
+            FleetFact::Queued { gates, .. } => recorded.extend(verdicts(&gates)),
+            _ => {}
+        }
+    }
+    assert_eq!(recorded.len(), 3, "{recorded:?}");
+    assert!(
+        recorded[0].ends_with("closed: budget spent"),
+        "{recorded:?}"
+    );
+    assert!(
+        recorded[1].starts_with("error budget pending")
+            && recorded[1].ends_with("an hour of metrics"),
+        "{recorded:?}"
+    );
+    assert_eq!(recorded[2], "error budget open");
+    // Dev's gate guards dev only.
+    budget.set(Verdict::closed("budget spent"));
+    w.promote(&r1, "test-a").unwrap();
+    // A redeploy asks the gates too.
+    let again = run_virtual(&w.clock, w.fleet.redeploy("dev", ci()));
+    assert!(
+        matches!(
+            &again,
+            Err(FleetError::GateClosed { kind, .. }) if **kind == DeployKind::Redeploy
+        ),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn a_rollback_asks_no_gate_not_even_a_change_window() {
+    let window = Switch::default();
+    let g = window.clone();
+    let w = world_from(
+        options(),
+        Duration::from_secs(30),
+        lifecycle(),
+        move |_, p| p.gate(Move::Deploy, g.gate("change window")),
+    );
+    let r1 = w.tested("1.0");
+    let r2 = w.tested("1.1");
+    w.promote(&r1, "dev").unwrap();
+    w.promote(&r2, "dev").unwrap();
+    window.set(Verdict::closed("frozen for the holidays"));
+    assert!(matches!(
+        w.promote(&w.tested("1.2"), "dev"),
+        Err(FleetError::GateClosed { .. })
+    ));
+    let asked = window.seen.lock().unwrap().len();
+    let rita = Actor::person("rita").unwrap();
+    let back = run_virtual(&w.clock, w.fleet.rollback("dev", rita, "500s")).unwrap();
+    assert!(matches!(back.status, TicketStatus::Deployed { .. }));
+    assert_eq!(w.live("dev").as_deref(), Some("1.0"));
+    assert_eq!(
+        window.seen.lock().unwrap().len(),
+        asked,
+        "the rollback asked no gate"
+    );
+    let reopened = w.reopen().unwrap();
+    assert_eq!(reopened.ledger(), w.fleet.ledger());
+}
+
+#[test]
+fn a_deployment_queued_without_its_gates_verdicts_is_refused_on_replay() {
+    let budget = Switch::default();
+    let b = budget.clone();
+    let w = world_from(
+        options(),
+        Duration::from_secs(30),
+        lifecycle(),
+        move |_, p| p.environment_gate("dev", b.gate("error budget")).unwrap(),
+    );
+    let r1 = w.tested("1.0");
+    w.promote(&r1, "dev").unwrap();
+    let r2 = w.tested("1.1");
+    run_virtual(&w.clock, w.fleet.register(&r2)).unwrap();
+    let forged = FleetFact::Queued {
+        environment: "dev".parse().unwrap(),
+        release: "1.1".parse().unwrap(),
+        kind: DeployKind::Promote,
+        by: ci(),
+        at: w.clock.now(),
+        gates: Vec::new(),
+        automatic: None,
+    };
+    run_virtual(
+        &w.clock,
+        w.journal.append(vec![forged.to_entry(w.pipeline.name())]),
+    )
+    .unwrap();
+    let reopened = w.reopen();
+    assert!(
+        matches!(&reopened, Err(FleetError::Inconsistent { reason, .. }) if reason.contains("error budget")),
+        "{reopened:?}"
+    );
+}
+
+#[test]
+fn staging_is_refused_until_every_pre_production_phase_is_passed() {
+    let w = world_from(
+        options(),
+        Duration::from_secs(30),
+        lifecycle(),
+        |journal, p| {
+            let reads: Arc<dyn Journal> = journal;
+            p.gate(
+                Move::Stage,
+                PhasesPassed::new("shop", lifecycle(), reads).unwrap(),
+            )
+        },
+    );
+    let r1 = w.tested("1.0");
+    let artifact = r1.artifact().clone();
+    let stage = |r: Release<Tested, Deployment>| {
+        run_virtual(&w.clock, r.stage(&w.pipeline, &artifact)).map_err(Box::new)
+    };
+    // Skipping both pre-production phases is refused, naming the first.
+    let skipped = stage(r1).unwrap_err();
+    assert!(skipped.to_string().contains("phase `dev`"), "{skipped}");
+    let r1 = (*skipped).into_release();
+    w.promote(&r1, "dev").unwrap();
+    let skipped = stage(r1).unwrap_err();
+    assert!(skipped.to_string().contains("phase `test`"), "{skipped}");
+    let r1 = (*skipped).into_release();
+    // The test phase needs at least one of its two environments.
+    w.promote(&r1, "test-b").unwrap();
+    let staged = stage(r1).unwrap();
+    let approved = run_virtual(&w.clock, staged.auto_approve(&w.pipeline)).unwrap();
+    w.promote(&approved, "eu").unwrap();
+    assert_eq!(w.live("eu").as_deref(), Some("1.0"));
+}
+
+#[test]
+fn automatic_phases_advance_on_their_own_and_phases_entered_by_people_wait() {
+    let lifecycle = Lifecycle::new([
+        Phase::new("dev").environment("dev").unwrap(),
+        Phase::new("test")
+            .wave(["test-a", "test-b"])
+            .unwrap()
+            .rule(PhaseRule::AtLeast(1)),
+        Phase::new("production")
+            .environment("eu")
+            .unwrap()
+            .entered_by(["rita"])
+            .unwrap(),
+    ])
+    .unwrap();
+    let w = world_from(options(), Duration::from_secs(30), lifecycle, |_, p| p);
+    let r1 = w.tested("1.0");
+    run_virtual(&w.clock, w.fleet.register(&r1)).unwrap();
+    let done = run_virtual(&w.clock, w.fleet.advance("tick")).unwrap();
+    let went: Vec<String> = done
+        .iter()
+        .map(|d| format!("{} {} by {}", d.release, d.environment, d.by))
+        .collect();
+    assert_eq!(
+        went,
+        [
+            "1.0 dev by automation `tick`",
+            "1.0 test-a by automation `tick`",
+            "1.0 test-b by automation `tick`"
+        ]
+    );
+    // Each is recorded as automatic, with the phase and the one whose rule was met.
+    let autos: Vec<AutoEntry> = fleet_facts(&w.journal)
+        .into_iter()
+        .filter_map(|f| match f {
+            FleetFact::Queued { automatic, .. } => automatic,
+            _ => None,
+        })
+        .collect();
+    let entry = |phase: &str, after: Option<&str>| AutoEntry {
+        phase: phase.to_owned(),
+        after: after.map(str::to_owned),
+    };
+    assert_eq!(
+        autos,
+        [
+            entry("dev", None),
+            entry("test", Some("dev")),
+            entry("test", Some("dev"))
+        ]
+    );
+    // Production is entered by a person: nothing more happens on its own, even approved.
+    let r1 = w.approved(r1);
+    assert!(
+        run_virtual(&w.clock, w.fleet.advance("tick"))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(w.live("eu"), None);
+    let waits = w.fleet.ledger().release("1.0").unwrap().waiting.clone();
+    assert!(
+        waits
+            .iter()
+            .any(|x| matches!(x, Waiting::Person { phase, .. } if phase == "production")),
+        "{waits:?}"
+    );
+    let rita = Actor::person("rita").unwrap();
+    run_virtual(&w.clock, w.fleet.promote(&r1, "eu", rita)).unwrap();
+    // A newer release follows on its own; the restart re-derives every automatic move.
+    let r2 = w.tested("1.1");
+    run_virtual(&w.clock, w.fleet.register(&r2)).unwrap();
+    let done = run_virtual(&w.clock, w.fleet.advance("tick")).unwrap();
+    assert_eq!(done.len(), 3);
+    assert_eq!(w.live("test-b").as_deref(), Some("1.1"));
+    assert_eq!(w.reopen().unwrap().ledger(), w.fleet.ledger());
+}
+
+#[test]
+fn automatic_promotion_into_production_needs_the_approval_in_the_journal() {
+    let w = world();
+    let r1 = w.tested("1.0");
+    run_virtual(&w.clock, w.fleet.register(&r1)).unwrap();
+    let done = run_virtual(&w.clock, w.fleet.advance("tick")).unwrap();
+    assert_eq!(done.len(), 3, "dev, test-a, test-b: {done:?}");
+    assert_eq!(w.live("eu"), None);
+    let _approved = w.approved(r1);
+    // The fleet reads the approval from the release's facts; production goes in its waves.
+    let done = run_virtual(&w.clock, w.fleet.advance("tick")).unwrap();
+    let envs: Vec<&str> = done.iter().map(|d| d.environment.as_str()).collect();
+    assert_eq!(envs, ["eu", "us"]);
+}
+
+#[test]
+fn the_settings_are_recorded_once_and_another_open_with_other_ones_is_refused_by_name() {
+    let w = world();
+    let settings = |j: &MemoryJournal| {
+        fleet_facts(j)
+            .into_iter()
+            .filter(|f| matches!(f, FleetFact::Settings { .. }))
+            .count()
+    };
+    assert_eq!(settings(&w.journal), 1);
+    w.reopen().unwrap();
+    assert_eq!(settings(&w.journal), 1, "recorded once");
+    let open = |lifecycle: Lifecycle, options: FleetOptions| {
+        run_virtual(
+            &w.clock,
+            Fleet::open(Arc::clone(&w.pipeline), lifecycle, options),
+        )
+    };
+    let other = open(
+        lifecycle(),
+        FleetOptions {
+            queue_limit: 4,
+            ..options()
+        },
+    );
+    assert!(
+        matches!(&other, Err(FleetError::SettingsDiffer { differences })
+            if differences == &["options.queue_limit: 16 in the journal, 4 here".to_owned()]),
+        "{other:?}"
+    );
+    let guarded = Lifecycle::new([
+        Phase::new("dev").environment("dev").unwrap(),
+        Phase::new("test")
+            .wave(["test-a", "test-b"])
+            .unwrap()
+            .rule(PhaseRule::AtLeast(1)),
+        Phase::new("production")
+            .wave(["eu"])
+            .unwrap()
+            .wave(["us"])
+            .unwrap()
+            .entered_by(["rita"])
+            .unwrap(),
+    ])
+    .unwrap();
+    let other = open(guarded, options());
+    assert!(
+        matches!(&other, Err(FleetError::SettingsDiffer { differences })
+            if differences.len() == 1 && differences[0].starts_with("lifecycle phase `production` entry")),
+        "{other:?}"
+    );
+}
+
 /// The fleet facts of `journal`, in order.
 fn fleet_facts(journal: &MemoryJournal) -> Vec<FleetFact> {
     journal.entries_mut(|entries| {
@@ -777,9 +1231,22 @@ fn fleet_facts(journal: &MemoryJournal) -> Vec<FleetFact> {
 /// One thing done to the fleet in the property test.
 #[derive(Debug, Clone)]
 enum Op {
-    Promote { release: usize, env: usize },
-    Redeploy { env: usize },
-    Rollback { env: usize },
+    Promote {
+        release: usize,
+        env: usize,
+    },
+    Redeploy {
+        env: usize,
+    },
+    Rollback {
+        env: usize,
+    },
+    /// `Fleet::advance`: automatic phases.
+    Advance,
+    /// Sets test-b's gate: 0 open, 1 closed, 2 pending.
+    Gate {
+        verdict: u8,
+    },
 }
 
 const ENVS: [&str; 5] = ["dev", "test-a", "test-b", "eu", "us"];
@@ -789,24 +1256,35 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..3usize, 0..5usize).prop_map(|(release, env)| Op::Promote { release, env }),
         1 => (0..5usize).prop_map(|env| Op::Redeploy { env }),
         1 => (0..5usize).prop_map(|env| Op::Rollback { env }),
+        1 => Just(Op::Advance),
+        1 => (0..3u8).prop_map(|verdict| Op::Gate { verdict }),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Random interleavings of promotions, redeploys and rollbacks of three releases across
-    /// five environments, from two fleets (two processes) sharing one journal, each op
+    /// Random interleavings of promotions, redeploys, rollbacks and automatic advances of
+    /// three releases across five environments, from two fleets (two processes) sharing one
+    /// journal, with test-b's gate switched open, closed and pending at random, each op
     /// starting after a random delay and each deployment taking virtual time: replaying the
     /// journal's facts by a reference, no older release ever went live over a newer one but
     /// by a recorded rollback, every live digest is one its release was tested with, at most
-    /// one deployment ran per environment at a time, and no phase or wave was skipped.
+    /// one deployment ran per environment at a time, no phase or wave was skipped, and every
+    /// deployment queued into test-b (but a rollback) carries its gate's open verdict.
     #[test]
     fn interleavings_keep_every_fleet_rule(
         ops in prop::collection::vec((op(), 0..2usize, 0..90u64), 1..24),
         queue in prop_oneof![Just(QueueMode::OldestFirst), Just(QueueMode::NewestFirst), Just(QueueMode::NewestReadyFirst)],
     ) {
-        let w = world_with(FleetOptions { queue_mode: queue, ..options() }, Duration::from_secs(20));
+        let budget = Switch::default();
+        let gate = budget.clone();
+        let w = world_from(
+            FleetOptions { queue_mode: queue, ..options() },
+            Duration::from_secs(20),
+            lifecycle(),
+            move |_, p| p.environment_gate("test-b", gate.gate("budget")).unwrap(),
+        );
         // 1.0 and 1.1 approved; 1.2 only tested (production refuses it).
         let r0 = w.tested("1.0");
         let r1 = w.tested("1.1");
@@ -826,16 +1304,26 @@ proptest! {
                 let fleet = fleets[*who];
                 let rita = rita.clone();
                 let clock = w.clock.clone();
+                let budget = budget.clone();
                 let (r0, r1, r2) = (&r0, &r1, &r2);
                 async move {
                     clock.sleep_until(clock.now().saturating_add(Duration::from_secs(*delay))).await;
                     let _ = fleet.refresh().await;
                     let result = match op {
-                        Op::Promote { release: 0, env } => fleet.promote(r0, ENVS[*env], ci()).await,
-                        Op::Promote { release: 1, env } => fleet.promote(r1, ENVS[*env], ci()).await,
-                        Op::Promote { env, .. } => fleet.promote(r2, ENVS[*env], ci()).await,
-                        Op::Redeploy { env } => fleet.redeploy(ENVS[*env], ci()).await,
-                        Op::Rollback { env } => fleet.rollback(ENVS[*env], rita, "prop").await,
+                        Op::Promote { release: 0, env } => fleet.promote(r0, ENVS[*env], ci()).await.map(|_| ()),
+                        Op::Promote { release: 1, env } => fleet.promote(r1, ENVS[*env], ci()).await.map(|_| ()),
+                        Op::Promote { env, .. } => fleet.promote(r2, ENVS[*env], ci()).await.map(|_| ()),
+                        Op::Redeploy { env } => fleet.redeploy(ENVS[*env], ci()).await.map(|_| ()),
+                        Op::Rollback { env } => fleet.rollback(ENVS[*env], rita, "prop").await.map(|_| ()),
+                        Op::Advance => fleet.advance("tick").await.map(|_| ()),
+                        Op::Gate { verdict } => {
+                            budget.set(match verdict {
+                                0 => Verdict::Open,
+                                1 => Verdict::closed("spent"),
+                                _ => Verdict::pending("metrics"),
+                            });
+                            Ok(())
+                        }
                     };
                     // Refusals are typed; the journal failing is not expected.
                     if let Err(FleetError::Journal(e)) = &result {
@@ -870,7 +1358,14 @@ proptest! {
         for s in stored.iter().filter(|s| s.key.contains("\u{1f}fleet\u{1f}")) {
             let fact: FleetFact = serde_json::from_slice(&s.payload).unwrap();
             match fact {
-                FleetFact::Queued { environment, release, kind, .. } => {
+                FleetFact::Queued { environment, release, kind, gates, .. } => {
+                    let asked: Vec<String> = gates.iter().map(|g| format!("{} {}", g.gate, g.verdict)).collect();
+                    let expected: Vec<String> = if environment.as_str() == "test-b" && !matches!(kind, DeployKind::Rollback { .. }) {
+                        vec!["budget open".to_owned()]
+                    } else {
+                        Vec::new()
+                    };
+                    prop_assert_eq!(asked, expected, "{} of {} into {}", kind, release, environment);
                     tickets.insert(s.seq, (environment.to_string(), release.to_string(), kind));
                 }
                 FleetFact::Locked { environment, ticket, .. } => {

@@ -6,11 +6,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::FleetOptions;
+use super::phases::Lifecycle;
 use crate::artifact::ArtifactRef;
 use crate::engine::StepReport;
 use crate::environment::EnvironmentName;
 use crate::id::{Person, PipelineName, ReleaseId};
 use crate::journal::{Entry, Seq, Stored};
+use crate::record::GateRecord;
 use crate::time::Timestamp;
 
 /// Who asked for a deployment.
@@ -102,6 +105,47 @@ pub enum FleetFact {
         by: Actor,
         /// When.
         at: Timestamp,
+        /// The verdicts of the pipeline's gates on the deployment (every one open), asked when
+        /// it was asked for; none for a rollback, which asks no gate.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        gates: Vec<GateRecord>,
+        /// Set when the fleet promoted the release on its own ([`Fleet::advance`]): the
+        /// phase's entry is automatic and what made it due.
+        ///
+        /// [`Fleet::advance`]: super::Fleet::advance
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        automatic: Option<AutoEntry>,
+    },
+    /// A deployment asked for waits on gates that have not decided yet (a soak timer, a
+    /// metric still gathering): nothing is queued; the release waits on them in the ledger
+    /// until it is asked for again.
+    Parked {
+        /// The environment.
+        environment: EnvironmentName,
+        /// The release.
+        release: ReleaseId,
+        /// What was asked.
+        kind: DeployKind,
+        /// Who asked.
+        by: Actor,
+        /// Every gate's verdict: none closed, at least one pending.
+        gates: Vec<GateRecord>,
+        /// When.
+        at: Timestamp,
+    },
+    /// The fleet's shared settings, written once by the first [`Fleet::open`] on a journal;
+    /// every later open must bring the same.
+    ///
+    /// [`Fleet::open`]: super::Fleet::open
+    Settings {
+        /// The lifecycle.
+        lifecycle: Lifecycle,
+        /// The options.
+        options: FleetOptions,
+        /// The SHA-256 of the two as JSON (lower-case hex).
+        digest: String,
+        /// When.
+        at: Timestamp,
     },
     /// A queued deployment was dropped because a newer release is (or will be) live.
     Superseded {
@@ -151,7 +195,21 @@ pub enum FleetFact {
         reason: String,
         /// When.
         at: Timestamp,
+        /// The gates' verdicts when a gate refused it (one of them closed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        gates: Vec<GateRecord>,
     },
+}
+
+/// Why the fleet promoted a release on its own: the phase entered, whose entry is
+/// automatic, and the phase whose rule the release met (none for the first phase: it was
+/// registered, tested).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoEntry {
+    /// The phase entered.
+    pub phase: String,
+    /// The earlier phase whose rule the release met; `None` for the first phase.
+    pub after: Option<String>,
 }
 
 impl FleetFact {
@@ -159,8 +217,9 @@ impl FleetFact {
     #[must_use]
     pub fn environment(&self) -> Option<&EnvironmentName> {
         match self {
-            FleetFact::Registered { .. } => None,
+            FleetFact::Registered { .. } | FleetFact::Settings { .. } => None,
             FleetFact::Queued { environment, .. }
+            | FleetFact::Parked { environment, .. }
             | FleetFact::Superseded { environment, .. }
             | FleetFact::Locked { environment, .. }
             | FleetFact::Finished { environment, .. }

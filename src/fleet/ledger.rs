@@ -98,6 +98,18 @@ pub enum Waiting {
         /// The phase.
         phase: String,
     },
+    /// A deployment of it was asked for and a gate of the pipeline has not decided yet
+    /// (a soak timer, a metric gathering): ask again once it has ([`until`](Self::Gate::until)).
+    Gate {
+        /// The environment.
+        environment: EnvironmentName,
+        /// The gate.
+        gate: String,
+        /// What it waits for.
+        waiting_for: String,
+        /// When it will decide on its own, if it knows.
+        until: Option<Timestamp>,
+    },
 }
 
 /// One release in the ledger.
@@ -247,6 +259,23 @@ fn release_view(state: &State, r: usize) -> ReleaseView {
             }
         }
     }
+    for env in &state.envs {
+        let moot = env
+            .live_release()
+            .is_some_and(|l| l == r32 || state.newer(l, r32));
+        for (_, gates) in env.parked.iter().filter(|(p, _)| *p == r32 && !moot) {
+            for g in gates {
+                if let crate::lifecycle::Verdict::Pending { waiting_for, until } = &g.verdict {
+                    waiting.push(Waiting::Gate {
+                        environment: env.name.clone(),
+                        gate: g.gate.clone(),
+                        waiting_for: waiting_for.clone(),
+                        until: *until,
+                    });
+                }
+            }
+        }
+    }
     let phases = state.lifecycle.phases();
     let entered = |p: usize| {
         state
@@ -357,6 +386,21 @@ impl fmt::Display for Ledger {
                     }
                     Waiting::Approval { phase } => {
                         write!(f, "{} waits for approval before {phase}", release.release)?;
+                    }
+                    Waiting::Gate {
+                        environment,
+                        gate,
+                        waiting_for,
+                        until,
+                    } => {
+                        write!(
+                            f,
+                            "{} waits on gate `{gate}` for {environment}: {waiting_for}",
+                            release.release
+                        )?;
+                        if let Some(until) = until {
+                            write!(f, " (until {until})")?;
+                        }
                     }
                 }
                 writeln!(f)?;

@@ -23,17 +23,30 @@
 //!   [`rollback`](Fleet::rollback), which is a recorded move of its own, by a person the
 //!   [`RollbackPolicy`] allows or by an automated trigger recorded as such; queued
 //!   deployments that would do so are superseded and reported, not dropped silently;
-//! - release ids are unique per pipeline.
+//! - release ids are unique per pipeline;
+//! - a promotion or redeploy asks the pipeline's gates on [`Move::Deploy`] and the target
+//!   environment's gates, on the release as its own facts make it (restored from the
+//!   journal); a closed gate refuses it ([`FleetError::GateClosed`]), a pending one parks it
+//!   ([`FleetError::GatePending`], [`Waiting::Gate`] in the ledger), and every verdict is
+//!   recorded. A rollback asks no gate, not even a change window: it takes a change back,
+//!   fast, guarded by the [`RollbackPolicy`] instead;
+//! - [`PhasesPassed`] on [`Move::Stage`] keeps `Staged` for releases that passed every
+//!   pre-production phase; [`Fleet::advance`] promotes releases into phases entered
+//!   automatically, recorded as such ([`AutoEntry`]);
+//! - the lifecycle and options are recorded once ([`FleetFact::Settings`]); a fleet opened on
+//!   the same journal with others is refused ([`FleetError::SettingsDiffer`]).
 //!
 //! | file | job |
 //! |---|---|
 //! | `mod.rs` | [`Fleet`], [`FleetOptions`], [`QueueMode`], [`RollbackPolicy`], [`FleetError`] |
 //! | `phases.rs` | [`Lifecycle`], [`Phase`], [`PhaseRule`], [`PhaseEntry`] |
-//! | `fact.rs` | [`FleetFact`], [`Actor`], [`DeployKind`], the journal keys |
+//! | `fact.rs` | [`FleetFact`], [`Actor`], [`DeployKind`], [`AutoEntry`], the journal keys |
+//! | `gate.rs` | [`PhasesPassed`] |
 //! | `state.rs` | the fold of facts into queues, locks and live releases, with its checks |
 //! | `ledger.rs` | [`Ledger`]: what is where, what waits on what; the text dashboard |
 
 mod fact;
+mod gate;
 mod ledger;
 mod phases;
 mod state;
@@ -44,7 +57,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use fact::{Actor, DeployKind, FleetFact, environment_key, registry_key};
+pub use fact::{Actor, AutoEntry, DeployKind, FleetFact, environment_key, registry_key};
+pub use gate::PhasesPassed;
 pub use ledger::{Deployment, EnvironmentView, Ledger, ReleaseView, Waiting};
 pub use phases::{Lifecycle, LifecycleError, Phase, PhaseEntry, PhaseRule};
 pub use state::TicketStatus;
@@ -54,8 +68,11 @@ use crate::environment::{Environment, EnvironmentName};
 use crate::fact::{Fact, FactError};
 use crate::id::{Person, ReleaseId};
 use crate::journal::{Journal, JournalError, Seq, Stored, check_key_chain, walk};
-use crate::lifecycle::{Approved, Deployed, Mode, Staged, State as TypedState, StateName, Tested};
+use crate::lifecycle::{
+    Approved, Deployed, Mode, Move, Staged, State as TypedState, StateName, Tested, Verdict,
+};
 use crate::pipeline::Pipeline;
+use crate::record::GateRecord;
 use crate::release::Release;
 use crate::release::capability::HasArtifact;
 use crate::time::Timestamp;
@@ -286,6 +303,54 @@ pub enum FleetError {
         /// When its lease ends.
         until: Timestamp,
     },
+    /// A gate of the pipeline on the deployment is closed (recorded, with every verdict).
+    #[error(
+        "a {kind} of `{release}` into `{environment}` is refused: gate `{gate}` is closed: {reason}"
+    )]
+    GateClosed {
+        /// The release.
+        release: ReleaseId,
+        /// The environment.
+        environment: EnvironmentName,
+        /// What was asked.
+        kind: Box<DeployKind>,
+        /// The gate.
+        gate: String,
+        /// Why it is closed.
+        reason: String,
+    },
+    /// A gate of the pipeline on the deployment has not decided yet: the request is parked
+    /// (recorded, shown in the ledger's waiting list); ask again once it has.
+    #[error("a {kind} of `{release}` into `{environment}` waits on gate `{gate}`: {waiting_for}")]
+    GatePending {
+        /// The release.
+        release: ReleaseId,
+        /// The environment.
+        environment: EnvironmentName,
+        /// What was asked.
+        kind: Box<DeployKind>,
+        /// The gate.
+        gate: String,
+        /// What it waits for.
+        waiting_for: String,
+        /// When it will decide on its own, if it knows.
+        until: Option<Timestamp>,
+    },
+    /// The release's record could not be re-derived from its facts (for the gates to see).
+    #[error("release `{release}` cannot be restored from the journal: {source}")]
+    Restore {
+        /// The release.
+        release: ReleaseId,
+        /// Why.
+        source: Box<crate::error::Error>,
+    },
+    /// The journal holds the fleet's settings, and this fleet was opened with other ones:
+    /// every process sharing a journal must use the same lifecycle and options.
+    #[error("the fleet's settings differ from the ones the journal holds: {}", differences.join("; "))]
+    SettingsDiffer {
+        /// Each setting that differs, named, with both values.
+        differences: Vec<String>,
+    },
     /// A fact does not follow from the ones before it.
     #[error("{0}")]
     Mismatch(String),
@@ -321,13 +386,17 @@ impl FleetError {
         match self {
             FleetError::Locked { .. }
             | FleetError::Mismatch(_)
+            | FleetError::SettingsDiffer { .. }
             | FleetError::Journal(JournalError::Conflict { .. })
             | FleetError::Fact(FactError::Journal(JournalError::Conflict { .. })) => K::Conflict,
             FleetError::Journal(_) | FleetError::Fact(FactError::Journal(_)) => K::Journal,
             FleetError::OtherDigest { .. } => K::Artifact,
             FleetError::NotAllowed { .. } | FleetError::NotApproved { .. } => K::Approval,
-            FleetError::PhaseNotPassed { .. } | FleetError::WaveNotDone { .. } => K::GateClosed,
-            FleetError::QueueFull { .. } => K::GatePending,
+            FleetError::PhaseNotPassed { .. }
+            | FleetError::WaveNotDone { .. }
+            | FleetError::GateClosed { .. } => K::GateClosed,
+            FleetError::QueueFull { .. } | FleetError::GatePending { .. } => K::GatePending,
+            FleetError::Restore { source, .. } => source.kind(),
             FleetError::UnknownEnvironment { .. }
             | FleetError::UnknownRelease { .. }
             | FleetError::DuplicateRelease { .. }
@@ -417,9 +486,17 @@ impl<M: Mode> Fleet<M> {
         lifecycle: Lifecycle,
         options: FleetOptions,
     ) -> Result<Self, FleetError> {
+        let mut state = State::new(lifecycle, options);
+        for env in &mut state.envs {
+            let name = env.name.clone();
+            env.gate_names = pipeline
+                .gates_on(Move::Deploy, &name)
+                .map(|g| g.name().into_owned())
+                .collect();
+        }
         let fleet = Fleet {
             pipeline,
-            state: Mutex::new(State::new(lifecycle, options)),
+            state: Mutex::new(state),
         };
         let keys = fleet.keys();
         let mut all: Vec<Stored> = Vec::new();
@@ -451,7 +528,31 @@ impl<M: Mode> Fleet<M> {
             }
         }
         fleet.fold(all).await?;
+        fleet.record_settings().await?;
         Ok(fleet)
+    }
+
+    /// Writes the fleet's settings to the journal unless it holds them already (then
+    /// [`fold`](Self::fold) compared them with this fleet's own).
+    async fn record_settings(&self) -> Result<(), FleetError> {
+        let fact = {
+            let state = self.lock();
+            if state.settings_recorded {
+                return Ok(());
+            }
+            FleetFact::Settings {
+                lifecycle: state.lifecycle.clone(),
+                options: state.options.clone(),
+                digest: state::settings_digest(&state.lifecycle, &state.options),
+                at: self.pipeline.clock().now(),
+            }
+        };
+        match self.submit(vec![fact]).await {
+            Ok(_) => Ok(()),
+            // Another process recorded the same settings first.
+            Err(FleetError::Mismatch(_)) if self.lock().settings_recorded => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// The pipeline.
@@ -504,7 +605,9 @@ impl<M: Mode> Fleet<M> {
             let proof = self.proof(release.id()).await?;
             self.lock().releases[index as usize].approved_at = proof.approved;
         }
-        let ticket = self.request(env, index, DeployKind::Promote, by).await?;
+        let ticket = self
+            .request(env, index, DeployKind::Promote, by, None)
+            .await?;
         self.run(env).await?;
         Ok(self.deployment(env, ticket))
     }
@@ -523,7 +626,9 @@ impl<M: Mode> Fleet<M> {
                 environment: self.lock().envs[env].name.clone(),
             });
         };
-        let ticket = self.request(env, live, DeployKind::Redeploy, by).await?;
+        let ticket = self
+            .request(env, live, DeployKind::Redeploy, by, None)
+            .await?;
         self.run(env).await?;
         Ok(self.deployment(env, ticket))
     }
@@ -582,9 +687,87 @@ impl<M: Mode> Fleet<M> {
             from,
             reason: reason.into(),
         };
-        let ticket = self.request(env, target, kind, by).await?;
+        let ticket = self.request(env, target, kind, by, None).await?;
         self.run(env).await?;
         Ok(self.deployment(env, ticket))
+    }
+
+    /// Promotes, on its own, every release that is due in a phase entered automatically
+    /// ([`PhaseEntry::Automatic`]): the previous phase's rule is met (for the first phase: the
+    /// release is registered, so tested), every earlier wave of the phase has it live, it
+    /// is newer than what is live there and (for production) approved. Each promotion is
+    /// recorded as automatic ([`AutoEntry`]: the phase and the one whose rule was met) by
+    /// `trigger` (an [`Actor::Automation`]), asks the gates like any other and runs the
+    /// environment's queue; phases entered by people wait for one of them. Repeats until
+    /// nothing more is due (each environment and release tried once per call), and returns
+    /// the deployments it asked for. A refusal or a gate that parks a promotion is recorded
+    /// and left for the next call.
+    pub async fn advance(&self, trigger: impl Into<String>) -> Result<Vec<Deployment>, FleetError> {
+        let by = Actor::Automation(trigger.into());
+        let production_automatic =
+            *self.lock().lifecycle.production().entry() == PhaseEntry::Automatic;
+        if production_automatic {
+            // Approvals are facts of the releases: read the ones this copy has not seen.
+            let unapproved: Vec<(u32, ReleaseId)> = {
+                let state = self.lock();
+                (0..state.releases.len() as u32)
+                    .filter(|&r| state.releases[r as usize].approved_at.is_none())
+                    .map(|r| (r, state.releases[r as usize].id.clone()))
+                    .collect()
+            };
+            for (r, id) in unapproved {
+                let approved = self.proof(&id).await?.approved;
+                self.lock().releases[r as usize].approved_at = approved;
+            }
+        }
+        let mut tried = BTreeSet::new();
+        let mut done = Vec::new();
+        loop {
+            let due: Vec<(usize, u32, AutoEntry)> = {
+                let state = self.lock();
+                let mut newest_first: Vec<u32> = (0..state.releases.len() as u32).collect();
+                newest_first
+                    .sort_by_key(|&r| std::cmp::Reverse(state.releases[r as usize].ordinal));
+                let phases = state.lifecycle.phases();
+                (0..state.envs.len())
+                    .filter_map(|env| {
+                        let r = newest_first
+                            .iter()
+                            .copied()
+                            .find(|&r| !tried.contains(&(env, r)) && state.due(env, r))?;
+                        let p = state.envs[env].phase;
+                        let auto = AutoEntry {
+                            phase: phases[p].name().to_owned(),
+                            after: p.checked_sub(1).map(|e| phases[e].name().to_owned()),
+                        };
+                        Some((env, r, auto))
+                    })
+                    .collect()
+            };
+            if due.is_empty() {
+                return Ok(done);
+            }
+            for (env, r, auto) in due {
+                tried.insert((env, r));
+                match self
+                    .request(env, r, DeployKind::Promote, by.clone(), Some(auto))
+                    .await
+                {
+                    Ok(ticket) => {
+                        self.run(env).await?;
+                        done.push(self.deployment(env, ticket));
+                    }
+                    Err(
+                        error @ (FleetError::Journal(_)
+                        | FleetError::Fact(_)
+                        | FleetError::Inconsistent { .. }
+                        | FleetError::Restore { .. }),
+                    ) => return Err(error),
+                    // Recorded (refused or parked); the next call asks again.
+                    Err(_) => {}
+                }
+            }
+        }
     }
 
     /// Runs `environment`'s queue until it is empty (or another process holds the
@@ -692,9 +875,10 @@ impl<M: Mode> Fleet<M> {
                     state.releases[r as usize].approved_at = approved;
                 }
             }
-            state
-                .check(&fact, entry.seq)
-                .map_err(|e| inconsistent(e.to_string()))?;
+            state.check(&fact, entry.seq).map_err(|e| match e {
+                e @ FleetError::SettingsDiffer { .. } => e,
+                e => inconsistent(e.to_string()),
+            })?;
             state.apply(&fact, entry.seq);
             if let FleetFact::Registered { release, .. } = &fact {
                 if let Some(&r) = state.by_id.get(release) {
@@ -809,35 +993,55 @@ impl<M: Mode> Fleet<M> {
         Ok(index)
     }
 
-    /// Queues a deployment; a refusal is recorded (best effort) and returned.
+    /// Asks the pipeline's gates on a deployment (a promotion or a redeploy: a rollback asks
+    /// none), then queues it. A closed gate refuses it and a pending one parks it, both
+    /// recorded with every verdict; any other refusal is recorded (best effort) and returned.
     async fn request(
         &self,
         env: usize,
         release: u32,
         kind: DeployKind,
         by: Actor,
+        automatic: Option<AutoEntry>,
     ) -> Result<Seq, FleetError> {
-        let (environment, id) = {
+        let (environment, id, ask) = {
             let state = self.lock();
+            let ask = !matches!(kind, DeployKind::Rollback { .. })
+                && !state.envs[env].gate_names.is_empty()
+                && state
+                    .check_request(env, release, &kind, &by, Seq::MAX)
+                    .is_ok();
             (
                 state.envs[env].name.clone(),
                 state.releases[release as usize].id.clone(),
+                ask,
             )
         };
         let at = self.pipeline.clock().now();
+        let gates = if ask {
+            self.ask_gates(&id, &environment).await?
+        } else {
+            Vec::new()
+        };
+        let gates = self
+            .stop_at_gates(gates, &environment, &id, &kind, &by, at)
+            .await?;
         let fact = FleetFact::Queued {
             environment: environment.clone(),
             release: id.clone(),
             kind: kind.clone(),
             by: by.clone(),
             at,
+            gates,
+            automatic,
         };
         match self.submit(vec![fact]).await {
             Ok(seq) => Ok(seq),
             Err(
                 error @ (FleetError::Journal(_)
                 | FleetError::Fact(_)
-                | FleetError::Inconsistent { .. }),
+                | FleetError::Inconsistent { .. }
+                | FleetError::SettingsDiffer { .. }),
             ) => Err(error),
             Err(error) => {
                 let refused = FleetFact::Refused {
@@ -847,12 +1051,111 @@ impl<M: Mode> Fleet<M> {
                     by,
                     reason: error.to_string(),
                     at,
+                    gates: Vec::new(),
                 };
                 // The refusal is what the caller hears; failing to record it changes nothing.
                 let _ = self.submit(vec![refused]).await;
                 Err(error)
             }
         }
+    }
+
+    /// Refuses (on a closed gate) or parks (on a pending one) a request, recording the
+    /// verdicts; hands the verdicts back when every gate is open.
+    async fn stop_at_gates(
+        &self,
+        gates: Vec<GateRecord>,
+        environment: &EnvironmentName,
+        id: &ReleaseId,
+        kind: &DeployKind,
+        by: &Actor,
+        at: Timestamp,
+    ) -> Result<Vec<GateRecord>, FleetError> {
+        let closed = gates.iter().find_map(|g| match &g.verdict {
+            Verdict::Closed { reason } => Some((g.gate.clone(), reason.clone())),
+            _ => None,
+        });
+        if let Some((gate, reason)) = closed {
+            let error = FleetError::GateClosed {
+                release: id.clone(),
+                environment: environment.clone(),
+                kind: Box::new(kind.clone()),
+                gate,
+                reason,
+            };
+            let refused = FleetFact::Refused {
+                environment: environment.clone(),
+                release: id.clone(),
+                kind: kind.clone(),
+                by: by.clone(),
+                reason: error.to_string(),
+                at,
+                gates,
+            };
+            // The refusal is what the caller hears; failing to record it changes nothing.
+            let _ = self.submit(vec![refused]).await;
+            return Err(error);
+        }
+        let pending = gates.iter().find_map(|g| match &g.verdict {
+            Verdict::Pending { waiting_for, until } => {
+                Some((g.gate.clone(), waiting_for.clone(), *until))
+            }
+            _ => None,
+        });
+        if let Some((gate, waiting_for, until)) = pending {
+            let error = FleetError::GatePending {
+                release: id.clone(),
+                environment: environment.clone(),
+                kind: Box::new(kind.clone()),
+                gate,
+                waiting_for,
+                until,
+            };
+            let parked = FleetFact::Parked {
+                environment: environment.clone(),
+                release: id.clone(),
+                kind: kind.clone(),
+                by: by.clone(),
+                gates,
+                at,
+            };
+            self.submit(vec![parked]).await?;
+            return Err(error);
+        }
+        Ok(gates)
+    }
+
+    /// The verdicts of the pipeline's gates on a deployment of `release` into `environment`
+    /// (the deploy move's gates and the environment's), asked now with the release's record
+    /// as its own facts make it (restored from the journal, never handed in).
+    async fn ask_gates(
+        &self,
+        release: &ReleaseId,
+        environment: &EnvironmentName,
+    ) -> Result<Vec<GateRecord>, FleetError> {
+        let restored =
+            self.pipeline
+                .restore(release.as_str())
+                .await
+                .map_err(|e| FleetError::Restore {
+                    release: release.clone(),
+                    source: Box::new(e),
+                })?;
+        let target = Environment::from(environment.clone());
+        let now = self.pipeline.clock().now();
+        let verdicts = self
+            .pipeline
+            .evaluate_gates(restored.record(), Move::Deploy, &target, now, true)
+            .await;
+        Ok(verdicts
+            .into_iter()
+            .map(|(gate, verdict)| GateRecord {
+                gate,
+                mv: Move::Deploy,
+                verdict,
+                at: now,
+            })
+            .collect())
     }
 
     /// Appends `facts` (of one key) after the key's last entry as this copy knows it, each
@@ -1014,6 +1317,7 @@ fn fact_release(fact: &FleetFact) -> &str {
     match fact {
         FleetFact::Registered { release, .. }
         | FleetFact::Queued { release, .. }
+        | FleetFact::Parked { release, .. }
         | FleetFact::Refused { release, .. } => release.as_str(),
         _ => "",
     }

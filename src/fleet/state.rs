@@ -6,13 +6,15 @@
 
 use std::collections::HashMap;
 
-use super::fact::{Actor, DeployKind, FleetFact};
+use super::fact::{Actor, AutoEntry, DeployKind, FleetFact};
 use super::phases::{Lifecycle, PhaseEntry};
 use super::{FleetError, FleetOptions, QueueMode};
 use crate::artifact::ArtifactRef;
 use crate::environment::EnvironmentName;
 use crate::id::ReleaseId;
 use crate::journal::Seq;
+use crate::lifecycle::Verdict;
+use crate::record::GateRecord;
 use crate::time::Timestamp;
 
 /// Where a deployment stands.
@@ -101,6 +103,10 @@ pub(super) struct EnvState {
     pub live: Option<usize>,
     /// Refusals recorded.
     pub refusals: usize,
+    /// The names of the pipeline's gates on a deployment here, in the order they are asked.
+    pub gate_names: Vec<String>,
+    /// Releases whose last request here waits on pending gates, with the verdicts.
+    pub parked: Vec<(u32, Vec<GateRecord>)>,
 }
 
 impl EnvState {
@@ -131,6 +137,8 @@ pub(super) struct State {
     pub registry_head: Seq,
     pub envs: Vec<EnvState>,
     pub env_index: HashMap<EnvironmentName, usize>,
+    /// Whether the journal holds the fleet's settings (a [`FleetFact::Settings`]).
+    pub settings_recorded: bool,
 }
 
 impl State {
@@ -151,6 +159,8 @@ impl State {
                         lock: None,
                         live: None,
                         refusals: 0,
+                        gate_names: Vec::new(),
+                        parked: Vec::new(),
                     });
                 }
             }
@@ -163,6 +173,7 @@ impl State {
             registry_head: 0,
             envs,
             env_index,
+            settings_recorded: false,
         }
     }
 
@@ -210,12 +221,31 @@ impl State {
                 release,
                 kind,
                 by,
+                gates,
+                automatic,
                 ..
-            } => {
-                let env = self.env(environment.as_str())?;
-                let release = self.release(release.as_str())?;
-                self.check_request(env, release, kind, by, seq)
-            }
+            } => self.check_queued(
+                environment,
+                release,
+                kind,
+                by,
+                gates,
+                automatic.as_ref(),
+                seq,
+            ),
+            FleetFact::Parked {
+                environment,
+                release,
+                kind,
+                gates,
+                ..
+            } => self.check_parked(environment, release, kind, gates),
+            FleetFact::Settings {
+                lifecycle,
+                options,
+                digest,
+                ..
+            } => self.check_settings(lifecycle, options, digest),
             FleetFact::Superseded {
                 environment,
                 ticket,
@@ -238,33 +268,7 @@ impl State {
                 ticket,
                 at,
                 until,
-            } => {
-                let env = self.env(environment.as_str())?;
-                let state = &self.envs[env];
-                if let Some((holder, lease)) = state.lock {
-                    if *at < lease {
-                        return Err(FleetError::Locked {
-                            environment: environment.clone(),
-                            ticket: state.tickets[holder].seq,
-                            until: lease,
-                        });
-                    }
-                }
-                if until < at {
-                    return Err(FleetError::Mismatch(format!(
-                        "lock of ticket {ticket} ends before it starts"
-                    )));
-                }
-                let pick = self.pick(env);
-                if pick.superseded.is_empty() && pick.next == Some(*ticket) {
-                    Ok(())
-                } else {
-                    Err(FleetError::Mismatch(format!(
-                        "ticket {ticket} in `{environment}` is not the one its queue runs next ({:?})",
-                        pick.next
-                    )))
-                }
-            }
+            } => self.check_lock(environment, *ticket, *at, *until),
             FleetFact::Finished {
                 environment,
                 ticket,
@@ -390,6 +394,205 @@ impl State {
         Ok(())
     }
 
+    /// Whether a deployment may be queued: the request's rules, an automatic promotion's
+    /// own, and the verdicts of the environment's gates (every one open; none for a
+    /// rollback, which asks no gate).
+    #[allow(clippy::too_many_arguments)]
+    fn check_queued(
+        &self,
+        environment: &EnvironmentName,
+        release: &ReleaseId,
+        kind: &DeployKind,
+        by: &Actor,
+        gates: &[GateRecord],
+        automatic: Option<&AutoEntry>,
+        seq: Seq,
+    ) -> Result<(), FleetError> {
+        let env = self.env(environment.as_str())?;
+        let release = self.release(release.as_str())?;
+        self.check_request(env, release, kind, by, seq)?;
+        if let Some(auto) = automatic {
+            self.check_automatic(env, kind, by, auto)?;
+        }
+        if matches!(kind, DeployKind::Rollback { .. }) {
+            if gates.is_empty() {
+                return Ok(());
+            }
+            return Err(FleetError::Mismatch(format!(
+                "a rollback in `{environment}` records gate verdicts, but a rollback asks no gate"
+            )));
+        }
+        self.check_gates(env, gates)?;
+        match gates.iter().find(|g| !g.verdict.is_open()) {
+            None => Ok(()),
+            Some(g) => Err(FleetError::Mismatch(format!(
+                "a deployment into `{environment}` was queued with gate `{}` {}",
+                g.gate, g.verdict
+            ))),
+        }
+    }
+
+    /// Whether `ticket` may take `environment`'s lock at `at` until `until`: the lock is free
+    /// (or its lease over), and the queue runs this ticket next.
+    fn check_lock(
+        &self,
+        environment: &EnvironmentName,
+        ticket: Seq,
+        at: Timestamp,
+        until: Timestamp,
+    ) -> Result<(), FleetError> {
+        let env = self.env(environment.as_str())?;
+        let state = &self.envs[env];
+        if let Some((holder, lease)) = state.lock {
+            if at < lease {
+                return Err(FleetError::Locked {
+                    environment: environment.clone(),
+                    ticket: state.tickets[holder].seq,
+                    until: lease,
+                });
+            }
+        }
+        if until < at {
+            return Err(FleetError::Mismatch(format!(
+                "lock of ticket {ticket} ends before it starts"
+            )));
+        }
+        let pick = self.pick(env);
+        if pick.superseded.is_empty() && pick.next == Some(ticket) {
+            Ok(())
+        } else {
+            Err(FleetError::Mismatch(format!(
+                "ticket {ticket} in `{environment}` is not the one its queue runs next ({:?})",
+                pick.next
+            )))
+        }
+    }
+
+    /// Whether a parked request is one the fleet would have parked: the pipeline's gates on
+    /// the environment, none closed, at least one pending, and not a rollback.
+    fn check_parked(
+        &self,
+        environment: &EnvironmentName,
+        release: &ReleaseId,
+        kind: &DeployKind,
+        gates: &[GateRecord],
+    ) -> Result<(), FleetError> {
+        let env = self.env(environment.as_str())?;
+        self.release(release.as_str())?;
+        self.check_gates(env, gates)?;
+        let pending = gates
+            .iter()
+            .any(|g| matches!(g.verdict, Verdict::Pending { .. }));
+        let closed = gates
+            .iter()
+            .any(|g| matches!(g.verdict, Verdict::Closed { .. }));
+        if matches!(kind, DeployKind::Rollback { .. }) || !pending || closed {
+            return Err(FleetError::Mismatch(format!(
+                "a {kind} into `{environment}` parked without a pending gate (or with a closed one)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the settings a journal records are this fleet's: recorded once, their digest
+    /// theirs, and equal to this fleet's own (else each difference is named).
+    fn check_settings(
+        &self,
+        lifecycle: &Lifecycle,
+        options: &FleetOptions,
+        digest: &str,
+    ) -> Result<(), FleetError> {
+        if self.settings_recorded {
+            return Err(FleetError::Mismatch(
+                "the fleet's settings are recorded twice".to_owned(),
+            ));
+        }
+        if digest != settings_digest(lifecycle, options) {
+            return Err(FleetError::Mismatch(
+                "the settings' digest is not the digest of the settings".to_owned(),
+            ));
+        }
+        let differences = settings_differences(lifecycle, options, &self.lifecycle, &self.options);
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(FleetError::SettingsDiffer { differences })
+        }
+    }
+
+    /// Whether a deployment's recorded gate verdicts name the pipeline's gates on `env`, in
+    /// order.
+    fn check_gates(&self, env: usize, gates: &[GateRecord]) -> Result<(), FleetError> {
+        let state = &self.envs[env];
+        let names: Vec<&str> = gates.iter().map(|g| g.gate.as_str()).collect();
+        if names == state.gate_names {
+            Ok(())
+        } else {
+            Err(FleetError::Mismatch(format!(
+                "a deployment into `{}` records the verdicts of gates {names:?}, but its gates are {:?}",
+                state.name, state.gate_names
+            )))
+        }
+    }
+
+    /// Whether an automatic promotion into `env` is one the fleet would make: a promotion
+    /// by an automated trigger into a phase entered automatically, recorded with that phase
+    /// and the one before it.
+    fn check_automatic(
+        &self,
+        env: usize,
+        kind: &DeployKind,
+        by: &Actor,
+        auto: &AutoEntry,
+    ) -> Result<(), FleetError> {
+        let p = self.envs[env].phase;
+        let phases = self.lifecycle.phases();
+        let after = p.checked_sub(1).map(|e| phases[e].name().to_owned());
+        if *kind == DeployKind::Promote
+            && matches!(by, Actor::Automation(_))
+            && *phases[p].entry() == PhaseEntry::Automatic
+            && auto.phase == phases[p].name()
+            && auto.after == after
+        {
+            Ok(())
+        } else {
+            Err(FleetError::Mismatch(format!(
+                "an automatic promotion into `{}` that the fleet would not make",
+                self.envs[env].name
+            )))
+        }
+    }
+
+    /// Whether the release is due in `env` on its own: the phase is entered automatically,
+    /// the release is not there, every earlier phase's rule and earlier wave is met, it is
+    /// newer than what is live, and nothing of it waits or runs there.
+    pub fn due(&self, env: usize, release: u32) -> bool {
+        let state = &self.envs[env];
+        let parked = &self.releases[release as usize];
+        let phase = &self.lifecycle.phases()[state.phase];
+        if *phase.entry() != PhaseEntry::Automatic
+            || parked.live_in.contains(&(env as u32))
+            || state
+                .live_release()
+                .is_some_and(|l| l == release || self.newer(l, release))
+            || state
+                .pending
+                .iter()
+                .chain(state.lock.as_ref().map(|(i, _)| i))
+                .any(|&i| state.tickets[i].release == release)
+        {
+            return false;
+        }
+        self.check_request(
+            env,
+            release,
+            &DeployKind::Promote,
+            &Actor::Automation(String::new()),
+            Seq::MAX,
+        )
+        .is_ok()
+    }
+
     fn count_live_in<'a>(
         &self,
         parked: &Parked,
@@ -485,6 +688,38 @@ impl State {
         }
     }
 
+    /// `ticket` takes `environment`'s lock at `at` until `until` (a holder whose lease ran
+    /// out is interrupted).
+    fn take_lock(
+        &mut self,
+        environment: &EnvironmentName,
+        ticket: Seq,
+        at: Timestamp,
+        until: Timestamp,
+    ) {
+        if let Some(state) = self.env_index.get(environment).map(|&e| &mut self.envs[e]) {
+            if let Some((holder, _)) = state.lock.take() {
+                state.tickets[holder].status = TicketStatus::Interrupted { at };
+            }
+            if let Some(i) = state.ticket(ticket) {
+                state.pending.retain(|&p| p != i);
+                state.tickets[i].status = TicketStatus::Running { since: at, until };
+                state.lock = Some((i, until));
+            }
+        }
+    }
+
+    /// `release`'s last request into `environment` waits on `gates`.
+    fn park(&mut self, environment: &EnvironmentName, release: &ReleaseId, gates: &[GateRecord]) {
+        if let (Some(&env), Some(&release)) =
+            (self.env_index.get(environment), self.by_id.get(release))
+        {
+            let parked = &mut self.envs[env].parked;
+            parked.retain(|(r, _)| *r != release);
+            parked.push((release, gates.to_vec()));
+        }
+    }
+
     /// Applies a fact that [`check`](Self::check) accepted, at journal position `seq`.
     pub fn apply(&mut self, fact: &FleetFact, seq: Seq) {
         match fact {
@@ -515,6 +750,7 @@ impl State {
                 kind,
                 by,
                 at,
+                ..
             } => {
                 let (Some(&env), Some(&release)) =
                     (self.env_index.get(environment), self.by_id.get(release))
@@ -522,6 +758,7 @@ impl State {
                     return;
                 };
                 let state = &mut self.envs[env];
+                state.parked.retain(|(r, _)| *r != release);
                 state.pending.push(state.tickets.len());
                 state.tickets.push(Ticket {
                     seq,
@@ -553,21 +790,7 @@ impl State {
                 ticket,
                 at,
                 until,
-            } => {
-                if let Some(state) = self.env_index.get(environment).map(|&e| &mut self.envs[e]) {
-                    if let Some((holder, _)) = state.lock.take() {
-                        state.tickets[holder].status = TicketStatus::Interrupted { at: *at };
-                    }
-                    if let Some(i) = state.ticket(*ticket) {
-                        state.pending.retain(|&p| p != i);
-                        state.tickets[i].status = TicketStatus::Running {
-                            since: *at,
-                            until: *until,
-                        };
-                        state.lock = Some((i, *until));
-                    }
-                }
-            }
+            } => self.take_lock(environment, *ticket, *at, *until),
             FleetFact::Finished {
                 environment,
                 ticket,
@@ -583,9 +806,92 @@ impl State {
                     self.envs[env].refusals += 1;
                 }
             }
+            FleetFact::Parked {
+                environment,
+                release,
+                gates,
+                ..
+            } => self.park(environment, release, gates),
+            FleetFact::Settings { .. } => {
+                self.settings_recorded = true;
+                self.registry_head = seq;
+                return;
+            }
         }
         if let Some(&env) = fact.environment().and_then(|e| self.env_index.get(e)) {
             self.envs[env].head = seq;
         }
     }
+}
+
+/// The digest of a fleet's settings: SHA-256 of the lifecycle and the options as JSON.
+pub(super) fn settings_digest(lifecycle: &Lifecycle, options: &FleetOptions) -> String {
+    let json = serde_json::to_vec(&(lifecycle, options)).unwrap_or_default();
+    crate::artifact::Digest::sha256(&json).hex().to_owned()
+}
+
+/// What differs between the settings the journal holds (`theirs`) and a fleet's own (`ours`),
+/// one line per difference, each naming the setting.
+pub(super) fn settings_differences(
+    theirs_lifecycle: &Lifecycle,
+    theirs: &FleetOptions,
+    ours_lifecycle: &Lifecycle,
+    ours: &FleetOptions,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut differ = |what: String, a: String, b: String| {
+        if a != b {
+            out.push(format!("{what}: {a} in the journal, {b} here"));
+        }
+    };
+    differ(
+        "options.queue_mode".into(),
+        format!("{:?}", theirs.queue_mode),
+        format!("{:?}", ours.queue_mode),
+    );
+    differ(
+        "options.queue_limit".into(),
+        theirs.queue_limit.to_string(),
+        ours.queue_limit.to_string(),
+    );
+    differ(
+        "options.lock_lease".into(),
+        format!("{:?}", theirs.lock_lease),
+        format!("{:?}", ours.lock_lease),
+    );
+    differ(
+        "options.rollback".into(),
+        format!("{:?}", theirs.rollback),
+        format!("{:?}", ours.rollback),
+    );
+    let (a, b) = (theirs_lifecycle.phases(), ours_lifecycle.phases());
+    let names = |p: &[super::phases::Phase]| -> Vec<String> {
+        p.iter().map(|p| p.name().to_owned()).collect()
+    };
+    if names(a) == names(b) {
+        for (x, y) in a.iter().zip(b) {
+            differ(
+                format!("lifecycle phase `{}` waves", x.name()),
+                format!("{:?}", x.waves()),
+                format!("{:?}", y.waves()),
+            );
+            differ(
+                format!("lifecycle phase `{}` rule", x.name()),
+                format!("{:?}", x.progress_rule()),
+                format!("{:?}", y.progress_rule()),
+            );
+            differ(
+                format!("lifecycle phase `{}` entry", x.name()),
+                format!("{:?}", x.entry()),
+                format!("{:?}", y.entry()),
+            );
+        }
+    } else {
+        differ(
+            "lifecycle phases".into(),
+            format!("{:?}", names(a)),
+            format!("{:?}", names(b)),
+        );
+    }
+    out
 }
