@@ -1129,3 +1129,151 @@ proptest! {
         block_on(f.close());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Verification of a long journal, and the forms that must not leak
+// ---------------------------------------------------------------------------------------------
+
+/// A memory journal that keeps a list of the reads asked of it (where from, how many entries
+/// came back) and refuses reads after the 64th: a walk that does not stop at the head would
+/// otherwise go on for ever, and the test would hang instead of failing.
+struct CountedReads {
+    inner: MemoryJournal,
+    reads: std::sync::Mutex<Vec<(u64, usize)>>,
+}
+
+impl CountedReads {
+    fn new() -> Self {
+        CountedReads {
+            inner: MemoryJournal::new(key()),
+            reads: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The reads asked since the last call, and forgets them.
+    fn take_reads(&self) -> Vec<(u64, usize)> {
+        std::mem::take(&mut *self.reads.lock().unwrap())
+    }
+}
+
+#[async_trait::async_trait]
+impl Journal for CountedReads {
+    async fn append(&self, entries: Vec<Entry>) -> Result<u64, JournalError> {
+        self.inner.append(entries).await
+    }
+    async fn read(&self, from: u64, limit: usize) -> Result<Vec<Stored>, JournalError> {
+        let got = self.inner.read(from, limit).await?;
+        let mut reads = self.reads.lock().unwrap();
+        if reads.len() >= 64 {
+            return Err(JournalError::Closed);
+        }
+        reads.push((from, got.len()));
+        Ok(got)
+    }
+    async fn read_key(&self, key: &str) -> Result<Vec<Stored>, JournalError> {
+        self.inner.read_key(key).await
+    }
+    async fn head(&self) -> Result<(u64, ChainHash), JournalError> {
+        self.inner.head().await
+    }
+    fn key(&self) -> &ChainKey {
+        self.inner.key()
+    }
+}
+
+/// Appends entries `r{i % 7}` / `payload {i}` until `journal` holds `n`, 500 at a time.
+fn fill_to(journal: &impl Journal, n: u64) {
+    let mut head = block_on(journal.head()).unwrap().0;
+    while head < n {
+        let group = (head..n.min(head + 500))
+            .map(|i| entry(&format!("r{}", i % 7), &format!("payload {i}")))
+            .collect();
+        head = block_on(journal.append(group)).unwrap();
+    }
+}
+
+#[test]
+fn journal_verify_reads_past_one_batch_to_the_head_and_stops_there() {
+    let j = CountedReads::new();
+    assert_eq!(block_on(verify(&j)).unwrap(), (0, ChainHash::GENESIS));
+    assert_eq!(j.take_reads(), [(1, 0)], "an empty journal is one read");
+
+    fill_to(&j, 4096);
+    let head = block_on(j.head()).unwrap();
+    assert_eq!(block_on(verify(&j)).unwrap(), head);
+    assert_eq!(
+        j.take_reads(),
+        [(1, 4096), (4097, 0)],
+        "a full batch may have more behind it"
+    );
+
+    fill_to(&j, 5000);
+    let head = block_on(j.head()).unwrap();
+    assert_eq!(head.0, 5000);
+    assert_eq!(
+        block_on(verify(&j)).unwrap(),
+        head,
+        "every entry, not the first batch"
+    );
+    assert_eq!(j.take_reads(), [(1, 4096), (4097, 904)]);
+}
+
+#[test]
+fn journal_verify_finds_an_edit_past_the_first_batch_of_a_long_journal() {
+    let j = MemoryJournal::new(key());
+    fill_to(&j, 5000);
+    for seq in [4096, 4097, 4500, 5000] {
+        let original = j.entries_mut(|e| {
+            std::mem::replace(&mut e[seq - 1].payload, b"approved by nobody".to_vec())
+        });
+        let err = block_on(verify(&j)).unwrap_err();
+        assert!(
+            matches!(err, JournalError::Corrupt { seq: s, .. } if s == seq as u64),
+            "an edit of entry {seq}: {err}"
+        );
+        j.entries_mut(|e| e[seq - 1].payload = original);
+        assert_eq!(block_on(verify(&j)).unwrap().0, 5000);
+    }
+}
+
+#[test]
+fn a_journal_chain_key_never_shows_in_its_debug_form() {
+    let key = ChainKey::new([0x5a; 32]);
+    assert_eq!(format!("{key:?}"), "ChainKey(..)");
+    assert_eq!(format!("{:?}", ChainKey::derive(b"secret")), "ChainKey(..)");
+}
+
+#[test]
+fn a_journal_chain_hash_shows_its_first_eight_bytes_in_hex() {
+    let mut bytes = [0xff; 32];
+    bytes[..8].copy_from_slice(&[0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]);
+    let hash = ChainHash(bytes);
+    assert_eq!(hash.to_string(), "0123456789abcdef");
+    assert_eq!(format!("{hash:?}"), "0123456789abcdef");
+    assert_eq!(ChainHash::GENESIS.to_string(), "0000000000000000");
+}
+
+#[test]
+fn journal_ephemeral_keys_are_new_each_time_and_chain_differently() {
+    let (a, b) = (ChainKey::ephemeral(), ChainKey::ephemeral());
+    let link = |k: &ChainKey| k.link(&ChainHash::GENESIS, 1, "r1", 0, b"started");
+    assert_ne!(link(&a), link(&b));
+    assert_eq!(
+        link(&a),
+        link(&a.clone()),
+        "a key chains the same way every time"
+    );
+    assert_ne!(link(&a), link(&ChainKey::new([0; 32])));
+}
+
+#[test]
+fn a_memory_journal_counts_its_entries() {
+    let j = MemoryJournal::new(key());
+    assert!(j.is_empty());
+    assert_eq!(j.len(), 0);
+    fill_to(&j, 3);
+    assert!(!j.is_empty());
+    assert_eq!(j.len(), 3);
+    j.entries_mut(Vec::clear);
+    assert!(j.is_empty());
+}

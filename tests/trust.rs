@@ -46,7 +46,8 @@ use tollgate::fact::{Fact, FactError, votes_key};
 use tollgate::gate;
 use tollgate::id::Person;
 use tollgate::journal::{
-    Entry, Head, HeadWitness, Journal, JournalError, MemoryWitness, Stored, Witnessed, verify,
+    ChainHash, ChainKey, Entry, Head, HeadWitness, Journal, JournalError, MemoryWitness, Stored,
+    Witnessed, verify,
 };
 use tollgate::lifecycle::{Mode, State, StateName};
 use tollgate::pipeline::{PipelineBuilder, WithApprovals};
@@ -1093,6 +1094,60 @@ fn truncating_the_journals_tail_is_a_rollback_seen_only_against_a_head_kept_outs
     if let Ok(any) = bot.restore("r1") {
         assert_eq!(any.state(), StateName::Approved);
     }
+}
+
+/// A store whose log lags behind its key index: `read` serves the entries up to `visible`,
+/// `read_key` serves them all (an index and a log kept apart, and the log rolled back).
+struct LaggingLog {
+    inner: SharedJournal,
+    visible: u64,
+}
+
+#[async_trait::async_trait]
+impl Journal for LaggingLog {
+    async fn append(&self, entries: Vec<Entry>) -> Result<u64, JournalError> {
+        self.inner.append(entries).await
+    }
+    async fn read(&self, from: u64, limit: usize) -> Result<Vec<Stored>, JournalError> {
+        let mut got = self.inner.read(from, limit).await?;
+        got.retain(|s| s.seq <= self.visible);
+        Ok(got)
+    }
+    async fn read_key(&self, key: &str) -> Result<Vec<Stored>, JournalError> {
+        self.inner.read_key(key).await
+    }
+    async fn head(&self) -> Result<(u64, ChainHash), JournalError> {
+        self.inner.head().await
+    }
+    fn key(&self) -> &ChainKey {
+        self.inner.key()
+    }
+}
+
+#[test]
+fn a_key_index_naming_an_entry_the_journal_log_lacks_is_refused_and_named() {
+    // r1 staged: its last fact is the journal's last entry. A store whose log lost that entry
+    // while its index kept it: the release's facts read by key run further than the chain.
+    let bot = Bot::standard();
+    staged_r1(&bot);
+    let head = block_on(bot.journal.head()).unwrap().0;
+    let lagging = LaggingLog {
+        inner: bot.journal.clone(),
+        visible: head - 1,
+    };
+    let pipeline = (bot.define)(&bot.clock)
+        .journal(lagging)
+        .build()
+        .expect("a valid pipeline");
+    match record_of(&pipeline, "r1") {
+        Err(Error::Fact(FactError::Journal(JournalError::Corrupt { seq, reason, .. }))) => {
+            assert_eq!(seq, head, "the entry after the log's last one: {reason}");
+            assert!(reason.contains("does not hold"), "{reason}");
+        }
+        other => panic!("the attack succeeded (an index beyond the log): {other:?}"),
+    }
+    // The same store with the log whole restores the release.
+    assert_eq!(bot.restore("r1").unwrap().state(), StateName::Staged);
 }
 
 // ---- an approval that expired 60 days ago ----
