@@ -28,9 +28,9 @@
 #[cfg(unix)]
 mod file;
 mod memory;
-mod witness;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod witness;
 
 use std::fmt;
 
@@ -41,9 +41,9 @@ use sha2::Sha256;
 #[cfg(unix)]
 pub use file::{DiskQuota, FileJournal, FileJournalOptions, FileStats, OpenReport, TornTail};
 pub use memory::MemoryJournal;
-pub use witness::{Head, HeadWitness, MemoryWitness, WitnessError, Witnessed, check_head};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgJournal, PgJournalOptions};
+pub use witness::{Head, HeadWitness, MemoryWitness, WitnessError, Witnessed, check_head};
 
 /// A position in a journal: the first entry is 1; 0 means "before everything".
 pub type Seq = u64;
