@@ -10,6 +10,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tollgate::engine::FailurePolicy;
+use tollgate::executor::StageStatus;
 use tollgate::graph::{
     Backoff, Concurrency, Condition, GraphError, Matrix, RetryPolicy, StageGraph, StageId, Step,
 };
@@ -648,6 +649,108 @@ fn a_specs_commands_run_through_the_process_executor() {
     assert_eq!(test_step.stage("flaky").unwrap().attempts().len(), 2);
     // The backoff was waited out in virtual time, not for real.
     assert!(clock.now().saturating_since(support::START) >= Duration::from_secs(600));
+}
+
+#[cfg(feature = "toml")]
+#[test]
+fn a_specs_conditions_matrix_and_multi_line_outputs_drive_the_engine() {
+    let spec = PipelineSpec::from_toml_str(
+        r#"name = "web"
+mode = "deployment"
+
+[[stages]]
+id = "compile"
+step = "build"
+run = '''
+echo "::output notes<<END"
+echo "line one"
+echo "line two"
+echo "END"
+echo "::artifact web $ARTIFACT"
+'''
+
+[[stages]]
+id = "read-notes"
+step = "test"
+after = ["compile"]
+run = 'test "$TOLLGATE_INPUT_COMPILE_NOTES" = "$(printf "line one\nline two")"'
+
+[[stages]]
+id = "unit"
+step = "test"
+matrix = { axes = { os = ["linux", "macos"] } }
+continue_on_error = true
+run = 'test "$TOLLGATE_MATRIX_OS" != macos'
+
+[[stages]]
+id = "on-failure"
+step = "test"
+after = ["unit"]
+when = "on_failure"
+run = "true"
+
+[[stages]]
+id = "macos-failed"
+step = "test"
+after = ["unit"]
+when = { dependency_failed = "unit (os=macos)" }
+run = "true"
+
+[[stages]]
+id = "staging"
+step = "stage"
+run = "true"
+
+[[stages]]
+id = "production"
+step = "deploy"
+run = "true"
+"#,
+        "web.toml",
+    )
+    .unwrap();
+    let artifact = ArtifactRef::from_bytes("web", b"web 1.2.3");
+    let mut spec = spec;
+    spec.stages[0]
+        .run
+        .as_mut()
+        .unwrap()
+        .env
+        .insert("ARTIFACT".into(), artifact.digest.to_string());
+    let clock = clock();
+    let pipeline =
+        PipelineBuilder::<Deployment, NoApprovals>::from_spec(&spec, &GateRegistry::new())
+            .unwrap()
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+    assert_eq!(pipeline.to_spec(), spec);
+    let tested = tollgate::time::run_virtual(&clock, async {
+        let built = pipeline
+            .start("web-1", support::revision("abc"))?
+            .build(&pipeline)
+            .await?;
+        built.test(&pipeline, &artifact).await.map_err(Error::from)
+    })
+    .unwrap();
+    let build = &tested.record().steps()[0];
+    assert_eq!(
+        build.stage("compile").unwrap().outputs["notes"],
+        "line one\nline two"
+    );
+    let test = &tested.record().steps()[1];
+    assert!(test.succeeded(), "{test:?}");
+    let stage = |id: &str| test.stage(id).unwrap_or_else(|| panic!("no stage {id}"));
+    assert_eq!(stage("read-notes").status, StageStatus::Succeeded);
+    assert_eq!(stage("unit (os=linux)").status, StageStatus::Succeeded);
+    let macos = stage("unit (os=macos)");
+    assert!(
+        matches!(macos.status, StageStatus::Failed { .. }) && macos.continued,
+        "{macos:?}"
+    );
+    // An allowed failure is no failure to `on_failure`, but is one to `dependency_failed`.
+    assert_eq!(stage("on-failure").status, StageStatus::Skipped);
+    assert_eq!(stage("macos-failed").status, StageStatus::Succeeded);
 }
 
 // ---- the round trip -------------------------------------------------------------------

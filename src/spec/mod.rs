@@ -5,7 +5,10 @@
 //! deployment twin).
 //!
 //! A spec holds the stages (steps, dependencies, retries, timeouts, groups, finally stages,
-//! and the command each runs through the [process executor](crate::executor::ProcessExecutor)),
+//! conditions, `continue_on_error`, matrices, concurrency groups, and the command each runs
+//! through the [process executor](crate::executor::ProcessExecutor), which writes an output
+//! with a line `::output key=value`, or `::output key<<END`, the value's lines, then `END`;
+//! a dependent reads it as `TOLLGATE_INPUT_<STAGE>_<KEY>`),
 //! the gates by name with their parameters (built by a [`GateRegistry`] the host fills; the
 //! built-in gates are there by default), the approval policies, the staging and production
 //! environments, and the engine's settings. The mode is named in the spec and is still a
