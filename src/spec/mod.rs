@@ -187,7 +187,9 @@ pub struct StageDef {
     pub finally: bool,
     /// When it runs, decided once its dependencies have settled: `"on_success"` (the
     /// default), `"on_failure"`, `"always"`, or `{ dependency_failed = "<stage>" }` naming one
-    /// of its `after` stages (see [`Condition`]). A finally stage takes none.
+    /// of its `after` stages (see [`Condition`]); after a matrix stage, name one of its
+    /// combinations (`{ dependency_failed = "unit (os=macos)" }`), since its base id stands
+    /// for them all. A finally stage takes none.
     #[serde(default, skip_serializing_if = "Condition::is_on_success")]
     #[cfg_attr(feature = "schema", schemars(with = "ConditionSchema"))]
     pub when: Condition,
