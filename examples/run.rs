@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
 use tollgate::engine::{Event, observer_fn};
+use tollgate::executor::StageStatus;
 use tollgate::gate::GateError;
 use tollgate::lifecycle::ModeKind;
 use tollgate::pipeline::{NoApprovals, PipelineBuilder, WithApprovals};
@@ -163,7 +164,13 @@ fn engine(spec: &PipelineSpec) -> Result<tollgate::engine::Engine, Error> {
                 attempts,
                 ..
             } => {
-                let mark = if status.is_success() { "ok" } else { "FAIL" };
+                // A skip is not a failure of its own (a condition said no, or something
+                // before it failed, which has its own line).
+                let mark = match status {
+                    s if s.is_success() => "ok",
+                    StageStatus::Skipped => "skip",
+                    _ => "FAIL",
+                };
                 let tries = if *attempts > 1 {
                     format!(" after {attempts} attempts")
                 } else {

@@ -10,7 +10,10 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tollgate::engine::FailurePolicy;
-use tollgate::graph::{Backoff, RetryPolicy, StageGraph, Step};
+use tollgate::executor::StageStatus;
+use tollgate::graph::{
+    Backoff, Concurrency, Condition, GraphError, Matrix, RetryPolicy, StageGraph, StageId, Step,
+};
 use tollgate::id::Person;
 use tollgate::lifecycle::ModeKind;
 use tollgate::pipeline::{NoApprovals, PipelineBuilder, WithApprovals};
@@ -32,7 +35,12 @@ fn base() -> Value {
               "retry": { "max_attempts": 2, "backoff": { "kind": "fixed", "delay": "30s" } } },
             { "id": "unit", "step": "test", "after": ["compile"], "timeout": "10m", "run": "true" },
             { "id": "staging", "step": "stage", "run": "true" },
-            { "id": "production", "step": "deploy", "run": "true" }
+            { "id": "production", "step": "deploy", "run": "true" },
+            { "id": "lint", "step": "test", "after": ["compile"], "run": "true",
+              "when": "always", "continue_on_error": true,
+              "matrix": { "axes": { "os": ["linux", "macos"] }, "exclude": [ { "os": "macos" } ],
+                          "include": [ { "os": "windows" } ] },
+              "concurrency": { "group": "lint", "cancel_in_progress": true } }
         ],
         "gates": [ { "kind": "soak", "on": "approve", "params": { "duration": "1h" } } ],
         "approvals": {
@@ -66,6 +74,19 @@ const TYPOS: &[(&str, &str, &str, &str)] = &[
         "delay",
     ),
     ("/stages/0/run", "evn", "stages[0].run", "env"),
+    (
+        "/stages/4",
+        "contine_on_error",
+        "stages[4]",
+        "continue_on_error",
+    ),
+    ("/stages/4/matrix", "exlude", "stages[4].matrix", "exclude"),
+    (
+        "/stages/4/concurrency",
+        "cancel_in_progres",
+        "stages[4].concurrency",
+        "cancel_in_progress",
+    ),
     ("/gates/0", "paramz", "gates[0]", "params"),
     ("/approvals", "rulez", "approvals", "rules"),
     (
@@ -297,6 +318,154 @@ fn graph_errors_of_a_spec_name_the_stages() {
 }
 
 #[test]
+fn a_misspelt_condition_is_refused_with_the_condition_meant() {
+    for (when, typo, meant) in [
+        (json!("alway"), "alway", "always"),
+        (
+            json!({ "dependecy_failed": "compile" }),
+            "dependecy_failed",
+            "dependency_failed",
+        ),
+    ] {
+        let mut spec = base();
+        spec["stages"][4]["when"] = when.clone();
+        let error = parse_json(&spec).expect_err("a misspelt condition");
+        let SpecError::Invalid {
+            location,
+            path,
+            suggestion,
+            message,
+        } = &error
+        else {
+            panic!("{when}: {error}")
+        };
+        assert_eq!(path, "stages[4].when", "{error}");
+        assert_eq!(suggestion.as_deref(), Some(meant), "{error}");
+        assert!(message.starts_with("unknown variant"), "{error}");
+        // Located at the misspelt name itself.
+        assert_eq!(location.text, format!("\"{typo}\""), "{error}");
+        assert!(location.source_line.contains(typo), "{error}");
+    }
+}
+
+#[test]
+fn a_matrix_names_each_axis_once() {
+    let text = serde_json::to_string_pretty(&base())
+        .unwrap()
+        .replace(r#""os": ["#, r#""os": ["linux"], "os": ["#);
+    let error = PipelineSpec::from_json_str(&text, "shop.json").unwrap_err();
+    let SpecError::Invalid { path, message, .. } = &error else {
+        panic!("{error}")
+    };
+    assert_eq!(path, "stages[4].matrix.axes", "{error}");
+    assert!(message.contains("the axis `os` is named twice"), "{error}");
+}
+
+#[test]
+fn a_condition_on_a_stage_that_is_not_a_dependency_names_the_stage() {
+    let mut spec = base();
+    spec["stages"][4]["when"] = json!({ "dependency_failed": "unitt" });
+    let spec = parse_json(&spec).unwrap();
+    let error = Pipeline::<Delivery>::from_spec(&spec, &GateRegistry::new()).unwrap_err();
+    let Error::Graph(GraphError::ConditionOnNonDependency { stage, dependency }) = &error else {
+        panic!("{error}")
+    };
+    // The first combination of the matrix stage is where the graph finds it.
+    assert_eq!(stage.as_str(), "lint (os=linux)", "{error}");
+    assert_eq!(dependency.as_str(), "unitt", "{error}");
+    assert!(error.to_string().contains("lint (os=linux)"), "{error}");
+}
+
+#[test]
+fn a_specs_workflow_settings_reach_the_graph_and_its_matrix_stays_one_stage() {
+    let spec = parse_json(&base()).unwrap();
+    let pipeline = Pipeline::<Delivery>::from_spec(&spec, &GateRegistry::new()).unwrap();
+    let graph = pipeline.graph();
+    let lint: Vec<&str> = graph
+        .stages_in(Step::Test)
+        .filter(|s| s.id.as_str().starts_with("lint"))
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(lint, ["lint (os=linux)", "lint (os=windows)"]);
+    let linux = graph.get("lint (os=linux)").unwrap();
+    assert_eq!(linux.when, Condition::Always);
+    assert!(linux.continue_on_error);
+    assert_eq!(
+        linux.concurrency,
+        Some(Concurrency::cancel_in_progress("lint"))
+    );
+    assert_eq!(linux.matrix["os"], "linux");
+    // Said back as written: one stage with its matrix.
+    let back = pipeline.to_spec();
+    assert_eq!(back, spec);
+    assert_eq!(back.stages.len(), 5);
+    assert_eq!(
+        back.stages[4]
+            .matrix
+            .as_ref()
+            .map(Matrix::combinations)
+            .map(|c| c.len()),
+        Some(2)
+    );
+}
+
+#[test]
+fn a_stage_after_a_matrix_stage_is_said_back_as_written() {
+    let mut spec = base();
+    spec["stages"][2]["after"] = json!(["lint"]);
+    spec["stages"][2]["when"] = json!("on_failure");
+    // `staging` is in a later step than `lint`: it waits for every combination.
+    let spec = parse_json(&spec).unwrap();
+    let pipeline = Pipeline::<Delivery>::from_spec(&spec, &GateRegistry::new()).unwrap();
+    assert_eq!(pipeline.graph().get("staging").unwrap().after.len(), 2);
+    assert_eq!(pipeline.to_spec(), spec);
+}
+
+#[test]
+fn a_matrix_stage_built_in_code_is_said_back_unexpanded() {
+    let clock = clock();
+    let pipeline = Pipeline::<Deployment>::builder("web")
+        .clock(clock)
+        .stage(Stage::build("compile").run(ok()))
+        .stage(
+            Stage::test("test")
+                .after("compile")
+                .matrix(
+                    Matrix::new()
+                        .axis("rust", ["stable", "1.85"])
+                        .axis("os", ["linux"]),
+                )
+                .run(ok()),
+        )
+        .stage(Stage::test("report").after("test").run(ok()))
+        .stage(Stage::stage("staging").run(ok()))
+        .stage(Stage::deploy("production").run(ok()))
+        .build()
+        .unwrap();
+    assert_eq!(pipeline.graph().len(), 6);
+    let spec = pipeline.to_spec();
+    let ids: Vec<&str> = spec.stages.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["compile", "test", "report", "staging", "production"]);
+    assert_eq!(spec.stages[2].after, ["test"]);
+    let matrix = spec.stages[1].matrix.as_ref().unwrap();
+    let axes: Vec<&str> = matrix.axes.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(axes, ["rust", "os"], "the axes keep their order");
+    // And the spec builds the same graph again.
+    let again = Pipeline::<Deployment>::from_spec(&spec, &GateRegistry::new()).unwrap_err();
+    // (Its stages have no command: the host gives them an executor.)
+    assert!(matches!(again, Error::MissingExecutor { .. }), "{again}");
+    let again = PipelineBuilder::<Deployment, NoApprovals>::from_spec(&spec, &GateRegistry::new())
+        .unwrap()
+        .default_executor(ok())
+        .build()
+        .unwrap();
+    let ids = |p: &Pipeline<Deployment>| -> Vec<String> {
+        p.graph().stages().map(|s| s.id.to_string()).collect()
+    };
+    assert_eq!(ids(&again), ids(&pipeline));
+}
+
+#[test]
 fn a_spec_file_is_read_by_its_extension_and_a_missing_one_is_named() {
     let error = PipelineSpec::from_path("pipeline.yaml").unwrap_err();
     assert!(
@@ -482,6 +651,108 @@ fn a_specs_commands_run_through_the_process_executor() {
     assert!(clock.now().saturating_since(support::START) >= Duration::from_secs(600));
 }
 
+#[cfg(feature = "toml")]
+#[test]
+fn a_specs_conditions_matrix_and_multi_line_outputs_drive_the_engine() {
+    let spec = PipelineSpec::from_toml_str(
+        r#"name = "web"
+mode = "deployment"
+
+[[stages]]
+id = "compile"
+step = "build"
+run = '''
+echo "::output notes<<END"
+echo "line one"
+echo "line two"
+echo "END"
+echo "::artifact web $ARTIFACT"
+'''
+
+[[stages]]
+id = "read-notes"
+step = "test"
+after = ["compile"]
+run = 'test "$TOLLGATE_INPUT_COMPILE_NOTES" = "$(printf "line one\nline two")"'
+
+[[stages]]
+id = "unit"
+step = "test"
+matrix = { axes = { os = ["linux", "macos"] } }
+continue_on_error = true
+run = 'test "$TOLLGATE_MATRIX_OS" != macos'
+
+[[stages]]
+id = "on-failure"
+step = "test"
+after = ["unit"]
+when = "on_failure"
+run = "true"
+
+[[stages]]
+id = "macos-failed"
+step = "test"
+after = ["unit"]
+when = { dependency_failed = "unit (os=macos)" }
+run = "true"
+
+[[stages]]
+id = "staging"
+step = "stage"
+run = "true"
+
+[[stages]]
+id = "production"
+step = "deploy"
+run = "true"
+"#,
+        "web.toml",
+    )
+    .unwrap();
+    let artifact = ArtifactRef::from_bytes("web", b"web 1.2.3");
+    let mut spec = spec;
+    spec.stages[0]
+        .run
+        .as_mut()
+        .unwrap()
+        .env
+        .insert("ARTIFACT".into(), artifact.digest.to_string());
+    let clock = clock();
+    let pipeline =
+        PipelineBuilder::<Deployment, NoApprovals>::from_spec(&spec, &GateRegistry::new())
+            .unwrap()
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+    assert_eq!(pipeline.to_spec(), spec);
+    let tested = tollgate::time::run_virtual(&clock, async {
+        let built = pipeline
+            .start("web-1", support::revision("abc"))?
+            .build(&pipeline)
+            .await?;
+        built.test(&pipeline, &artifact).await.map_err(Error::from)
+    })
+    .unwrap();
+    let build = &tested.record().steps()[0];
+    assert_eq!(
+        build.stage("compile").unwrap().outputs["notes"],
+        "line one\nline two"
+    );
+    let test = &tested.record().steps()[1];
+    assert!(test.succeeded(), "{test:?}");
+    let stage = |id: &str| test.stage(id).unwrap_or_else(|| panic!("no stage {id}"));
+    assert_eq!(stage("read-notes").status, StageStatus::Succeeded);
+    assert_eq!(stage("unit (os=linux)").status, StageStatus::Succeeded);
+    let macos = stage("unit (os=macos)");
+    assert!(
+        matches!(macos.status, StageStatus::Failed { .. }) && macos.continued,
+        "{macos:?}"
+    );
+    // An allowed failure is no failure to `on_failure`, but is one to `dependency_failed`.
+    assert_eq!(stage("on-failure").status, StageStatus::Skipped);
+    assert_eq!(stage("macos-failed").status, StageStatus::Succeeded);
+}
+
 // ---- the round trip -------------------------------------------------------------------
 
 fn duration() -> impl Strategy<Value = Duration> {
@@ -545,6 +816,7 @@ fn stages() -> impl Strategy<Value = Vec<StageDef>> {
             proptest::option::of(prop_oneof![Just("db".to_owned()), Just("net".to_owned())]),
             proptest::option::of(command()),
             any::<bool>(),
+            workflow(),
         );
         proptest::collection::vec(per_stage, total).prop_map(move |rows| {
             let mut defs: Vec<StageDef> = Vec::new();
@@ -563,6 +835,7 @@ fn stages() -> impl Strategy<Value = Vec<StageDef>> {
                     group,
                     run,
                     fin,
+                    (when, continue_on_error, matrix, concurrency),
                 ) = row;
                 let mut def = StageDef::new(format!("{step}-{i}"), step);
                 // Only the last stage of a step with more than one may be a finally stage,
@@ -581,11 +854,88 @@ fn stages() -> impl Strategy<Value = Vec<StageDef>> {
                 def.timeout = timeout;
                 def.group = group;
                 def.run = run;
+                def.continue_on_error = continue_on_error;
+                def.concurrency = concurrency;
+                if !def.finally {
+                    def.matrix = matrix;
+                    // A finally stage takes no condition; a named dependency is one of the
+                    // stage's own, and not a matrix stage (whose `after` names its
+                    // combinations instead).
+                    def.when = match when {
+                        Some(pick) => {
+                            let named: Vec<&StageId> = def
+                                .after
+                                .iter()
+                                .filter(|d| defs.iter().any(|s| s.id == **d && s.matrix.is_none()))
+                                .collect();
+                            match (pick % 4, named.is_empty()) {
+                                (1, _) => Condition::OnFailure,
+                                (2, _) => Condition::Always,
+                                (3, false) => Condition::DependencyFailed(
+                                    named[pick / 4 % named.len()].clone(),
+                                ),
+                                _ => Condition::OnSuccess,
+                            }
+                        }
+                        None => Condition::OnSuccess,
+                    };
+                }
                 defs.push(def);
             }
             defs
         })
     })
+}
+
+/// A stage's workflow settings: a condition (a pick, made into one when its dependencies
+/// are known), `continue_on_error`, a matrix and a concurrency group.
+#[allow(clippy::type_complexity)]
+fn workflow() -> impl Strategy<Value = (Option<usize>, bool, Option<Matrix>, Option<Concurrency>)> {
+    (
+        proptest::option::of(0usize..64),
+        any::<bool>(),
+        proptest::option::weighted(0.3, matrix()),
+        proptest::option::of((
+            prop_oneof![Just("production"), Just("pages")],
+            any::<bool>(),
+        )),
+    )
+        .prop_map(|(when, continue_on_error, matrix, concurrency)| {
+            let concurrency = concurrency.map(|(group, cancel)| {
+                if cancel {
+                    Concurrency::cancel_in_progress(group)
+                } else {
+                    Concurrency::queue(group)
+                }
+            });
+            (when, continue_on_error, matrix, concurrency)
+        })
+}
+
+/// A matrix of one to three axes (in a random order of names) of one to three values, with
+/// maybe an `exclude` of one value and an `include` of a new combination with an axis of its
+/// own (so an exclude never leaves it empty).
+fn matrix() -> impl Strategy<Value = Matrix> {
+    (
+        proptest::sample::subsequence(vec!["os", "rust", "arch", "zz"], 1..4).prop_shuffle(),
+        proptest::collection::vec(
+            proptest::sample::subsequence(vec!["a", "b1", "c-2", "x.y"], 1..4),
+            3,
+        ),
+        any::<bool>(),
+    )
+        .prop_map(|(names, values, edges)| {
+            let mut matrix = Matrix::new();
+            for (name, values) in names.iter().zip(&values) {
+                matrix = matrix.axis(*name, values.iter().copied());
+            }
+            if edges {
+                matrix = matrix
+                    .exclude([(names[0], values[0][0])])
+                    .include([("extra", "yes"), (names[0], "new")]);
+            }
+            matrix
+        })
 }
 
 fn gate() -> impl Strategy<Value = GateSpec> {
@@ -859,6 +1209,58 @@ aftr = ["compile"]
         assert_eq!(location.text, "dealy");
         assert_eq!(path, "stages[1].retry.backoff.dealy");
         assert_eq!(suggestion.as_deref(), Some("delay"));
+    }
+
+    #[test]
+    fn a_misspelt_key_inside_a_matrix_or_a_concurrency_group_is_located_at_the_key() {
+        for (line, typo, path, meant) in [
+            (
+                "matrix = { axes = { os = [\"linux\"] }, exlude = [{ os = \"linux\" }] }",
+                "exlude",
+                "stages[1].matrix.exlude",
+                "exclude",
+            ),
+            (
+                "concurrency = { group = \"db\", cancel_in_progres = true }",
+                "cancel_in_progres",
+                "stages[1].concurrency.cancel_in_progres",
+                "cancel_in_progress",
+            ),
+        ] {
+            let text = SPEC.replace("aftr = [\"compile\"]", line);
+            let error = PipelineSpec::from_toml_str(&text, "shop.toml").unwrap_err();
+            let SpecError::Invalid {
+                location,
+                path: found,
+                suggestion,
+                ..
+            } = &error
+            else {
+                panic!("{error}")
+            };
+            let column = line.find(typo).unwrap() + 1;
+            assert_eq!((location.line, location.column), (12, column), "{error}");
+            assert_eq!(location.text, typo, "{error}");
+            assert_eq!(found, path, "{error}");
+            assert_eq!(suggestion.as_deref(), Some(meant), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_matrix_in_toml_keeps_its_axes_in_the_order_written() {
+        let text = SPEC.replace(
+            "aftr = [\"compile\"]",
+            "matrix = { axes = { rust = [\"stable\"], os = [\"linux\", \"macos\"] } }",
+        );
+        let spec = PipelineSpec::from_toml_str(&text, "shop.toml").unwrap();
+        let matrix = spec.stages[1].matrix.as_ref().unwrap();
+        let axes: Vec<&str> = matrix.axes.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(axes, ["rust", "os"]);
+        let written = spec.to_toml_string().unwrap();
+        assert!(
+            written.contains("rust = [\"stable\"]") && written.find("rust") < written.find("os ="),
+            "{written}"
+        );
     }
 
     #[test]

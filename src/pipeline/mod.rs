@@ -263,6 +263,13 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
         let name = PipelineName::new(self.name)?;
         let mut graph = StageGraph::builder();
         let mut executors = Vec::with_capacity(self.stages.len());
+        let mut declared = self.declared;
+        let matrix_ids: std::collections::HashSet<crate::graph::StageId> = self
+            .stages
+            .iter()
+            .filter(|s| s.matrix.is_some())
+            .map(|s| s.spec.id.clone())
+            .collect();
         for stage in self.stages {
             let executor = match (stage.executor, &self.default_executor) {
                 (Some(e), _) => e,
@@ -273,12 +280,19 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
                     });
                 }
             };
-            if let Some(matrix) = &stage.matrix {
+            let at = executors.len();
+            if let Some(matrix) = stage.matrix {
                 // One executor per combination: the stage's, shared.
-                for _ in 0..graph.push_matrix(stage.spec, matrix) {
+                let added = graph.push_matrix(stage.spec.clone(), &matrix);
+                for _ in 0..added {
                     executors.push((Arc::clone(&executor), stage.retry_if.clone()));
                 }
+                // Said back unexpanded by `to_spec`.
+                declared.matrices.push((at..at + added, stage.spec, matrix));
             } else {
+                if stage.spec.after.iter().any(|d| matrix_ids.contains(d)) {
+                    declared.afters.insert(at, stage.spec.after.clone());
+                }
                 executors.push((executor, stage.retry_if));
                 graph.push(stage.spec);
             }
@@ -325,7 +339,7 @@ impl<M: Mode, A> PipelineBuilder<M, A> {
                 .unwrap_or_else(|| Arc::new(MemoryJournal::new(ChainKey::ephemeral()))),
             fingerprint,
             claim_lease: self.claim_lease,
-            declared: self.declared,
+            declared,
             _mode: PhantomData,
         })
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::Result;
-use crate::graph::StageId;
+use crate::graph::{Matrix, StageId, StageSpec};
 use crate::lifecycle::{Delivery, Deployment, Mode, ModeKind};
 use crate::spec::{
     ApprovalSpec, CommandSpec, EngineSpec, GateRegistry, GateSpec, PipelineSpec, SpecError,
@@ -13,13 +13,20 @@ use crate::spec::{
 
 use super::{NoApprovals, Pipeline, PipelineBuilder, Stage, WithApprovals};
 
-/// What a pipeline built from a spec keeps of it that its parts cannot say again: the gates
-/// by name and parameters (a built gate is opaque), and each stage's command (an executor is
-/// opaque).
+/// What a pipeline keeps of how it was declared that its parts cannot say again: the gates
+/// by name and parameters (a built gate is opaque), each stage's command (an executor is
+/// opaque), and (for a pipeline built in code too) each matrix stage as written and the
+/// `after` of each stage that names one, which the graph holds expanded.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Declared {
     pub(super) gates: Vec<GateSpec>,
     pub(super) commands: BTreeMap<StageId, CommandSpec>,
+    /// Each matrix stage: where its combinations are in the graph, its stage as written and
+    /// its matrix.
+    pub(super) matrices: Vec<(std::ops::Range<usize>, StageSpec, Matrix)>,
+    /// The `after` as written of each other stage (by its position in the graph) that names
+    /// a matrix stage.
+    pub(super) afters: BTreeMap<usize, Vec<StageId>>,
 }
 
 impl PipelineBuilder<Delivery, WithApprovals> {
@@ -123,11 +130,7 @@ impl<M: Mode> Pipeline<M> {
         PipelineSpec {
             name: self.name.clone(),
             mode: M::KIND,
-            stages: self
-                .graph
-                .stages()
-                .map(|s| StageDef::from_stage_spec(s, self.declared.commands.get(&s.id).cloned()))
-                .collect(),
+            stages: self.stage_defs(),
             gates: self.declared.gates.clone(),
             approvals,
             staging: self.staging.clone(),
@@ -135,6 +138,38 @@ impl<M: Mode> Pipeline<M> {
             engine: EngineSpec::from_engine(&self.engine),
             claim_lease: self.claim_lease,
         }
+    }
+}
+
+impl<M: Mode> Pipeline<M> {
+    /// The stages as declared: each matrix stage once, unexpanded, where its first
+    /// combination is, and the `after` of the stages that name one as written.
+    fn stage_defs(&self) -> Vec<StageDef> {
+        let declared = &self.declared;
+        let command = |id: &StageId| declared.commands.get(id).cloned();
+        let mut matrices = declared.matrices.iter().peekable();
+        let mut defs = Vec::with_capacity(self.graph.len());
+        for (at, stage) in self.graph.stages().enumerate() {
+            if let Some((range, base, matrix)) = matrices.peek() {
+                if range.contains(&at) {
+                    if at == range.start {
+                        let mut def = StageDef::from_stage_spec(base, command(&base.id));
+                        def.matrix = Some(matrix.clone());
+                        defs.push(def);
+                    }
+                    if at + 1 == range.end {
+                        matrices.next();
+                    }
+                    continue;
+                }
+            }
+            let mut def = StageDef::from_stage_spec(stage, command(&stage.id));
+            if let Some(after) = declared.afters.get(&at) {
+                def.after.clone_from(after);
+            }
+            defs.push(def);
+        }
+        defs
     }
 }
 
@@ -159,6 +194,9 @@ fn common<M: Mode>(
 ) -> Result<PipelineBuilder<M, NoApprovals>> {
     for def in &spec.stages {
         let mut stage = Stage::from_spec(def.to_stage_spec());
+        if let Some(matrix) = &def.matrix {
+            stage = stage.matrix(matrix.clone());
+        }
         if let Some(command) = &def.run {
             stage = stage.run(process(&def.id, command)?);
             builder

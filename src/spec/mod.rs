@@ -5,7 +5,10 @@
 //! deployment twin).
 //!
 //! A spec holds the stages (steps, dependencies, retries, timeouts, groups, finally stages,
-//! and the command each runs through the [process executor](crate::executor::ProcessExecutor)),
+//! conditions, `continue_on_error`, matrices, concurrency groups, and the command each runs
+//! through the [process executor](crate::executor::ProcessExecutor), which writes an output
+//! with a line `::output key=value`, or `::output key<<END`, the value's lines, then `END`;
+//! a dependent reads it as `TOLLGATE_INPUT_<STAGE>_<KEY>`),
 //! the gates by name with their parameters (built by a [`GateRegistry`] the host fills; the
 //! built-in gates are there by default), the approval policies, the staging and production
 //! environments, and the engine's settings. The mode is named in the spec and is still a
@@ -56,8 +59,8 @@ mod registry;
 mod schema;
 #[cfg(feature = "schema")]
 use schema::{
-    DurationSchema, EnvironmentSchema, FailureSchema, ModeSchema, MoveSchema, RetrySchema,
-    StepSchema,
+    ConcurrencySchema, ConditionSchema, DurationSchema, EnvironmentSchema, FailureSchema,
+    MatrixSchema, ModeSchema, MoveSchema, RetrySchema, StepSchema,
 };
 
 use std::collections::BTreeMap;
@@ -68,7 +71,7 @@ use serde::{Deserialize, Serialize};
 use crate::approval::{ApprovalError, ApprovalPolicy, Approver, Rule};
 use crate::engine::{Engine, EngineBuilder, FailurePolicy};
 use crate::environment::{Environment, EnvironmentName};
-use crate::graph::{RetryPolicy, StageId, StageSpec, Step};
+use crate::graph::{Concurrency, Condition, Matrix, RetryPolicy, StageId, StageSpec, Step};
 use crate::id::{Person, PipelineName};
 use crate::lifecycle::{ModeKind, Move};
 
@@ -182,6 +185,31 @@ pub struct StageDef {
     /// Whether it is a finally stage (runs after the rest of its step, whatever happened).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub finally: bool,
+    /// When it runs, decided once its dependencies have settled: `"on_success"` (the
+    /// default), `"on_failure"`, `"always"`, or `{ dependency_failed = "<stage>" }` naming one
+    /// of its `after` stages (see [`Condition`]); after a matrix stage, name one of its
+    /// combinations (`{ dependency_failed = "unit (os=macos)" }`), since its base id stands
+    /// for them all. A finally stage takes none.
+    #[serde(default, skip_serializing_if = "Condition::is_on_success")]
+    #[cfg_attr(feature = "schema", schemars(with = "ConditionSchema"))]
+    pub when: Condition,
+    /// Whether its failure (after its retries) leaves the step going: its dependents see a
+    /// success and its report keeps the failure (GitHub's `continue-on-error`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_error: bool,
+    /// The axes it runs over: one stage per combination, with ids like
+    /// `build-wheels (target=x86_64-linux)`, and `after = ["<id>"]` waits for all of them
+    /// (see [`Matrix`]). Written `{ axes = { target = ["…", "…"] }, exclude = [{ … }],
+    /// include = [{ … }] }`; the axes are kept in the order written, which orders the ids. The
+    /// spec keeps the stage unexpanded.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "matrix_form")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<MatrixSchema>"))]
+    pub matrix: Option<Matrix>,
+    /// The concurrency group it holds while it runs, across steps and releases:
+    /// `{ group = "production", cancel_in_progress = true }` (see [`Concurrency`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<ConcurrencySchema>"))]
+    pub concurrency: Option<Concurrency>,
     /// The command it runs (feature `process`). A stage without one runs on the executor the
     /// host sets with [`default_executor`](crate::pipeline::PipelineBuilder::default_executor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,13 +237,17 @@ impl StageDef {
             timeout: self.timeout,
             group: self.group.clone(),
             finally: self.finally,
-            // Conditions, `continue_on_error`, matrices and concurrency groups (issue 14's
-            // workflow features) have no spec fields yet: a spec's stage has the defaults.
+            when: self.when.clone(),
+            continue_on_error: self.continue_on_error,
+            concurrency: self.concurrency.clone(),
+            // A matrix stage's combination values are set as the matrix expands it.
             ..StageSpec::new(self.id.as_str(), self.step)
         }
     }
 
-    /// A stage of a spec from a graph's stage and its command.
+    /// A stage of a spec from a graph's stage and its command, with no matrix (set
+    /// [`matrix`](Self::matrix) for a stage the graph expands). A stage already expanded from
+    /// a matrix keeps its combination's id, and its values are not said again.
     #[must_use]
     pub fn from_stage_spec(spec: &StageSpec, run: Option<CommandSpec>) -> Self {
         StageDef {
@@ -229,6 +261,10 @@ impl StageDef {
             timeout: spec.timeout,
             group: spec.group.clone(),
             finally: spec.finally,
+            when: spec.when.clone(),
+            continue_on_error: spec.continue_on_error,
+            matrix: None,
+            concurrency: spec.concurrency.clone(),
             run,
         }
     }
@@ -540,6 +576,112 @@ impl EngineSpec {
 
     fn is_default(&self) -> bool {
         *self == EngineSpec::default()
+    }
+}
+
+/// A stage's matrix as a spec writes it: `axes` a table of axis → values, `exclude` and
+/// `include` lists of tables of axis → value, every table in the order written (the graph's
+/// [`Matrix`] holds them as lists of pairs), unknown keys and repeated axes refused.
+mod matrix_form {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
+    use serde::ser::{SerializeMap, Serializer};
+    use serde::{Deserialize, Serialize};
+
+    use crate::graph::Matrix;
+
+    /// A table whose keys keep the order written: a list of pairs.
+    struct Ordered<V>(Vec<(String, V)>);
+
+    impl<V> Default for Ordered<V> {
+        fn default() -> Self {
+            Ordered(Vec::new())
+        }
+    }
+
+    impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit<V>(PhantomData<V>);
+            impl<'de, V: Deserialize<'de>> Visitor<'de> for Visit<V> {
+                type Value = Ordered<V>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a table of axis names")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered<V>, A::Error> {
+                    let mut pairs: Vec<(String, V)> = Vec::new();
+                    while let Some(key) = map.next_key::<String>()? {
+                        if pairs.iter().any(|(k, _)| *k == key) {
+                            return Err(A::Error::custom(format!(
+                                "the axis `{key}` is named twice"
+                            )));
+                        }
+                        let value = map.next_value()?;
+                        pairs.push((key, value));
+                    }
+                    Ok(Ordered(pairs))
+                }
+            }
+            d.deserialize_map(Visit(PhantomData))
+        }
+    }
+
+    /// Writes pairs as a table, in order.
+    struct AsTable<'a, V>(&'a [(String, V)]);
+
+    impl<V: Serialize> Serialize for AsTable<'_, V> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(Some(self.0.len()))?;
+            for (key, value) in self.0 {
+                map.serialize_entry(key, value)?;
+            }
+            map.end()
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fields {
+        axes: Ordered<Vec<String>>,
+        #[serde(default)]
+        exclude: Vec<Ordered<String>>,
+        #[serde(default)]
+        include: Vec<Ordered<String>>,
+    }
+
+    #[derive(Serialize)]
+    struct Written<'a> {
+        axes: AsTable<'a, Vec<String>>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        exclude: Vec<AsTable<'a, String>>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        include: Vec<AsTable<'a, String>>,
+    }
+
+    // serde's `with` hands over the field's own type.
+    #[allow(clippy::ref_option)]
+    pub(super) fn serialize<S: Serializer>(
+        matrix: &Option<Matrix>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match matrix {
+            None => s.serialize_none(),
+            Some(m) => s.serialize_some(&Written {
+                axes: AsTable(&m.axes),
+                exclude: m.exclude.iter().map(|e| AsTable(e)).collect(),
+                include: m.include.iter().map(|e| AsTable(e)).collect(),
+            }),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Matrix>, D::Error> {
+        let fields = Fields::deserialize(d)?;
+        Ok(Some(Matrix {
+            axes: fields.axes.0,
+            exclude: fields.exclude.into_iter().map(|e| e.0).collect(),
+            include: fields.include.into_iter().map(|e| e.0).collect(),
+        }))
     }
 }
 

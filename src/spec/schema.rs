@@ -103,6 +103,51 @@ pub(super) enum FailureSchema {
     ContinueIndependent,
 }
 
+/// When a stage runs, decided once its dependencies have settled.
+#[derive(JsonSchema)]
+#[schemars(rename = "Condition")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+pub(super) enum ConditionSchema {
+    /// When every dependency succeeded (the default).
+    OnSuccess,
+    /// When some dependency failed, or was skipped because of a failure.
+    OnFailure,
+    /// Once every dependency has settled, whatever happened to it.
+    Always,
+    /// When this dependency (one of the stage's `after`) failed.
+    DependencyFailed(String),
+}
+
+/// The axes a stage runs over: one stage per combination.
+#[derive(JsonSchema)]
+#[schemars(rename = "Matrix")]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+pub(super) struct MatrixSchema {
+    /// Each axis and its values, in the order they appear in the stage ids.
+    axes: BTreeMap<String, Vec<String>>,
+    /// Partial combinations (axis → value) to leave out.
+    #[serde(default)]
+    exclude: Vec<BTreeMap<String, String>>,
+    /// Combinations (axis → value) to add.
+    #[serde(default)]
+    include: Vec<BTreeMap<String, String>>,
+}
+
+/// A concurrency group across releases: one stage of the group runs at a time.
+#[derive(JsonSchema)]
+#[schemars(rename = "Concurrency")]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Only its schema is used.
+pub(super) struct ConcurrencySchema {
+    /// The group's name.
+    group: String,
+    /// Whether a newcomer cancels the stage in flight instead of queueing behind it.
+    #[serde(default)]
+    cancel_in_progress: bool,
+}
+
 /// An environment.
 #[derive(JsonSchema)]
 #[schemars(rename = "Environment")]
