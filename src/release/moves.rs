@@ -362,9 +362,14 @@ impl<S: State, M: Mode> Release<S, M> {
     async fn open_gates(&mut self, pipeline: &Pipeline<M>, mv: Move) -> Result<()> {
         let now = pipeline.clock().now();
         let environment = self.any.aimed_at(mv).clone();
-        let verdicts = pipeline
-            .evaluate_gates(&self.any, mv, &environment, now, true)
-            .await;
+        // The move's cancel handle (and the pipeline's) reach the gates: a cancel while they
+        // evaluate drops them and ends the move, with nothing recorded of their verdicts.
+        let Some(verdicts) = pipeline
+            .evaluate_gates(&self.any, mv, &environment, now, Some(&self.cancel))
+            .await
+        else {
+            return Err(Error::MoveCancelled { mv });
+        };
         let mut blocked: Option<GateError> = None;
         let mut records = Vec::with_capacity(verdicts.len());
         for (gate, verdict) in verdicts {
