@@ -752,6 +752,13 @@ impl<'a> StepState<'a> {
         // An executor may panic while making its future as well as while it runs: both fail
         // the attempt, neither escapes the engine.
         let executor = (self.hooks)(i).executor;
+        // The executor's time starts here: an observer's, told of the attempt above, is not
+        // the executor's to answer for.
+        let entered = if self.engine.observer.is_some() {
+            run.clock.now()
+        } else {
+            now
+        };
         match std::panic::catch_unwind(AssertUnwindSafe(|| executor.run(ctx))) {
             Ok(work) => Started::Running(Running {
                 slot: slot as u32,
@@ -762,7 +769,7 @@ impl<'a> StepState<'a> {
                     kind,
                 }),
                 clock: run.clock,
-                entered: Some(now),
+                entered: Some(entered),
                 blocked: 0,
             }),
             Err(panic) => Started::Ended(AttemptEnd::Panicked(panicked(panic.as_ref()))),

@@ -167,6 +167,64 @@ fn limits() -> impl Strategy<Value = (Option<usize>, Option<usize>, Option<usize
     )
 }
 
+/// Checks that `engine` runs the graph of `deps` and `stages` as it plans it: every stage
+/// starts and finishes when the plan says, in the plan's order, and the step ends at the
+/// plan's makespan.
+fn plan_is_run(
+    deps: &[Vec<usize>],
+    stages: &[Planned],
+    engine: &Engine,
+) -> Result<(), TestCaseError> {
+    let graph = graph(deps, stages);
+    let plan = engine.plan(&graph, Step::Test);
+    let report = run_estimates(engine, &graph);
+    prop_assert!(report.succeeded());
+    prop_assert_eq!(plan.stages.len(), graph.len());
+    for planned in &plan.stages {
+        let ran = report.stage(planned.id.as_str()).unwrap();
+        prop_assert_eq!(
+            ran.started_at,
+            Some(at(planned.start)),
+            "start of {}",
+            planned.id
+        );
+        prop_assert_eq!(
+            ran.finished_at,
+            Some(at(planned.finish)),
+            "finish of {}",
+            planned.id
+        );
+    }
+    prop_assert_eq!(report.finished_at, at(plan.makespan));
+    // The plan lists stages in the order the run started them.
+    let starts: Vec<_> = plan
+        .stages
+        .iter()
+        .map(|s| report.stage(s.id.as_str()).unwrap().started_at)
+        .collect();
+    prop_assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{starts:?}");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 6,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// As the issue measured it: graphs of 1,000 stages on 8 workers.
+    #[test]
+    fn the_plan_is_the_run_on_thousand_stage_graphs(
+        (deps, stages) in dag(1_000).prop_filter("big", |d| d.len() >= 500).prop_flat_map(|deps| {
+            let n = deps.len();
+            (Just(deps), proptest::collection::vec(planned(false), n))
+        }),
+    ) {
+        plan_is_run(&deps, &stages, &engine(Some(8), Some(2), None))?;
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 256,
@@ -184,28 +242,7 @@ proptest! {
         }),
         (workers, gpu, db) in limits(),
     ) {
-        let graph = graph(&deps, &stages);
-        let engine = engine(workers, gpu, db);
-        let plan = engine.plan(&graph, Step::Test);
-        let report = run_estimates(&engine, &graph);
-        prop_assert!(report.succeeded());
-        prop_assert_eq!(plan.stages.len(), graph.len());
-        for planned in &plan.stages {
-            let ran = report.stage(planned.id.as_str()).unwrap();
-            prop_assert_eq!(ran.started_at, Some(at(planned.start)), "start of {}", planned.id);
-            prop_assert_eq!(ran.finished_at, Some(at(planned.finish)), "finish of {}", planned.id);
-        }
-        prop_assert_eq!(report.finished_at, at(plan.makespan));
-        // The plan lists stages in the order the run started them.
-        let mut by_start: Vec<(tollgate::time::Timestamp, usize)> = plan
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(order, s)| (report.stage(s.id.as_str()).unwrap().started_at.unwrap(), order))
-            .collect();
-        let in_plan_order = by_start.clone();
-        by_start.sort();
-        prop_assert_eq!(by_start, in_plan_order);
+        plan_is_run(&deps, &stages, &engine(workers, gpu, db))?;
     }
 
     /// With stages that fail (and may retry, which the plan does not foresee), every stage
