@@ -16,7 +16,7 @@ use crate::gate::GateError;
 use crate::graph::GraphError;
 use crate::id::{IdError, PipelineName, ReleaseId, StageId};
 use crate::journal::JournalError;
-use crate::lifecycle::Step;
+use crate::lifecycle::{Move, Step};
 use crate::record::RecordError;
 use crate::spec::SpecError;
 
@@ -89,6 +89,13 @@ pub enum Error {
         /// The step.
         step: Step,
     },
+    /// The move was cancelled (by the release's cancel handle or the pipeline's) while its
+    /// gates were evaluating: their evaluation was dropped and the move did not happen.
+    #[error("the {mv} move was cancelled while its gates were evaluating")]
+    MoveCancelled {
+        /// The move.
+        mv: Move,
+    },
     /// A release was driven by a pipeline other than the one that started it.
     #[error("release `{release}` belongs to pipeline `{expected}`, not `{found}`")]
     PipelineMismatch {
@@ -144,7 +151,7 @@ impl Error {
             | Error::Spec(_) => ErrorKind::InvalidDefinition,
             Error::Artifact(_) => ErrorKind::Artifact,
             Error::StageFailed { .. } => ErrorKind::StageFailed,
-            Error::StepCancelled { .. } => ErrorKind::Cancelled,
+            Error::StepCancelled { .. } | Error::MoveCancelled { .. } => ErrorKind::Cancelled,
             Error::Gate(GateError::Closed { .. }) => ErrorKind::GateClosed,
             Error::Gate(GateError::Pending { .. }) => ErrorKind::GatePending,
             Error::Approval(_) => ErrorKind::Approval,

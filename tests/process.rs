@@ -35,7 +35,8 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::process::{Pid, PidfdFlags};
 use support::{START, block_on, clock, revision};
 use tollgate::engine::{
-    CancelHandle, Engine, Event, RetryPolicy, StageReport, StepOutcome, StepReport, observer_fn,
+    CancelHandle, Engine, Event, RetryPolicy, StageReport, StepOutcome, StepReport, Warning,
+    observer_fn,
 };
 use tollgate::executor::{
     BoxExecutor, CommandTable, ExecutorError, LogLine, ProcessError, ProcessExecutor, StageStatus,
@@ -910,7 +911,7 @@ fn a_failing_sibling_under_fail_fast_kills_the_program_and_its_children() {
 }
 
 #[test]
-fn a_panicking_observer_unwinds_the_run_and_still_kills_the_program() {
+fn a_panicking_observer_is_contained_and_the_program_is_still_killed_when_the_run_ends() {
     let dir = TempDir::new();
     let fifo = dir.fifo("pids");
     let graph = StageGraph::builder()
@@ -918,12 +919,19 @@ fn a_panicking_observer_unwinds_the_run_and_still_kills_the_program() {
         .stage(StageSpec::test("sibling"))
         .build()
         .expect("valid graph");
-    // The observer panics on the sibling's end, which the test triggers once `hang` runs: the
-    // panic unwinds out of `block_on`, dropping the run with `hang` still in it.
+    // The observer panics on the sibling's end, which the test triggers once `hang` runs,
+    // and cancels the run just before: the panic is contained (the run goes on and reports
+    // it), and the cancel ends the run with `hang`'s program still in it.
+    let cancel = CancelHandle::new();
+    let cancels = cancel.clone();
     let engine = Engine::builder()
-        .observer(observer_fn(|event: &Event| {
+        .cancel_handle(cancel)
+        .observer(observer_fn(move |event: &Event| {
             if let Event::StageFinished { stage, .. } = event {
-                assert_ne!(stage, "sibling", "deliberate panic in an observer");
+                if stage == "sibling" {
+                    cancels.cancel();
+                    panic!("deliberate panic in an observer");
+                }
             }
         }))
         .build()
@@ -948,9 +956,67 @@ fn a_panicking_observer_unwinds_the_run_and_still_kills_the_program() {
     let running = spawn_step(engine, graph, executor, clock.clone());
     let (program, grandchild) = read_pids(&fifo);
     clock.set(sibling_ends_at);
-    assert!(running.join().is_err(), "the observer's panic ends the run");
+    let report = running
+        .join()
+        .expect("the observer's panic does not reach the host");
+    assert_eq!(report.outcome, StepOutcome::Cancelled);
+    assert!(
+        report
+            .stage("sibling")
+            .is_some_and(|s| s.status.is_success())
+    );
+    assert_eq!(
+        report.stage("hang").map(|s| &s.status),
+        Some(&StageStatus::Cancelled)
+    );
+    assert!(
+        matches!(
+            report.warnings.as_slice(),
+            [Warning::ObserverPanicked { message, .. }]
+                if message == "deliberate panic in an observer"
+        ),
+        "{:?}",
+        report.warnings
+    );
     program.assert_dies();
     grandchild.assert_dies();
+}
+
+#[test]
+fn a_run_its_host_drops_still_kills_the_program() {
+    let dir = TempDir::new();
+    let fifo = dir.fifo("pids");
+    let graph = StageGraph::builder()
+        .stage(StageSpec::test("hang"))
+        .build()
+        .expect("valid graph");
+    let executor = ProcessExecutor::shell(ANNOUNCE_AND_WAIT).env("PIDS", &fifo);
+    let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+    // The host stops waiting (a request that timed out, a task that was aborted): the run's
+    // future is dropped in the middle, with the program running.
+    let running = Background::spawn(move || {
+        let release = ReleaseId::new("web-1").expect("valid release id");
+        let clock = clock();
+        let run = engine_run(&graph, &executor, &clock, &release);
+        block_on(futures::future::select(Box::pin(run), stopped));
+    });
+    let (program, grandchild) = read_pids(&fifo);
+    stop.send(()).expect("the run waits");
+    running.join().expect("dropping a run does not panic");
+    program.assert_dies();
+    grandchild.assert_dies();
+}
+
+/// The test step of `graph` run by a default engine.
+async fn engine_run(
+    graph: &StageGraph,
+    executor: &dyn Executor,
+    clock: &ManualClock,
+    release: &ReleaseId,
+) -> StepReport {
+    Engine::new()
+        .run_graph(graph, Step::Test, executor, clock, release, "4f2a9c1")
+        .await
 }
 
 #[test]

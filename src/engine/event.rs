@@ -124,6 +124,15 @@ pub enum Event {
         /// When.
         at: Timestamp,
     },
+    /// Host code misbehaved and the engine contained it (see [`Warning`]); the same warning
+    /// is in the step's [`StepReport::warnings`](super::StepReport::warnings).
+    Warning {
+        /// What happened.
+        #[serde(flatten)]
+        warning: Warning,
+        /// When.
+        at: Timestamp,
+    },
     /// The step ended.
     StepFinished {
         /// The release.
@@ -238,7 +247,8 @@ impl Event {
             | Event::AttemptStarted { .. }
             | Event::AttemptFailed { .. }
             | Event::Retrying { .. }
-            | Event::StageFinished { .. } => None,
+            | Event::StageFinished { .. }
+            | Event::Warning { .. } => None,
         }
     }
 
@@ -253,6 +263,7 @@ impl Event {
             | Event::Retrying { at, .. }
             | Event::StageFinished { at, .. }
             | Event::GateEvaluated { at, .. }
+            | Event::Warning { at, .. }
             | Event::StepFinished { at, .. }
             | Event::ReleaseStarted { at, .. }
             | Event::Moved { at, .. }
@@ -276,6 +287,147 @@ impl Event {
                 | Event::Approved { .. }
                 | Event::Deployed { .. }
         )
+    }
+}
+
+/// Host code that misbehaved during a step and was contained: the step carried on, and says
+/// what happened in [`StepReport::warnings`](super::StepReport::warnings) and an
+/// [`Event::Warning`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::engine::Warning;
+///
+/// let warning = Warning::ExecutorBlocked {
+///     stage: "lint".parse()?,
+///     attempt: 1,
+///     blocked: Duration::from_secs(2),
+/// };
+/// assert_eq!(
+///     warning.to_string(),
+///     "the executor of stage `lint` held its thread for 2s in one poll (attempt 1): \
+///      executors must not block; run blocking work on a thread of its own"
+/// );
+/// let json = serde_json::to_string(&warning)?;
+/// assert_eq!(json, r#"{"warning":"executor_blocked","stage":"lint","attempt":1,"blocked":2000}"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "warning", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Warning {
+    /// One poll of a stage's executor (making its future included) held the thread for
+    /// `blocked` on the pipeline's clock, more than
+    /// [`Engine::blocking_threshold`](super::Engine::blocking_threshold). Nothing else of the
+    /// step ran meanwhile, and an attempt whose poll crossed its deadline is timed out
+    /// whatever it returned. Told once per stage and step, for the first poll that blocked.
+    ExecutorBlocked {
+        /// The stage.
+        stage: StageId,
+        /// The attempt whose poll blocked.
+        attempt: u32,
+        /// How long that poll held the thread, on the pipeline's clock.
+        #[serde(with = "crate::time::millis")]
+        blocked: Duration,
+    },
+    /// The observer panicked while it was told an event; the event was lost to it and the
+    /// step carried on. Said once per step, for the first panic, with how many there were.
+    ObserverPanicked {
+        /// The kind of event it panicked on (`stage_finished`, …).
+        event: String,
+        /// The panic's text.
+        message: String,
+        /// How many events it panicked on in the step.
+        times: u64,
+    },
+    /// A stage's retry predicate panicked: the stage was not tried again, and ended with
+    /// the failure the predicate was asked about.
+    RetryPredicatePanicked {
+        /// The stage.
+        stage: StageId,
+        /// The attempt that failed.
+        attempt: u32,
+        /// The panic's text.
+        message: String,
+    },
+    /// A stage's executor future panicked while it was dropped (when it finished, or when
+    /// it was cut off by a timeout, a cancel or a failure elsewhere); the attempt ended as
+    /// it would have otherwise.
+    DropPanicked {
+        /// The stage.
+        stage: StageId,
+        /// The attempt.
+        attempt: u32,
+        /// The panic's text.
+        message: String,
+    },
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::ExecutorBlocked {
+                stage,
+                attempt,
+                blocked,
+            } => write!(
+                f,
+                "the executor of stage `{stage}` held its thread for {blocked:?} in one poll \
+                 (attempt {attempt}): executors must not block; run blocking work on a thread \
+                 of its own"
+            ),
+            Warning::ObserverPanicked {
+                event,
+                message,
+                times,
+            } => write!(
+                f,
+                "the observer panicked on a `{event}` event ({times} time(s) in the step): \
+                 {message}"
+            ),
+            Warning::RetryPredicatePanicked {
+                stage,
+                attempt,
+                message,
+            } => write!(
+                f,
+                "the retry predicate of stage `{stage}` panicked after attempt {attempt}, so \
+                 it was not retried: {message}"
+            ),
+            Warning::DropPanicked {
+                stage,
+                attempt,
+                message,
+            } => write!(
+                f,
+                "the executor future of stage `{stage}` (attempt {attempt}) panicked while \
+                 dropped: {message}"
+            ),
+        }
+    }
+}
+
+impl Event {
+    /// The event's kind, as its serde form names it (`stage_finished`, …).
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::StepStarted { .. } => "step_started",
+            Event::StageReady { .. } => "stage_ready",
+            Event::AttemptStarted { .. } => "attempt_started",
+            Event::AttemptFailed { .. } => "attempt_failed",
+            Event::Retrying { .. } => "retrying",
+            Event::StageFinished { .. } => "stage_finished",
+            Event::GateEvaluated { .. } => "gate_evaluated",
+            Event::Warning { .. } => "warning",
+            Event::StepFinished { .. } => "step_finished",
+            Event::ReleaseStarted { .. } => "release_started",
+            Event::Moved { .. } => "moved",
+            Event::Refused { .. } => "refused",
+            Event::Parked { .. } => "parked",
+            Event::Approved { .. } => "approved",
+            Event::Deployed { .. } => "deployed",
+        }
     }
 }
 
@@ -442,6 +594,7 @@ impl fmt::Display for Event {
             } => {
                 write!(f, "{at} {stage}: {status} after {attempts} attempt(s)")
             }
+            Event::Warning { warning, at } => write!(f, "{at} warning: {warning}"),
             Event::StepFinished {
                 release,
                 step,

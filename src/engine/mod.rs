@@ -8,6 +8,32 @@
 //! backoff and jitter, cut off by their timeouts, and finally stages run last whatever
 //! happened. All waiting goes through the pipeline's [`Clock`], and the engine uses only
 //! `futures`: no runtime is assumed, and virtual time works everywhere.
+//!
+//! # Ties and deadlines
+//!
+//! Every attempt that has finished is settled before any worker is handed out again, so
+//! stages released by attempts that end at the same instant compete for the freed workers
+//! by priority with the stages already waiting; [`Engine::plan`] follows the same rules and
+//! predicts such a run exactly. At the same instant, work wins over its deadline: an
+//! attempt that returns at its attempt, stage or step deadline succeeded, and a retry due
+//! at the stage's deadline is not started (the stage times out). Of an attempt and a stage
+//! limit falling together, the stage's is reported.
+//!
+//! # Host code that misbehaves
+//!
+//! An executor that panics fails its attempt. A panicking [`Observer`], retry predicate or
+//! executor future drop is contained: the step carries on and says so in
+//! [`StepReport::warnings`] and an [`Event::Warning`] (a retry predicate that panics counts
+//! as "do not retry").
+//!
+//! An executor must not block its thread (synchronous work or I/O in `poll`): the engine
+//! cannot take the thread back, and while the poll runs nothing else of the step runs, nor
+//! anything else sharing that thread. The engine times each poll on the pipeline's clock
+//! (making the executor's future counts): an attempt whose poll began by its deadline and
+//! returned after it is timed out whatever it returned, and a poll that held the thread for
+//! longer than [`Engine::blocking_threshold`] is reported once per stage
+//! ([`Warning::ExecutorBlocked`], naming the stage and how long). On a virtual clock, real
+//! blocking that does not move the clock is not seen; a wall clock sees it in milliseconds.
 
 mod attempts;
 mod cancel;
@@ -41,7 +67,7 @@ pub use crate::executor::StepOutcome;
 pub use crate::graph::{Backoff, RetryPolicy};
 pub use cancel::CancelHandle;
 pub use concurrency::{ConcurrencyGroups, Superseded};
-pub use event::{Event, EventLog, FnObserver, Observer, final_statuses, observer_fn};
+pub use event::{Event, EventLog, FnObserver, Observer, Warning, final_statuses, observer_fn};
 pub(crate) use panic::message as panic_message;
 pub use plan::{Plan, PlannedStage};
 
@@ -107,7 +133,7 @@ pub type RetryPredicate = dyn Fn(&AttemptFailure) -> bool + Send + Sync;
 /// assert!(Engine::builder().workers(0).build().is_err());
 /// # Ok::<(), tollgate::Error>(())
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Engine {
     workers: Option<usize>,
     group_limits: HashMap<String, usize>,
@@ -117,7 +143,12 @@ pub struct Engine {
     observer: Option<Arc<dyn Observer>>,
     cancel: CancelHandle,
     concurrency: ConcurrencyGroups,
+    blocking_threshold: Duration,
 }
+
+/// How long one poll of an executor may hold its thread, by default, before the engine
+/// warns ([`Warning::ExecutorBlocked`]).
+pub const DEFAULT_BLOCKING_THRESHOLD: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,7 +159,24 @@ impl std::fmt::Debug for Engine {
             .field("step_timeout", &self.step_timeout)
             .field("seed", &self.seed)
             .field("observer", &self.observer.is_some())
+            .field("blocking_threshold", &self.blocking_threshold)
             .finish_non_exhaustive()
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            workers: None,
+            group_limits: HashMap::new(),
+            failure_policy: FailurePolicy::default(),
+            step_timeout: None,
+            seed: 0,
+            observer: None,
+            cancel: CancelHandle::default(),
+            concurrency: ConcurrencyGroups::default(),
+            blocking_threshold: DEFAULT_BLOCKING_THRESHOLD,
+        }
     }
 }
 
@@ -191,6 +239,13 @@ impl Engine {
     #[must_use]
     pub fn observer(&self) -> Option<&dyn Observer> {
         self.observer.as_deref()
+    }
+
+    /// How long one poll of an executor may hold its thread before the engine warns (see
+    /// [`EngineBuilder::blocking_threshold`]).
+    #[must_use]
+    pub fn blocking_threshold(&self) -> Duration {
+        self.blocking_threshold
     }
 
     /// The handle that cancels the steps this engine is running (see
@@ -280,12 +335,51 @@ impl Engine {
         self.run_step(&run, &hooks).await
     }
 
+    /// Tells the observer, if there is one, the event `event` makes. A panic in the
+    /// observer is contained: its text comes back, with the event's kind, and the run goes
+    /// on.
     #[inline]
-    pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
-        if let Some(observer) = &self.observer {
-            observer.observe(&event());
+    pub(crate) fn emit(&self, event: impl FnOnce() -> Event) -> Result<(), ObserverPanic> {
+        match &self.observer {
+            None => Ok(()),
+            Some(observer) => observe(&**observer, &event()),
         }
     }
+
+    /// Tells the observer a release event (`event`, at `at`), outside any step: a panic in
+    /// the observer is contained and, with no step report to keep it in, told to the
+    /// observer as an [`Event::Warning`] (a panic on that too is contained).
+    pub(crate) fn tell(&self, at: Timestamp, event: impl FnOnce() -> Event) {
+        if let Err(panic) = self.emit(event) {
+            let _ = self.emit(|| Event::Warning {
+                warning: Warning::ObserverPanicked {
+                    event: panic.event.to_owned(),
+                    message: panic.message,
+                    times: 1,
+                },
+                at,
+            });
+        }
+    }
+}
+
+/// An observer's panic, contained: the kind of event it panicked on, and the panic's text.
+#[derive(Debug)]
+pub(crate) struct ObserverPanic {
+    pub(crate) event: &'static str,
+    pub(crate) message: String,
+}
+
+/// Tells `observer` `event`, containing a panic.
+#[cold]
+#[inline(never)]
+fn observe(observer: &dyn Observer, event: &Event) -> Result<(), ObserverPanic> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observer.observe(event))).map_err(
+        |payload| ObserverPanic {
+            event: event.kind(),
+            message: panic::message(payload.as_ref()).to_owned(),
+        },
+    )
 }
 
 /// Configures an [`Engine`]; [`EngineBuilder::build`] checks the settings.
@@ -353,6 +447,22 @@ impl EngineBuilder {
     #[must_use]
     pub fn observer(mut self, observer: impl Observer + 'static) -> Self {
         self.engine.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Warns ([`Warning::ExecutorBlocked`], once per stage and step) when one poll of a
+    /// stage's executor holds its thread for longer than `limit` on the pipeline's clock
+    /// (default [`DEFAULT_BLOCKING_THRESHOLD`], 100 ms).
+    ///
+    /// An executor must not block: while its poll runs, nothing else of the step (or of
+    /// anything sharing the thread) does. The engine cannot take the thread back, so it
+    /// judges what the poll did by the clock: an attempt whose poll began by its deadline
+    /// and returned after it is timed out, whatever it returned; and it says which stage
+    /// blocked and for how long. Run blocking work on a thread of its own (a pool,
+    /// `spawn_blocking`, or a helper thread as `ProcessExecutor` does).
+    #[must_use]
+    pub fn blocking_threshold(mut self, limit: Duration) -> Self {
+        self.engine.blocking_threshold = limit;
         self
     }
 
@@ -576,6 +686,11 @@ pub struct StepReport {
     pub outcome: StepOutcome,
     /// One report per stage of the step.
     pub stages: Vec<StageReport>,
+    /// Host code that misbehaved during the step and was contained (an executor that
+    /// blocked its thread, a panicking observer, retry predicate or executor drop), in the
+    /// order it happened; empty for a well-behaved step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
 }
 
 impl StepReport {
@@ -706,6 +821,7 @@ mod tests {
             finished_at: Timestamp::EPOCH,
             outcome: StepOutcome::Succeeded,
             stages: vec![unit, triage],
+            warnings: Vec::new(),
         }
     }
 

@@ -18,6 +18,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::future::{self, BoxFuture};
@@ -25,19 +26,22 @@ use futures::stream::FuturesUnordered;
 
 use super::deadline::{STAGE_TIMED_OUT, Stop, Stopper, attempt_limit, stage_deadline};
 use super::limits::Slots;
-use super::panic::panicked;
+use super::panic::{message, panicked};
 use super::ready::Ready;
 use super::retry::{self, Retry, Wake};
 use super::{
-    Attempt, AttemptFailure, Engine, Event, FailurePolicy, StageHooks, StageReport, StepOutcome,
-    StepReport, StepRun, Superseded,
+    Attempt, AttemptFailure, Engine, Event, FailurePolicy, ObserverPanic, StageHooks, StageReport,
+    StepOutcome, StepReport, StepRun, Superseded, Warning,
 };
 use crate::executor::{
     ExecutorError, NOT_IN_STEP, Outputs, PartialLogs, SharedError, StageContext, StageOutcome,
     StageStatus, StepOutputs, TimeoutKind,
 };
-use crate::graph::{Settled as Ended, SkipReason, StageId};
-use crate::time::Timestamp;
+// The graph's `Settled` (how a dependency ended, as a condition sees it) under another
+// name: this file has its own `Settled` (what comes after an attempt) and `Ended` (an
+// attempt under way that ended).
+use crate::graph::{Settled as DependencyEnd, SkipReason, StageId};
+use crate::time::{Clock, Timestamp};
 
 /// A dependency count no decrement reaches zero from: stages outside the phase being run
 /// start with it, so finishing their dependencies never makes them ready.
@@ -67,46 +71,112 @@ enum AttemptEnd {
     /// The attempt's or the stage's time ran out (which limit); the executor's future was
     /// dropped.
     TimedOut(TimeoutKind),
+    /// The executor returned, but its own poll took it past the attempt's or the stage's
+    /// deadline (which limit): it blocked its thread, and is timed out whatever it returned.
+    Late(TimeoutKind, Result<StageOutcome, ExecutorError>),
     /// The stage's time ran out while it waited to try again: no attempt was started.
     Expired,
 }
 
 /// One attempt of a stage under way: the executor's future raced against the earlier of the
-/// attempt's and the stage's deadline. A panic while polling ends the attempt as a failure.
+/// attempt's and the stage's deadline. A panic while polling ends the attempt as a failure;
+/// a panic while the executor's future is dropped is contained (and told, when the engine
+/// drops it).
+///
+/// Each poll is timed on the clock: the longest one is how long the executor blocked its
+/// thread, and an outcome returned by a poll that began by the deadline and ended after it
+/// came too late. The work wins a tie with its deadline: an outcome returned at the deadline,
+/// or found ready when the engine comes to it after the deadline (another stage held the
+/// thread), counts.
 struct Running<'a> {
     slot: u32,
     work: BoxFuture<'a, Result<StageOutcome, ExecutorError>>,
-    limit: Option<(BoxFuture<'static, ()>, TimeoutKind)>,
+    limit: Option<Limit>,
+    clock: &'a dyn Clock,
+    /// When the executor got the thread for its first poll: the attempt's start, as making
+    /// its future counts too. `None` once polled.
+    entered: Option<Timestamp>,
+    /// The longest the executor held the thread in one poll, in milliseconds of the clock.
+    blocked: u64,
+}
+
+/// The deadline an attempt runs against.
+struct Limit {
+    sleep: BoxFuture<'static, ()>,
+    at: Timestamp,
+    kind: TimeoutKind,
+}
+
+/// How an attempt under way ended, and what the engine saw of it.
+struct Ended {
+    slot: usize,
+    end: AttemptEnd,
+    /// When it ended, on the clock.
+    at: Timestamp,
+    /// The longest the executor held the thread in one poll, in milliseconds.
+    blocked: u64,
+    /// The text of a panic while the executor's future was dropped.
+    drop_panic: Option<String>,
+}
+
+impl Running<'_> {
+    /// Drops the executor's future now (leaving a pending one that costs nothing), so that
+    /// what it leaves in its partial log is there when the attempt is settled; returns the
+    /// text of a panic it raised while dropped.
+    fn drop_work(&mut self) -> Option<String> {
+        let work = std::mem::replace(&mut self.work, Box::pin(future::pending()));
+        std::panic::catch_unwind(AssertUnwindSafe(move || drop(work)))
+            .err()
+            .map(|payload| message(payload.as_ref()).to_owned())
+    }
+}
+
+impl Drop for Running<'_> {
+    /// A step dropped by its host drops its attempts here: a panic in an executor's drop is
+    /// contained (there is no report left to tell it to).
+    fn drop(&mut self) {
+        let _ = self.drop_work();
+    }
 }
 
 impl Future for Running<'_> {
-    type Output = (usize, AttemptEnd);
+    type Output = Ended;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let this = self.get_mut();
-        let end = match std::panic::catch_unwind(AssertUnwindSafe(|| this.work.as_mut().poll(cx))) {
-            Ok(Poll::Ready(Ok(outcome))) => AttemptEnd::Finished(outcome),
-            Ok(Poll::Ready(Err(error))) => AttemptEnd::Errored(error),
+        let before = this.entered.take().unwrap_or_else(|| this.clock.now());
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.work.as_mut().poll(cx)));
+        let after = this.clock.now();
+        this.blocked = this
+            .blocked
+            .max(after.as_millis().saturating_sub(before.as_millis()));
+        let end = match polled {
+            Ok(Poll::Ready(result)) => match &this.limit {
+                Some(limit) if before <= limit.at && after > limit.at => {
+                    AttemptEnd::Late(limit.kind, result)
+                }
+                _ => match result {
+                    Ok(outcome) => AttemptEnd::Finished(outcome),
+                    Err(error) => AttemptEnd::Errored(error),
+                },
+            },
             Err(panic) => AttemptEnd::Panicked(panicked(panic.as_ref())),
-            // The work wins a tie with its deadline, as it did the work in time.
             Ok(Poll::Pending) => match &mut this.limit {
-                Some((sleep, limit)) => match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        // Dropped now, so that what it leaves in its partial log is there
-                        // when the attempt is settled. (A pending future is a ZST: no
-                        // allocation.)
-                        drop(std::mem::replace(
-                            &mut this.work,
-                            Box::pin(future::pending()),
-                        ));
-                        AttemptEnd::TimedOut(*limit)
-                    }
+                Some(limit) => match limit.sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => AttemptEnd::TimedOut(limit.kind),
                     Poll::Pending => return Poll::Pending,
                 },
                 None => return Poll::Pending,
             },
         };
-        Poll::Ready((this.slot as usize, end))
+        let drop_panic = this.drop_work();
+        Poll::Ready(Ended {
+            slot: this.slot as usize,
+            end,
+            at: after,
+            blocked: this.blocked,
+            drop_panic,
+        })
     }
 }
 
@@ -148,6 +218,60 @@ struct StepState<'a> {
     /// closed when the stage finishes.
     #[cfg(feature = "tracing")]
     spans: Vec<Option<tracing::Span>>,
+    /// Host code that misbehaved, contained.
+    warnings: Warnings,
+}
+
+/// The warnings of a step, as they happen (see [`Warning`]).
+#[derive(Default)]
+struct Warnings {
+    list: Vec<Warning>,
+    /// Where the step's [`Warning::ObserverPanicked`] is in `list`, once the observer panicked.
+    observer: Option<usize>,
+    /// The slots already warned about for blocking.
+    blocked: Vec<u32>,
+}
+
+impl Warnings {
+    /// Tells the observer the event `event` makes, containing a panic.
+    #[inline]
+    fn emit(&mut self, engine: &Engine, clock: &dyn Clock, event: impl FnOnce() -> Event) {
+        if let Err(panic) = engine.emit(event) {
+            self.observer_panicked(engine, clock, panic);
+        }
+    }
+
+    /// Keeps `warning` and tells the observer.
+    #[cold]
+    fn warn(&mut self, engine: &Engine, clock: &dyn Clock, warning: Warning) {
+        self.list.push(warning.clone());
+        let at = clock.now();
+        if let Err(panic) = engine.emit(|| Event::Warning { warning, at }) {
+            self.observer_panicked(engine, clock, panic);
+        }
+    }
+
+    /// The observer panicked: the first time, a warning (told to the observer, which may
+    /// panic again: that only counts); after that, one more time counted.
+    #[cold]
+    fn observer_panicked(&mut self, engine: &Engine, clock: &dyn Clock, panic: ObserverPanic) {
+        if let Some(at) = self.observer {
+            if let Some(Warning::ObserverPanicked { times, .. }) = self.list.get_mut(at) {
+                *times += 1;
+            }
+            return;
+        }
+        self.observer = Some(self.list.len());
+        self.warn(
+            engine,
+            clock,
+            Warning::ObserverPanicked {
+                event: panic.event.to_owned(),
+                message: panic.message,
+                times: 1,
+            },
+        );
+    }
 }
 
 impl Engine {
@@ -178,7 +302,8 @@ impl Engine {
         let members: Vec<usize> = (0..graph.len())
             .filter(|&i| graph.step_of(i) == run.step)
             .collect();
-        self.emit(|| Event::StepStarted {
+        let mut warnings = Warnings::default();
+        warnings.emit(self, run.clock, || Event::StepStarted {
             release: run.labels.release.clone(),
             step: run.step,
             stages: members.len(),
@@ -209,6 +334,7 @@ impl Engine {
             partial_logs: PartialLogs::default(),
             #[cfg(feature = "tracing")]
             spans: vec![None; n],
+            warnings,
         };
         if !run.done.is_empty() {
             state.take_done();
@@ -226,28 +352,34 @@ impl Engine {
             if *phase == Phase::Waiting {
                 // Never decided: the step stopped (a cancel or its timeout) first.
                 state.reports[slot].skipped = Some(SkipReason::StepStopped);
-                self.emit(|| Event::StageFinished {
-                    stage: state.reports[slot].id.clone(),
-                    status: StageStatus::Skipped,
-                    attempts: 0,
-                    at: finished_at,
-                });
+                state
+                    .warnings
+                    .emit(self, run.clock, || Event::StageFinished {
+                        stage: state.reports[slot].id.clone(),
+                        status: StageStatus::Skipped,
+                        attempts: 0,
+                        at: finished_at,
+                    });
             }
         }
-        let report = StepReport {
+        // As `StepReport::succeeded` says: allowed failures and condition skips count.
+        let succeeded = state.reports.iter().all(StageReport::is_ok);
+        state
+            .warnings
+            .emit(self, run.clock, || Event::StepFinished {
+                release: run.labels.release.clone(),
+                step: run.step,
+                succeeded,
+                at: finished_at,
+            });
+        StepReport {
             step: run.step,
             started_at,
             finished_at,
             outcome,
             stages: state.reports,
-        };
-        self.emit(|| Event::StepFinished {
-            release: run.labels.release.clone(),
-            step: run.step,
-            succeeded: report.succeeded(),
-            at: finished_at,
-        });
-        report
+            warnings: state.warnings.list,
+        }
     }
 }
 
@@ -357,10 +489,11 @@ impl<'a> StepState<'a> {
             Ok(()) if !phase.stopped || graph.is_conditional(i) => {
                 phase.ready.push(graph, i, slot);
                 let clock = self.run.clock;
-                self.engine.emit(|| Event::StageReady {
-                    stage: graph.spec(i).id.clone(),
-                    at: clock.now(),
-                });
+                self.warnings
+                    .emit(self.engine, clock, || Event::StageReady {
+                        stage: graph.spec(i).id.clone(),
+                        at: clock.now(),
+                    });
             }
             Ok(()) => {
                 self.skip(slot, SkipReason::StepStopped);
@@ -394,12 +527,13 @@ impl<'a> StepState<'a> {
         let report = &mut self.reports[slot];
         report.skipped = Some(reason);
         self.phase[slot] = Phase::Done;
-        self.engine.emit(|| Event::StageFinished {
-            stage: report.id.clone(),
-            status: StageStatus::Skipped,
-            attempts: 0,
-            at: now,
-        });
+        self.warnings
+            .emit(self.engine, self.run.clock, || Event::StageFinished {
+                stage: report.id.clone(),
+                status: StageStatus::Skipped,
+                attempts: 0,
+                at: now,
+            });
     }
 
     /// The stages in `settled` ended (other than by succeeding, or were skipped): each of
@@ -428,7 +562,7 @@ impl<'a> StepState<'a> {
     /// start; the others are skipped as their turn comes.
     fn fail_fast(&mut self, phase: &mut PhaseRun<'a>) {
         phase.stopped = true;
-        drop(std::mem::take(&mut phase.running));
+        self.drop_running(phase);
         drop(std::mem::take(&mut phase.sleeping));
         let graph = self.run.graph;
         let cut: Vec<usize> = (0..self.members.len())
@@ -469,8 +603,8 @@ impl<'a> StepState<'a> {
             {
                 // Work that finished by now still counts, as it does against an attempt's
                 // own deadline; nothing new starts.
-                while let Poll::Ready(Some((slot, end))) = phase.running.poll_next_unpin(cx) {
-                    self.ended(phase, slot, end);
+                while let Poll::Ready(Some(ended)) = phase.running.poll_next_unpin(cx) {
+                    self.ended(phase, ended);
                 }
                 return Poll::Ready(self.halt(phase, why));
             }
@@ -478,7 +612,22 @@ impl<'a> StepState<'a> {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
+            // Every attempt that has finished, and every backoff that has ended, is settled
+            // before any worker is handed out: when several attempts end at the same instant,
+            // the stages the later ones release compete for the freed workers with those
+            // already ready, by priority, instead of the first freed worker going to whatever
+            // was ready before the rest were settled.
+            if let Poll::Ready(Some(ended)) = phase.running.poll_next_unpin(cx) {
+                self.ended(phase, ended);
+                budget -= 1;
+                continue;
+            }
+            if let Poll::Ready(Some(slot)) = phase.sleeping.poll_next_unpin(cx) {
+                phase.ready.push(graph, self.members[slot], slot);
+                continue;
+            }
             let mut recheck = false;
+            let mut started = false;
             while phase.slots.worker_free(phase.running.len()) {
                 let Some(slot) = phase.ready.pop() else {
                     break;
@@ -503,17 +652,25 @@ impl<'a> StepState<'a> {
                     phase.held_back.push((i, slot));
                     continue;
                 }
-                let end = match self.start(slot, phase.finally_of) {
+                let ended = match self.start(slot, phase.finally_of) {
                     Started::Running(mut attempt) => match Pin::new(&mut attempt).poll(cx) {
-                        Poll::Ready((_, end)) => end,
+                        Poll::Ready(ended) => ended,
                         Poll::Pending => {
                             phase.running.push(attempt);
+                            started = true;
                             continue;
                         }
                     },
-                    Started::Ended(end) => end,
+                    Started::Ended(end) => Ended {
+                        slot,
+                        end,
+                        at: self.run.clock.now(),
+                        blocked: 0,
+                        drop_panic: None,
+                    },
                 };
-                self.ended(phase, slot, end);
+                started = true;
+                self.ended(phase, ended);
                 budget -= 1;
                 // Back to the top if the budget is spent, or if the stage that just ended
                 // cancelled the step or used up its time.
@@ -528,19 +685,13 @@ impl<'a> StepState<'a> {
             for (i, slot) in phase.held_back.drain(..) {
                 phase.ready.push(graph, i, slot);
             }
-            if recheck {
-                continue;
-            }
             if phase.running.is_empty() && phase.sleeping.is_empty() && phase.ready.is_empty() {
                 return Poll::Ready(phase.outcome);
             }
-            if let Poll::Ready(Some((slot, end))) = phase.running.poll_next_unpin(cx) {
-                self.ended(phase, slot, end);
-                budget -= 1;
-                continue;
-            }
-            if let Poll::Ready(Some(slot)) = phase.sleeping.poll_next_unpin(cx) {
-                phase.ready.push(graph, self.members[slot], slot);
+            // Attempts just started joined the running set, and those that ended at once may
+            // have queued a backoff: polling both sets once more lets them track what is new
+            // (and settles whatever ended meanwhile).
+            if recheck || started {
                 continue;
             }
             if let Some(stop) = stop.as_deref_mut() {
@@ -555,15 +706,23 @@ impl<'a> StepState<'a> {
     /// Settles the attempt of `slot` that ended as `end`: frees its group place, then either
     /// tells its dependents (which start or are skipped by their conditions), queues its
     /// retry, or (fail-fast) stops the phase.
-    fn ended(&mut self, phase: &mut PhaseRun<'a>, slot: usize, end: AttemptEnd) {
+    fn ended(&mut self, phase: &mut PhaseRun<'a>, ended: Ended) {
         let graph = self.run.graph;
+        let Ended {
+            slot,
+            end,
+            at,
+            blocked,
+            drop_panic,
+        } = ended;
+        self.misbehaved(slot, blocked, drop_panic);
         let i = self.members[slot];
         if phase.slots.holds_group_places() {
             if let Some(group) = graph.spec(i).group.as_deref() {
                 phase.slots.leave(group);
             }
         }
-        match self.settle(slot, end) {
+        match self.settle(slot, end, at) {
             Settled::Retry(until) => {
                 // The backoff is the scheduler's to wait out, so that the worker serves
                 // another stage meanwhile.
@@ -595,10 +754,11 @@ impl<'a> StepState<'a> {
                             self.unblocked(phase, d_slot, &mut skipped);
                         } else {
                             phase.ready.push(graph, d as usize, d_slot);
-                            self.engine.emit(|| Event::StageReady {
-                                stage: graph.spec(d as usize).id.clone(),
-                                at: clock.now(),
-                            });
+                            self.warnings
+                                .emit(self.engine, clock, || Event::StageReady {
+                                    stage: graph.spec(d as usize).id.clone(),
+                                    at: clock.now(),
+                                });
                         }
                     }
                 }
@@ -643,10 +803,58 @@ impl<'a> StepState<'a> {
         status: &StageStatus,
         outcome: StepOutcome,
     ) -> StepOutcome {
-        drop(std::mem::take(&mut phase.running));
+        self.drop_running(phase);
         drop(std::mem::take(&mut phase.sleeping));
         self.stop_running(status);
         outcome
+    }
+
+    /// Drops the attempts under way (which cancels them), telling what their executors did:
+    /// blocked their thread, or panicked while dropped.
+    fn drop_running(&mut self, phase: &mut PhaseRun<'a>) {
+        for mut attempt in std::mem::take(&mut phase.running) {
+            let drop_panic = attempt.drop_work();
+            self.misbehaved(attempt.slot as usize, attempt.blocked, drop_panic);
+        }
+    }
+
+    /// Warns about what the executor of the attempt under way in `slot` did: blocked its
+    /// thread for `blocked` ms in one poll (told once per stage and step, past the engine's
+    /// threshold), or panicked while its future was dropped.
+    #[inline]
+    fn misbehaved(&mut self, slot: usize, blocked: u64, drop_panic: Option<String>) {
+        let threshold = self.engine.blocking_threshold;
+        let blocked_too_long = Duration::from_millis(blocked) > threshold;
+        if !blocked_too_long && drop_panic.is_none() {
+            return;
+        }
+        self.warn_misbehaved(slot, blocked_too_long.then_some(blocked), drop_panic);
+    }
+
+    #[cold]
+    fn warn_misbehaved(&mut self, slot: usize, blocked: Option<u64>, drop_panic: Option<String>) {
+        let stage = self.reports[slot].id.clone();
+        let attempt = self.reports[slot].attempts.len() as u32;
+        let (engine, clock) = (self.engine, self.run.clock);
+        if let Some(blocked) = blocked {
+            if !self.warnings.blocked.contains(&(slot as u32)) {
+                self.warnings.blocked.push(slot as u32);
+                let warning = Warning::ExecutorBlocked {
+                    stage: stage.clone(),
+                    attempt,
+                    blocked: Duration::from_millis(blocked),
+                };
+                self.warnings.warn(engine, clock, warning);
+            }
+        }
+        if let Some(message) = drop_panic {
+            let warning = Warning::DropPanicked {
+                stage,
+                attempt,
+                message,
+            };
+            self.warnings.warn(engine, clock, warning);
+        }
     }
 
     /// Starts the next attempt of the stage in `slot` (its first, or the one after a backoff).
@@ -673,11 +881,12 @@ impl<'a> StepState<'a> {
         }
         // The attempt is polled as soon as it starts (see `poll_phase`): the executor's code
         // runs now.
-        self.engine.emit(|| Event::AttemptStarted {
-            stage: spec.id.clone(),
-            attempt: number,
-            at: now,
-        });
+        self.warnings
+            .emit(self.engine, run.clock, || Event::AttemptStarted {
+                stage: spec.id.clone(),
+                attempt: number,
+                at: now,
+            });
         // Until it ends, the attempt reads as cancelled: what it is if the step stops first.
         report.attempts.push(Attempt {
             number,
@@ -708,6 +917,13 @@ impl<'a> StepState<'a> {
         // An executor may panic while making its future as well as while it runs: both fail
         // the attempt, neither escapes the engine.
         let executor = (self.hooks)(i).executor;
+        // The executor's time starts here: an observer's, told of the attempt above, is not
+        // the executor's to answer for.
+        let entered = if self.engine.observer.is_some() {
+            run.clock.now()
+        } else {
+            now
+        };
         match std::panic::catch_unwind(AssertUnwindSafe(|| executor.run(ctx))) {
             Ok(work) => {
                 // A stage in a concurrency group runs inside it: waiting for it, holding it,
@@ -723,9 +939,16 @@ impl<'a> StepState<'a> {
                 #[cfg(feature = "tracing")]
                 let work = self.traced(slot, number, work);
                 Started::Running(Running {
-                    work,
                     slot: slot as u32,
-                    limit: limit.map(|(at, which)| (run.clock.sleep_until(at), which)),
+                    work,
+                    limit: limit.map(|(at, kind)| Limit {
+                        sleep: run.clock.sleep_until(at),
+                        at,
+                        kind,
+                    }),
+                    clock: run.clock,
+                    entered: Some(entered),
+                    blocked: 0,
                 })
             }
             Err(panic) => Started::Ended(AttemptEnd::Panicked(panicked(panic.as_ref()))),
@@ -734,12 +957,11 @@ impl<'a> StepState<'a> {
 
     /// Records how the attempt under way in `slot` ended and decides what comes next: the
     /// stage is done, or it tries again after a backoff.
-    fn settle(&mut self, slot: usize, end: AttemptEnd) -> Settled {
+    fn settle(&mut self, slot: usize, end: AttemptEnd, now: Timestamp) -> Settled {
         let engine = self.engine;
         let run = self.run;
         let i = self.members[slot];
         let spec = run.graph.spec(i);
-        let now = run.clock.now();
         let report = &mut self.reports[slot];
         let number = report.attempts.len() as u32;
         let (status, timed_out) = match end {
@@ -787,6 +1009,16 @@ impl<'a> StepState<'a> {
                     .extend(self.partial_logs.take(slot as u32, number));
                 (StageStatus::TimedOut { limit }, true)
             }
+            AttemptEnd::Late(limit, result) => {
+                // It returned, too late: its log is what it returned, else what it left.
+                match result {
+                    Ok(outcome) => report.logs.extend(outcome.logs),
+                    Err(_) => report
+                        .logs
+                        .extend(self.partial_logs.take(slot as u32, number)),
+                }
+                (StageStatus::TimedOut { limit }, true)
+            }
         };
         if let Some(attempt) = report.attempts.last_mut() {
             attempt.finished_at = now;
@@ -800,22 +1032,14 @@ impl<'a> StepState<'a> {
             },
             timed_out,
         };
-        engine.emit(|| Event::AttemptFailed {
-            stage: spec.id.clone(),
-            attempt: number,
-            status: status.clone(),
-            at: now,
-        });
-        let hooks = self.hooks;
-        let decision = retry::decide(
-            spec.retry.unwrap_or_default(),
-            &failure,
-            |failure| hooks(i).retry_if.is_none_or(|wanted| wanted(failure)),
-            engine.seed,
-            i,
-            now,
-            stage_deadline(spec, report),
-        );
+        self.warnings
+            .emit(engine, run.clock, || Event::AttemptFailed {
+                stage: spec.id.clone(),
+                attempt: number,
+                status: status.clone(),
+                at: now,
+            });
+        let decision = self.decide_retry(slot, &failure, now);
         let (delay, until) = match decision {
             Retry::After { delay, until } => (delay, until),
             Retry::GiveUp => return self.finish(slot, status, now),
@@ -826,7 +1050,7 @@ impl<'a> StepState<'a> {
             }
         };
         self.reports[slot].error.0 = None;
-        engine.emit(|| Event::Retrying {
+        self.warnings.emit(engine, run.clock, || Event::Retrying {
             stage: spec.id.clone(),
             next_attempt: number + 1,
             delay,
@@ -852,7 +1076,43 @@ impl<'a> StepState<'a> {
         self.finish(slot, StageStatus::Cancelled, now)
     }
 
-    /// The stage in `slot` ended with `status` at `now`.
+    /// Whether the stage in `slot` tries again after `failure` at `now` (see
+    /// [`retry::decide`]). A retry predicate that panics is taken as "no": the stage ends with
+    /// this failure, and the panic is told.
+    fn decide_retry(&mut self, slot: usize, failure: &AttemptFailure, now: Timestamp) -> Retry {
+        let (engine, run, hooks) = (self.engine, self.run, self.hooks);
+        let i = self.members[slot];
+        let spec = run.graph.spec(i);
+        let mut predicate_panic = None;
+        let decision = retry::decide(
+            spec.retry.unwrap_or_default(),
+            failure,
+            |failure| {
+                hooks(i).retry_if.is_none_or(|wanted| {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| wanted(failure))).unwrap_or_else(
+                        |payload| {
+                            predicate_panic = Some(message(payload.as_ref()).to_owned());
+                            false
+                        },
+                    )
+                })
+            },
+            engine.seed,
+            i,
+            now,
+            stage_deadline(spec, &self.reports[slot]),
+        );
+        if let Some(message) = predicate_panic {
+            let warning = Warning::RetryPredicatePanicked {
+                stage: spec.id.clone(),
+                attempt: failure.attempt,
+                message,
+            };
+            self.warnings.warn(engine, run.clock, warning);
+        }
+        decision
+    }
+
     /// The attempt's work inside its span, a child of its stage's span (opened with the
     /// stage's first attempt, as a child of the step's).
     #[cfg(feature = "tracing")]
@@ -871,6 +1131,7 @@ impl<'a> StepState<'a> {
         Box::pin(tracing::Instrument::instrument(work, attempt))
     }
 
+    /// The stage in `slot` ended with `status` at `now`.
     fn finish(&mut self, slot: usize, status: StageStatus, now: Timestamp) -> Settled {
         #[cfg(feature = "tracing")]
         if let Some(span) = self.spans[slot].take() {
@@ -878,12 +1139,13 @@ impl<'a> StepState<'a> {
         }
         let report = &mut self.reports[slot];
         let succeeded = status.is_success();
-        self.engine.emit(|| Event::StageFinished {
-            stage: report.id.clone(),
-            status: status.clone(),
-            attempts: report.attempts.len() as u32,
-            at: now,
-        });
+        self.warnings
+            .emit(self.engine, self.run.clock, || Event::StageFinished {
+                stage: report.id.clone(),
+                status: status.clone(),
+                attempts: report.attempts.len() as u32,
+                at: now,
+            });
         // A failure the stage is allowed is still its status; the flag says it is allowed.
         // Read only on failure: a success reads no spec.
         report.continued = !succeeded && self.run.graph.spec(self.members[slot]).continue_on_error;
@@ -962,16 +1224,16 @@ impl<'a> StepState<'a> {
 }
 
 /// How a settled stage ended, as its dependents' conditions see it.
-pub(super) fn settled(report: &StageReport) -> Ended {
+pub(super) fn settled(report: &StageReport) -> DependencyEnd {
     match &report.status {
-        StageStatus::Succeeded => Ended::Succeeded,
-        StageStatus::Skipped => Ended::Skipped {
+        StageStatus::Succeeded => DependencyEnd::Succeeded,
+        StageStatus::Skipped => DependencyEnd::Skipped {
             after_failure: report
                 .skipped
                 .as_ref()
                 .is_none_or(SkipReason::after_failure),
         },
-        _ => Ended::Failed {
+        _ => DependencyEnd::Failed {
             allowed: report.continued,
         },
     }

@@ -145,7 +145,11 @@ pub(crate) struct StepOutputs {
 ///
 /// Implement the one method; the engine handles ordering, concurrency and failure. The
 /// returned future must be `Send` so that any multi-threaded runtime can drive it, and it must
-/// not block: do blocking work on a thread of your own.
+/// not block: do blocking work on a thread of your own. A poll that blocks holds up every
+/// other stage of the step (and whatever else shares the thread); the engine times it on
+/// the pipeline's clock, times the attempt out if the poll took it past its deadline, and
+/// warns once per stage (see the [`engine`](crate::engine) module, *Host code that
+/// misbehaves*).
 ///
 /// ```
 /// use async_trait::async_trait;

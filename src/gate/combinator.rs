@@ -10,7 +10,7 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::{join, join_all};
+use futures::future::{Either, join, join_all, select};
 
 use super::GateError;
 use super::{BoxGate, Gate, GateContext, Verdict};
@@ -49,9 +49,15 @@ pub trait GateExt: Gate + Sized {
         Not(self)
     }
 
-    /// Pending turns into closed once the release has been in its current state for
-    /// `limit` (counted from [`AnyRelease::entered_at`](crate::record::AnyRelease::entered_at)
-    /// on the pipeline's clock). Open and closed verdicts pass through.
+    /// Gives the gate until the release has been in its current state for `limit` (counted
+    /// from [`AnyRelease::entered_at`](crate::record::AnyRelease::entered_at) on the
+    /// pipeline's clock): the gate is raced against that deadline, and one that has not
+    /// decided by then (still evaluating, or pending) is closed, its evaluation dropped.
+    /// Open and closed verdicts given in time pass through; a pending one before the
+    /// deadline says it will decide by then at the latest.
+    ///
+    /// At the same instant the verdict wins: a gate that decides exactly at the deadline
+    /// is heard, as an attempt that finishes at its deadline succeeds.
     fn timeout(self, limit: Duration) -> Timeout<Self> {
         Timeout { gate: self, limit }
     }
@@ -269,7 +275,19 @@ impl<G: Gate> Gate for Not<G> {
 impl<G: Gate> Gate for Timeout<G> {
     async fn evaluate(&self, ctx: &GateContext<'_>) -> Verdict {
         let deadline = ctx.release().entered_at().saturating_add(self.limit);
-        match self.gate.evaluate(ctx).await {
+        // The gate is polled first at every wake-up, so a verdict ready at the deadline
+        // wins over it.
+        let verdict = match select(self.gate.evaluate(ctx), ctx.sleep_until(deadline)).await {
+            Either::Left((verdict, _)) => verdict,
+            Either::Right(((), _)) => {
+                return Verdict::closed(format!(
+                    "gave up after {} waiting for `{}` to decide",
+                    human(self.limit),
+                    self.gate.name()
+                ));
+            }
+        };
+        match verdict {
             Verdict::Pending { waiting_for, until } => {
                 if ctx.now() >= deadline {
                     Verdict::closed(format!(

@@ -16,12 +16,13 @@ use std::borrow::Cow;
 use std::fmt;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 
 use crate::environment::Environment;
 use crate::forward::forward_impls;
 
 use crate::record::AnyRelease;
-use crate::time::Timestamp;
+use crate::time::{Clock, Timestamp};
 
 pub use crate::lifecycle::{Move, Verdict};
 pub use crate::record::GateRecord;
@@ -65,13 +66,26 @@ pub enum GateError {
 }
 
 /// What a gate may look at: the release, the move asked for, the target environment and the
-/// time.
-#[derive(Debug, Clone, Copy)]
+/// time; and the pipeline's clock, to wait on.
+#[derive(Clone, Copy)]
 pub struct GateContext<'a> {
     pub(crate) release: &'a AnyRelease,
     pub(crate) mv: Move,
     pub(crate) environment: &'a Environment,
     pub(crate) now: Timestamp,
+    pub(crate) clock: Option<&'a dyn Clock>,
+}
+
+impl fmt::Debug for GateContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GateContext")
+            .field("release", &self.release.id())
+            .field("mv", &self.mv)
+            .field("environment", &self.environment.name())
+            .field("now", &self.now)
+            .field("clock", &self.clock.is_some())
+            .finish()
+    }
 }
 
 impl<'a> GateContext<'a> {
@@ -89,6 +103,47 @@ impl<'a> GateContext<'a> {
             mv,
             environment,
             now,
+            clock: None,
+        }
+    }
+
+    /// The same context with `clock` to wait on (a pipeline evaluates its gates with its
+    /// own clock). Without one, a context is frozen at [`now`](Self::now): a sleep to a
+    /// later time never ends.
+    #[must_use]
+    pub fn with_clock(mut self, clock: &'a dyn Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// A future that ends once the clock reads `deadline`: on the context's clock, or at
+    /// once for a deadline not after [`now`](Self::now) when it has none (and never for a
+    /// later one). [`GateExt::timeout`] races a gate against it.
+    ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use tollgate::gate::{Gate, GateContext, Verdict};
+    /// use tollgate::time::Timestamp;
+    ///
+    /// /// Waits for a fixed instant, then opens (a pending verdict is usually better: the move
+    /// /// is handed back instead of waiting; wrap a waiting gate in `.timeout(..)`).
+    /// struct OpensAt(Timestamp);
+    ///
+    /// #[async_trait]
+    /// impl Gate for OpensAt {
+    ///     async fn evaluate(&self, ctx: &GateContext<'_>) -> Verdict {
+    ///         ctx.sleep_until(self.0).await;
+    ///         Verdict::Open
+    ///     }
+    /// }
+    /// # let _ = OpensAt(Timestamp::EPOCH);
+    /// ```
+    #[must_use]
+    pub fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()> {
+        match self.clock {
+            Some(clock) => clock.sleep_until(deadline),
+            None if deadline <= self.now => Box::pin(std::future::ready(())),
+            None => Box::pin(std::future::pending()),
         }
     }
 

@@ -30,7 +30,10 @@ use crate::artifact::ArtifactError;
 use futures::StreamExt as _;
 use futures::channel::mpsc;
 
-use crate::engine::{CancelHandle, Engine, Event, StageHooks, StageReport, StepReport, StepRun};
+use crate::engine::{
+    CancelHandle, Engine, Event, ObserverPanic, StageHooks, StageReport, StepReport, StepRun,
+    Warning,
+};
 use crate::environment::{Environment, EnvironmentName};
 use crate::error::{Error, Result};
 use crate::executor::{Executor, StepLabels, idempotency_key};
@@ -651,8 +654,9 @@ impl<M: Mode> Pipeline<M> {
         let environment = next.map(|mv| release.aimed_at(mv));
         let gates = match (next, environment) {
             (Some(mv), Some(environment)) => self
-                .evaluate_gates(release, mv, environment, now, false)
+                .evaluate_gates(release, mv, environment, now, None)
                 .await
+                .unwrap_or_default()
                 .into_iter()
                 .map(|(gate, verdict)| GateVerdict { gate, verdict })
                 .collect(),
@@ -702,43 +706,83 @@ impl<M: Mode> Pipeline<M> {
             )
     }
 
-    /// Evaluates every gate on `mv` for `release` at `now`, concurrently, and reports each
-    /// verdict to the engine's observer as an [`Event::GateEvaluated`](crate::engine::Event).
+    /// Evaluates every gate on `mv` for `release` at `now`, concurrently, with the
+    /// pipeline's clock to wait on (so a gate's `.timeout` races it).
+    ///
+    /// For a move (`cancel` is the move's own handle), each verdict is reported to the
+    /// engine's observer as an [`Event::GateEvaluated`](crate::engine::Event), and the
+    /// evaluation is raced against a cancel of that handle or the engine's (those used from
+    /// now on): a cancel drops the gates' futures and gives `None`. A cancel wins over
+    /// verdicts that come in the same poll, so that no cancel while the gates evaluate is
+    /// lost. Without a handle (`explain`) nothing is reported and nothing cancels.
     pub(crate) async fn evaluate_gates(
         &self,
         release: &AnyRelease,
         mv: Move,
         environment: &Environment,
         now: Timestamp,
-        report: bool,
-    ) -> Vec<(String, Verdict)> {
-        let ctx = GateContext::new(release, mv, environment, now);
+        cancel: Option<&CancelHandle>,
+    ) -> Option<Vec<(String, Verdict)>> {
+        let ctx = GateContext::new(release, mv, environment, now).with_clock(&*self.clock);
         let gates: Vec<&BoxGate> = self.gates_on(mv, environment.name()).collect();
         // A gate that panics is a closed gate, with the panic's text: host code that
         // misbehaves stops the move, never the host.
-        let verdicts = futures::future::join_all(gates.iter().map(|g| {
+        let evaluation = futures::future::join_all(gates.iter().map(|g| {
             std::panic::AssertUnwindSafe(g.evaluate(&ctx))
                 .catch_unwind()
                 .map(|result| result.unwrap_or_else(|payload| gate_panicked(&*payload)))
-        }))
-        .await;
-        gates
+        }));
+        let verdicts = match cancel {
+            None => evaluation.await,
+            Some(handle) => {
+                let engine = self.engine.cancel_handle();
+                let since = (engine.generation(), handle.generation());
+                let cancelled =
+                    futures::future::select(engine.cancelled(since.0), handle.cancelled(since.1));
+                let verdicts = match futures::future::select(evaluation, cancelled).await {
+                    futures::future::Either::Left((verdicts, _)) => verdicts,
+                    futures::future::Either::Right(_) => return None,
+                };
+                if (engine.generation(), handle.generation()) != since {
+                    return None;
+                }
+                verdicts
+            }
+        };
+        let mut observer_panic: Option<(ObserverPanic, u64)> = None;
+        let verdicts = gates
             .iter()
             .zip(verdicts)
             .map(|(gate, verdict)| {
                 let name = gate.name().into_owned();
-                if report {
-                    self.engine.emit(|| Event::GateEvaluated {
+                if cancel.is_some() {
+                    let told = self.engine.emit(|| Event::GateEvaluated {
                         release: release.id().clone(),
                         mv,
                         gate: name.clone(),
                         verdict: verdict.clone(),
                         at: now,
                     });
+                    if let Err(panic) = told {
+                        observer_panic.get_or_insert((panic, 0)).1 += 1;
+                    }
                 }
                 (name, verdict)
             })
-            .collect()
+            .collect();
+        // An observer that panicked is contained, and told so once (a panic on that too is
+        // contained as well): the verdicts stand.
+        if let Some((panic, times)) = observer_panic {
+            let _ = self.engine.emit(|| Event::Warning {
+                warning: Warning::ObserverPanicked {
+                    event: panic.event.to_owned(),
+                    message: panic.message,
+                    times,
+                },
+                at: now,
+            });
+        }
+        Some(verdicts)
     }
 
     /// Runs `step` of `release`, journaling each stage as it settles: a

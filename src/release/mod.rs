@@ -113,14 +113,15 @@ impl<M: Mode> Pipeline<M> {
             self.staging().clone(),
             self.production().clone(),
         );
-        self.engine().emit(|| crate::engine::Event::ReleaseStarted {
-            release: any.id().clone(),
-            pipeline: any.pipeline().clone(),
-            mode: M::KIND,
-            revision: any.revision().id.clone(),
-            author: any.revision().author.clone(),
-            at: any.created_at(),
-        });
+        self.engine()
+            .tell(any.created_at(), || crate::engine::Event::ReleaseStarted {
+                release: any.id().clone(),
+                pipeline: any.pipeline().clone(),
+                mode: M::KIND,
+                revision: any.revision().id.clone(),
+                author: any.revision().author.clone(),
+                at: any.created_at(),
+            });
         Ok(Release::new(any, None, self.fingerprint().clone()))
     }
 }
@@ -174,10 +175,13 @@ impl<S: State, M: Mode> Release<S, M> {
     }
 
     /// The handle that cancels this release's move while it runs, and only it: take it
-    /// before starting the move, and cancel while the move's step runs; its running stages
-    /// stop, finally stages run, and the move fails with the release handed back (with a
-    /// fresh handle for the next try). Like every [`CancelHandle`], it stops what is running
-    /// when it is used: a cancel before the move's step starts is not remembered. Other
+    /// before starting the move, and cancel while the move's gates evaluate or its step
+    /// runs. While the gates evaluate, their futures are dropped and the move fails with
+    /// `Error::MoveCancelled` (nothing of their verdicts recorded); while the step runs, its
+    /// running stages stop, finally stages run, and the move fails with
+    /// `Error::StepCancelled`; either way the release is handed back (with a fresh handle
+    /// for the next try). Like every [`CancelHandle`], it stops what is running when it is
+    /// used: a cancel before the move's gates start evaluating is not remembered. Other
     /// releases of the pipeline keep running; [`Pipeline::cancel_handle`] cancels every move
     /// at once.
     #[must_use]

@@ -394,9 +394,14 @@ impl<S: State, M: Mode> Release<S, M> {
     async fn open_gates(&mut self, pipeline: &Pipeline<M>, mv: Move) -> Result<()> {
         let now = pipeline.clock().now();
         let environment = self.any.aimed_at(mv).clone();
-        let verdicts = pipeline
-            .evaluate_gates(&self.any, mv, &environment, now, true)
-            .await;
+        // The move's cancel handle (and the pipeline's) reach the gates: a cancel while they
+        // evaluate drops them and ends the move, with nothing recorded of their verdicts.
+        let Some(verdicts) = pipeline
+            .evaluate_gates(&self.any, mv, &environment, now, Some(&self.cancel))
+            .await
+        else {
+            return Err(Error::MoveCancelled { mv });
+        };
         let mut blocked: Option<GateError> = None;
         let mut records = Vec::with_capacity(verdicts.len());
         for (gate, verdict) in verdicts {
@@ -533,7 +538,7 @@ impl<S: State, M: Mode> Release<S, M> {
                     if by.is_empty() {
                         by.push(record.approver.clone());
                     }
-                    engine.emit(|| Event::Approved {
+                    engine.tell(*at, || Event::Approved {
                         release: self.any.id().clone(),
                         by,
                         reason: record.reason.clone(),
@@ -548,7 +553,7 @@ impl<S: State, M: Mode> Release<S, M> {
                         .find(|mv| mv.to() == *to)
                         .map_or(StateName::Commit, |mv| mv.from());
                     if *to == StateName::Approved && !approved_by_person {
-                        engine.emit(|| Event::Approved {
+                        engine.tell(*at, || Event::Approved {
                             release: self.any.id().clone(),
                             by: Vec::new(),
                             reason: String::new(),
@@ -563,14 +568,14 @@ impl<S: State, M: Mode> Release<S, M> {
                     };
                     if let (Some(environment), Some(artifact)) = (environment, self.any.artifact())
                     {
-                        engine.emit(|| Event::Deployed {
+                        engine.tell(*at, || Event::Deployed {
                             release: self.any.id().clone(),
                             environment: environment.name().clone(),
                             digest: artifact.digest.clone(),
                             at: *at,
                         });
                     }
-                    engine.emit(|| Event::Moved {
+                    engine.tell(*at, || Event::Moved {
                         release: self.any.id().clone(),
                         from,
                         to: *to,
@@ -578,7 +583,7 @@ impl<S: State, M: Mode> Release<S, M> {
                         at: *at,
                     });
                     if *to == StateName::Staged && M::KIND == ModeKind::Delivery {
-                        engine.emit(|| Event::Parked {
+                        engine.tell(*at, || Event::Parked {
                             release: self.any.id().clone(),
                             mv: Move::Approve,
                             gate: None,
@@ -588,7 +593,7 @@ impl<S: State, M: Mode> Release<S, M> {
                         });
                     }
                 }
-                Fact::Refused { mv, reason, at, .. } => engine.emit(|| Event::Refused {
+                Fact::Refused { mv, reason, at, .. } => engine.tell(*at, || Event::Refused {
                     release: self.any.id().clone(),
                     mv: *mv,
                     reason: reason.clone(),
@@ -608,13 +613,14 @@ impl<S: State, M: Mode> Release<S, M> {
             until,
         }) = error
         {
-            pipeline.engine().emit(|| Event::Parked {
+            let at = pipeline.clock().now();
+            pipeline.engine().tell(at, || Event::Parked {
                 release: self.any.id().clone(),
                 mv,
                 gate: Some(gate.clone()),
                 waiting_for: waiting_for.clone(),
                 until: *until,
-                at: pipeline.clock().now(),
+                at,
             });
         }
     }
