@@ -54,16 +54,19 @@ fn layers_from(architecture: &str) -> BTreeMap<String, u32> {
 /// links and prose do not count as imports. String literals are kept: attribute paths live in
 /// them.
 fn strip_comments(source: &str) -> String {
+    // Works on bytes, so that a non-ASCII character anywhere (a `→` in a string, an `é` in a
+    // char literal) is copied through whole instead of being sliced in half.
     let bytes = source.as_bytes();
-    let mut out = String::with_capacity(source.len());
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
     let mut i = 0;
     let mut in_string = false;
     while i < bytes.len() {
         let c = bytes[i];
+        let rest = &bytes[i..];
         if in_string {
-            out.push(c as char);
+            out.push(c);
             if c == b'\\' && i + 1 < bytes.len() {
-                out.push(bytes[i + 1] as char);
+                out.push(bytes[i + 1]);
                 i += 2;
                 continue;
             }
@@ -73,19 +76,19 @@ fn strip_comments(source: &str) -> String {
             i += 1;
         } else if c == b'"' {
             in_string = true;
-            out.push('"');
+            out.push(c);
             i += 1;
-        } else if source[i..].starts_with("//") {
+        } else if rest.starts_with(b"//") {
             while i < bytes.len() && bytes[i] != b'\n' {
                 i += 1;
             }
-        } else if source[i..].starts_with("/*") {
+        } else if rest.starts_with(b"/*") {
             let mut depth = 0;
             while i < bytes.len() {
-                if source[i..].starts_with("/*") {
+                if bytes[i..].starts_with(b"/*") {
                     depth += 1;
                     i += 2;
-                } else if source[i..].starts_with("*/") {
+                } else if bytes[i..].starts_with(b"*/") {
                     depth -= 1;
                     i += 2;
                     if depth == 0 {
@@ -93,27 +96,36 @@ fn strip_comments(source: &str) -> String {
                     }
                 } else {
                     if bytes[i] == b'\n' {
-                        out.push('\n');
+                        out.push(b'\n');
                     }
                     i += 1;
                 }
             }
-        } else if c == b'\'' && i + 2 < bytes.len() && bytes[i + 2] == b'\'' {
-            // A char literal such as '"' must not open a string.
-            out.push_str(&source[i..i + 3]);
-            i += 3;
-        } else if c == b'\'' && source[i..].starts_with("'\\") {
-            let end = source[i + 2..]
-                .find('\'')
+        } else if c == b'\'' && rest.starts_with(b"'\\") {
+            // An escaped char literal ('\'', '\u{2192}'): copied to its closing quote.
+            let end = bytes[i + 2..]
+                .iter()
+                .position(|&b| b == b'\'')
                 .map_or(bytes.len(), |e| i + 2 + e + 1);
-            out.push_str(&source[i..end]);
+            out.extend_from_slice(&bytes[i..end]);
             i = end;
+        } else if c == b'\'' {
+            // A char literal such as '"' (or a multi-byte one such as '→') must not open a
+            // string; a lifetime has no closing quote within a character.
+            let width = source[i + 1..].chars().next().map_or(0, char::len_utf8);
+            if width > 0 && bytes.get(i + 1 + width) == Some(&b'\'') {
+                out.extend_from_slice(&bytes[i..i + 2 + width]);
+                i += 2 + width;
+            } else {
+                out.push(c);
+                i += 1;
+            }
         } else {
-            out.push(c as char);
+            out.push(c);
             i += 1;
         }
     }
-    out
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The module a source file belongs to: `src/graph/build.rs` → `graph`, `src/id.rs` → `id`;
@@ -328,4 +340,14 @@ fn the_checker_catches_an_upward_import_and_a_cycle() {
     );
     assert_eq!(module_of(Path::new("id.rs")).as_deref(), Some("id"));
     assert_eq!(module_of(Path::new("lib.rs")), None);
+}
+
+#[test]
+fn the_comment_stripper_keeps_code_and_strings_whole_around_non_ascii_text() {
+    let source = "let arrow = '→'; // é, a comment\nlet s = \"a → b\"; /* ü */ let q = '\"';\nuse crate::id;";
+    let stripped = strip_comments(source);
+    assert_eq!(
+        stripped,
+        "let arrow = '→'; \nlet s = \"a → b\";  let q = '\"';\nuse crate::id;"
+    );
 }

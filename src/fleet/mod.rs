@@ -336,6 +336,15 @@ pub enum FleetError {
         /// When it will decide on its own, if it knows.
         until: Option<Timestamp>,
     },
+    /// The pipeline's engine was cancelled while the deployment's gates were evaluating:
+    /// nothing was recorded; ask again.
+    #[error("asking the gates for `{release}` in `{environment}` was cancelled")]
+    Cancelled {
+        /// The release.
+        release: ReleaseId,
+        /// The environment.
+        environment: EnvironmentName,
+    },
     /// The release's record could not be re-derived from its facts (for the gates to see).
     #[error("release `{release}` cannot be restored from the journal: {source}")]
     Restore {
@@ -397,6 +406,7 @@ impl FleetError {
             | FleetError::GateClosed { .. } => K::GateClosed,
             FleetError::QueueFull { .. } | FleetError::GatePending { .. } => K::GatePending,
             FleetError::Restore { source, .. } => source.kind(),
+            FleetError::Cancelled { .. } => K::Cancelled,
             FleetError::UnknownEnvironment { .. }
             | FleetError::UnknownRelease { .. }
             | FleetError::DuplicateRelease { .. }
@@ -1143,10 +1153,19 @@ impl<M: Mode> Fleet<M> {
                 })?;
         let target = Environment::from(environment.clone());
         let now = self.pipeline.clock().now();
-        let verdicts = self
+        // A handle of its own: the verdicts are told to the engine's observer as a move's are,
+        // and a cancel of the pipeline's engine stops the evaluation.
+        let cancel = crate::engine::CancelHandle::new();
+        let Some(verdicts) = self
             .pipeline
-            .evaluate_gates(restored.record(), Move::Deploy, &target, now, true)
-            .await;
+            .evaluate_gates(restored.record(), Move::Deploy, &target, now, Some(&cancel))
+            .await
+        else {
+            return Err(FleetError::Cancelled {
+                release: release.clone(),
+                environment: environment.clone(),
+            });
+        };
         Ok(verdicts
             .into_iter()
             .map(|(gate, verdict)| GateRecord {
