@@ -25,6 +25,10 @@ use serde_json::Value;
 use support::{block_on, revision, standard_delivery};
 use tollgate::executor::{ExecutorError, from_async_fn};
 use tollgate::fact::votes_key;
+use tollgate::fleet::{
+    Actor, DeployKind, Fleet, FleetError, FleetFact, FleetOptions, Lifecycle, Phase,
+    RollbackPolicy, TicketStatus,
+};
 use tollgate::journal::{
     ChainKey, Entry, Journal, JournalError, MemoryJournal, PgJournal, PgJournalOptions, Stored,
     check_key_chain, verify,
@@ -945,4 +949,461 @@ fn a_postgres_restart_mid_run_loses_nothing_acknowledged_and_the_journal_reconne
             "entry {seq}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleets: replicas promoting at once, and one killed holding an environment's lock
+// ---------------------------------------------------------------------------------------------
+
+/// The fleet tests' releases, oldest first (started in this order).
+const FLEET_RELEASES: [&str; 3] = ["1.0", "1.1", "1.2"];
+
+/// The fleet tests' environments, one per phase: dev → test → prod.
+const FLEET_ENVS: [&str; 3] = ["dev", "test", "prod"];
+
+fn fleet_lifecycle() -> Lifecycle {
+    Lifecycle::new([
+        Phase::new("dev").environment("dev").unwrap(),
+        Phase::new("test").environment("test").unwrap(),
+        Phase::new("production").environment("prod").unwrap(),
+    ])
+    .unwrap()
+}
+
+/// The options every replica uses (a fleet checks each fact with its own): `rita` and
+/// automated triggers may roll back; locks last `lease` (virtual time).
+fn fleet_options(lease: Duration) -> FleetOptions {
+    FleetOptions {
+        lock_lease: lease,
+        rollback: RollbackPolicy::people(["rita"]).unwrap(),
+        ..FleetOptions::default()
+    }
+}
+
+/// A deployment pipeline `fleet` on `clock` over `journal` whose deploy stage runs `deploy`.
+fn fleet_pipeline(
+    clock: &ManualClock,
+    journal: PgJournal,
+    deploy: impl tollgate::executor::Executor + 'static,
+) -> Arc<Pipeline<Deployment>> {
+    Arc::new(
+        support::deployment("fleet", clock)
+            .stages(vec![
+                Stage::build("compile").run(support::compile()),
+                Stage::test("unit").after("compile").run(support::ok()),
+                Stage::stage("staging").run(support::ok()),
+                Stage::deploy("roll-out").run(deploy),
+            ])
+            .journal(journal)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Starts, builds, tests, stages and approves every release of [`FLEET_RELEASES`] in
+/// `pipeline`, and registers each in a fleet: what the replicas find in the journal.
+fn approved_and_registered(pipeline: &Arc<Pipeline<Deployment>>) -> Fleet<Deployment> {
+    block_on(async {
+        let fleet = Fleet::open(
+            Arc::clone(pipeline),
+            fleet_lifecycle(),
+            fleet_options(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+        for id in FLEET_RELEASES {
+            let built = pipeline
+                .start(id, revision(&format!("rev-{id}")))
+                .unwrap()
+                .build(pipeline)
+                .await
+                .unwrap();
+            let artifact = built.artifact().clone();
+            let tested = built.test(pipeline, &artifact).await.unwrap();
+            fleet.register(&tested).await.unwrap();
+            let staged = tested.stage(pipeline, &artifact).await.unwrap();
+            staged.auto_approve(pipeline).await.unwrap();
+        }
+        fleet
+    })
+}
+
+/// The approved releases of [`FLEET_RELEASES`], as a replica restores them from the journal.
+fn restored_releases(pipeline: &Pipeline<Deployment>) -> Vec<Release<Approved, Deployment>> {
+    block_on(async {
+        let mut releases = Vec::new();
+        for id in FLEET_RELEASES {
+            let restored = pipeline.restore(id).await.unwrap();
+            releases.push(Release::<Approved, Deployment>::try_from(restored).unwrap());
+        }
+        releases
+    })
+}
+
+/// A deploy stage that marks its environment busy with a file in `dir` created exclusively
+/// (a second deployment at once in the environment finds it and prints `overlap <env>`),
+/// holds it for a few milliseconds of real time, so that the replicas' deployments could
+/// overlap if the locks let them, and frees it.
+fn marking_deploy(dir: std::path::PathBuf) -> impl tollgate::executor::Executor + 'static {
+    tollgate::executor::from_fn(move |ctx| {
+        let env = ctx
+            .environment()
+            .map(|e| e.name().to_string())
+            .unwrap_or_default();
+        let busy = dir.join(format!("{env}.busy"));
+        let mine = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&busy)
+            .is_ok();
+        if !mine {
+            println!("overlap {env}");
+        }
+        // Real processes deploying: the lock, not luck, keeps them apart.
+        std::thread::sleep(Duration::from_millis(15));
+        if mine {
+            std::fs::remove_file(&busy).unwrap();
+        }
+        println!("deployed {env} {}", ctx.release());
+        Ok(StageOutcome::success())
+    })
+}
+
+/// What a fleet operation came to, as a child prints it; a journal failure or a history
+/// that does not replay fails the child.
+fn outcome(what: &str, result: Result<tollgate::fleet::Deployment, FleetError>) -> String {
+    match result {
+        Ok(deployment) => format!("done {what} {:?}", deployment.status),
+        Err(
+            error
+            @ (FleetError::Journal(_) | FleetError::Inconsistent { .. } | FleetError::Fact(_)),
+        ) => panic!("{what}: {error}"),
+        Err(error) => format!("refused {what} {:?}", error.kind()),
+    }
+}
+
+/// Part of `postgres_fleet_replicas_...`: replica `w` (args `w dir`) opens the fleet and
+/// promotes every release into every environment in an order of its own, redeploys each
+/// environment, and (replica 1) rolls dev back; it prints what each came to.
+#[test]
+fn child_fleet_bot() {
+    let Some((schema, args)) = playing("fleet_bot") else {
+        return;
+    };
+    let (w, dir) = args.split_once(' ').unwrap();
+    let w: usize = w.parse().unwrap();
+    let clock = support::clock();
+    let pipeline = fleet_pipeline(&clock, connect(&schema), marking_deploy(dir.into()));
+    let releases = restored_releases(&pipeline);
+    let order: [usize; 3] = [[0, 1, 2], [2, 1, 0], [1, 2, 0]][w];
+    let bot = Actor::automation(format!("bot-{w}"));
+    block_on(async {
+        let fleet = Fleet::open(
+            Arc::clone(&pipeline),
+            fleet_lifecycle(),
+            fleet_options(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+        for env in FLEET_ENVS {
+            for &r in &order {
+                fleet.refresh().await.unwrap();
+                let result = fleet.promote(&releases[r], env, bot.clone()).await;
+                println!(
+                    "{}",
+                    outcome(&format!("promote {} {env}", FLEET_RELEASES[r]), result)
+                );
+            }
+            let result = fleet.redeploy(env, bot.clone()).await;
+            println!("{}", outcome(&format!("redeploy {env}"), result));
+        }
+        if w == 1 {
+            fleet.refresh().await.unwrap();
+            let rita = Actor::person("rita").unwrap();
+            let result = fleet.rollback("dev", rita, "replica test").await;
+            println!("{}", outcome("rollback dev", result));
+        }
+    });
+}
+
+#[test]
+fn postgres_fleet_replicas_promoting_at_once_keep_one_deployment_per_environment_and_order() {
+    let _server = server();
+    let journal = fresh("fleet_bots");
+    let clock = support::clock();
+    let dir = std::env::temp_dir().join(format!("tollgate-fleet-bots-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pipeline = fleet_pipeline(&clock, journal.clone(), marking_deploy(dir.clone()));
+    let fleet = approved_and_registered(&pipeline);
+
+    let args = |w: usize| format!("{w} {}", dir.display());
+    let children: Vec<KillOnDrop> = (0..3)
+        .map(|w| child("fleet_bot", "fleet_bots", &args(w)))
+        .collect();
+    let lines: Vec<String> = children.into_iter().flat_map(lines_of).collect();
+    assert!(
+        !lines.iter().any(|l| l.starts_with("overlap")),
+        "two deployments ran at once in one environment: {lines:?}"
+    );
+    let deployed = lines.iter().filter(|l| l.starts_with("deployed ")).count();
+    assert!(deployed >= 3, "the replicas deployed: {lines:?}");
+
+    // Whatever still waits runs here; then 1.2 goes everywhere, the newest over all.
+    let releases = restored_releases(&pipeline);
+    block_on(async {
+        for env in FLEET_ENVS {
+            fleet.refresh().await.unwrap();
+            fleet.drain(env).await.unwrap();
+        }
+        for env in FLEET_ENVS {
+            fleet.refresh().await.unwrap();
+            match fleet
+                .promote(&releases[2], env, Actor::automation("ci"))
+                .await
+            {
+                Ok(_) | Err(FleetError::AlreadyLive { .. }) => {}
+                Err(error) => panic!("1.2 into {env}: {error}"),
+            }
+        }
+    });
+    let ledger = fleet.ledger();
+    for env in FLEET_ENVS {
+        assert_eq!(
+            ledger
+                .live_in(env)
+                .map(|d| d.release.to_string())
+                .as_deref(),
+            Some("1.2"),
+            "{ledger}"
+        );
+    }
+
+    // A reference replay of the journal's fleet facts.
+    let (live, bots, finished) = replay_fleet_facts(&all(&journal));
+    assert!(
+        finished >= deployed,
+        "{finished} finished, {deployed} deployed"
+    );
+    for w in 0..3 {
+        assert!(bots.contains(&format!("automation `bot-{w}`")), "{bots:?}");
+    }
+    for env in FLEET_ENVS {
+        assert_eq!(live.get(env).map(String::as_str), Some("1.2"));
+    }
+
+    // Every fleet fact replays in a fresh fleet, to the same ledger; the chain verifies.
+    let reopened = block_on(Fleet::open(
+        Arc::clone(&pipeline),
+        fleet_lifecycle(),
+        fleet_options(Duration::from_secs(3600)),
+    ))
+    .unwrap();
+    assert!(reopened.ledger().first_difference(&ledger).is_none());
+    assert_eq!(reopened.ledger(), ledger);
+    block_on(verify(&journal)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Replays the fleet facts of `stored` as a reference: asserts that no environment was ever
+/// locked twice at once, that every lock was released by its own deployment, that every
+/// deployment succeeded, and that no older release went live over a newer one but by a
+/// rollback; returns the release live in each environment, who asked for deployments, and
+/// how many finished.
+fn replay_fleet_facts(
+    stored: &[Stored],
+) -> (
+    BTreeMap<String, String>,
+    std::collections::BTreeSet<String>,
+    usize,
+) {
+    let order = |id: &str| FLEET_RELEASES.iter().position(|r| *r == id).unwrap();
+    let mut tickets: BTreeMap<u64, (String, String, DeployKind)> = BTreeMap::new();
+    let mut locked: BTreeMap<String, u64> = BTreeMap::new();
+    let mut live: BTreeMap<String, String> = BTreeMap::new();
+    let mut bots = std::collections::BTreeSet::new();
+    let mut finished = 0;
+    for s in stored
+        .iter()
+        .filter(|s| s.key.contains("\u{1f}fleet\u{1f}"))
+    {
+        match serde_json::from_slice::<FleetFact>(&s.payload).unwrap() {
+            FleetFact::Queued {
+                environment,
+                release,
+                kind,
+                by,
+                ..
+            } => {
+                bots.insert(by.to_string());
+                tickets.insert(s.seq, (environment.to_string(), release.to_string(), kind));
+            }
+            FleetFact::Locked {
+                environment,
+                ticket,
+                ..
+            } => {
+                let before = locked.insert(environment.to_string(), ticket);
+                assert!(
+                    before.is_none(),
+                    "ticket {ticket} locked {environment} while {before:?} held it"
+                );
+            }
+            FleetFact::Finished {
+                environment,
+                ticket,
+                report,
+                ..
+            } => {
+                finished += 1;
+                assert_eq!(locked.remove(environment.as_str()), Some(ticket));
+                assert!(report.succeeded(), "{report:?}");
+                let (env, release, kind) = tickets[&ticket].clone();
+                if let Some(before) = live.get(&env) {
+                    assert!(
+                        order(&release) >= order(before)
+                            || matches!(kind, DeployKind::Rollback { .. }),
+                        "{release} over {before} in {env} by {kind:?}"
+                    );
+                }
+                live.insert(env, release);
+            }
+            _ => {}
+        }
+    }
+    assert!(locked.is_empty(), "locks left: {locked:?}");
+    (live, bots, finished)
+}
+
+/// The lease of the lock in `a_postgres_fleet_replica_killed_...` (virtual time).
+const SHORT_LEASE: Duration = Duration::from_secs(60);
+
+/// The deploy stage of `a_postgres_fleet_replica_killed_...`: with `log`, it records the
+/// release there and succeeds; without, it prints `deploying <env>` and hangs until its
+/// process is killed. One executor for both, since the executor's type is part of the
+/// pipeline's fingerprint.
+fn holdable_deploy(
+    log: Option<Arc<Mutex<Vec<String>>>>,
+) -> impl tollgate::executor::Executor + 'static {
+    from_async_fn(move |ctx| {
+        let env = ctx
+            .environment()
+            .map(|e| e.name().to_string())
+            .unwrap_or_default();
+        let release = ctx.release().to_string();
+        let log = log.clone();
+        Box::pin(async move {
+            if let Some(log) = log {
+                log.lock().unwrap().push(release);
+            } else {
+                println!("deploying {env}");
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, ExecutorError>(StageOutcome::success())
+        })
+    })
+}
+
+/// Part of `a_postgres_fleet_replica_killed_...`: promotes 1.0 into dev with a deploy stage
+/// that prints `deploying <env>` and then hangs until the replica is killed.
+#[test]
+fn child_fleet_holder() {
+    let Some((schema, _)) = playing("fleet_holder") else {
+        return;
+    };
+    let clock = support::clock();
+    let hang = holdable_deploy(None);
+    let pipeline = fleet_pipeline(&clock, connect(&schema), hang);
+    let releases = restored_releases(&pipeline);
+    block_on(async {
+        let fleet = Fleet::open(
+            Arc::clone(&pipeline),
+            fleet_lifecycle(),
+            fleet_options(SHORT_LEASE),
+        )
+        .await
+        .unwrap();
+        let _ = fleet
+            .promote(&releases[0], "dev", Actor::automation("holder"))
+            .await;
+    });
+    unreachable!("the deploy stage hangs until the replica is killed");
+}
+
+#[test]
+fn a_postgres_fleet_replica_killed_holding_a_lock_is_taken_over_after_its_lease() {
+    let _server = server();
+    let journal = fresh("fleet_killed");
+    let clock = support::clock();
+    let deploys = Arc::new(Mutex::new(Vec::new()));
+    let deploy = holdable_deploy(Some(deploys.clone()));
+    let pipeline = fleet_pipeline(&clock, journal.clone(), deploy);
+    drop(approved_and_registered(&pipeline));
+
+    let mut holder = child("fleet_holder", "fleet_killed", "");
+    let mut out = BufReader::new(holder.0.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the holder stopped early"
+        );
+        if said(&line) == "deploying dev" {
+            break;
+        }
+    }
+    // The lock was committed before the deploy stage started.
+    let dev = tollgate::fleet::environment_key(pipeline.name(), &"dev".parse().unwrap());
+    let last = block_on(journal.read_key(&dev)).unwrap();
+    let last: FleetFact = serde_json::from_slice(&last.last().unwrap().payload).unwrap();
+    assert!(matches!(last, FleetFact::Locked { .. }), "{last:?}");
+    holder.0.kill().unwrap(); // SIGKILL, mid-deploy, holding dev's lock
+    let status = holder.0.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+
+    // Another replica: within the lease the environment is still the dead one's, and the
+    // deployment waits queued; after it, the replica takes dev over and finishes.
+    let releases = restored_releases(&pipeline);
+    let fleet = block_on(Fleet::open(
+        Arc::clone(&pipeline),
+        fleet_lifecycle(),
+        fleet_options(SHORT_LEASE),
+    ))
+    .unwrap();
+    let waiting = block_on(fleet.promote(&releases[0], "dev", Actor::automation("taker"))).unwrap();
+    assert_eq!(waiting.status, TicketStatus::Queued);
+    assert!(
+        deploys.lock().unwrap().is_empty(),
+        "nothing ran within the lease"
+    );
+    clock.advance(SHORT_LEASE);
+    block_on(fleet.drain("dev")).unwrap();
+    assert_eq!(*deploys.lock().unwrap(), ["1.0"]);
+
+    let ledger = fleet.ledger();
+    let history = &ledger.environment("dev").unwrap().history;
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert!(
+        matches!(history[0].status, TicketStatus::Interrupted { .. }),
+        "the cut-off deployment shows as interrupted: {history:?}"
+    );
+    assert!(
+        matches!(history[1].status, TicketStatus::Deployed { .. }),
+        "{history:?}"
+    );
+    assert_eq!(ledger.live_in("dev").unwrap().release.as_str(), "1.0");
+    assert!(ledger.environment("dev").unwrap().running.is_none());
+
+    // A fresh replica re-derives the same ledger; the chain verifies.
+    let reopened = block_on(Fleet::open(
+        Arc::clone(&pipeline),
+        fleet_lifecycle(),
+        fleet_options(SHORT_LEASE),
+    ))
+    .unwrap();
+    assert_eq!(reopened.ledger(), ledger);
+    block_on(verify(&journal)).unwrap();
 }

@@ -509,18 +509,22 @@ impl<M: Mode> Fleet<M> {
             state: Mutex::new(state),
         };
         let keys = fleet.keys();
+        // Another process may append fleet facts while they are read (a replica on a shared
+        // journal): the ones past the head seen here are news for a later `refresh`, not a
+        // gap in the key index.
+        let (head, _) = fleet.journal().head().await?;
         let mut all: Vec<Stored> = Vec::new();
         for key in &keys {
             let stored = fleet.journal().read_key(key).await?;
             check_key_chain(fleet.journal().key(), &stored)?;
-            all.extend(stored);
+            all.extend(stored.into_iter().filter(|s| s.seq <= head));
         }
         all.sort_by_key(|s| s.seq);
         if let Some(first) = all.first() {
             let ours: BTreeSet<Seq> = all.iter().map(|s| s.seq).collect();
             let mut seen = 0usize;
             walk(fleet.journal(), first.seq, None, |stored| {
-                if keys.contains(&stored.key) {
+                if stored.seq <= head && keys.contains(&stored.key) {
                     if !ours.contains(&stored.seq) {
                         return Err("the key index leaves this fleet fact out".to_owned());
                     }
