@@ -416,6 +416,11 @@ pub(crate) async fn walk_vouched(
     let mut head = previous.unwrap_or(ChainHash::GENESIS);
     loop {
         let batch = journal.read(next, BATCH).await?;
+        // Nothing more: the head. (A short batch says so too, one read earlier; this also
+        // ends the walk on a backend that never returns a short batch.)
+        if batch.is_empty() {
+            return Ok((next - 1, head));
+        }
         let done = batch.len() < BATCH;
         for stored in batch {
             let corrupt = |reason: String| JournalError::Corrupt {
