@@ -14,8 +14,10 @@
 //! | `moved` to deployed | `pipelinerun.finished.0.2.0` with outcome `success` |
 //! | `refused` | `pipelinerun.finished.0.2.0` with outcome `failure` and the reason (a release tried again starts a new run of the same id) |
 //!
-//! Not mapped: gate verdicts, parking and approvals (CDEvents v0.4 has no approval events),
-//! and `service.rolledback` (tollgate has no rollback yet; it will map there when it does).
+//! Not mapped: gate verdicts, parking and approvals (CDEvents v0.4 has no approval events).
+//! A fleet's deployments (promotions, upgrades, redeploys and `service.rolledback` for a
+//! rollback) come from the fleet itself: `Fleet::cdevents` (the fleet sits above this
+//! module and builds them with [`envelope`], [`service_subject`] and [`purl`]).
 //!
 //! [`CdEvents`] is written without the `cdevents-sdk` crate: that crate brings `time`,
 //! `fluent-uri`, `enum_dispatch` and (by default) `cloudevents-sdk` for what is, here, a
@@ -98,16 +100,8 @@ impl CdEvents {
         let mut out = Vec::new();
         let mut emit = |state: &mut State, kind: &str, at: Timestamp, subject: Value| {
             state.made += 1;
-            out.push(json!({
-                "context": {
-                    "specversion": SPEC_VERSION,
-                    "id": format!("{}#{}", self.source, state.made),
-                    "source": self.source,
-                    "type": format!("dev.cdevents.{kind}.0.2.0"),
-                    "timestamp": rfc3339(at),
-                },
-                "subject": subject,
-            }));
+            let id = format!("{}#{}", self.source, state.made);
+            out.push(envelope(&self.source, &id, kind, at, subject));
         };
         match event {
             Event::ReleaseStarted {
@@ -240,15 +234,7 @@ impl CdEvents {
         } else {
             "service.upgraded"
         };
-        let subject = json!({
-            "id": service,
-            "source": self.source,
-            "type": "service",
-            "content": {
-                "environment": { "id": environment, "source": self.source },
-                "artifactId": artifact,
-            },
-        });
+        let subject = service_subject(&self.source, &service, environment, &artifact);
         emit(state, kind, at, subject);
         let subject = json!({
             "id": environment,
@@ -275,6 +261,40 @@ impl State {
     }
 }
 
+/// One event in CDEvents form: the context (spec version, `id`, `source`, the type
+/// `dev.cdevents.<kind>.0.2.0`, the timestamp in RFC 3339 UTC) around `subject`. For
+/// producers of events outside [`CdEvents`] (the fleet's deployments), so every event has
+/// the same envelope; `id` must be unique per `source`.
+#[must_use]
+pub fn envelope(source: &str, id: &str, kind: &str, at: Timestamp, subject: Value) -> Value {
+    let mut event = json!({
+        "context": {
+            "specversion": SPEC_VERSION,
+            "id": id,
+            "source": source,
+            "type": format!("dev.cdevents.{kind}.0.2.0"),
+            "timestamp": rfc3339(at),
+        },
+    });
+    event["subject"] = subject;
+    event
+}
+
+/// The subject of a `service.deployed`, `service.upgraded` or `service.rolledback` event:
+/// `service` running `artifact_id` (a package URL, see [`purl`]) in `environment`.
+#[must_use]
+pub fn service_subject(source: &str, service: &str, environment: &str, artifact_id: &str) -> Value {
+    json!({
+        "id": service,
+        "source": source,
+        "type": "service",
+        "content": {
+            "environment": { "id": environment, "source": source },
+            "artifactId": artifact_id,
+        },
+    })
+}
+
 fn pipeline_run(release: &ReleaseId, pipeline: &str, mut content: Value) -> Value {
     content["pipelineName"] = json!(pipeline);
     json!({ "id": release.as_str(), "type": "pipelineRun", "content": content })
@@ -297,7 +317,8 @@ fn outcome(status: &StageStatus) -> (&'static str, Option<String>) {
 
 /// The artifact as a [package URL](https://github.com/package-url/purl-spec): generic type,
 /// its name, and its digest as the checksum qualifier.
-fn purl(artifact: &ArtifactRef) -> String {
+#[must_use]
+pub fn purl(artifact: &ArtifactRef) -> String {
     let name: String = artifact
         .name
         .bytes()

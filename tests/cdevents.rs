@@ -4,12 +4,16 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::Value;
 use support::{START, block_on, clock, standard_stages};
 use tollgate::cdevents::{CdEvents, SPEC_VERSION};
 use tollgate::engine::{Engine, EventLog};
+use tollgate::fleet::{Actor, Fleet, FleetOptions, Lifecycle, Phase, RollbackPolicy, TicketStatus};
+use tollgate::journal::{ChainKey, MemoryJournal};
 use tollgate::prelude::*;
+use tollgate::time::{ManualClock, run_virtual};
 
 /// The subject type each event's type names (`dev.cdevents.<subject>.<predicate>.<version>`).
 fn subject_type(kind: &str) -> &'static str {
@@ -27,7 +31,9 @@ fn subject_type(kind: &str) -> &'static str {
 fn required_content(kind: &str) -> &'static [&'static [&'static str]] {
     match kind {
         "artifact.packaged" => &[&["change", "id"]],
-        "service.deployed" | "service.upgraded" => &[&["environment", "id"], &["artifactId"]],
+        "service.deployed" | "service.upgraded" | "service.rolledback" => {
+            &[&["environment", "id"], &["artifactId"]]
+        }
         _ => &[],
     }
 }
@@ -214,5 +220,116 @@ fn a_second_deploy_to_an_environment_is_an_upgrade_and_a_refusal_ends_the_run() 
     assert_eq!(
         last["subject"]["content"]["errors"],
         refused.to_string().as_str()
+    );
+}
+
+/// A fleet of the deployment pipeline `shop` over Dev → Production, where `rita` may roll
+/// back; its deploy stage succeeds.
+fn fleet() -> (ManualClock, Arc<Pipeline<Deployment>>, Fleet<Deployment>) {
+    let clock = clock();
+    let journal = Arc::new(MemoryJournal::new(ChainKey::derive(b"cdevents fleet")));
+    let pipeline = Arc::new(
+        Pipeline::<Deployment>::builder("shop")
+            .clock(clock.clone())
+            .journal(journal)
+            .stage(Stage::build("compile").run(support::compile()))
+            .stage(Stage::test("unit").after("compile").run(support::ok()))
+            .stage(Stage::stage("staging").run(support::ok()))
+            .stage(Stage::deploy("roll-out").run(support::ok()))
+            .build()
+            .unwrap(),
+    );
+    let lifecycle = Lifecycle::new([
+        Phase::new("dev").environment("dev").unwrap(),
+        Phase::new("production").environment("prod").unwrap(),
+    ])
+    .unwrap();
+    let options = FleetOptions {
+        rollback: RollbackPolicy::people(["rita"]).unwrap(),
+        ..FleetOptions::default()
+    };
+    let fleet = run_virtual(
+        &clock,
+        Fleet::open(Arc::clone(&pipeline), lifecycle, options),
+    )
+    .unwrap();
+    (clock, pipeline, fleet)
+}
+
+fn tested(
+    clock: &ManualClock,
+    pipeline: &Pipeline<Deployment>,
+    id: &str,
+) -> Release<Tested, Deployment> {
+    run_virtual(clock, async {
+        let built = pipeline
+            .start(id, support::revision(&format!("rev-{id}")))
+            .unwrap()
+            .build(pipeline)
+            .await
+            .unwrap();
+        let artifact = built.artifact().clone();
+        built.test(pipeline, &artifact).await.unwrap()
+    })
+}
+
+#[test]
+fn fleet_deployments_are_service_deployed_upgraded_and_rolled_back() {
+    let (clock, pipeline, fleet) = fleet();
+    let ci = Actor::automation("ci");
+    let r1 = tested(&clock, &pipeline, "1.0");
+    let r2 = tested(&clock, &pipeline, "1.1");
+    run_virtual(&clock, fleet.promote(&r1, "dev", ci.clone())).unwrap();
+    let first = fleet.cdevents("/tollgate/shop");
+    assert_eq!(first.len(), 1, "{first:?}");
+    run_virtual(&clock, fleet.promote(&r2, "dev", ci.clone())).unwrap();
+    let rita = Actor::person("rita").unwrap();
+    run_virtual(&clock, fleet.rollback("dev", rita, "500s")).unwrap();
+    run_virtual(&clock, fleet.redeploy("dev", ci)).unwrap();
+
+    let out = fleet.cdevents("/tollgate/shop");
+    assert_eq!(out[0], first[0], "an event is the same on every call");
+    let kinds: Vec<String> = out.iter().map(check).collect();
+    assert_eq!(
+        kinds,
+        [
+            "service.deployed",
+            "service.upgraded",
+            "service.rolledback",
+            "service.deployed",
+        ]
+    );
+    let ids: BTreeSet<&str> = out
+        .iter()
+        .map(|e| e["context"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), out.len(), "every event has its own id");
+    let purl = |release: &Release<Tested, Deployment>| {
+        let a = release.artifact();
+        format!("pkg:generic/{}?checksum={}", a.name, a.digest)
+    };
+    // deployed 1.0, upgraded to 1.1, rolled back to 1.0, 1.0 deployed again
+    for (event, release) in out.iter().zip([&r1, &r2, &r1, &r1]) {
+        assert_eq!(event["context"]["source"], "/tollgate/shop");
+        assert_eq!(event["subject"]["id"], "shop");
+        assert_eq!(event["subject"]["content"]["environment"]["id"], "dev");
+        assert_eq!(
+            event["subject"]["content"]["artifactId"],
+            purl(release).as_str()
+        );
+    }
+    let live = fleet.ledger().live_in("dev").unwrap().clone();
+    let TicketStatus::Deployed { at } = live.status else {
+        panic!("the redeploy went live: {live:?}");
+    };
+    let at = jiff::Timestamp::from_millisecond(i64::try_from(at.as_millis()).unwrap()).unwrap();
+    assert_eq!(out[3]["context"]["timestamp"], at.to_string().as_str());
+    assert!(
+        out[3]["context"]["id"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("#fleet/dev/{}", live.ticket)),
+        "{}",
+        out[3]
     );
 }

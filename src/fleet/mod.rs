@@ -45,6 +45,8 @@
 //! | `state.rs` | the fold of facts into queues, locks and live releases, with its checks |
 //! | `ledger.rs` | [`Ledger`]: what is where, what waits on what; the text dashboard |
 
+#[cfg(feature = "cdevents")]
+mod cdevents;
 mod fact;
 mod gate;
 mod ledger;
