@@ -5,12 +5,15 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tollgate::engine::FailurePolicy;
+use tollgate::environment::EnvironmentName;
 use tollgate::executor::StageStatus;
+use tollgate::fleet::{Fleet, FleetOptions, Lifecycle, LifecycleError, PhaseRule};
 use tollgate::graph::{
     Backoff, Concurrency, Condition, GraphError, Matrix, RetryPolicy, StageGraph, StageId, Step,
 };
@@ -19,8 +22,8 @@ use tollgate::lifecycle::ModeKind;
 use tollgate::pipeline::{NoApprovals, PipelineBuilder, WithApprovals};
 use tollgate::prelude::*;
 use tollgate::spec::{
-    ApprovalSpec, CommandSpec, EngineSpec, GateParams, GateRegistry, GateSpec, PipelineSpec,
-    RuleSpec, SpecError, StageDef,
+    ApprovalSpec, CommandSpec, EngineSpec, GateParams, GateRegistry, GateSpec, LifecycleSpec,
+    PhaseEntrySpec, PhaseRuleSpec, PhaseSpec, PipelineSpec, RuleSpec, SpecError, StageDef,
 };
 
 use support::{block_on, clock, ok};
@@ -1050,6 +1053,60 @@ fn environment(default: &'static str) -> impl Strategy<Value = Environment> {
     })
 }
 
+/// A valid lifecycle: one to three phases of one to three waves of one to three
+/// environments (all distinct), with rules the phases can meet (production never optional)
+/// and either entry.
+fn lifecycle() -> impl Strategy<Value = LifecycleSpec> {
+    let phase = (
+        proptest::collection::vec(1usize..4, 1..4),
+        0usize..3,
+        1usize..10,
+        proptest::option::of(proptest::collection::btree_set("[a-z]{1,6}", 1..3)),
+    );
+    proptest::collection::vec(phase, 1..4).prop_map(|phases| {
+        let last = phases.len() - 1;
+        let mut next = 0;
+        let phases = phases
+            .into_iter()
+            .enumerate()
+            .map(|(at, (waves, rule, k, people))| {
+                let waves: Vec<Vec<EnvironmentName>> = waves
+                    .into_iter()
+                    .map(|size| {
+                        (0..size)
+                            .map(|_| {
+                                next += 1;
+                                EnvironmentName::new(format!("env-{next}")).unwrap()
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let count: usize = waves.iter().map(Vec::len).sum();
+                let rule = match rule {
+                    1 => PhaseRuleSpec::AtLeast(1 + k % count),
+                    2 if at != last => PhaseRuleSpec::Optional,
+                    _ => PhaseRuleSpec::All,
+                };
+                let entry = people.map_or(PhaseEntrySpec::Automatic, |people| {
+                    PhaseEntrySpec::People(
+                        people
+                            .into_iter()
+                            .map(|p| Person::new(p).unwrap())
+                            .collect(),
+                    )
+                });
+                PhaseSpec {
+                    name: format!("phase-{at}"),
+                    waves,
+                    rule,
+                    entry,
+                }
+            })
+            .collect();
+        LifecycleSpec { phases }
+    })
+}
+
 fn spec() -> impl Strategy<Value = PipelineSpec> {
     (
         any::<bool>(),
@@ -1061,9 +1118,21 @@ fn spec() -> impl Strategy<Value = PipelineSpec> {
         environment("production"),
         engine(),
         duration(),
+        proptest::option::of(lifecycle()),
     )
         .prop_map(
-            |(delivery, stages, gates, default, production, staging, prod_env, engine, lease)| {
+            |(
+                delivery,
+                stages,
+                gates,
+                default,
+                production,
+                staging,
+                prod_env,
+                engine,
+                lease,
+                lifecycle,
+            )| {
                 let approvals = delivery.then(|| {
                     let mut approvals = default;
                     if let Some(policy) = production {
@@ -1101,6 +1170,7 @@ fn spec() -> impl Strategy<Value = PipelineSpec> {
                     production: prod_env,
                     engine,
                     claim_lease: lease,
+                    lifecycle,
                 }
             },
         )
@@ -1126,6 +1196,12 @@ proptest! {
     #[test]
     fn spec_to_pipeline_to_spec_is_the_identity(spec in spec()) {
         prop_assert_eq!(through_a_pipeline(&spec), spec);
+    }
+
+    #[test]
+    fn a_valid_lifecycle_spec_builds_and_says_itself_again(spec in lifecycle()) {
+        let built = Lifecycle::from_spec(&spec).unwrap_or_else(|e| panic!("{e}: {spec:?}"));
+        prop_assert_eq!(built.to_spec(), spec);
     }
 
     #[test]
@@ -1341,7 +1417,8 @@ fn the_schema_in_the_repository_is_the_codes() {
             "name": "x", "mode": "deployment", "stages": [], "claim_lease": "2h",
             "gates": [{ "kind": "soak", "on": "approve" }],
             "approvals": { "rules": [] }, "staging": { "name": "s" }, "production": { "name": "p" },
-            "engine": { "seed": 1 }
+            "engine": { "seed": 1 },
+            "lifecycle": { "phases": [{ "name": "production", "waves": [["p"]] }] }
         }))
         .unwrap(),
     )
@@ -1357,4 +1434,239 @@ fn the_schema_in_the_repository_is_the_codes() {
     keys.sort_unstable();
     assert_eq!(keys, expected);
     assert_eq!(schema["additionalProperties"], json!(false));
+}
+
+/// A deployment spec whose lifecycle is Dev → Test (two environments, one is enough) →
+/// Production (eu, then us and ap, entered only by rita), in TOML.
+const LIFECYCLE_TOML: &str = r#"name = "shop"
+mode = "deployment"
+
+[[stages]]
+id = "compile"
+step = "build"
+
+[[stages]]
+id = "unit"
+step = "test"
+after = ["compile"]
+
+[[stages]]
+id = "staging"
+step = "stage"
+
+[[stages]]
+id = "roll-out"
+step = "deploy"
+
+[[lifecycle.phases]]
+name = "dev"
+waves = [["dev"]]
+
+[[lifecycle.phases]]
+name = "test"
+waves = [["test-a", "test-b"]]
+rule = { at_least = 1 }
+
+[[lifecycle.phases]]
+name = "production"
+waves = [["eu"], ["us", "ap"]]
+entry = { people = ["rita"] }
+"#;
+
+/// The same lifecycle, as the JSON a spec holds.
+fn lifecycle_json() -> Value {
+    json!({ "phases": [
+        { "name": "dev", "waves": [["dev"]] },
+        { "name": "test", "waves": [["test-a", "test-b"]], "rule": { "at_least": 1 } },
+        { "name": "production", "waves": [["eu"], ["us", "ap"]],
+          "entry": { "people": ["rita"] } }
+    ] })
+}
+
+#[test]
+fn a_lifecycle_in_a_spec_builds_a_fleet_and_round_trips() {
+    let from_toml = PipelineSpec::from_toml_str(LIFECYCLE_TOML, "shop.toml").unwrap();
+    let mut json = serde_json::to_value(&from_toml).unwrap();
+    json["lifecycle"] = lifecycle_json();
+    let from_json = parse_json(&json).unwrap();
+    assert_eq!(from_toml, from_json);
+
+    let spec = from_toml.lifecycle.clone().expect("the lifecycle is read");
+    let names: Vec<&str> = spec.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["dev", "test", "production"]);
+    assert_eq!(spec.phases[0].rule, PhaseRuleSpec::All);
+    assert_eq!(spec.phases[1].rule, PhaseRuleSpec::AtLeast(1));
+    assert_eq!(
+        spec.phases[2].entry,
+        PhaseEntrySpec::People([Person::new("rita").unwrap()].into())
+    );
+    assert_eq!(spec.phases[2].waves.len(), 2);
+
+    // The fleet builds it, with every check, and says it back.
+    let lifecycle = Lifecycle::from_spec(&spec).unwrap();
+    assert_eq!(Lifecycle::try_from(&spec).unwrap(), lifecycle);
+    assert_eq!(lifecycle.production().name(), "production");
+    assert_eq!(lifecycle.phases()[1].progress_rule(), PhaseRule::AtLeast(1));
+    assert_eq!(lifecycle.to_spec(), spec);
+    let environments: Vec<&str> = lifecycle
+        .environments()
+        .map(EnvironmentName::as_str)
+        .collect();
+    assert_eq!(environments, ["dev", "test-a", "test-b", "eu", "us", "ap"]);
+
+    // The pipeline keeps the lifecycle as written, and a fleet opens on the pipeline with it.
+    let clock = clock();
+    let pipeline =
+        PipelineBuilder::<Deployment, NoApprovals>::from_spec(&from_toml, &GateRegistry::new())
+            .unwrap()
+            .clock(clock.clone())
+            .default_executor(ok())
+            .build()
+            .unwrap();
+    assert_eq!(pipeline.to_spec(), from_toml);
+    let fleet = tollgate::time::run_virtual(
+        &clock,
+        Fleet::open(Arc::new(pipeline), lifecycle, FleetOptions::default()),
+    )
+    .unwrap();
+    let ledger = fleet.ledger();
+    let phases: Vec<(&str, &str)> = ledger
+        .environments
+        .iter()
+        .map(|e| (e.environment.as_str(), e.phase.as_str()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("dev", "dev"),
+            ("test-a", "test"),
+            ("test-b", "test"),
+            ("eu", "production"),
+            ("us", "production"),
+            ("ap", "production"),
+        ]
+    );
+
+    // Both formats say it again as they read it.
+    assert_eq!(
+        PipelineSpec::from_toml_str(&from_toml.to_toml_string().unwrap(), "again.toml").unwrap(),
+        from_toml
+    );
+    assert_eq!(
+        PipelineSpec::from_json_str(&from_toml.to_json_string(), "again.json").unwrap(),
+        from_toml
+    );
+}
+
+#[test]
+fn a_misspelt_key_in_a_lifecycle_is_located_with_the_key_meant() {
+    let text = LIFECYCLE_TOML.replace("rule = { at_least = 1 }", "rul = { at_least = 1 }");
+    let error = PipelineSpec::from_toml_str(&text, "shop.toml").unwrap_err();
+    let SpecError::Invalid {
+        location,
+        path,
+        suggestion,
+        ..
+    } = &error
+    else {
+        panic!("{error}")
+    };
+    assert_eq!(path, "lifecycle.phases[1].rul", "{error}");
+    assert_eq!(suggestion.as_deref(), Some("rule"), "{error}");
+    let line = text.lines().position(|l| l.starts_with("rul =")).unwrap() + 1;
+    assert_eq!(
+        (location.file.as_str(), location.line),
+        ("shop.toml", line),
+        "{error}"
+    );
+
+    let text = LIFECYCLE_TOML.replace("rule = { at_least = 1 }", "rule = { at_lest = 1 }");
+    let error = PipelineSpec::from_toml_str(&text, "shop.toml").unwrap_err();
+    let SpecError::Invalid { suggestion, .. } = &error else {
+        panic!("{error}")
+    };
+    assert_eq!(suggestion.as_deref(), Some("at_least"), "{error}");
+
+    let mut spec = parse_json(&base()).unwrap();
+    spec.lifecycle = None;
+    let mut json = serde_json::to_value(&spec).unwrap();
+    json["lifecycle"] = lifecycle_json();
+    json["lifecycle"]["phases"][2]["wavs"] = json!([["eu"]]);
+    let error = parse_json(&json).unwrap_err();
+    let SpecError::Invalid {
+        path, suggestion, ..
+    } = &error
+    else {
+        panic!("{error}")
+    };
+    assert_eq!(
+        (path.as_str(), suggestion.as_deref()),
+        ("lifecycle.phases[2].wavs", Some("waves")),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_impossible_lifecycle_is_a_typed_error_naming_the_phase() {
+    let phase = |name: &str, waves: &[&[&str]]| PhaseSpec {
+        name: name.into(),
+        waves: waves
+            .iter()
+            .map(|w| {
+                w.iter()
+                    .map(|e| EnvironmentName::new(*e).unwrap())
+                    .collect()
+            })
+            .collect(),
+        rule: PhaseRuleSpec::All,
+        entry: PhaseEntrySpec::Automatic,
+    };
+    let build = |phases: Vec<PhaseSpec>| Lifecycle::from_spec(&LifecycleSpec { phases });
+
+    let error = build(vec![phase("dev", &[&["dev"]]), phase("production", &[])]).unwrap_err();
+    assert_eq!(
+        error,
+        LifecycleError::EmptyPhase {
+            phase: "production".into()
+        }
+    );
+    assert_eq!(error.to_string(), "phase `production` has no environment");
+
+    let error = build(vec![
+        phase("dev", &[&["dev"]]),
+        phase("production", &[&["eu"], &["dev"]]),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        error,
+        LifecycleError::DuplicateEnvironment {
+            environment: EnvironmentName::new("dev").unwrap(),
+            phase: "production".into()
+        }
+    );
+
+    let mut test = phase("test", &[&["test-a", "test-b"]]);
+    test.rule = PhaseRuleSpec::AtLeast(3);
+    let error = build(vec![test, phase("production", &[&["eu"]])]).unwrap_err();
+    assert_eq!(
+        error,
+        LifecycleError::ImpossibleRule {
+            phase: "test".into(),
+            k: 3,
+            environments: 2
+        }
+    );
+    assert_eq!(
+        error.to_string(),
+        "phase `test` asks for at least 3 of its 2 environments"
+    );
+
+    // A spec file with one parses (it is well-formed data) and the fleet refuses it by name.
+    let five = LIFECYCLE_TOML.replace("rule = { at_least = 1 }", "rule = { at_least = 5 }");
+    let spec = PipelineSpec::from_toml_str(&five, "shop.toml").unwrap();
+    let error = Lifecycle::try_from(spec.lifecycle.as_ref().unwrap()).unwrap_err();
+    assert!(
+        matches!(&error, LifecycleError::ImpossibleRule { phase, k: 5, environments: 2 } if phase == "test"),
+        "{error}"
+    );
 }

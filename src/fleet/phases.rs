@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::environment::EnvironmentName;
 use crate::id::{IdError, Person};
+use crate::spec::{LifecycleSpec, PhaseEntrySpec, PhaseRuleSpec, PhaseSpec};
 
 /// What a phase needs of a release before the next phase opens to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +296,78 @@ impl Lifecycle {
     /// Every environment, phase after phase, wave after wave.
     pub fn environments(&self) -> impl Iterator<Item = &EnvironmentName> {
         self.phases.iter().flat_map(Phase::environments)
+    }
+}
+
+impl Lifecycle {
+    /// The lifecycle a spec describes, through every check of [`Lifecycle::new`]; the error
+    /// names the phase or environment at fault.
+    ///
+    /// ```
+    /// use tollgate::fleet::{Lifecycle, LifecycleError};
+    /// use tollgate::spec::PipelineSpec;
+    /// let spec = PipelineSpec::from_json_str(r#"{
+    ///     "name": "shop", "mode": "deployment", "stages": [],
+    ///     "lifecycle": { "phases": [
+    ///         { "name": "dev", "waves": [["dev"]] },
+    ///         { "name": "production", "waves": [["eu"], ["us", "dev"]] }
+    ///     ] }
+    /// }"#, "shop.json")?;
+    /// let error = Lifecycle::from_spec(spec.lifecycle.as_ref().unwrap()).unwrap_err();
+    /// assert!(matches!(
+    ///     error,
+    ///     LifecycleError::DuplicateEnvironment { ref environment, ref phase }
+    ///         if environment.as_str() == "dev" && phase == "production"
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_spec(spec: &LifecycleSpec) -> Result<Self, LifecycleError> {
+        Lifecycle::new(spec.phases.iter().map(|phase| Phase {
+            name: phase.name.clone(),
+            waves: phase.waves.clone(),
+            rule: match phase.rule {
+                PhaseRuleSpec::All => PhaseRule::All,
+                PhaseRuleSpec::AtLeast(k) => PhaseRule::AtLeast(k),
+                PhaseRuleSpec::Optional => PhaseRule::Optional,
+            },
+            entry: match &phase.entry {
+                PhaseEntrySpec::Automatic => PhaseEntry::Automatic,
+                PhaseEntrySpec::People(people) => PhaseEntry::People(people.clone()),
+            },
+        }))
+    }
+
+    /// The spec of this lifecycle: [`Lifecycle::from_spec`] of it gives this lifecycle back.
+    #[must_use]
+    pub fn to_spec(&self) -> LifecycleSpec {
+        LifecycleSpec {
+            phases: self
+                .phases
+                .iter()
+                .map(|phase| PhaseSpec {
+                    name: phase.name.clone(),
+                    waves: phase.waves.clone(),
+                    rule: match phase.rule {
+                        PhaseRule::All => PhaseRuleSpec::All,
+                        PhaseRule::AtLeast(k) => PhaseRuleSpec::AtLeast(k),
+                        PhaseRule::Optional => PhaseRuleSpec::Optional,
+                    },
+                    entry: match &phase.entry {
+                        PhaseEntry::Automatic => PhaseEntrySpec::Automatic,
+                        PhaseEntry::People(people) => PhaseEntrySpec::People(people.clone()),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<&LifecycleSpec> for Lifecycle {
+    type Error = LifecycleError;
+
+    /// [`Lifecycle::from_spec`].
+    fn try_from(spec: &LifecycleSpec) -> Result<Self, LifecycleError> {
+        Lifecycle::from_spec(spec)
     }
 }
 

@@ -7,8 +7,8 @@ use crate::error::Result;
 use crate::graph::{Matrix, StageId, StageSpec};
 use crate::lifecycle::{Delivery, Deployment, Mode, ModeKind};
 use crate::spec::{
-    ApprovalSpec, CommandSpec, EngineSpec, GateRegistry, GateSpec, PipelineSpec, SpecError,
-    StageDef,
+    ApprovalSpec, CommandSpec, EngineSpec, GateRegistry, GateSpec, LifecycleSpec, PipelineSpec,
+    SpecError, StageDef,
 };
 
 use super::{NoApprovals, Pipeline, PipelineBuilder, Stage, WithApprovals};
@@ -27,6 +27,8 @@ pub(super) struct Declared {
     /// The `after` as written of each other stage (by its position in the graph) that names
     /// a matrix stage.
     pub(super) afters: BTreeMap<usize, Vec<StageId>>,
+    /// The spec's lifecycle, kept as written for a fleet.
+    pub(super) lifecycle: Option<LifecycleSpec>,
 }
 
 impl PipelineBuilder<Delivery, WithApprovals> {
@@ -137,6 +139,7 @@ impl<M: Mode> Pipeline<M> {
             production: self.production.clone(),
             engine: EngineSpec::from_engine(&self.engine),
             claim_lease: self.claim_lease,
+            lifecycle: self.declared.lifecycle.clone(),
         }
     }
 }
@@ -221,6 +224,7 @@ fn common<M: Mode>(
         };
     }
     builder.declared.gates.clone_from(&spec.gates);
+    builder.declared.lifecycle.clone_from(&spec.lifecycle);
     Ok(builder
         .staging(spec.staging.clone())
         .production(spec.production.clone())

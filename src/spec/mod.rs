@@ -49,10 +49,12 @@
 //! | file | job |
 //! |---|---|
 //! | `mod.rs` | the spec's types |
+//! | `lifecycle.rs` | [`LifecycleSpec`]: a fleet's phases, built by the fleet |
 //! | `parse.rs` | reading TOML and JSON, [`SpecError`] with its [`Location`] |
 //! | `registry.rs` | [`GateRegistry`], [`GateParams`], the built-in gates |
 //! | `schema.rs` | the spec's JSON Schema (feature `schema`) |
 
+mod lifecycle;
 mod parse;
 mod registry;
 #[cfg(feature = "schema")]
@@ -75,6 +77,7 @@ use crate::graph::{Concurrency, Condition, Matrix, RetryPolicy, StageId, StageSp
 use crate::id::{Person, PipelineName};
 use crate::lifecycle::{ModeKind, Move};
 
+pub use lifecycle::{LifecycleSpec, PhaseEntrySpec, PhaseRuleSpec, PhaseSpec};
 pub use parse::{Location, SpecError};
 pub use registry::{GateFactory, GateParams, GateRegistry, ParamError};
 
@@ -128,6 +131,10 @@ pub struct PipelineSpec {
     )]
     #[cfg_attr(feature = "schema", schemars(with = "DurationSchema"))]
     pub claim_lease: Duration,
+    /// The lifecycle a fleet promotes the pipeline's releases through (see
+    /// [`LifecycleSpec`]). The pipeline itself keeps it as written and runs no fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleSpec>,
 }
 
 /// One stage of a spec: what the graph knows of it ([`StageSpec`]) and the command it runs.
