@@ -1001,13 +1001,18 @@ fn fleet_pipeline(
 }
 
 /// Starts, builds, tests, stages and approves every release of [`FLEET_RELEASES`] in
-/// `pipeline`, and registers each in a fleet: what the replicas find in the journal.
-fn approved_and_registered(pipeline: &Arc<Pipeline<Deployment>>) -> Fleet<Deployment> {
+/// `pipeline`, and registers each in a fleet whose locks last `lease` (the fleet's settings
+/// are recorded once: every replica must open it with the same): what the replicas find in
+/// the journal.
+fn approved_and_registered(
+    pipeline: &Arc<Pipeline<Deployment>>,
+    lease: Duration,
+) -> Fleet<Deployment> {
     block_on(async {
         let fleet = Fleet::open(
             Arc::clone(pipeline),
             fleet_lifecycle(),
-            fleet_options(Duration::from_secs(3600)),
+            fleet_options(lease),
         )
         .await
         .unwrap();
@@ -1135,7 +1140,7 @@ fn postgres_fleet_replicas_promoting_at_once_keep_one_deployment_per_environment
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let pipeline = fleet_pipeline(&clock, journal.clone(), marking_deploy(dir.clone()));
-    let fleet = approved_and_registered(&pipeline);
+    let fleet = approved_and_registered(&pipeline, Duration::from_secs(3600));
 
     let args = |w: usize| format!("{w} {}", dir.display());
     let children: Vec<KillOnDrop> = (0..3)
@@ -1338,7 +1343,7 @@ fn a_postgres_fleet_replica_killed_holding_a_lock_is_taken_over_after_its_lease(
     let deploys = Arc::new(Mutex::new(Vec::new()));
     let deploy = holdable_deploy(Some(deploys.clone()));
     let pipeline = fleet_pipeline(&clock, journal.clone(), deploy);
-    drop(approved_and_registered(&pipeline));
+    drop(approved_and_registered(&pipeline, SHORT_LEASE));
 
     let mut holder = child("fleet_holder", "fleet_killed", "");
     let mut out = BufReader::new(holder.0.stdout.take().unwrap());
