@@ -29,7 +29,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
-use tollgate::engine::{Event, observer_fn};
+use tollgate::engine::{Event, EventLog, Observer, observer_fn};
 use tollgate::executor::StageStatus;
 use tollgate::gate::GateError;
 use tollgate::lifecycle::ModeKind;
@@ -45,16 +45,19 @@ struct Args {
     approve_as: Option<String>,
     max_wait: Duration,
     keep: bool,
+    /// Where to write the run's HTML report (`--report PATH`), if anywhere.
+    report: Option<PathBuf>,
+    /// Every event of the run, for the report.
+    log: EventLog,
 }
 
-const USAGE: &str =
-    "usage: run [--approve-as NAME] [--max-wait DURATION] [--keep] SPEC.toml|SPEC.json";
+const USAGE: &str = "usage: run [--approve-as NAME] [--max-wait DURATION] [--keep] [--report PATH] SPEC.toml|SPEC.json";
 
 fn parse_args() -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_env();
-    let (mut spec, mut approve_as, mut max_wait, mut keep) =
-        (None, None, Duration::from_secs(60), false);
+    let (mut spec, mut approve_as, mut max_wait, mut keep, mut report) =
+        (None, None, Duration::from_secs(60), false, None);
     while let Some(arg) = parser.next()? {
         match arg {
             Long("approve-as") => approve_as = Some(parser.value()?.string()?),
@@ -63,6 +66,7 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 max_wait = parse_duration(&text).map_err(|e| e.to_string())?;
             }
             Long("keep") => keep = true,
+            Long("report") => report = Some(PathBuf::from(parser.value()?)),
             Long("help") | Short('h') => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -76,6 +80,8 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         approve_as,
         max_wait,
         keep,
+        report,
+        log: EventLog::new(),
     })
 }
 
@@ -142,9 +148,11 @@ fn run(args: &Args) -> Outcome {
 }
 
 /// The engine the spec sets up, printing a line per stage as it ends.
-fn engine(spec: &PipelineSpec) -> Result<tollgate::engine::Engine, Error> {
+fn engine(spec: &PipelineSpec, log: &EventLog) -> Result<tollgate::engine::Engine, Error> {
     let started = Instant::now();
+    let log = log.clone();
     let progress = observer_fn(move |event: &Event| {
+        log.observe(event);
         let at = started.elapsed().as_secs_f64();
         match event {
             Event::StepStarted { step, stages, .. } => {
@@ -187,7 +195,7 @@ fn engine(spec: &PipelineSpec) -> Result<tollgate::engine::Engine, Error> {
 fn delivery(spec: &PipelineSpec, scratch: &Scratch, args: &Args) -> Result<Outcome, Error> {
     let pipeline =
         PipelineBuilder::<Delivery, WithApprovals>::from_spec(spec, &GateRegistry::new())?
-            .engine(engine(spec)?)
+            .engine(engine(spec, &args.log)?)
             .build()?;
     let person = match &args.approve_as {
         Some(name) => name.clone(),
@@ -219,14 +227,14 @@ fn delivery(spec: &PipelineSpec, scratch: &Scratch, args: &Args) -> Result<Outco
             staged.approve(&pipeline, approval).await.map_err(split)
         })
         .await;
-        deploy(&pipeline, scratch, approved).await
+        deploy(&pipeline, scratch, args, approved).await
     })
 }
 
 fn deployment(spec: &PipelineSpec, scratch: &Scratch, args: &Args) -> Result<Outcome, Error> {
     let pipeline =
         PipelineBuilder::<Deployment, NoApprovals>::from_spec(spec, &GateRegistry::new())?
-            .engine(engine(spec)?)
+            .engine(engine(spec, &args.log)?)
             .build()?;
     block_on(async {
         let staged = match to_staged(&pipeline, scratch, args).await? {
@@ -237,7 +245,7 @@ fn deployment(spec: &PipelineSpec, scratch: &Scratch, args: &Args) -> Result<Out
             staged.auto_approve(&pipeline).await.map_err(split)
         })
         .await;
-        deploy(&pipeline, scratch, approved).await
+        deploy(&pipeline, scratch, args, approved).await
     })
 }
 
@@ -263,7 +271,7 @@ async fn to_staged<M: Mode>(
     .await
     {
         Ok(built) => built,
-        Err((outcome, record)) => return Ok(Err(summary(&record, outcome))),
+        Err((outcome, record)) => return Ok(Err(finish(pipeline, args, &record, outcome))),
     };
     let artifact = built.artifact().clone();
     println!("artifact: {} {}\n", artifact.name, artifact.digest);
@@ -273,7 +281,7 @@ async fn to_staged<M: Mode>(
     .await
     {
         Ok(tested) => tested,
-        Err((outcome, record)) => return Ok(Err(summary(&record, outcome))),
+        Err((outcome, record)) => return Ok(Err(finish(pipeline, args, &record, outcome))),
     };
     match waiting(pipeline, args, tested, async |r| {
         r.stage(pipeline, &artifact).await.map_err(split)
@@ -281,23 +289,24 @@ async fn to_staged<M: Mode>(
     .await
     {
         Ok(staged) => Ok(Ok(staged)),
-        Err((outcome, record)) => Ok(Err(summary(&record, outcome))),
+        Err((outcome, record)) => Ok(Err(finish(pipeline, args, &record, outcome))),
     }
 }
 
 async fn deploy<M: Mode>(
     pipeline: &Pipeline<M>,
     scratch: &Scratch,
+    args: &Args,
     approved: Moved<Approved, M>,
 ) -> Result<Outcome, Error> {
     let approved = match approved {
         Ok(approved) => approved,
-        Err((outcome, record)) => return Ok(summary(&record, outcome)),
+        Err((outcome, record)) => return Ok(finish(pipeline, args, &record, outcome)),
     };
     let artifact = approved.artifact().clone();
     match approved.deploy(pipeline, &artifact).await {
         Ok(live) => {
-            let outcome = summary(live.record(), Outcome::Deployed);
+            let outcome = finish(pipeline, args, live.record(), Outcome::Deployed);
             println!("deployed to {}:", scratch.deploy_root.display());
             for file in files_under(&scratch.deploy_root) {
                 println!("  {file}");
@@ -307,7 +316,7 @@ async fn deploy<M: Mode>(
         Err(e) => {
             let outcome = outcome_of(e.error());
             eprintln!("deploy: {}", e.error());
-            Ok(summary(e.release().record(), outcome))
+            Ok(finish(pipeline, args, e.release().record(), outcome))
         }
     }
 }
@@ -380,6 +389,25 @@ fn outcome_kind(kind: ErrorKind) -> Outcome {
 }
 
 /// Prints every step the release ran, stage by stage, and returns `outcome`.
+/// Prints the summary, and writes the run's HTML report when `--report` asked for one (the
+/// pipeline's picture, the timeline, the logs, the gates' verdicts, who approved).
+fn finish<M: Mode>(
+    pipeline: &Pipeline<M>,
+    args: &Args,
+    record: &AnyRelease,
+    outcome: Outcome,
+) -> Outcome {
+    let outcome = summary(record, outcome);
+    if let Some(path) = &args.report {
+        let html = tollgate::picture::html_report(&pipeline.picture(), record, &args.log.events());
+        match std::fs::write(path, html) {
+            Ok(()) => println!("report written to {}", path.display()),
+            Err(e) => eprintln!("error: cannot write the report {}: {e}", path.display()),
+        }
+    }
+    outcome
+}
+
 fn summary(record: &AnyRelease, outcome: Outcome) -> Outcome {
     let mut text = format!("\nsummary of {} ({}):\n", record.id(), record.state());
     for step in record.steps() {
