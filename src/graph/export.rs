@@ -101,19 +101,7 @@ impl StageGraph {
             if members.peek().is_none() {
                 continue;
             }
-            writeln!(out, "    subgraph cluster_{step} {{")?;
-            writeln!(out, "        label=\"{step}\";")?;
-            for (i, id) in members {
-                if self.is_finally(i) {
-                    writeln!(
-                        out,
-                        "        \"{id}\" [label=\"{id}\\n(finally)\", style=dashed];"
-                    )?;
-                } else {
-                    writeln!(out, "        \"{id}\";")?;
-                }
-            }
-            out.push_str("    }\n");
+            self.write_dot_cluster(out, step, &step.to_string(), members.map(|(i, _)| i))?;
         }
         for (stage, spec) in self.stages.iter().enumerate() {
             for &dependency in self.deps_of(stage) {
@@ -122,6 +110,33 @@ impl StageGraph {
             }
         }
         out.push_str("}\n");
+        Ok(())
+    }
+
+    /// The DOT cluster of `step`'s stages `members`, titled `title` (already escaped for a
+    /// DOT string): each stage a node, a finally stage dashed. Shared with
+    /// [`PipelinePicture`](crate::picture::PipelinePicture)'s drawing.
+    pub(crate) fn write_dot_cluster(
+        &self,
+        out: &mut String,
+        step: Step,
+        title: &str,
+        members: impl Iterator<Item = usize>,
+    ) -> fmt::Result {
+        writeln!(out, "    subgraph cluster_{step} {{")?;
+        writeln!(out, "        label=\"{title}\";")?;
+        for i in members {
+            let id = &self.stages[i].id;
+            if self.is_finally(i) {
+                writeln!(
+                    out,
+                    "        \"{id}\" [label=\"{id}\\n(finally)\", style=dashed];"
+                )?;
+            } else {
+                writeln!(out, "        \"{id}\";")?;
+            }
+        }
+        out.push_str("    }\n");
         Ok(())
     }
 

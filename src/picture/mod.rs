@@ -294,20 +294,7 @@ impl<'a> PipelinePicture<'a> {
                         )?;
                         continue;
                     }
-                    writeln!(out, "    subgraph cluster_{step} {{")?;
-                    writeln!(out, "        label=\"{title}\";")?;
-                    for i in members {
-                        let id = self.graph.spec(i).id.as_str();
-                        if self.graph.is_finally(i) {
-                            writeln!(
-                                out,
-                                "        \"{id}\" [label=\"{id}\\n(finally)\", style=dashed];"
-                            )?;
-                        } else {
-                            writeln!(out, "        \"{id}\";")?;
-                        }
-                    }
-                    out.push_str("    }\n");
+                    self.graph.write_dot_cluster(out, step, &title, members)?;
                 }
             }
         }
