@@ -265,6 +265,37 @@ pub async fn read_release(
     Ok(facts)
 }
 
+/// The entries filed under any of `keys` up to the journal's head as this call finds it, in
+/// journal order: each key's own chain checked ([`check_key_chain`], and each entry filed
+/// under the key asked for), and the whole journal's chain walked from the first of them to
+/// the head, so that an entry of one of the keys that the key index leaves out, adds or
+/// changes is refused. Entries appended after the head was read (another process on a shared
+/// journal) are left for a later read, not taken for a gap.
+pub async fn read_keys_checked(
+    journal: &(impl Journal + ?Sized),
+    keys: &[String],
+) -> Result<Vec<Stored>, FactError> {
+    let (head, _) = journal.head().await?;
+    let mut all = Vec::new();
+    for key in keys {
+        let entries = read_key_checked(journal, key).await?;
+        all.extend(entries.into_iter().filter(|s| s.seq <= head));
+    }
+    all.sort_by_key(|s| s.seq);
+    if let Some(first) = all.first().map(|s| s.seq) {
+        let ours: std::collections::BTreeMap<Seq, &Stored> =
+            all.iter().map(|s| (s.seq, s)).collect();
+        check_since(
+            journal,
+            first,
+            |stored| stored.seq <= head && keys.contains(&stored.key),
+            &ours,
+        )
+        .await?;
+    }
+    Ok(all)
+}
+
 /// The entries of `key`, read through the journal's key index, each filed under `key` and
 /// chained to the one before it ([`check_key_chain`]).
 async fn read_key_checked(

@@ -67,9 +67,9 @@ pub use state::TicketStatus;
 
 use crate::artifact::Digest;
 use crate::environment::{Environment, EnvironmentName};
-use crate::fact::{Fact, FactError};
+use crate::fact::{Fact, FactError, read_keys_checked};
 use crate::id::{Person, ReleaseId};
-use crate::journal::{Journal, JournalError, Seq, Stored, check_key_chain, walk};
+use crate::journal::{Journal, JournalError, Seq, Stored, check_key_chain};
 use crate::lifecycle::{
     Approved, Deployed, Mode, Move, Staged, State as TypedState, StateName, Tested, Verdict,
 };
@@ -510,39 +510,15 @@ impl<M: Mode> Fleet<M> {
             pipeline,
             state: Mutex::new(state),
         };
-        let keys = fleet.keys();
         // Another process may append fleet facts while they are read (a replica on a shared
-        // journal): the ones past the head seen here are news for a later `refresh`, not a
-        // gap in the key index.
-        let (head, _) = fleet.journal().head().await?;
-        let mut all: Vec<Stored> = Vec::new();
-        for key in &keys {
-            let stored = fleet.journal().read_key(key).await?;
-            check_key_chain(fleet.journal().key(), &stored)?;
-            all.extend(stored.into_iter().filter(|s| s.seq <= head));
-        }
-        all.sort_by_key(|s| s.seq);
-        if let Some(first) = all.first() {
-            let ours: BTreeSet<Seq> = all.iter().map(|s| s.seq).collect();
-            let mut seen = 0usize;
-            walk(fleet.journal(), first.seq, None, |stored| {
-                if stored.seq <= head && keys.contains(&stored.key) {
-                    if !ours.contains(&stored.seq) {
-                        return Err("the key index leaves this fleet fact out".to_owned());
-                    }
-                    seen += 1;
-                }
-                Ok(())
-            })
-            .await?;
-            if seen != ours.len() {
-                return Err(FleetError::Inconsistent {
-                    key: String::new(),
-                    seq: 0,
-                    reason: "the key index names fleet facts the journal does not hold".to_owned(),
-                });
-            }
-        }
+        // journal): the ones past the head seen here are news for a later `refresh`.
+        let all = read_keys_checked(fleet.journal(), &fleet.keys())
+            .await
+            .map_err(|e| match e {
+                // A broken chain is the journal's, as every other fleet read reports it.
+                FactError::Journal(e) => FleetError::Journal(e),
+                e => FleetError::Fact(e),
+            })?;
         fleet.fold(all).await?;
         fleet.record_settings().await?;
         Ok(fleet)
