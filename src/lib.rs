@@ -27,6 +27,7 @@ pub mod picture;
 pub mod pipeline;
 pub mod record;
 pub mod release;
+pub mod rollout;
 pub mod spec;
 pub mod time;
 
