@@ -116,8 +116,10 @@ forward_impls! {
     }
 }
 
-/// What a good sample looks like.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What a good sample looks like. Its serde form is `{"at_most": 0.01}` or
+/// `{"at_least": 0.99}` (a rollout's analysis names its thresholds in a strategy's data).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Threshold {
     /// Good when the value is at most this (error rates, latencies).
     AtMost(f64),
@@ -126,7 +128,9 @@ pub enum Threshold {
 }
 
 impl Threshold {
-    fn holds(self, value: f64) -> bool {
+    /// Whether `value` is a good sample (NaN never is).
+    #[must_use]
+    pub fn holds(self, value: f64) -> bool {
         match self {
             Threshold::AtMost(limit) => value <= limit,
             Threshold::AtLeast(limit) => value >= limit,

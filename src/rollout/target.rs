@@ -187,6 +187,13 @@ pub trait Target: Send + Sync {
 
     /// All traffic back to the stable version at once, and the candidate taken away.
     async fn abort(&self, environment: &EnvironmentName) -> Result<(), TargetError>;
+
+    /// Runs the host action `hook` a canary names (a database migration, a cache warm-up).
+    /// By default nothing: a target that runs no hooks has nothing to do.
+    async fn run_hook(&self, environment: &EnvironmentName, hook: &str) -> Result<(), TargetError> {
+        let _ = (environment, hook);
+        Ok(())
+    }
 }
 
 forward_impls! {
@@ -200,5 +207,6 @@ forward_impls! {
         async fn promote(&self, environment: &EnvironmentName) -> Result<(), TargetError>;
         async fn retire(&self, environment: &EnvironmentName) -> Result<(), TargetError>;
         async fn abort(&self, environment: &EnvironmentName) -> Result<(), TargetError>;
+        async fn run_hook(&self, environment: &EnvironmentName, hook: &str) -> Result<(), TargetError>;
     }
 }
