@@ -298,9 +298,10 @@ impl Canary {
     }
 }
 
-/// One step of a rollout's plan, as the runner executes it and its events name it.
+/// One step of a rollout's plan, as the runner executes it and its events name it (serde:
+/// `"prepare"`, `{"set_weight": 10}`, `{"pause": {"for": 60000}}`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "step")]
+#[serde(rename_all = "snake_case")]
 pub enum Step {
     /// Bring the candidate up beside the stable version.
     Prepare,
