@@ -728,7 +728,7 @@ impl Run<'_> {
                 (Some(s), Some(e)) => Some(s.min(e)),
                 (s, e) => s.or(e),
             };
-            let woke = match wake {
+            let said_go = match wake {
                 Some(at) => {
                     let sleep = self.clock.sleep_until(at);
                     match futures::future::select(sleep, &mut go).await {
@@ -738,7 +738,7 @@ impl Run<'_> {
                 }
                 None => Some((&mut go).await),
             };
-            if let Some(by) = woke {
+            if let Some(by) = said_go {
                 self.tell(RolloutEventKind::Go { index, by }).await?;
                 return Ok(());
             }
