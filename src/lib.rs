@@ -15,6 +15,7 @@ pub mod environment;
 pub mod error;
 pub mod executor;
 pub mod fact;
+pub mod flag;
 pub mod fleet;
 mod forward;
 pub mod gate;

@@ -43,5 +43,6 @@ pub use event::{
     observer_fn, rollout_key,
 };
 pub use run::{HealthCheck, Operator, Rollout, RolloutError, RolloutReport};
+pub(crate) use run::{Woke, wait_in_pause};
 pub use strategy::{BlueGreen, Canary, CanaryStep, Pause, Promotion, Rolling, Step, Strategy};
 pub use target::{Health, Observed, Target, TargetError, Version, Weight, WeightError};

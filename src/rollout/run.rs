@@ -719,33 +719,57 @@ impl Run<'_> {
             };
         let period = self.rollout.analysis.as_ref().map(|(a, _)| a.period());
         loop {
-            let now = self.clock.now();
-            if end.is_some_and(|end| now >= end) {
-                return Ok(());
-            }
-            let sample_at = period.map(|p| now.saturating_add(p));
-            let wake: Option<Timestamp> = match (sample_at, end) {
-                (Some(s), Some(e)) => Some(s.min(e)),
-                (s, e) => s.or(e),
-            };
-            let said_go = match wake {
-                Some(at) => {
-                    let sleep = self.clock.sleep_until(at);
-                    match futures::future::select(sleep, &mut go).await {
-                        Either::Left(((), _)) => None,
-                        Either::Right((by, _)) => Some(by),
-                    }
+            match wait_in_pause(self.clock, end, period, &mut go).await {
+                Woke::Ended => return Ok(()),
+                Woke::Go(by) => {
+                    self.tell(RolloutEventKind::Go { index, by }).await?;
+                    return Ok(());
                 }
-                None => Some((&mut go).await),
-            };
-            if let Some(by) = said_go {
-                self.tell(RolloutEventKind::Go { index, by }).await?;
-                return Ok(());
-            }
-            if sample_at.is_some_and(|s| self.clock.now() >= s) {
-                self.analyze(index, true).await?;
+                Woke::Sample => self.analyze(index, true).await?,
             }
         }
+    }
+}
+
+/// What ended a wait in a pause.
+pub(crate) enum Woke {
+    /// The pause's time is up.
+    Ended,
+    /// A person said go.
+    Go(Person),
+    /// A background sample is due.
+    Sample,
+}
+
+/// Waits in a pause that ends at `end` (never, for one that waits for go) until its time is
+/// up, `go` resolves or, every `period` when there is analysis, a sample is due (a sample due
+/// at the very end is taken before the pause ends).
+pub(crate) async fn wait_in_pause(
+    clock: &dyn Clock,
+    end: Option<Timestamp>,
+    period: Option<Duration>,
+    go: &mut futures::future::Fuse<BoxFuture<'static, Person>>,
+) -> Woke {
+    let now = clock.now();
+    if end.is_some_and(|end| now >= end) {
+        return Woke::Ended;
+    }
+    let sample_at = period.map(|p| now.saturating_add(p));
+    let wake: Option<Timestamp> = match (sample_at, end) {
+        (Some(s), Some(e)) => Some(s.min(e)),
+        (s, e) => s.or(e),
+    };
+    match wake {
+        Some(at) => match futures::future::select(clock.sleep_until(at), go).await {
+            Either::Right((by, _)) => return Woke::Go(by),
+            Either::Left(((), _)) => {}
+        },
+        None => return Woke::Go(go.await),
+    }
+    if sample_at.is_some_and(|s| clock.now() >= s) {
+        Woke::Sample
+    } else {
+        Woke::Ended
     }
 }
 

@@ -1,6 +1,9 @@
 //! Rollout helpers: a simulated [`Target`] that records every call (with the analysis
 //! verdicts the rollout reported, in one log), scripted metrics, and a scripted operator.
 
+// Each test crate that includes this file uses only some of the helpers.
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
