@@ -184,7 +184,7 @@ fn main() -> Result<(), Error> {
                 .push(e.clone());
         }));
 
-    let build = from_fn(|ctx| {
+    let compile = from_fn(|ctx| {
         Ok(StageOutcome::success().artifact(ArtifactRef::from_bytes(
             "shop",
             format!("shop {}", ctx.release()).as_bytes(),
@@ -192,7 +192,7 @@ fn main() -> Result<(), Error> {
     });
     let pipeline = Pipeline::<Deployment>::builder("shop")
         .clock(clock.clone())
-        .stage(Stage::build("compile").run(build))
+        .stage(Stage::build("compile").run(compile))
         .stage(
             Stage::test("unit")
                 .after("compile")

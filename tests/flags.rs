@@ -236,22 +236,19 @@ proptest! {
         let report = run_virtual(&clock, flag.run(&release, &production(), &clock)).unwrap();
         let failed = report.events.iter().position(|e| matches!(&e.kind, FlagEventKind::Analyzed { evaluation, .. } if evaluation.is_failed()));
         let changes = flags.changes();
-        match failed {
-            Some(at) => {
-                let sets_after: Vec<_> = report.events[at..].iter().filter_map(|e| match &e.kind {
-                    FlagEventKind::Set { rollout } => Some(rollout.clone()),
-                    _ => None,
-                }).collect();
-                prop_assert!(sets_after.is_empty(), "{:?}", sets_after);
-                prop_assert_eq!(&changes.last().unwrap().2, &FlagRollout::Off);
-                prop_assert!(matches!(report.outcome, FlagOutcome::TurnedOff { .. }), "{:?}", report.outcome);
-                prop_assert_eq!(flags.get(&prod(), "f"), FlagRollout::Off);
-            }
-            None => {
-                let released = matches!(report.outcome, FlagOutcome::Released { .. });
-                prop_assert!(released);
-                prop_assert!(changes.iter().all(|c| c.2 != FlagRollout::Off));
-            }
+        if let Some(at) = failed {
+            let sets_after: Vec<_> = report.events[at..].iter().filter_map(|e| match &e.kind {
+                FlagEventKind::Set { rollout } => Some(rollout.clone()),
+                _ => None,
+            }).collect();
+            prop_assert!(sets_after.is_empty(), "{:?}", sets_after);
+            prop_assert_eq!(&changes.last().unwrap().2, &FlagRollout::Off);
+            prop_assert!(matches!(report.outcome, FlagOutcome::TurnedOff { .. }), "{:?}", report.outcome);
+            prop_assert_eq!(flags.get(&prod(), "f"), FlagRollout::Off);
+        } else {
+            let released = matches!(report.outcome, FlagOutcome::Released { .. });
+            prop_assert!(released);
+            prop_assert!(changes.iter().all(|c| c.2 != FlagRollout::Off));
         }
     }
 }

@@ -351,6 +351,9 @@ pub struct FlagReport {
     pub events: Vec<FlagEvent>,
 }
 
+/// An observer of a flag's events.
+type FlagObserver = dyn Fn(&FlagEvent) + Send + Sync;
+
 /// The release of one flag of one release: its plan, the store, and the same analysis,
 /// operator and journal a canary has.
 pub struct FlagRelease {
@@ -359,7 +362,7 @@ pub struct FlagRelease {
     store: Arc<dyn FlagStore>,
     analysis: Option<(Analysis, Arc<dyn MetricSource>)>,
     operator: Option<Arc<dyn Operator>>,
-    observers: Vec<Arc<dyn Fn(&FlagEvent) + Send + Sync>>,
+    observers: Vec<Arc<FlagObserver>>,
     journal: Option<(Arc<dyn Journal>, PipelineName)>,
 }
 
