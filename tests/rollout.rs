@@ -628,6 +628,54 @@ fn a_rollout_cut_off_by_a_crash_resumes_after_its_last_finished_step() {
     );
 }
 
+#[test]
+fn a_frozen_rollout_run_again_asks_its_person_and_rolls_forward_without_preparing_again() {
+    let s = setup();
+    let journal = journal();
+    let frozen = s
+        .rollout(migrating())
+        .analysis(errors(), bad_after_migration())
+        .journal(Arc::clone(&journal));
+    assert!(matches!(
+        s.run(&frozen).unwrap().outcome,
+        Outcome::Frozen { .. }
+    ));
+    // Run again with nobody deciding: still frozen, and nothing called.
+    let before = s.target.calls().len();
+    let again = s
+        .rollout(migrating())
+        .analysis(errors(), Scripted::default())
+        .journal(Arc::clone(&journal));
+    assert!(matches!(
+        s.run(&again).unwrap().outcome,
+        Outcome::Frozen { .. }
+    ));
+    assert_eq!(s.target.calls().len(), before);
+    // A person rolls it forward: the failed step is skipped, traffic put back, the rest runs.
+    let people = People {
+        clock: s.clock.clone(),
+        go_at: START,
+        decision: Some(Choice::RollForward),
+    };
+    let forward = s
+        .rollout(migrating())
+        .analysis(errors(), Scripted::default())
+        .operator(people)
+        .journal(Arc::clone(&journal));
+    let report = s.run(&forward).unwrap();
+    assert_eq!(report.outcome, Outcome::Promoted);
+    assert!(matches!(
+        report.events[0].kind,
+        RolloutEventKind::Resumed { .. }
+    ));
+    let calls = s.target.calls()[before..].to_vec();
+    assert_eq!(calls, [Call::Shift(p(), 50), Call::Promote(p())]);
+    assert!(
+        !calls.contains(&Call::Hook(p(), "migrate".into())),
+        "the migration ran once"
+    );
+}
+
 // A rollout as a pipeline's deploy stage.
 
 /// Error rate 0.5 for the release called `bad`, 0 for the others.
@@ -819,6 +867,22 @@ fn a_fleet_promotion_through_a_lifecycle_runs_the_rollout_in_each_environment() 
         "good"
     );
     assert_eq!(target.state("test").candidate, None);
+    // The journal with the rollouts' facts in it still restores the releases and reopens
+    // the fleet.
+    run_virtual(&clock, pipeline.restore("good")).unwrap();
+    run_virtual(
+        &clock,
+        Fleet::open(
+            Arc::clone(&pipeline),
+            Lifecycle::new([
+                Phase::new("test").environment("test").unwrap(),
+                Phase::new("production").environment("production").unwrap(),
+            ])
+            .unwrap(),
+            FleetOptions::default(),
+        ),
+    )
+    .unwrap();
     // Both environments' rollouts are in the journal, each under its own key.
     let shop = PipelineName::new("shop").unwrap();
     for (release, env, outcome) in [

@@ -346,6 +346,8 @@ struct ResumePoint {
     from: usize,
     /// Whether a forward-only step had begun.
     forward_only: Option<String>,
+    /// The rollout ended frozen (after this step, for this cause) and nobody has decided.
+    frozen: Option<(String, Cause)>,
 }
 
 /// One run of a rollout.
@@ -431,6 +433,7 @@ impl Run<'_> {
                     point = (c == *candidate).then_some(ResumePoint {
                         from: 0,
                         forward_only: None,
+                        frozen: None,
                     });
                 }
                 RolloutEventKind::StepStarted {
@@ -450,6 +453,25 @@ impl Run<'_> {
                         p.from = index + 1;
                     }
                 }
+                RolloutEventKind::Frozen { after, cause } => {
+                    if let Some(p) = &mut point {
+                        p.frozen = Some((after, cause));
+                    }
+                }
+                RolloutEventKind::Decided {
+                    choice: Choice::RollForward,
+                    ..
+                } => {
+                    // Rolling forward skips the step that failed.
+                    if let Some(p) = &mut point {
+                        p.frozen = None;
+                        p.from += 1;
+                    }
+                }
+                // A frozen rollout is not over: run again, it asks a person once more.
+                RolloutEventKind::Finished {
+                    outcome: Outcome::Frozen { .. },
+                } => {}
                 RolloutEventKind::Finished { .. } => point = None,
                 _ => {}
             }
@@ -470,6 +492,13 @@ impl Run<'_> {
             from = point.from;
             forward_only = point.forward_only;
             self.tell(RolloutEventKind::Resumed { from }).await?;
+            if let Some((after, cause)) = point.frozen {
+                // Frozen before: nothing moves until a person decides.
+                match self.stop_or_resume(cause, Some(&after)).await? {
+                    Some(outcome) => return Ok(outcome),
+                    None => from += 1,
+                }
+            }
             // Put the traffic back where the last finished step left it (the target's calls
             // are idempotent), then carry on.
             if let Some(last) = plan[..from.min(plan.len())]
