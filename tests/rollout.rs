@@ -987,3 +987,51 @@ proptest! {
         prop_assert!(told, "last event {:?}", last);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The analyzer against a reference model: it fails at the first sample that takes a
+    /// check past `failure_limit` bad samples in all or `inconclusive_limit` samples in a row
+    /// without data, and answers that failure from then on without sampling again.
+    #[test]
+    fn the_analyzer_fails_exactly_where_the_model_says(
+        samples in prop::collection::vec(prop_oneof![3 => Just(Some(0.0)), 2 => Just(Some(0.5)), 1 => Just(None), 1 => Just(Some(f64::NAN))], 0..40),
+        failure_limit in 0u32..4,
+        inconclusive_limit in 0u32..4,
+    ) {
+        let clock = clock();
+        let release = release(&clock);
+        let env = production();
+        let metrics = Scripted::new(samples.clone());
+        let mut analyzer = tollgate::rollout::Analyzer::new(
+            errors().failure_limit(failure_limit).inconclusive_limit(inconclusive_limit),
+        );
+        let ctx = tollgate::gate::GateContext::new(&release, Move::Deploy, &env, START);
+        let (mut bad, mut dry) = (0u32, 0u32);
+        let mut model_failed_at = None;
+        for (i, s) in samples.iter().enumerate() {
+            match s {
+                Some(v) if !v.is_nan() && *v <= 0.01 => dry = 0,
+                Some(v) if !v.is_nan() => { dry = 0; bad += 1; }
+                _ => dry += 1,
+            }
+            if bad > failure_limit || dry > inconclusive_limit {
+                model_failed_at = Some(i);
+                break;
+            }
+        }
+        let mut failed_at = None;
+        for i in 0..samples.len() {
+            let evaluation = futures::executor::block_on(analyzer.evaluate(&metrics, &ctx));
+            if evaluation.is_failed() && failed_at.is_none() {
+                failed_at = Some(i);
+            }
+            if failed_at.is_some() {
+                prop_assert!(evaluation.is_failed(), "a failed analysis stays failed");
+            }
+        }
+        prop_assert_eq!(failed_at, model_failed_at);
+        prop_assert_eq!(metrics.taken().len(), model_failed_at.map_or(samples.len(), |i| i + 1));
+    }
+}

@@ -40,10 +40,10 @@ impl MetricCheck {
 /// pauses, and how many bad or inconclusive samples are tolerated.
 ///
 /// Every evaluation samples every check once. A check fails the analysis once it has had
-/// more than [`failure_limit`](Self::failure_limit) bad samples, or more than
-/// [`inconclusive_limit`](Self::inconclusive_limit) samples without data (no data for that
-/// long means nobody can say the candidate is healthy, so it is not promoted). A failed
-/// analysis stays failed.
+/// more than [`failure_limit`](Self::failure_limit) bad samples in all, or more than
+/// [`inconclusive_limit`](Self::inconclusive_limit) samples in a row without data (no data
+/// for that long means nobody can say the candidate is healthy, so it is not promoted). A
+/// failed analysis stays failed.
 ///
 /// ```
 /// use std::time::Duration;
@@ -68,7 +68,7 @@ pub struct Analysis {
     /// Bad samples tolerated per check; one more fails the analysis.
     #[serde(default)]
     pub failure_limit: u32,
-    /// Samples without data tolerated per check; one more fails the analysis.
+    /// Samples in a row without data tolerated per check; one more fails the analysis.
     #[serde(default = "default_inconclusive_limit")]
     pub inconclusive_limit: u32,
 }
