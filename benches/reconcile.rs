@@ -112,22 +112,14 @@ fn config() -> BTreeMap<String, String> {
     ])
 }
 
-/// A fleet of `n` environments, all running release `app-1`, and its reconciler.
-struct World {
-    fleet: Arc<Fleet<Deployment>>,
-    cluster: Cluster,
-    reconciler: Reconciler<Deployment>,
-    desired: DesiredState,
-    stray: Version,
-}
-
-fn world(n: usize) -> World {
-    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-    let journal = Arc::new(MemoryJournal::new(ChainKey::derive(b"bench")));
-    let cluster = Cluster::default();
-    // The deploy stage puts the release's artifact on the simulated cluster.
+/// The shop's pipeline, whose deploy stage puts the release's artifact on `cluster`.
+fn pipeline(
+    clock: &ManualClock,
+    journal: Arc<MemoryJournal>,
+    cluster: &Cluster,
+) -> Arc<Pipeline<Deployment>> {
     let deployer = cluster.clone();
-    let pipeline = Arc::new(
+    Arc::new(
         Pipeline::<Deployment>::builder("shop")
             .clock(clock.clone())
             .journal(journal)
@@ -157,7 +149,23 @@ fn world(n: usize) -> World {
             })))
             .build()
             .expect("valid pipeline"),
-    );
+    )
+}
+
+/// A fleet of `n` environments, all running release `app-1`, and its reconciler.
+struct World {
+    fleet: Arc<Fleet<Deployment>>,
+    cluster: Cluster,
+    reconciler: Reconciler<Deployment>,
+    desired: DesiredState,
+    stray: Version,
+}
+
+fn world(n: usize) -> World {
+    let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+    let journal = Arc::new(MemoryJournal::new(ChainKey::derive(b"bench")));
+    let cluster = Cluster::default();
+    let pipeline = pipeline(&clock, journal, &cluster);
     let names: Vec<String> = (0..n).map(|e| format!("env-{e}")).collect();
     let lifecycle = Lifecycle::new([Phase::new("production")
         .wave(names.iter().cloned())
