@@ -314,7 +314,7 @@ fn print_pass(start: Timestamp, pass: &Pass) {
                 format!("REFUSED: {release} was tested as {recorded}, git names {desired}")
             }
             Outcome::Refused {
-                refusal: Refusal::Fleet { reason, .. },
+                refusal: Refusal::ByFleet { reason, .. },
             } => format!("refused by the fleet: {reason}"),
             Outcome::Refused { refusal } => format!("REFUSED: {refusal:?}"),
             Outcome::ObserveFailed { error } => format!("cannot observe: {error}"),

@@ -774,7 +774,7 @@ fn an_older_release_never_live_there_is_refused_by_the_fleet() {
     w.commit(&["eu"], "r1", &[]);
     let pass = w.pass(&r);
     assert!(
-        matches!(&event_for(&pass, "eu").unwrap().outcome, Outcome::Refused { refusal: Refusal::Fleet { action: Action::Rollback { .. }, reason } } if reason.contains("never live"))
+        matches!(&event_for(&pass, "eu").unwrap().outcome, Outcome::Refused { refusal: Refusal::ByFleet { action: Action::Rollback { .. }, reason } } if reason.contains("never live"))
     );
     assert_eq!(w.live("eu").as_deref(), Some("r3"));
 }

@@ -243,9 +243,11 @@ pub enum Refusal {
         /// The reconciler, as the fleet saw it.
         by: Actor,
     },
-    /// The fleet refused the deployment (an older release never live there, a closed gate,
-    /// a phase not passed, …), recorded in its journal where the fleet records refusals.
-    Fleet {
+    /// The fleet refused the deployment (an older release never live there, a closed gate, a
+    /// phase not passed, …), recorded in its journal where the fleet records refusals.
+    /// (Named `ByFleet`, not `Fleet`: an item of that name would make rustc spell
+    /// `tollgate::fleet::Fleet` in full in every diagnostic.)
+    ByFleet {
         /// What was asked.
         action: Action,
         /// The fleet's error.

@@ -70,12 +70,14 @@ use crate::time::Timestamp;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReconcileError {
-    /// The desired-state source could not be read, and no earlier desired state is known.
+    /// The desired-state source could not be read (nothing is deployed in that pass).
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// The fleet's journal failed (or holds a history the fleet could not have written).
+    /// The fleet's ledger could not be read or written: its journal failed, or holds a
+    /// history the fleet could not have written. (Not `Fleet`: a variant of that name would
+    /// make rustc spell `tollgate::fleet::Fleet` in full in every diagnostic.)
     #[error(transparent)]
-    Fleet(#[from] FleetError),
+    Ledger(#[from] FleetError),
 }
 
 /// The GitOps loop over one [`Fleet`]: see the [module docs](self).
@@ -319,7 +321,7 @@ impl<M: Mode> Reconciler<M> {
         loop {
             let started = clock.now();
             let pass = self.pass().await;
-            if let Err(ReconcileError::Fleet(_)) = pass {
+            if let Err(ReconcileError::Ledger(_)) = pass {
                 return pass.map(|_| ());
             }
             if each(&pass).is_break() {
@@ -634,7 +636,7 @@ impl<M: Mode> Reconciler<M> {
             Ok(restored) => restored,
             Err(error) => {
                 return Some(Outcome::Refused {
-                    refusal: Refusal::Fleet {
+                    refusal: Refusal::ByFleet {
                         action: action.clone(),
                         reason: error.to_string(),
                     },
@@ -713,7 +715,7 @@ impl<M: Mode> Reconciler<M> {
                     },
                 },
                 action => Outcome::Refused {
-                    refusal: Refusal::Fleet {
+                    refusal: Refusal::ByFleet {
                         action,
                         reason: format!("{actor} may not {what}"),
                     },
@@ -726,7 +728,7 @@ impl<M: Mode> Reconciler<M> {
                 | FleetError::SettingsDiffer { .. }),
             ) => return Err(error.into()),
             Err(error) => Outcome::Refused {
-                refusal: Refusal::Fleet {
+                refusal: Refusal::ByFleet {
                     action,
                     reason: error.to_string(),
                 },
