@@ -26,6 +26,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod picture;
 pub mod pipeline;
+pub mod reconcile;
 pub mod record;
 pub mod release;
 pub mod rollout;

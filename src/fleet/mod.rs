@@ -788,6 +788,82 @@ impl<M: Mode> Fleet<M> {
     }
 }
 
+/// One environment as a reconcile pass reads it ([`Fleet::look`]): borrowed under the
+/// fleet's lock, so a pass over many environments copies nothing it does not need.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Look<'a> {
+    /// The deployment that made the live release live, if any.
+    pub live: Option<LiveLook<'a>>,
+    /// A deployment waits in the environment's queue, or holds its lock (lease not over).
+    pub busy: bool,
+    /// The release asked about, if the fleet holds it: its registered digest and its place
+    /// in the order of releases (newer is larger).
+    pub asked: Option<(&'a Digest, u64)>,
+}
+
+/// The live release of an environment and the deployment that brought it live (its
+/// redeploys skipped), as [`Look`] borrows them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LiveLook<'a> {
+    /// The release live.
+    pub release: &'a ReleaseId,
+    /// Its registered digest.
+    pub digest: &'a Digest,
+    /// Its place in the order of releases.
+    pub ordinal: u64,
+    /// How it came live (a promotion or a rollback; a redeploy only if nothing earlier).
+    pub kind: &'a DeployKind,
+    /// Who asked for it.
+    pub by: &'a Actor,
+    /// Its ticket.
+    pub ticket: Seq,
+}
+
+impl<M: Mode> Fleet<M> {
+    /// Hands `f` what a reconcile pass needs of `environment` (and of release `release`)
+    /// at `now`: two hash lookups under the fleet's lock, no copy and no ledger built, so a
+    /// pass over n environments costs O(n).
+    pub(crate) fn look<R>(
+        &self,
+        environment: &str,
+        release: &str,
+        now: Timestamp,
+        f: impl FnOnce(Look<'_>) -> R,
+    ) -> Result<R, FleetError> {
+        let state = self.lock();
+        let env = &state.envs[state.env(environment)?];
+        let live = env.live.map(|i| {
+            // The deployment that brought the release live: redeploys of it (drift repairs)
+            // keep how it came, so a rollback stays a rollback after a repair.
+            let release = env.tickets[i].release;
+            let ticket = env.tickets[..=i]
+                .iter()
+                .rev()
+                .find(|t| {
+                    t.release == release
+                        && !matches!(t.kind, DeployKind::Redeploy)
+                        && matches!(t.status, TicketStatus::Deployed { .. })
+                })
+                .unwrap_or(&env.tickets[i]);
+            let parked = &state.releases[ticket.release as usize];
+            LiveLook {
+                release: &parked.id,
+                digest: &parked.artifact.digest,
+                ordinal: parked.ordinal,
+                kind: &ticket.kind,
+                by: &ticket.by,
+                ticket: ticket.seq,
+            }
+        });
+        let asked = state.by_id.get(release).map(|&r| {
+            let parked = &state.releases[r as usize];
+            (&parked.artifact.digest, parked.ordinal)
+        });
+        let busy = !env.pending.is_empty() || env.lock.is_some_and(|(_, lease)| now < lease);
+        Ok(f(Look { live, busy, asked }))
+    }
+}
+
 // The private machinery: the journal's keys, writing facts, the queue's run.
 impl<M: Mode> Fleet<M> {
     fn lock(&self) -> MutexGuard<'_, State> {
