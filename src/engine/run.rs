@@ -90,7 +90,8 @@ enum AttemptEnd {
 /// thread), counts.
 struct Running<'a> {
     slot: u32,
-    work: BoxFuture<'a, Result<StageOutcome, ExecutorError>>,
+    /// The executor's future; `None` once it has been dropped (the attempt ended).
+    work: Option<BoxFuture<'a, Result<StageOutcome, ExecutorError>>>,
     limit: Option<Limit>,
     clock: &'a dyn Clock,
     /// When the executor got the thread for its first poll: the attempt's start, as making
@@ -120,11 +121,11 @@ struct Ended {
 }
 
 impl Running<'_> {
-    /// Drops the executor's future now (leaving a pending one that costs nothing), so that
-    /// what it leaves in its partial log is there when the attempt is settled; returns the
-    /// text of a panic it raised while dropped.
+    /// Drops the executor's future now, if it is still there, so that what it leaves in its
+    /// partial log is there when the attempt is settled; returns the text of a panic it
+    /// raised while dropped.
     fn drop_work(&mut self) -> Option<String> {
-        let work = std::mem::replace(&mut self.work, Box::pin(future::pending()));
+        let work = self.work.take()?;
         std::panic::catch_unwind(AssertUnwindSafe(move || drop(work)))
             .err()
             .map(|payload| message(payload.as_ref()).to_owned())
@@ -135,7 +136,9 @@ impl Drop for Running<'_> {
     /// A step dropped by its host drops its attempts here: a panic in an executor's drop is
     /// contained (there is no report left to tell it to).
     fn drop(&mut self) {
-        let _ = self.drop_work();
+        if self.work.is_some() {
+            let _ = self.drop_work();
+        }
     }
 }
 
@@ -144,8 +147,12 @@ impl Future for Running<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let this = self.get_mut();
+        let Some(work) = this.work.as_mut() else {
+            // Ended already: the running set never polls it again.
+            return Poll::Pending;
+        };
         let before = this.entered.take().unwrap_or_else(|| this.clock.now());
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.work.as_mut().poll(cx)));
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx)));
         let after = this.clock.now();
         this.blocked = this
             .blocked
@@ -940,7 +947,7 @@ impl<'a> StepState<'a> {
                 let work = self.traced(slot, number, work);
                 Started::Running(Running {
                     slot: slot as u32,
-                    work,
+                    work: Some(work),
                     limit: limit.map(|(at, kind)| Limit {
                         sleep: run.clock.sleep_until(at),
                         at,
@@ -976,12 +983,18 @@ impl<'a> StepState<'a> {
                 if !logs.is_empty() {
                     report.logs.extend(logs);
                 }
+
                 if status.is_success() {
                     if let Some(attempt) = report.attempts.last_mut() {
                         attempt.finished_at = now;
                         attempt.status = StageStatus::Succeeded;
                     }
-                    if !outputs.is_empty() {
+                    if outputs.is_empty() {
+                        // Most stages return no outputs, and dropping an empty map still
+                        // walks it; an empty map owns no memory, so forgetting it leaks
+                        // nothing.
+                        std::mem::forget(outputs);
+                    } else {
                         report.outputs = outputs;
                     }
                     if let Some(artifact) = artifact {
@@ -1246,21 +1259,21 @@ fn inputs_of<'a>(
     i: usize,
 ) -> Vec<(&'a StageId, Arc<Outputs>)> {
     let graph = run.graph;
-    graph
-        .deps_of(i)
-        .iter()
-        .filter_map(|&d| {
-            let d = d as usize;
-            let id = &graph.spec(d).id;
-            let outputs = match table.slot_of[d] {
-                NOT_IN_STEP => run.prior_outputs.get(id).cloned(),
-                slot => table.outputs[slot as usize].get().cloned(),
-            };
-            // A dependency without outputs has nothing to hand over: leaving it out spares most
-            // stages an allocation.
-            outputs.filter(|o| !o.is_empty()).map(|o| (id, o))
-        })
-        .collect()
+    // A dependency without outputs has nothing to hand over: leaving it out spares most
+    // stages an allocation, and its spec (for its id) is read only when it has some.
+    let mut inputs = Vec::new();
+    for &d in graph.deps_of(i) {
+        let d = d as usize;
+        let outputs = match table.slot_of[d] {
+            NOT_IN_STEP if run.prior_outputs.is_empty() => None,
+            NOT_IN_STEP => run.prior_outputs.get(&graph.spec(d).id),
+            slot => table.outputs[slot as usize].get(),
+        };
+        if let Some(outputs) = outputs.filter(|o| !o.is_empty()) {
+            inputs.push((&graph.spec(d).id, Arc::clone(outputs)));
+        }
+    }
+    inputs
 }
 
 /// How each direct dependency of stage `i` ended, for a finally stage: those in this step from
