@@ -92,7 +92,8 @@ struct Running<'a> {
     slot: u32,
     /// The executor's future; `None` once it has been dropped (the attempt ended).
     work: Option<BoxFuture<'a, Result<StageOutcome, ExecutorError>>>,
-    limit: Option<Limit>,
+    /// Boxed: most stages have no timeout, and a smaller attempt moves more cheaply.
+    limit: Option<Box<Limit>>,
     clock: &'a dyn Clock,
     /// When the executor got the thread for its first poll: the attempt's start, as making
     /// its future counts too. `None` once polled.
@@ -117,18 +118,20 @@ struct Ended {
     /// The longest the executor held the thread in one poll, in milliseconds.
     blocked: u64,
     /// The text of a panic while the executor's future was dropped.
-    drop_panic: Option<String>,
+    /// Boxed text: it is rare, and `Ended` then stays small enough to move without a copy
+    /// loop.
+    drop_panic: Option<Box<str>>,
 }
 
 impl Running<'_> {
     /// Drops the executor's future now, if it is still there, so that what it leaves in its
     /// partial log is there when the attempt is settled; returns the text of a panic it
     /// raised while dropped.
-    fn drop_work(&mut self) -> Option<String> {
+    fn drop_work(&mut self) -> Option<Box<str>> {
         let work = self.work.take()?;
         std::panic::catch_unwind(AssertUnwindSafe(move || drop(work)))
             .err()
-            .map(|payload| message(payload.as_ref()).to_owned())
+            .map(|payload| message(payload.as_ref()).into())
     }
 }
 
@@ -829,7 +832,7 @@ impl<'a> StepState<'a> {
     /// thread for `blocked` ms in one poll (told once per stage and step, past the engine's
     /// threshold), or panicked while its future was dropped.
     #[inline]
-    fn misbehaved(&mut self, slot: usize, blocked: u64, drop_panic: Option<String>) {
+    fn misbehaved(&mut self, slot: usize, blocked: u64, drop_panic: Option<Box<str>>) {
         let threshold = self.engine.blocking_threshold;
         let blocked_too_long = Duration::from_millis(blocked) > threshold;
         if !blocked_too_long && drop_panic.is_none() {
@@ -839,7 +842,7 @@ impl<'a> StepState<'a> {
     }
 
     #[cold]
-    fn warn_misbehaved(&mut self, slot: usize, blocked: Option<u64>, drop_panic: Option<String>) {
+    fn warn_misbehaved(&mut self, slot: usize, blocked: Option<u64>, drop_panic: Option<Box<str>>) {
         let stage = self.reports[slot].id.clone();
         let attempt = self.reports[slot].attempts.len() as u32;
         let (engine, clock) = (self.engine, self.run.clock);
@@ -858,7 +861,7 @@ impl<'a> StepState<'a> {
             let warning = Warning::DropPanicked {
                 stage,
                 attempt,
-                message,
+                message: message.into(),
             };
             self.warnings.warn(engine, clock, warning);
         }
@@ -948,10 +951,12 @@ impl<'a> StepState<'a> {
                 Started::Running(Running {
                     slot: slot as u32,
                     work: Some(work),
-                    limit: limit.map(|(at, kind)| Limit {
-                        sleep: run.clock.sleep_until(at),
-                        at,
-                        kind,
+                    limit: limit.map(|(at, kind)| {
+                        Box::new(Limit {
+                            sleep: run.clock.sleep_until(at),
+                            at,
+                            kind,
+                        })
                     }),
                     clock: run.clock,
                     entered: Some(entered),
