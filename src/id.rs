@@ -404,7 +404,9 @@ mod tests {
 
     #[test]
     fn stage_id_edge_cases_match_the_rules() {
-        for id in ["", " ", "a", " a", "a ", "a  b", "a b", "a|b", "  ", "é", "a\tb"] {
+        for id in [
+            "", " ", "a", " a", "a ", "a  b", "a b", "a|b", "  ", "é", "a\tb",
+        ] {
             assert_eq!(check_id(id), check_id_by_rule(id), "{id:?}");
         }
         for len in [127, 128, 129] {

@@ -222,8 +222,6 @@ struct StepState<'a> {
     /// Each stage's report, filled in as it runs: a stage that never starts keeps the
     /// "skipped" report it begins with.
     reports: Vec<StageReport>,
-    /// What attempts that were cut off left of their logs.
-    partial_logs: PartialLogs,
     /// Each started stage's span (feature `tracing`), the parent of its attempts' spans;
     /// closed when the stage finishes.
     #[cfg(feature = "tracing")]
@@ -339,9 +337,9 @@ impl Engine {
             table: run.labels.outputs.get_or_init(|| StepOutputs {
                 outputs: (0..n).map(|_| OnceLock::new()).collect(),
                 slot_of,
+                partial_logs: PartialLogs::default(),
             }),
             phase: vec![Phase::Waiting; n],
-            partial_logs: PartialLogs::default(),
             #[cfg(feature = "tracing")]
             spans: vec![None; n],
             warnings,
@@ -909,14 +907,14 @@ impl<'a> StepState<'a> {
             labels: &run.labels,
             inputs: inputs_of(run, self.table, i),
             attempt: number,
-            clock: run.clock,
+            slot: slot as u32,
             step_outcome,
             dependencies: if step_outcome.is_some() {
                 dependency_statuses(run, &self.table.slot_of, &self.reports, i)
             } else {
                 Vec::new()
             },
-            partial_log: self.partial_logs.attempt(slot as u32, number),
+            partial_log: std::sync::OnceLock::new(),
             key: std::sync::OnceLock::new(),
         };
         let limit = if timed {
@@ -1024,7 +1022,7 @@ impl<'a> StepState<'a> {
                 // The attempt's future is gone: its log is what it left behind.
                 report
                     .logs
-                    .extend(self.partial_logs.take(slot as u32, number));
+                    .extend(self.table.partial_logs.take(slot as u32, number));
                 (StageStatus::TimedOut { limit }, true)
             }
             AttemptEnd::Late(limit, result) => {
@@ -1033,7 +1031,7 @@ impl<'a> StepState<'a> {
                     Ok(outcome) => report.logs.extend(outcome.logs),
                     Err(_) => report
                         .logs
-                        .extend(self.partial_logs.take(slot as u32, number)),
+                        .extend(self.table.partial_logs.take(slot as u32, number)),
                 }
                 (StageStatus::TimedOut { limit }, true)
             }
@@ -1165,8 +1163,10 @@ impl<'a> StepState<'a> {
                 at: now,
             });
         // A failure the stage is allowed is still its status; the flag says it is allowed.
-        // Read only on failure: a success reads no spec.
-        report.continued = !succeeded && self.run.graph.spec(self.members[slot]).continue_on_error;
+        // Read only on failure, through a call the compiler cannot hoist: as a field read
+        // behind `&&`, the spec's byte was loaded for every stage (a cache miss per stage on
+        // big graphs).
+        report.continued = !succeeded && allowed_to_fail(self.run.graph, self.members[slot]);
         report.status = status;
         report.finished_at = Some(now);
         self.phase[slot] = Phase::Done;
@@ -1229,7 +1229,7 @@ impl<'a> StepState<'a> {
                         attempt.finished_at = now;
                         attempt.status = status.clone();
                         // The attempt's future was just dropped: its log is what it left.
-                        let kept = self.partial_logs.take(slot as u32, attempt.number);
+                        let kept = self.table.partial_logs.take(slot as u32, attempt.number);
                         report.logs.extend(kept);
                     }
                 }
@@ -1239,6 +1239,13 @@ impl<'a> StepState<'a> {
             self.finish(slot, status.clone(), now);
         }
     }
+}
+
+/// Whether stage `i` may fail without failing its step (its spec's `continue_on_error`).
+#[cold]
+#[inline(never)]
+fn allowed_to_fail(graph: &crate::graph::StageGraph, i: usize) -> bool {
+    graph.spec(i).continue_on_error
 }
 
 /// How a settled stage ended, as its dependents' conditions see it.
@@ -1368,6 +1375,7 @@ mod tests {
             step: Step::Build,
             labels: StepLabels {
                 graph: &graph,
+                clock: &clock,
                 prior_outputs: &prior,
                 outputs: &step_outputs,
                 release: &release,
