@@ -32,7 +32,9 @@ impl Attempts {
         Attempts(Repr::None)
     }
 
-    /// Adds `attempt` after the others.
+    /// Adds `attempt` after the others. Inlined, so that the attempt is written into place
+    /// rather than built on the stack and copied.
+    #[inline]
     pub fn push(&mut self, attempt: Attempt) {
         // Every stage's first attempt takes the first arm, in place: no move of the whole
         // list out and back.

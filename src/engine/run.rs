@@ -1148,6 +1148,12 @@ impl<'a> StepState<'a> {
     }
 
     /// The stage in `slot` ended with `status` at `now`.
+    ///
+    /// Always inlined: where the status is a constant (every success), it is then written into the
+    /// report directly instead of being built on the stack and read back, which stalled on
+    /// every stage (the read of a value just written in other widths).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     fn finish(&mut self, slot: usize, status: StageStatus, now: Timestamp) -> Settled {
         #[cfg(feature = "tracing")]
         if let Some(span) = self.spans[slot].take() {
