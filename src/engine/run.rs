@@ -149,7 +149,17 @@ impl Future for Running<'_> {
     type Output = Ended;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
-        let this = self.get_mut();
+        self.get_mut().poll_attempt(cx)
+    }
+}
+
+impl Running<'_> {
+    /// Polls the attempt: [`Future::poll`], and the scheduler's first poll as the attempt
+    /// starts, into which it is inlined so that an attempt that ends at once is never moved.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn poll_attempt(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
+        let this = self;
         let Some(work) = this.work.as_mut() else {
             // Ended already: the running set never polls it again.
             return Poll::Pending;
@@ -661,7 +671,7 @@ impl<'a> StepState<'a> {
                     continue;
                 }
                 let ended = match self.start(slot, phase.finally_of) {
-                    Started::Running(mut attempt) => match Pin::new(&mut attempt).poll(cx) {
+                    Started::Running(mut attempt) => match attempt.poll_attempt(cx) {
                         Poll::Ready(ended) => ended,
                         Poll::Pending => {
                             phase.running.push(attempt);
