@@ -1002,12 +1002,7 @@ impl<'a> StepState<'a> {
                         attempt.finished_at = now;
                         attempt.status = StageStatus::Succeeded;
                     }
-                    if outputs.is_empty() {
-                        // Most stages return no outputs, and dropping an empty map still
-                        // walks it; an empty map owns no memory, so forgetting it leaks
-                        // nothing.
-                        std::mem::forget(outputs);
-                    } else {
+                    if !outputs.is_empty() {
                         report.outputs = outputs;
                     }
                     if let Some(artifact) = artifact {
