@@ -1111,9 +1111,12 @@ fn memory_table() {
 }
 
 /// Runs one runner on one shape a number of times and nothing else, for a profiler:
-/// `TOLLGATE_PROFILE="chain_10k tollgate 3"` (runners: `tollgate`, `lower_bound`). Under
+/// `TOLLGATE_PROFILE="chain_10k tollgate 3"` (runners: `tollgate`, `lower_bound`, and for
+/// build + run on the manual clock `build_run` and `record`, the record lower bound). Under
 /// `valgrind --tool=callgrind --toggle-collect='*block_on*'` only the runs are counted, not
-/// building the graphs.
+/// building the graphs (`--toggle-collect='*build_and_run_tollgate*'` or
+/// `'*record_lower_bound*'` counts both). The runner `split` prints tollgate's fastest build
+/// and fastest run apart, by CPU time.
 fn profile(shapes: &[Shape], request: &str) {
     let words: Vec<&str> = request.split_whitespace().collect();
     let [shape, runner, runs] = words[..] else {
@@ -1138,7 +1141,45 @@ fn profile(shapes: &[Shape], request: &str) {
                 assert_eq!(run_lower_bound(&plain), shape.len());
             }
         }
-        other => panic!("no runner {other:?} (tollgate, lower_bound)"),
+        "build_run" => {
+            let host = Host::new(Engine::new());
+            let specs = tollgate_specs(shape, |_| None);
+            for _ in 0..runs {
+                let (_, report) = build_and_run_tollgate(&host, specs.clone(), &host.clock);
+                assert!(report.succeeded());
+            }
+        }
+        "split" => {
+            let host = Host::new(Engine::new());
+            let specs = tollgate_specs(shape, |_| None);
+            let (mut b, mut r) = (f64::INFINITY, f64::INFINITY);
+            for _ in 0..runs {
+                let input = specs.clone();
+                let t0 = thread_cpu();
+                let graph = StageGraph::builder().stages(input).build().unwrap();
+                let t1 = thread_cpu();
+                let report = run_tollgate_on(&host, &graph, &host.clock);
+                let t2 = thread_cpu();
+                drop(report);
+                b = b.min(t1 - t0);
+                r = r.min(t2 - t1);
+            }
+            println!(
+                "{} build {:.2} ms run {:.2} ms",
+                shape.name,
+                b * 1e3,
+                r * 1e3
+            );
+        }
+        "record" => {
+            let clock = ManualClock::new(Timestamp::EPOCH);
+            let specs = tollgate_specs(shape, |_| None);
+            for _ in 0..runs {
+                let (_, records) = record_lower_bound(specs.clone(), &clock);
+                assert_eq!(records.len(), shape.len());
+            }
+        }
+        other => panic!("no runner {other:?} (tollgate, lower_bound, build_run, record)"),
     }
 }
 

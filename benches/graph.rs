@@ -7,7 +7,9 @@
 //!
 //! Run with `cargo bench --bench graph -- --warm-up-time 1 --measurement-time 3`; the whole
 //! run takes about ten minutes on two cores. A filter (`cargo bench --bench graph -- chain`)
-//! runs only the matching benchmarks; the summary then shows only those.
+//! runs only the matching benchmarks; the summary then shows only those. With
+//! `TOLLGATE_QUICK` set it times one shape by CPU time instead (see [`quick`]); with
+//! `TOLLGATE_MEMORY=1` it prints only the heap table.
 
 // Per-stage figures divide counts far below 2^52, so the float casts are exact enough.
 #![allow(clippy::cast_precision_loss)]
@@ -465,6 +467,11 @@ impl Clocks {
 fn main() {
     if let Ok(request) = std::env::var("TOLLGATE_QUICK") {
         quick(&request);
+        return;
+    }
+    // The memory table alone, in a second rather than after ten minutes of timing.
+    if std::env::var_os("TOLLGATE_MEMORY").is_some() {
+        memory_table();
         return;
     }
     let mut criterion = Criterion::default()

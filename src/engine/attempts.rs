@@ -32,16 +32,22 @@ impl Attempts {
         Attempts(Repr::None)
     }
 
-    /// Adds `attempt` after the others.
+    /// Adds `attempt` after the others. Inlined, so that the attempt is written into place
+    /// rather than built on the stack and copied.
+    #[inline]
     pub fn push(&mut self, attempt: Attempt) {
-        self.0 = match std::mem::take(&mut self.0) {
-            Repr::None => Repr::One(attempt),
-            Repr::One(first) => Repr::Many(vec![first, attempt]),
-            Repr::Many(mut all) => {
-                all.push(attempt);
-                Repr::Many(all)
+        // Every stage's first attempt takes the first arm, in place: no move of the whole
+        // list out and back.
+        match &mut self.0 {
+            Repr::None => self.0 = Repr::One(attempt),
+            Repr::Many(all) => all.push(attempt),
+            Repr::One(_) => {
+                let Repr::One(first) = std::mem::take(&mut self.0) else {
+                    return;
+                };
+                self.0 = Repr::Many(vec![first, attempt]);
             }
-        };
+        }
     }
 
     /// For serde's `skip_serializing_if`, which wants a function of `&Self`.

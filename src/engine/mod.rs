@@ -314,6 +314,7 @@ impl Engine {
             step,
             labels: StepLabels {
                 graph,
+                clock,
                 prior_outputs: &prior,
                 outputs: &step_outputs,
                 release,

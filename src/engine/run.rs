@@ -90,8 +90,10 @@ enum AttemptEnd {
 /// thread), counts.
 struct Running<'a> {
     slot: u32,
-    work: BoxFuture<'a, Result<StageOutcome, ExecutorError>>,
-    limit: Option<Limit>,
+    /// The executor's future; `None` once it has been dropped (the attempt ended).
+    work: Option<BoxFuture<'a, Result<StageOutcome, ExecutorError>>>,
+    /// Boxed: most stages have no timeout, and a smaller attempt moves more cheaply.
+    limit: Option<Box<Limit>>,
     clock: &'a dyn Clock,
     /// When the executor got the thread for its first poll: the attempt's start, as making
     /// its future counts too. `None` once polled.
@@ -116,18 +118,20 @@ struct Ended {
     /// The longest the executor held the thread in one poll, in milliseconds.
     blocked: u64,
     /// The text of a panic while the executor's future was dropped.
-    drop_panic: Option<String>,
+    /// Boxed text: it is rare, and `Ended` then stays small enough to move without a copy
+    /// loop.
+    drop_panic: Option<Box<str>>,
 }
 
 impl Running<'_> {
-    /// Drops the executor's future now (leaving a pending one that costs nothing), so that
-    /// what it leaves in its partial log is there when the attempt is settled; returns the
-    /// text of a panic it raised while dropped.
-    fn drop_work(&mut self) -> Option<String> {
-        let work = std::mem::replace(&mut self.work, Box::pin(future::pending()));
+    /// Drops the executor's future now, if it is still there, so that what it leaves in its
+    /// partial log is there when the attempt is settled; returns the text of a panic it
+    /// raised while dropped.
+    fn drop_work(&mut self) -> Option<Box<str>> {
+        let work = self.work.take()?;
         std::panic::catch_unwind(AssertUnwindSafe(move || drop(work)))
             .err()
-            .map(|payload| message(payload.as_ref()).to_owned())
+            .map(|payload| message(payload.as_ref()).into())
     }
 }
 
@@ -135,7 +139,9 @@ impl Drop for Running<'_> {
     /// A step dropped by its host drops its attempts here: a panic in an executor's drop is
     /// contained (there is no report left to tell it to).
     fn drop(&mut self) {
-        let _ = self.drop_work();
+        if self.work.is_some() {
+            let _ = self.drop_work();
+        }
     }
 }
 
@@ -143,9 +149,23 @@ impl Future for Running<'_> {
     type Output = Ended;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
-        let this = self.get_mut();
+        self.get_mut().poll_attempt(cx)
+    }
+}
+
+impl Running<'_> {
+    /// Polls the attempt: [`Future::poll`], and the scheduler's first poll as the attempt
+    /// starts, into which it is inlined so that an attempt that ends at once is never moved.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn poll_attempt(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
+        let this = self;
+        let Some(work) = this.work.as_mut() else {
+            // Ended already: the running set never polls it again.
+            return Poll::Pending;
+        };
         let before = this.entered.take().unwrap_or_else(|| this.clock.now());
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.work.as_mut().poll(cx)));
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx)));
         let after = this.clock.now();
         this.blocked = this
             .blocked
@@ -212,8 +232,6 @@ struct StepState<'a> {
     /// Each stage's report, filled in as it runs: a stage that never starts keeps the
     /// "skipped" report it begins with.
     reports: Vec<StageReport>,
-    /// What attempts that were cut off left of their logs.
-    partial_logs: PartialLogs,
     /// Each started stage's span (feature `tracing`), the parent of its attempts' spans;
     /// closed when the stage finishes.
     #[cfg(feature = "tracing")]
@@ -329,9 +347,9 @@ impl Engine {
             table: run.labels.outputs.get_or_init(|| StepOutputs {
                 outputs: (0..n).map(|_| OnceLock::new()).collect(),
                 slot_of,
+                partial_logs: PartialLogs::default(),
             }),
             phase: vec![Phase::Waiting; n],
-            partial_logs: PartialLogs::default(),
             #[cfg(feature = "tracing")]
             spans: vec![None; n],
             warnings,
@@ -653,7 +671,7 @@ impl<'a> StepState<'a> {
                     continue;
                 }
                 let ended = match self.start(slot, phase.finally_of) {
-                    Started::Running(mut attempt) => match Pin::new(&mut attempt).poll(cx) {
+                    Started::Running(mut attempt) => match attempt.poll_attempt(cx) {
                         Poll::Ready(ended) => ended,
                         Poll::Pending => {
                             phase.running.push(attempt);
@@ -822,7 +840,7 @@ impl<'a> StepState<'a> {
     /// thread for `blocked` ms in one poll (told once per stage and step, past the engine's
     /// threshold), or panicked while its future was dropped.
     #[inline]
-    fn misbehaved(&mut self, slot: usize, blocked: u64, drop_panic: Option<String>) {
+    fn misbehaved(&mut self, slot: usize, blocked: u64, drop_panic: Option<Box<str>>) {
         let threshold = self.engine.blocking_threshold;
         let blocked_too_long = Duration::from_millis(blocked) > threshold;
         if !blocked_too_long && drop_panic.is_none() {
@@ -832,7 +850,7 @@ impl<'a> StepState<'a> {
     }
 
     #[cold]
-    fn warn_misbehaved(&mut self, slot: usize, blocked: Option<u64>, drop_panic: Option<String>) {
+    fn warn_misbehaved(&mut self, slot: usize, blocked: Option<u64>, drop_panic: Option<Box<str>>) {
         let stage = self.reports[slot].id.clone();
         let attempt = self.reports[slot].attempts.len() as u32;
         let (engine, clock) = (self.engine, self.run.clock);
@@ -851,7 +869,7 @@ impl<'a> StepState<'a> {
             let warning = Warning::DropPanicked {
                 stage,
                 attempt,
-                message,
+                message: message.into(),
             };
             self.warnings.warn(engine, clock, warning);
         }
@@ -899,14 +917,14 @@ impl<'a> StepState<'a> {
             labels: &run.labels,
             inputs: inputs_of(run, self.table, i),
             attempt: number,
-            clock: run.clock,
+            slot: slot as u32,
             step_outcome,
             dependencies: if step_outcome.is_some() {
                 dependency_statuses(run, &self.table.slot_of, &self.reports, i)
             } else {
                 Vec::new()
             },
-            partial_log: self.partial_logs.attempt(slot as u32, number),
+            partial_log: std::sync::OnceLock::new(),
             key: std::sync::OnceLock::new(),
         };
         let limit = if timed {
@@ -940,11 +958,13 @@ impl<'a> StepState<'a> {
                 let work = self.traced(slot, number, work);
                 Started::Running(Running {
                     slot: slot as u32,
-                    work,
-                    limit: limit.map(|(at, kind)| Limit {
-                        sleep: run.clock.sleep_until(at),
-                        at,
-                        kind,
+                    work: Some(work),
+                    limit: limit.map(|(at, kind)| {
+                        Box::new(Limit {
+                            sleep: run.clock.sleep_until(at),
+                            at,
+                            kind,
+                        })
                     }),
                     clock: run.clock,
                     entered: Some(entered),
@@ -976,6 +996,7 @@ impl<'a> StepState<'a> {
                 if !logs.is_empty() {
                     report.logs.extend(logs);
                 }
+
                 if status.is_success() {
                     if let Some(attempt) = report.attempts.last_mut() {
                         attempt.finished_at = now;
@@ -1006,7 +1027,7 @@ impl<'a> StepState<'a> {
                 // The attempt's future is gone: its log is what it left behind.
                 report
                     .logs
-                    .extend(self.partial_logs.take(slot as u32, number));
+                    .extend(self.table.partial_logs.take(slot as u32, number));
                 (StageStatus::TimedOut { limit }, true)
             }
             AttemptEnd::Late(limit, result) => {
@@ -1015,7 +1036,7 @@ impl<'a> StepState<'a> {
                     Ok(outcome) => report.logs.extend(outcome.logs),
                     Err(_) => report
                         .logs
-                        .extend(self.partial_logs.take(slot as u32, number)),
+                        .extend(self.table.partial_logs.take(slot as u32, number)),
                 }
                 (StageStatus::TimedOut { limit }, true)
             }
@@ -1132,6 +1153,12 @@ impl<'a> StepState<'a> {
     }
 
     /// The stage in `slot` ended with `status` at `now`.
+    ///
+    /// Always inlined: where the status is a constant (every success), it is then written into the
+    /// report directly instead of being built on the stack and read back, which stalled on
+    /// every stage (the read of a value just written in other widths).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     fn finish(&mut self, slot: usize, status: StageStatus, now: Timestamp) -> Settled {
         #[cfg(feature = "tracing")]
         if let Some(span) = self.spans[slot].take() {
@@ -1147,8 +1174,10 @@ impl<'a> StepState<'a> {
                 at: now,
             });
         // A failure the stage is allowed is still its status; the flag says it is allowed.
-        // Read only on failure: a success reads no spec.
-        report.continued = !succeeded && self.run.graph.spec(self.members[slot]).continue_on_error;
+        // Read only on failure, through a call the compiler cannot hoist: as a field read
+        // behind `&&`, the spec's byte was loaded for every stage (a cache miss per stage on
+        // big graphs).
+        report.continued = !succeeded && allowed_to_fail(self.run.graph, self.members[slot]);
         report.status = status;
         report.finished_at = Some(now);
         self.phase[slot] = Phase::Done;
@@ -1211,7 +1240,7 @@ impl<'a> StepState<'a> {
                         attempt.finished_at = now;
                         attempt.status = status.clone();
                         // The attempt's future was just dropped: its log is what it left.
-                        let kept = self.partial_logs.take(slot as u32, attempt.number);
+                        let kept = self.table.partial_logs.take(slot as u32, attempt.number);
                         report.logs.extend(kept);
                     }
                 }
@@ -1221,6 +1250,13 @@ impl<'a> StepState<'a> {
             self.finish(slot, status.clone(), now);
         }
     }
+}
+
+/// Whether stage `i` may fail without failing its step (its spec's `continue_on_error`).
+#[cold]
+#[inline(never)]
+fn allowed_to_fail(graph: &crate::graph::StageGraph, i: usize) -> bool {
+    graph.spec(i).continue_on_error
 }
 
 /// How a settled stage ended, as its dependents' conditions see it.
@@ -1246,21 +1282,21 @@ fn inputs_of<'a>(
     i: usize,
 ) -> Vec<(&'a StageId, Arc<Outputs>)> {
     let graph = run.graph;
-    graph
-        .deps_of(i)
-        .iter()
-        .filter_map(|&d| {
-            let d = d as usize;
-            let id = &graph.spec(d).id;
-            let outputs = match table.slot_of[d] {
-                NOT_IN_STEP => run.prior_outputs.get(id).cloned(),
-                slot => table.outputs[slot as usize].get().cloned(),
-            };
-            // A dependency without outputs has nothing to hand over: leaving it out spares most
-            // stages an allocation.
-            outputs.filter(|o| !o.is_empty()).map(|o| (id, o))
-        })
-        .collect()
+    // A dependency without outputs has nothing to hand over: leaving it out spares most
+    // stages an allocation, and its spec (for its id) is read only when it has some.
+    let mut inputs = Vec::new();
+    for &d in graph.deps_of(i) {
+        let d = d as usize;
+        let outputs = match table.slot_of[d] {
+            NOT_IN_STEP if run.prior_outputs.is_empty() => None,
+            NOT_IN_STEP => run.prior_outputs.get(&graph.spec(d).id),
+            slot => table.outputs[slot as usize].get(),
+        };
+        if let Some(outputs) = outputs.filter(|o| !o.is_empty()) {
+            inputs.push((&graph.spec(d).id, Arc::clone(outputs)));
+        }
+    }
+    inputs
 }
 
 /// How each direct dependency of stage `i` ended, for a finally stage: those in this step from
@@ -1350,6 +1386,7 @@ mod tests {
             step: Step::Build,
             labels: StepLabels {
                 graph: &graph,
+                clock: &clock,
                 prior_outputs: &prior,
                 outputs: &step_outputs,
                 release: &release,

@@ -139,6 +139,8 @@ pub(crate) struct StepOutputs {
     pub(crate) slot_of: Vec<u32>,
     /// Each slot's outputs, once its stage succeeded with some.
     pub(crate) outputs: Vec<OnceLock<Arc<Outputs>>>,
+    /// What attempts that were cut off left of their logs.
+    pub(crate) partial_logs: PartialLogs,
 }
 
 /// Runs one stage.
@@ -207,12 +209,15 @@ pub struct StageContext<'a> {
     // call, and every attempt moves it twice (into the executor's future and in it).
     pub(crate) inputs: Vec<(&'a StageId, Arc<Outputs>)>,
     pub(crate) attempt: u32,
-    pub(crate) clock: &'a dyn Clock,
+    /// The stage's slot among the step's stages, for its partial log.
+    pub(crate) slot: u32,
     pub(crate) step_outcome: Option<StepOutcome>,
     /// For a finally stage, how each direct dependency ended; empty for an ordinary stage,
     /// whose dependencies all succeeded.
     pub(crate) dependencies: Vec<(&'a StageId, StageStatus)>,
-    pub(crate) partial_log: PartialLog,
+    /// The attempt's partial log, made the first time it is asked for: most executors never
+    /// ask, and a context then costs the step's shared log no reference count.
+    pub(crate) partial_log: OnceLock<PartialLog>,
     /// The attempt's idempotency key, made the first time it is asked for: most executors
     /// never ask, and they pay nothing for it.
     pub(crate) key: OnceLock<Box<str>>,
@@ -221,10 +226,12 @@ pub struct StageContext<'a> {
 /// What an executor is told about the step run its stage belongs to, the same for every
 /// stage: kept once by the run, so that each attempt's context (which lives as long as the
 /// attempt runs) holds one reference instead of a copy of each.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub(crate) struct StepLabels<'a> {
     /// The graph the step belongs to.
     pub graph: &'a StageGraph,
+    /// The pipeline's clock.
+    pub clock: &'a dyn Clock,
     /// The outputs of stages of earlier steps.
     pub prior_outputs: &'a BTreeMap<StageId, Arc<Outputs>>,
     /// The outputs of this step's stages as they finish (see [`StageContext::output`]):
@@ -241,6 +248,18 @@ pub(crate) struct StepLabels<'a> {
     /// The journal position of the claim that opened the move's run (0 outside a pipeline),
     /// for the idempotency keys.
     pub claim: u64,
+}
+
+impl fmt::Debug for StepLabels<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepLabels")
+            .field("release", self.release)
+            .field("revision", &self.revision)
+            .field("artifact", &self.artifact.map(|a| &a.digest))
+            .field("environment", &self.environment)
+            .field("claim", &self.claim)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for StageContext<'_> {
@@ -403,7 +422,7 @@ impl<'a> StageContext<'a> {
     /// runtime timer, so that the stage also runs in virtual time.
     #[must_use]
     pub fn clock(&self) -> &'a dyn Clock {
-        self.clock
+        self.labels.clock
     }
 
     /// For a finally stage, how the step's ordinary stages ended; `None` for ordinary stages.
@@ -428,7 +447,17 @@ impl<'a> StageContext<'a> {
     /// [`PartialLog`].
     #[must_use]
     pub fn partial_log(&self) -> &PartialLog {
-        &self.partial_log
+        self.partial_log.get_or_init(|| {
+            // The step run fills the table before any stage starts; a context made outside
+            // one keeps its log to itself.
+            let logs = self
+                .labels
+                .outputs
+                .get()
+                .map(|table| table.partial_logs.clone())
+                .unwrap_or_default();
+            logs.attempt(self.slot, self.attempt)
+        })
     }
 
     /// This attempt's idempotency key: the same for attempt *n* of this stage in this run of
@@ -622,6 +651,12 @@ type Kept = (u32, u32, Vec<LogLine>);
 /// step, shared by every attempt's [`PartialLog`].
 #[derive(Clone, Default)]
 pub(crate) struct PartialLogs(Arc<Mutex<Vec<Kept>>>);
+
+impl fmt::Debug for PartialLogs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartialLogs").finish_non_exhaustive()
+    }
+}
 
 impl PartialLogs {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Kept>> {

@@ -126,17 +126,19 @@ pub(super) fn scan(
             let h = ahead
                 .pop_front()
                 .unwrap_or_else(|| hash(dependency.as_str()));
-            if invalid.is_none() {
-                if let Some(reason) = dependency.problem() {
-                    invalid = Some(GraphError::InvalidStageId {
-                        id: dependency.as_str().to_owned(),
-                        reason,
-                    });
-                }
-            }
             if let Some(d) = index.find(h, dependency.as_str(), stages) {
+                // Check 1 needs nothing here: the id is stage `d`'s own, already checked
+                // (`d <= i`), so an invalid one has already been kept as the first failure.
                 rows.push(stages, &placement, i, d, k + 1);
             } else {
+                if invalid.is_none() {
+                    if let Some(reason) = dependency.problem() {
+                        invalid = Some(GraphError::InvalidStageId {
+                            id: dependency.as_str().to_owned(),
+                            reason,
+                        });
+                    }
+                }
                 pending.push(Pending {
                     at: rows.targets.len(),
                     stage: i,

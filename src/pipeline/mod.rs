@@ -828,6 +828,7 @@ impl<M: Mode> Pipeline<M> {
                 step,
                 labels: StepLabels {
                     graph: &self.graph,
+                    clock: &*self.clock,
                     prior_outputs: &prior,
                     outputs: &step_outputs,
                     release: release.id(),
@@ -938,6 +939,7 @@ impl<M: Mode> Pipeline<M> {
             step: Step::Deploy,
             labels: StepLabels {
                 graph: &self.graph,
+                clock: &*self.clock,
                 prior_outputs: &prior,
                 outputs: &step_outputs,
                 release,
