@@ -799,6 +799,9 @@ pub(crate) struct Look<'a> {
     /// The release asked about, if the fleet holds it: its registered digest and its place
     /// in the order of releases (newer is larger).
     pub asked: Option<(&'a Digest, u64)>,
+    /// The ticket of the asked release's last deployment here, when it failed and nothing
+    /// went live here since (a deploy stage failed: a rollout rolled back or froze).
+    pub failed: Option<Seq>,
 }
 
 /// The live release of an environment and the deployment that brought it live (its
@@ -855,12 +858,29 @@ impl<M: Mode> Fleet<M> {
                 ticket: ticket.seq,
             }
         });
-        let asked = state.by_id.get(release).map(|&r| {
+        let index = state.by_id.get(release).copied();
+        let asked = index.map(|r| {
             let parked = &state.releases[r as usize];
             (&parked.artifact.digest, parked.ordinal)
         });
+        // Only the tickets after the live one: none while the environment is in sync.
+        let failed = index.and_then(|r| {
+            let since = env.live.map_or(0, |i| i + 1);
+            env.tickets
+                .get(since..)?
+                .iter()
+                .rev()
+                .find(|t| t.release == r)
+                .filter(|t| matches!(t.status, TicketStatus::Failed { .. }))
+                .map(|t| t.seq)
+        });
         let busy = !env.pending.is_empty() || env.lock.is_some_and(|(_, lease)| now < lease);
-        Ok(f(Look { live, busy, asked }))
+        Ok(f(Look {
+            live,
+            busy,
+            asked,
+            failed,
+        }))
     }
 }
 

@@ -22,6 +22,15 @@
 //!   names another version than it did when the pass first saw the rollback, or until
 //!   [`Reconciler::unpin`]. A reconciler that starts after the rollback pins it at the
 //!   desired state it then reads. Drift from the pinned release is still repaired;
+//! - a deployment of the desired release that **failed** (its deploy stage failed: a
+//!   [`Rollout`](crate::rollout::Rollout) rolled back by its analysis, or frozen) is not
+//!   tried again every pass: the pass that made it reports [`Outcome::Failed`], and later
+//!   passes hold the environment on what is live ([`Hold::Failed`]) until its desired entry
+//!   (release, digest or configuration) differs from the one that failed, or until
+//!   [`Reconciler::retry`]. So a canary that fails its analysis is rolled back once, by the
+//!   rollout, and the reconciler does not fight it. A reconciler that starts after the
+//!   failure holds at the desired entry it then reads (the failure is read from the fleet's
+//!   ledger). Drift from the live release is still repaired;
 //! - a **suspended** reconciler (all environments, or one) reports and changes nothing;
 //! - a **sync window** (any [`Gate`], typically [`ChangeWindows`](crate::gate::ChangeWindows))
 //!   holds promotions and repairs while it is not open: drift is reported, not repaired yet.
@@ -159,6 +168,16 @@ struct Inner {
     suspended_all: bool,
     suspended: HashSet<EnvironmentName>,
     pins: HashMap<EnvironmentName, Pin>,
+    failures: HashMap<EnvironmentName, Failure>,
+    retries: HashSet<EnvironmentName>,
+}
+
+/// A failed deployment of the desired release, and the desired entry it failed with.
+#[derive(Debug, Clone)]
+struct Failure {
+    ticket: Seq,
+    desired: Desired,
+    lifted: bool,
 }
 
 /// A rollback someone else made, and the desired version when it was first seen.
@@ -189,6 +208,8 @@ struct Differs {
     /// The live release, when someone else's rollback brought it live.
     foreign: Option<(Seq, Actor, crate::id::ReleaseId)>,
     live: Option<crate::id::ReleaseId>,
+    /// The desired release's last deployment here, when it failed since the live one.
+    failed: Option<Seq>,
 }
 
 /// A change of release the desired state asks for.
@@ -293,6 +314,14 @@ impl<M: Mode> Reconciler<M> {
         Ok(())
     }
 
+    /// Lets the next pass try again a deployment of the desired release that failed in
+    /// `environment` ([`Hold::Failed`]) although the desired state has not changed since.
+    pub fn retry(&self, environment: &EnvironmentName) {
+        let mut inner = self.inner();
+        inner.failures.remove(environment);
+        inner.retries.insert(environment.clone());
+    }
+
     /// Whether `environment` is pinned by someone else's rollback (as of the last pass).
     #[must_use]
     pub fn is_pinned(&self, environment: &EnvironmentName) -> bool {
@@ -362,6 +391,8 @@ impl<M: Mode> Reconciler<M> {
                 pass.in_sync += 1;
             }
         }
+        // A retry asked for is used by this pass or not at all.
+        self.inner().retries.clear();
         Ok(pass)
     }
 }
@@ -425,6 +456,7 @@ impl<M: Mode> Reconciler<M> {
             mut change,
             foreign,
             live,
+            failed,
         } = *differs;
         // Someone else's rollback: keep its release until the desired version changes.
         if let (Some((ticket, by, live)), Ok(Some(_))) = (&foreign, &change) {
@@ -436,6 +468,21 @@ impl<M: Mode> Reconciler<M> {
                         ticket: *ticket,
                         by: by.clone(),
                         live: live.clone(),
+                    };
+                    report(release, Outcome::Held { hold });
+                    return Ok(false);
+                }
+            }
+        }
+        // A deployment of the desired release that failed: not again for the same entry.
+        if let (Some(ticket), Ok(Some(_))) = (failed, &change) {
+            if self.failed_before(environment, ticket, want) {
+                change = Ok(None);
+                if drift.is_empty() {
+                    release.extend(config);
+                    let hold = Hold::Failed {
+                        ticket,
+                        release: want.version.release.clone(),
                     };
                     report(release, Outcome::Held { hold });
                     return Ok(false);
@@ -458,6 +505,16 @@ impl<M: Mode> Reconciler<M> {
                 release.extend(drift.iter().cloned());
                 release.extend(config);
                 let outcome = self.act(environment, &action, revision, at).await?;
+                if let Outcome::Failed { ticket, .. } = outcome {
+                    self.inner().failures.insert(
+                        environment.clone(),
+                        Failure {
+                            ticket,
+                            desired: want.clone(),
+                            lifted: false,
+                        },
+                    );
+                }
                 let refused = matches!(outcome, Outcome::Refused { .. });
                 report(release, outcome);
                 if !refused || drift.is_empty() {
@@ -465,9 +522,10 @@ impl<M: Mode> Reconciler<M> {
                 }
             }
             Ok(None) => {
-                // Pinned, or the live release is the desired one: configuration differences
-                // count as drift only then (a pinned release keeps its own).
-                if foreign.is_none() || live.as_ref() == Some(&want.version.release) {
+                // Pinned, held after a failure, or the live release is the desired one:
+                // configuration differences count as drift only in the last case (a pinned
+                // release, or one a failed deployment left live, keeps its own).
+                if live.as_ref() == Some(&want.version.release) {
                     drift.extend(config);
                 }
             }
@@ -592,6 +650,7 @@ impl<M: Mode> Reconciler<M> {
             change,
             foreign,
             live: look.live.map(|l| l.release.clone()),
+            failed: look.failed,
         }))
     }
 
@@ -616,6 +675,33 @@ impl<M: Mode> Reconciler<M> {
                     },
                 );
                 true
+            }
+        }
+    }
+
+    /// Whether the failed deployment `ticket` of the desired release still holds the
+    /// environment, the desired entry being `want`; records the failure the first time it
+    /// is seen.
+    fn failed_before(&self, environment: &EnvironmentName, ticket: Seq, want: &Desired) -> bool {
+        let mut inner = self.inner();
+        let retry = inner.retries.remove(environment);
+        match inner.failures.get_mut(environment) {
+            Some(failure) if failure.ticket == ticket => {
+                if retry || (!failure.lifted && failure.desired != *want) {
+                    failure.lifted = true;
+                }
+                !failure.lifted
+            }
+            _ => {
+                inner.failures.insert(
+                    environment.clone(),
+                    Failure {
+                        ticket,
+                        desired: want.clone(),
+                        lifted: retry,
+                    },
+                );
+                !retry
             }
         }
     }
