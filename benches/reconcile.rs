@@ -287,21 +287,23 @@ fn world(n: usize) -> World {
     }
 }
 
-/// The lower bound: the same comparisons, with the ledger's live releases and the
-/// registered digests in plain hash maps.
+/// The lower bound: the same comparisons, with the ledger's live releases in a plain
+/// vector in the desired state's order (resolved beforehand, as the reconciler resolves
+/// each environment's place in the fleet once per desired state) and the registered
+/// digests in a hash map by release id (as the fleet's).
 async fn floor_pass(
     target: &dyn Target,
     desired: &DesiredState,
-    live: &HashMap<EnvironmentName, Version>,
+    live: &[Option<Version>],
     registered: &HashMap<ReleaseId, Digest>,
 ) -> usize {
     let mut in_sync = 0;
-    for (env, want) in &desired.environments {
+    for ((env, want), live) in desired.environments.iter().zip(live) {
         let Ok(observed) = target.observe(env).await else {
             continue;
         };
         let known = registered.get(&want.version.release) == Some(&want.version.digest);
-        let live = live.get(env);
+        let live = live.as_ref();
         if known
             && live == Some(&want.version)
             && observed.stable.as_ref() == live
@@ -330,7 +332,7 @@ fn bench_pass(criterion: &mut Criterion, n: usize) {
             took
         });
     });
-    let (live, registered) = floor_maps(&world.fleet);
+    let (live, registered) = floor_maps(&world.fleet, &world.desired);
     let target: &dyn Target = &world.cluster;
     let floor = format!("floor/{n} in sync");
     criterion.bench_function(&floor, |b| {
@@ -404,16 +406,14 @@ fn source_of(desired: &DesiredState) -> MemorySource {
     source
 }
 
-/// The live releases and registered digests of `fleet`, in plain hash maps (the lower
-/// bound's ledger, built before any timing).
+/// The live release of each environment `desired` names, in its order, and the registered
+/// digests by release (the lower bound's ledger, built before any timing).
 fn floor_maps(
     fleet: &Fleet<Deployment>,
-) -> (
-    HashMap<EnvironmentName, Version>,
-    HashMap<ReleaseId, Digest>,
-) {
+    desired: &DesiredState,
+) -> (Vec<Option<Version>>, HashMap<ReleaseId, Digest>) {
     let ledger = fleet.ledger();
-    let live = ledger
+    let by_env: HashMap<EnvironmentName, Version> = ledger
         .environments
         .iter()
         .filter_map(|e| {
@@ -427,6 +427,11 @@ fn floor_maps(
                 )
             })
         })
+        .collect();
+    let live = desired
+        .environments
+        .keys()
+        .map(|env| by_env.get(env).cloned())
         .collect();
     let registered = ledger
         .releases
@@ -461,7 +466,7 @@ fn sweep(runs: usize) -> Vec<(usize, [Duration; 6])> {
     let mut rows = Vec::new();
     for n in sweep_sizes() {
         let world = world(n);
-        let (live, registered) = floor_maps(&world.fleet);
+        let (live, registered) = floor_maps(&world.fleet, &world.desired);
         let target: &dyn Target = &world.cluster;
         let one = block_on(target.observe(&"env-0".parse().expect("valid"))).expect("observed");
         let constant = Constant(one.clone());

@@ -165,6 +165,9 @@ impl<M: Mode> std::fmt::Debug for Reconciler<M> {
 #[derive(Debug, Default)]
 struct Inner {
     desired: Option<Arc<DesiredState>>,
+    /// The fleet's position of each environment `desired` names, in its order: resolved
+    /// once per desired state, so a pass hashes no environment name.
+    positions: Arc<Vec<Option<usize>>>,
     suspended_all: bool,
     suspended: HashSet<EnvironmentName>,
     pins: HashMap<EnvironmentName, Pin>,
@@ -299,7 +302,7 @@ impl<M: Mode> Reconciler<M> {
         let now = self.fleet.pipeline().clock().now();
         let live = self.fleet.look(environment.as_str(), "", now, |look| {
             look.live
-                .map(|l| (l.ticket, l.release.clone(), l.digest.clone()))
+                .map(|l| (l.ticket(), l.release.clone(), l.digest.clone()))
         })?;
         if let Some((ticket, release, digest)) = live {
             self.inner().pins.insert(
@@ -366,9 +369,18 @@ impl<M: Mode> Reconciler<M> {
         let known = self.inner().desired.as_ref().map(|d| d.revision.clone());
         match self.source.fetch(known.as_ref()).await? {
             Fetched::Unchanged => {}
-            Fetched::Changed(state) => self.inner().desired = Some(Arc::new(state)),
+            Fetched::Changed(state) => {
+                let positions = Arc::new(self.fleet.positions(state.environments.keys()));
+                let mut inner = self.inner();
+                inner.desired = Some(Arc::new(state));
+                inner.positions = positions;
+            }
         }
-        let Some(desired) = self.inner().desired.clone() else {
+        let (desired, positions) = {
+            let inner = self.inner();
+            (inner.desired.clone(), Arc::clone(&inner.positions))
+        };
+        let Some(desired) = desired else {
             return Err(ReconcileError::Source(SourceError {
                 source_name: "desired state".to_owned(),
                 message: "the source reported no change before it ever gave a desired state"
@@ -383,9 +395,11 @@ impl<M: Mode> Reconciler<M> {
             in_sync: 0,
             events: Vec::new(),
         };
-        for (environment, want) in &desired.environments {
+        let positions = positions.iter().copied().chain(std::iter::repeat(None));
+        for ((environment, want), position) in desired.environments.iter().zip(positions) {
+            let place = (environment, position);
             if self
-                .environment(environment, want, &desired.revision, at, &mut pass.events)
+                .environment(place, want, &desired.revision, at, &mut pass.events)
                 .await?
             {
                 pass.in_sync += 1;
@@ -407,7 +421,7 @@ impl<M: Mode> Reconciler<M> {
     /// when it is in sync.
     async fn environment(
         &self,
-        environment: &EnvironmentName,
+        (environment, position): (&EnvironmentName, Option<usize>),
         want: &Desired,
         revision: &SourceRevision,
         at: Timestamp,
@@ -429,7 +443,8 @@ impl<M: Mode> Reconciler<M> {
                 return Ok(false);
             }
         };
-        let plan = match self.fleet.look(
+        let plan = match self.fleet.look_at(
+            position,
             environment.as_str(),
             want.version.release.as_str(),
             at,
@@ -637,9 +652,9 @@ impl<M: Mode> Reconciler<M> {
         if change.is_ok() {
             event::config_differences(&want.config, &observed.config, &mut config);
         }
-        let foreign = look.live.and_then(|l| match l.kind {
-            DeployKind::Rollback { .. } if *l.by != self.actor => {
-                Some((l.ticket, l.by.clone(), l.release.clone()))
+        let foreign = look.live.and_then(|l| match l.kind() {
+            DeployKind::Rollback { .. } if *l.by() != self.actor => {
+                Some((l.ticket(), l.by().clone(), l.release.clone()))
             }
             _ => None,
         });
