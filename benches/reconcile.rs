@@ -11,7 +11,16 @@
 //!   version swapped) outside the timing; the pass reports them and repairs each through
 //!   `Fleet::redeploy` (a queued, a locked and a finished fact, and a deploy step).
 //!
-//! Run with `cargo bench --bench reconcile`; a table of medians and ratios is printed last.
+//! - **the sweep** (printed last, or alone with `TOLLGATE_QUICK_RECONCILE=<runs>`): cost per
+//!   environment at 1k, 2k, 5k, 10k and 20k environments (`TOLLGATE_RECONCILE_SIZES` to
+//!   choose), by the thread's CPU time, fastest of the interleaved runs: the pass, the lower
+//!   bound, the simulated target's `observe` calls alone, the pass and the bound on a target
+//!   with no data of its own (`Constant`: one `Observed` cloned per call), and one `Observed`
+//!   cloned as often (the allocator's share). Where the cost per environment grows with the
+//!   number of environments, these columns say whose it is.
+//!
+//! Run with `cargo bench --bench reconcile`; a table of medians and ratios, then the sweep,
+//! are printed last.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
@@ -597,4 +606,5 @@ fn main() {
             d.as_secs_f64() * 1e3
         );
     }
+    print_sweep(&sweep(5));
 }
