@@ -489,7 +489,7 @@ fn sweep(runs: usize) -> Vec<(usize, [Duration; 6])> {
         let mut time = |i: usize, f: &mut dyn FnMut() -> usize| {
             let start = common::thread_cpu();
             let counted = f();
-            best[i] = best[i].min(common::thread_cpu() - start);
+            best[i] = best[i].min(common::thread_cpu().saturating_sub(start));
             assert_eq!(counted, n);
         };
         for _ in 0..runs {

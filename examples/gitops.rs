@@ -549,12 +549,78 @@ fn ci(
     Ok(digests)
 }
 
+/// The fleet: staging, then production; people `rita` (and automation) may roll back.
+async fn fleet(pipeline: &Arc<Pipeline<Deployment>>) -> Result<Fleet<Deployment>, Error> {
+    let lifecycle = Lifecycle::new([
+        Phase::new("staging").environment("staging")?,
+        Phase::new("production").environment("production")?,
+    ])?;
+    let options = FleetOptions {
+        rollback: RollbackPolicy::people(["rita"])?,
+        ..FleetOptions::default()
+    };
+    Ok(Fleet::open(Arc::clone(pipeline), lifecycle, options).await?)
+}
+
 /// A new repository at `repo`, committing as dana.
 fn init(repo: &Path) -> Result<(), Error> {
     git(repo, &["init", "-q"])?;
     git(repo, &["config", "user.name", "dana"])?;
     git(repo, &["config", "user.email", "dana@example.com"])?;
     git(repo, &["config", "commit.gpgsign", "false"])?;
+    Ok(())
+}
+
+/// The last act: a release whose canary fails its analysis in production.
+fn failed_canary(
+    repo: &Path,
+    clock: &ManualClock,
+    fleet: &Fleet<Deployment>,
+    digests: &BTreeMap<&'static str, Digest>,
+    pass: &dyn Fn(&ManualClock) -> Result<Pass, Error>,
+) -> Result<(), Error> {
+    // A release whose canary fails its analysis in production: the rollout aborts it at the
+    // failing sample, the fleet records the deployment as failed, and the passes after it
+    // hold production on what the rollback left live instead of trying again every minute.
+    for env in ["staging", "production"] {
+        write_env(repo, env, "1.2", &digests["1.2"], 3)?;
+    }
+    let bad = commit(repo, "shop 1.2")?;
+    pass(clock)?; // staging takes 1.2 at once; production waits for staging to have it
+    let failed = pass(clock)?; // production's canary: 10 %, the error rate up, aborted
+    assert!(failed.events.iter().any(|e| matches!(
+        &e.outcome,
+        Outcome::Failed { action: Action::Promote { release }, .. } if release.as_str() == "1.2"
+    )));
+    let tickets = fleet
+        .ledger()
+        .environments
+        .iter()
+        .map(|e| e.history.len())
+        .sum::<usize>();
+    for _ in 0..3 {
+        let held = pass(clock)?;
+        assert!(!held.events.is_empty());
+        assert!(held.events.iter().all(|e| matches!(
+            e.outcome,
+            Outcome::Held {
+                hold: Hold::Failed { .. }
+            }
+        )));
+    }
+    let after = fleet
+        .ledger()
+        .environments
+        .iter()
+        .map(|e| e.history.len())
+        .sum::<usize>();
+    assert_eq!(tickets, after, "a held environment deploys nothing");
+    println!(
+        "        three passes, no new deployment: production stays on 1.0 until git says otherwise"
+    );
+    println!("        git revert {bad} (1.2)");
+    git(repo, &["revert", "--no-edit", &bad])?;
+    while !pass(clock)?.converged() {}
     Ok(())
 }
 
@@ -573,18 +639,7 @@ fn main() -> Result<(), Error> {
     };
 
     let pipeline = pipeline(&clock, &cluster, &source)?;
-    let lifecycle = Lifecycle::new([
-        Phase::new("staging").environment("staging")?,
-        Phase::new("production").environment("production")?,
-    ])?;
-    let options = FleetOptions {
-        rollback: RollbackPolicy::people(["rita"])?,
-        ..FleetOptions::default()
-    };
-    let fleet = Arc::new(run_virtual(
-        &clock,
-        Fleet::open(Arc::clone(&pipeline), lifecycle, options),
-    )?);
+    let fleet = Arc::new(run_virtual(&clock, fleet(&pipeline))?);
 
     let digests = ci(&clock, &pipeline, &fleet)?;
 
@@ -645,48 +700,7 @@ fn main() -> Result<(), Error> {
     );
     while !pass(&clock)?.converged() {}
 
-    // A release whose canary fails its analysis in production: the rollout aborts it at the
-    // failing sample, the fleet records the deployment as failed, and the passes after it
-    // hold production on what the rollback left live instead of trying again every minute.
-    for env in ["staging", "production"] {
-        write_env(&repo, env, "1.2", &digests["1.2"], 3)?;
-    }
-    let bad = commit(&repo, "shop 1.2")?;
-    pass(&clock)?; // staging takes 1.2 at once; production waits for staging to have it
-    let failed = pass(&clock)?; // production's canary: 10 %, the error rate up, aborted
-    assert!(failed.events.iter().any(|e| matches!(
-        &e.outcome,
-        Outcome::Failed { action: Action::Promote { release }, .. } if release.as_str() == "1.2"
-    )));
-    let tickets = fleet
-        .ledger()
-        .environments
-        .iter()
-        .map(|e| e.history.len())
-        .sum::<usize>();
-    for _ in 0..3 {
-        let held = pass(&clock)?;
-        assert!(!held.events.is_empty());
-        assert!(held.events.iter().all(|e| matches!(
-            e.outcome,
-            Outcome::Held {
-                hold: Hold::Failed { .. }
-            }
-        )));
-    }
-    let after = fleet
-        .ledger()
-        .environments
-        .iter()
-        .map(|e| e.history.len())
-        .sum::<usize>();
-    assert_eq!(tickets, after, "a held environment deploys nothing");
-    println!(
-        "        three passes, no new deployment: production stays on 1.0 until git says otherwise"
-    );
-    println!("        git revert {bad} (1.2)");
-    git(&repo, &["revert", "--no-edit", &bad])?;
-    while !pass(&clock)?.converged() {}
+    failed_canary(&repo, &clock, &fleet, &digests, &pass)?;
 
     let ledger = fleet.ledger();
     let live = ledger

@@ -476,35 +476,12 @@ impl<M: Mode> Reconciler<M> {
             live,
             failed,
         } = *differs;
-        // Someone else's rollback: keep its release until the desired version changes.
-        if let (Some((ticket, by, live)), Ok(Some(_))) = (&foreign, &change) {
-            if self.pinned(environment, *ticket, &want.version) {
-                change = Ok(None);
-                if drift.is_empty() {
-                    release.extend(config);
-                    let hold = Hold::Pinned {
-                        ticket: *ticket,
-                        by: by.clone(),
-                        live: live.clone(),
-                    };
-                    report(release, Outcome::Held { hold });
-                    return Ok(false);
-                }
-            }
-        }
-        // A deployment of the desired release that failed: not again for the same entry.
-        if let (Some(ticket), Ok(Some(_))) = (failed, &change) {
-            if self.failed_before(environment, ticket, want) {
-                change = Ok(None);
-                if drift.is_empty() {
-                    release.extend(config);
-                    let hold = Hold::Failed {
-                        ticket,
-                        release: want.version.release.clone(),
-                    };
-                    report(release, Outcome::Held { hold });
-                    return Ok(false);
-                }
+        if let Some(hold) = self.hold_back(environment, want, foreign.as_ref(), failed, &change) {
+            change = Ok(None);
+            if drift.is_empty() {
+                release.extend(config);
+                report(release, Outcome::Held { hold });
+                return Ok(false);
             }
         }
         // The change the desired state asks for (with the configuration it brings); when
@@ -524,14 +501,7 @@ impl<M: Mode> Reconciler<M> {
                 release.extend(config);
                 let outcome = self.act(environment, &action, revision, at).await?;
                 if let Outcome::Failed { ticket, .. } = outcome {
-                    self.inner().failures.insert(
-                        environment.clone(),
-                        Failure {
-                            ticket,
-                            desired: want.clone(),
-                            lifted: false,
-                        },
-                    );
+                    self.failed(environment, ticket, want);
                 }
                 let refused = matches!(outcome, Outcome::Refused { .. });
                 report(release, outcome);
@@ -695,6 +665,47 @@ impl<M: Mode> Reconciler<M> {
                 true
             }
         }
+    }
+
+    /// Records that the deployment `ticket`, asked for by the desired entry `want`, failed.
+    fn failed(&self, environment: &EnvironmentName, ticket: Seq, want: &Desired) {
+        let failure = Failure {
+            ticket,
+            desired: want.clone(),
+            lifted: false,
+        };
+        self.inner().failures.insert(environment.clone(), failure);
+    }
+
+    /// Why the change the desired state asks for is held back, if it is: someone else's
+    /// rollback (kept until the desired version changes), or a failed deployment of the
+    /// desired release (not tried again for the same desired entry).
+    fn hold_back(
+        &self,
+        environment: &EnvironmentName,
+        want: &Desired,
+        foreign: Option<&(Seq, Actor, crate::id::ReleaseId)>,
+        failed: Option<Seq>,
+        change: &Result<Option<Change>, Refusal>,
+    ) -> Option<Hold> {
+        if !matches!(change, Ok(Some(_))) {
+            return None;
+        }
+        if let Some((ticket, by, live)) = foreign {
+            if self.pinned(environment, *ticket, &want.version) {
+                return Some(Hold::Pinned {
+                    ticket: *ticket,
+                    by: by.clone(),
+                    live: live.clone(),
+                });
+            }
+        }
+        let ticket = failed?;
+        self.failed_before(environment, ticket, want)
+            .then(|| Hold::Failed {
+                ticket,
+                release: want.version.release.clone(),
+            })
     }
 
     /// Whether the failed deployment `ticket` of the desired release still holds the
