@@ -11,7 +11,16 @@
 //!   version swapped) outside the timing; the pass reports them and repairs each through
 //!   `Fleet::redeploy` (a queued, a locked and a finished fact, and a deploy step).
 //!
-//! Run with `cargo bench --bench reconcile`; a table of medians and ratios is printed last.
+//! - **the sweep** (printed last, or alone with `TOLLGATE_QUICK_RECONCILE=<runs>`): cost per
+//!   environment at 1k, 2k, 5k, 10k and 20k environments (`TOLLGATE_RECONCILE_SIZES` to
+//!   choose), by the thread's CPU time, fastest of the interleaved runs: the pass, the lower
+//!   bound, the simulated target's `observe` calls alone, the pass and the bound on a target
+//!   with no data of its own (`Constant`: one `Observed` cloned per call), and one `Observed`
+//!   cloned as often (the allocator's share). Where the cost per environment grows with the
+//!   number of environments, these columns say whose it is.
+//!
+//! Run with `cargo bench --bench reconcile`; a table of medians and ratios, then the sweep,
+//! are printed last.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
@@ -30,6 +39,9 @@ use tollgate::prelude::*;
 use tollgate::reconcile::{Desired, DesiredState, MemorySource, Reconciler, SourceRevision};
 use tollgate::rollout::{Health, Observed, Target, TargetError, Version, Weight};
 use tollgate::time::{ManualClock, Timestamp};
+
+#[allow(dead_code)] // `filter` is the graph and engine benches'
+mod common;
 
 static TIMES: Mutex<BTreeMap<String, Vec<Duration>>> = Mutex::new(BTreeMap::new());
 
@@ -72,6 +84,48 @@ impl Target for Cluster {
             .get(environment)
             .cloned()
             .unwrap_or_default())
+    }
+    async fn prepare(
+        &self,
+        _: &EnvironmentName,
+        _: &Version,
+        _: &BTreeMap<String, String>,
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn shift(&self, _: &EnvironmentName, _: Weight) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn replace(
+        &self,
+        _: &EnvironmentName,
+        _: u32,
+        _: u32,
+        _: u32,
+        _: u32,
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn health(&self, _: &EnvironmentName) -> Result<Health, TargetError> {
+        Ok(Health::Healthy)
+    }
+    async fn promote(&self, _: &EnvironmentName) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn abort(&self, _: &EnvironmentName) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+/// A target that says every environment runs the same thing: one `Observed`, cloned per
+/// call (the same allocations as the cluster's, none of its lookups or scattered entries).
+#[derive(Debug, Clone)]
+struct Constant(Observed);
+
+#[async_trait]
+impl Target for Constant {
+    async fn observe(&self, _: &EnvironmentName) -> Result<Observed, TargetError> {
+        Ok(self.0.clone())
     }
     async fn prepare(
         &self,
@@ -242,21 +296,23 @@ fn world(n: usize) -> World {
     }
 }
 
-/// The lower bound: the same comparisons, with the ledger's live releases and the
-/// registered digests in plain hash maps.
+/// The lower bound: the same comparisons, with the ledger's live releases in a plain
+/// vector in the desired state's order (resolved beforehand, as the reconciler resolves
+/// each environment's place in the fleet once per desired state) and the registered
+/// digests in a hash map by release id (as the fleet's).
 async fn floor_pass(
     target: &dyn Target,
     desired: &DesiredState,
-    live: &HashMap<EnvironmentName, Version>,
+    live: &[Option<Version>],
     registered: &HashMap<ReleaseId, Digest>,
 ) -> usize {
     let mut in_sync = 0;
-    for (env, want) in &desired.environments {
+    for ((env, want), live) in desired.environments.iter().zip(live) {
         let Ok(observed) = target.observe(env).await else {
             continue;
         };
         let known = registered.get(&want.version.release) == Some(&want.version.digest);
-        let live = live.get(env);
+        let live = live.as_ref();
         if known
             && live == Some(&want.version)
             && observed.stable.as_ref() == live
@@ -285,27 +341,7 @@ fn bench_pass(criterion: &mut Criterion, n: usize) {
             took
         });
     });
-    let ledger = world.fleet.ledger();
-    let live: HashMap<EnvironmentName, Version> = ledger
-        .environments
-        .iter()
-        .filter_map(|e| {
-            e.live.as_ref().map(|d| {
-                (
-                    e.environment.clone(),
-                    Version {
-                        release: d.release.clone(),
-                        digest: d.digest.clone(),
-                    },
-                )
-            })
-        })
-        .collect();
-    let registered: HashMap<ReleaseId, Digest> = ledger
-        .releases
-        .iter()
-        .map(|r| (r.release.clone(), r.digest.clone()))
-        .collect();
+    let (live, registered) = floor_maps(&world.fleet, &world.desired);
     let target: &dyn Target = &world.cluster;
     let floor = format!("floor/{n} in sync");
     criterion.bench_function(&floor, |b| {
@@ -349,7 +385,175 @@ fn bench_pass(criterion: &mut Criterion, n: usize) {
     });
 }
 
+/// The observe calls of a pass and nothing else: the simulated target's own cost.
+async fn target_alone(target: &dyn Target, desired: &DesiredState) -> usize {
+    let mut observed = 0;
+    for env in desired.environments.keys() {
+        if let Ok(o) = target.observe(env).await {
+            observed += usize::from(o.stable.is_some());
+            black_box(o);
+        }
+    }
+    observed
+}
+
+/// The allocator's share of `observe`: one `Observed` (hot in the cache) cloned and dropped
+/// `n` times, as many allocations as the simulated target makes, no lookup.
+fn clones_alone(observed: &Observed, n: usize) -> usize {
+    let mut some = 0;
+    for _ in 0..n {
+        let o = black_box(observed.clone());
+        some += usize::from(o.stable.is_some());
+    }
+    some
+}
+
+/// A source holding `desired`.
+fn source_of(desired: &DesiredState) -> MemorySource {
+    let source = MemorySource::new();
+    source.set(desired.clone());
+    source
+}
+
+/// The live release of each environment `desired` names, in its order, and the registered
+/// digests by release (the lower bound's ledger, built before any timing).
+fn floor_maps(
+    fleet: &Fleet<Deployment>,
+    desired: &DesiredState,
+) -> (Vec<Option<Version>>, HashMap<ReleaseId, Digest>) {
+    let ledger = fleet.ledger();
+    let by_env: HashMap<EnvironmentName, Version> = ledger
+        .environments
+        .iter()
+        .filter_map(|e| {
+            e.live.as_ref().map(|d| {
+                (
+                    e.environment.clone(),
+                    Version {
+                        release: d.release.clone(),
+                        digest: d.digest.clone(),
+                    },
+                )
+            })
+        })
+        .collect();
+    let live = desired
+        .environments
+        .keys()
+        .map(|env| by_env.get(env).cloned())
+        .collect();
+    let registered = ledger
+        .releases
+        .iter()
+        .map(|r| (r.release.clone(), r.digest.clone()))
+        .collect();
+    (live, registered)
+}
+
+/// The sizes of the sweep: `TOLLGATE_RECONCILE_SIZES="1000 10000"`, or 1k, 2k, 5k, 10k, 20k.
+fn sweep_sizes() -> Vec<usize> {
+    std::env::var("TOLLGATE_RECONCILE_SIZES").map_or_else(
+        |_| vec![1_000, 2_000, 5_000, 10_000, 20_000],
+        |s| {
+            s.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        },
+    )
+}
+
+/// Cost per environment from 1k to 20k environments, by the thread's CPU time (the machine
+/// is shared; waiting for a core is not counted), fastest of `runs` interleaved runs of the
+/// pass, the lower bound, the target's calls alone,
+/// target, the pass and the bound on a target with no data of its own (`Constant`), and the
+/// allocator's share (one `Observed` cloned as often). Returns the rows.
+/// `TOLLGATE_RECONCILE_ONLY=pass` (or `bound`, `target`) runs only that one, for a heap
+/// profiler to count its allocations.
+fn sweep(runs: usize) -> Vec<(usize, [Duration; 6])> {
+    let only = std::env::var("TOLLGATE_RECONCILE_ONLY").ok();
+    let runs_it = |what: &str| only.as_deref().is_none_or(|o| o == what);
+    let mut rows = Vec::new();
+    for n in sweep_sizes() {
+        let world = world(n);
+        let (live, registered) = floor_maps(&world.fleet, &world.desired);
+        let target: &dyn Target = &world.cluster;
+        let one = block_on(target.observe(&"env-0".parse().expect("valid"))).expect("observed");
+        let constant = Constant(one.clone());
+        let constant_pass = Reconciler::new(
+            Arc::clone(&world.fleet),
+            source_of(&world.desired),
+            constant.clone(),
+        );
+        block_on(constant_pass.pass()).expect("a first pass");
+        let mut best = [Duration::MAX; 6];
+        let mut time = |i: usize, f: &mut dyn FnMut() -> usize| {
+            let start = common::thread_cpu();
+            let counted = f();
+            best[i] = best[i].min(common::thread_cpu().saturating_sub(start));
+            assert_eq!(counted, n);
+        };
+        for _ in 0..runs {
+            if runs_it("pass") {
+                time(0, &mut || {
+                    block_on(world.reconciler.pass()).expect("a pass").in_sync
+                });
+            }
+            if runs_it("bound") {
+                time(1, &mut || {
+                    block_on(floor_pass(target, &world.desired, &live, &registered))
+                });
+            }
+            if runs_it("target") {
+                time(2, &mut || block_on(target_alone(target, &world.desired)));
+            }
+            if only.is_none() {
+                time(3, &mut || {
+                    block_on(constant_pass.pass()).expect("a pass").in_sync
+                });
+                time(4, &mut || {
+                    block_on(floor_pass(&constant, &world.desired, &live, &registered))
+                });
+                time(5, &mut || clones_alone(&one, n));
+            }
+        }
+        let per_env = u32::try_from(n).unwrap_or(u32::MAX);
+        rows.push((n, best.map(|d| d / per_env)));
+    }
+    rows
+}
+
+fn print_sweep(rows: &[(usize, [Duration; 6])]) {
+    let ns = |d: Duration| d.as_secs_f64() * 1e9;
+    println!(
+        "\n| environments | pass | lower bound | target alone | pass, constant target | bound, constant target | `Observed` clones alone |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, row) in rows {
+        print!("| {n} |");
+        for d in row {
+            print!(" {:.0} ns |", ns(*d));
+        }
+        println!();
+    }
+    if let (Some((first, a)), Some((last, b))) = (rows.first(), rows.last()) {
+        let growth = |i: usize| ns(b[i]) / ns(a[i]);
+        println!(
+            "growth per environment {first} → {last}: pass {:.2}, lower bound {:.2}, target alone {:.2}, pass on a constant target {:.2}, bound on it {:.2}, clones alone {:.2}",
+            growth(0),
+            growth(1),
+            growth(2),
+            growth(3),
+            growth(4),
+            growth(5)
+        );
+    }
+}
+
 fn main() {
+    if let Ok(runs) = std::env::var("TOLLGATE_QUICK_RECONCILE") {
+        print_sweep(&sweep(runs.parse().unwrap_or(5)));
+        return;
+    }
     let mut criterion = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
@@ -402,4 +606,5 @@ fn main() {
             d.as_secs_f64() * 1e3
         );
     }
+    print_sweep(&sweep(5));
 }

@@ -4,6 +4,13 @@
 //! on the cluster is repaired, a commit naming a digest that was never tested is refused,
 //! and a `git revert` rolls production back, recorded as a rollback.
 //!
+//! The deploy stage is a real progressive rollout (`tollgate::rollout::Rollout`): all at
+//! once in staging, a canary with analysis of the error rate in production. The last act is
+//! a release whose canary fails its analysis in production: the rollout rolls it back, the
+//! pass reports the failed deployment, and the passes after it hold production where the
+//! rollback left it instead of trying the same canary again every minute; a new desired
+//! state for production (here a `git revert`) is what moves it again.
+//!
 //! Reading the repository is this example's (host) code: it runs the `git` program; the
 //! library has no git in it, only the `DesiredSource` trait. Run with
 //! `cargo run --example gitops` (needs `git` on the PATH).
@@ -16,15 +23,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tollgate::environment::EnvironmentName;
-use tollgate::executor::{from_async_fn, from_fn};
-use tollgate::fleet::{Fleet, FleetOptions, Lifecycle, Phase, RollbackPolicy};
+use tollgate::executor::{Executor, ExecutorError, StageContext, from_fn};
+use tollgate::fleet::{Fleet, FleetOptions, Lifecycle, Phase, RollbackPolicy, TicketStatus};
+use tollgate::gate::{GateContext, MetricSource, Threshold};
 use tollgate::journal::{ChainKey, MemoryJournal};
 use tollgate::prelude::*;
 use tollgate::reconcile::{
     Action, Desired, DesiredSource, DesiredState, Difference, Fetched, Hold, Outcome, Pass,
     Reconciler, Refusal, SourceError, SourceRevision,
 };
-use tollgate::rollout::{Health, Observed, Target, TargetError, Version, Weight};
+use tollgate::rollout::{
+    Analysis, Canary, Health, MetricCheck, Observed, Pause, Rollout, Strategy, Target, TargetError,
+    Version, Weight,
+};
 use tollgate::time::{Clock, ManualClock, Timestamp, run_virtual};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -234,6 +245,122 @@ impl Target for Cluster {
     }
 }
 
+/// The cluster as the rollout drives it: a candidate is prepared with the configuration git
+/// gives its environment (the manifests), whatever the rollout itself was configured with.
+#[derive(Debug, Clone)]
+struct Manifests {
+    cluster: Cluster,
+    source: GitSource,
+}
+
+#[async_trait]
+impl Target for Manifests {
+    async fn observe(&self, env: &EnvironmentName) -> Result<Observed, TargetError> {
+        self.cluster.observe(env).await
+    }
+    async fn prepare(
+        &self,
+        env: &EnvironmentName,
+        candidate: &Version,
+        _: &BTreeMap<String, String>,
+    ) -> Result<(), TargetError> {
+        let config = self.source.config(env);
+        self.cluster.prepare(env, candidate, &config).await
+    }
+    async fn shift(&self, env: &EnvironmentName, weight: Weight) -> Result<(), TargetError> {
+        self.cluster.shift(env, weight).await
+    }
+    async fn replace(
+        &self,
+        env: &EnvironmentName,
+        done: u32,
+        total: u32,
+        surge: u32,
+        unavailable: u32,
+    ) -> Result<(), TargetError> {
+        self.cluster
+            .replace(env, done, total, surge, unavailable)
+            .await
+    }
+    async fn health(&self, env: &EnvironmentName) -> Result<Health, TargetError> {
+        self.cluster.health(env).await
+    }
+    async fn promote(&self, env: &EnvironmentName) -> Result<(), TargetError> {
+        self.cluster.promote(env).await
+    }
+    async fn abort(&self, env: &EnvironmentName) -> Result<(), TargetError> {
+        self.cluster.abort(env).await
+    }
+}
+
+/// The share of requests each release fails: 1.2 has a bug that fails one in five.
+fn error_rate(release: &str) -> f64 {
+    if release == "1.2" { 0.2 } else { 0.002 }
+}
+
+/// Monitoring: an environment's error rate, the stable and the candidate release mixed by
+/// the candidate's share of the traffic.
+#[async_trait]
+impl MetricSource for Cluster {
+    async fn sample(&self, _query: &str, ctx: &GateContext<'_>) -> Option<f64> {
+        let observed = self.with(ctx.environment().name(), |slot| slot.0.clone());
+        let stable = observed
+            .stable
+            .as_ref()
+            .map_or(0.0, |v| error_rate(v.release.as_str()));
+        Some(match &observed.candidate {
+            None => stable,
+            Some((v, w)) => {
+                let share = f64::from(w.get()) / 100.0;
+                share * error_rate(v.release.as_str()) + (1.0 - share) * stable
+            }
+        })
+    }
+}
+
+/// The deploy stage: a rollout per environment, all at once in staging (nobody uses it),
+/// a canary under analysis in production.
+#[derive(Debug)]
+struct ByEnvironment {
+    staging: Rollout,
+    production: Rollout,
+}
+
+impl ByEnvironment {
+    fn new(cluster: &Cluster, source: &GitSource) -> Self {
+        let target = Manifests {
+            cluster: cluster.clone(),
+            source: source.clone(),
+        };
+        let canary = Canary::new()
+            .weight(Weight::percent(10).expect("a percentage"))
+            .pause(Pause::For(Duration::from_secs(300)))
+            .weight(Weight::percent(50).expect("a percentage"))
+            .pause(Pause::For(Duration::from_secs(300)));
+        let analysis = Analysis::new([MetricCheck::new(
+            "errors",
+            "rate(http_requests_total{code=~\"5..\"}[1m])",
+            Threshold::AtMost(0.01),
+        )])
+        .interval(Duration::from_secs(60));
+        ByEnvironment {
+            staging: Rollout::new(Strategy::AllAtOnce, target.clone()),
+            production: Rollout::new(Strategy::Canary(canary), target)
+                .analysis(analysis, cluster.clone()),
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for ByEnvironment {
+    async fn run(&self, ctx: StageContext<'_>) -> Result<StageOutcome, ExecutorError> {
+        match ctx.environment().map(|e| e.name().as_str()) {
+            Some("production") => Executor::run(&self.production, ctx).await,
+            _ => Executor::run(&self.staging, ctx).await,
+        }
+    }
+}
+
 // ---- the timeline ------------------------------------------------------------------------
 
 fn clock_text(start: Timestamp, now: Timestamp) -> String {
@@ -302,6 +429,11 @@ fn print_pass(start: Timestamp, pass: &Pass) {
             } => {
                 format!("held: {by} rolled back to {live}")
             }
+            Outcome::Held {
+                hold: Hold::Failed { ticket, release },
+            } => format!(
+                "held: the deployment of {release} failed (ticket {ticket}), not tried again until git changes production"
+            ),
             Outcome::Held { hold } => format!("held: {hold:?}"),
             Outcome::Refused {
                 refusal:
@@ -357,39 +489,14 @@ fn commit(repo: &Path, message: &str) -> Result<String, Error> {
     Ok(head)
 }
 
-/// The shop's pipeline. Its deploy stage is the executor of a plain all-at-once rollout on
-/// the cluster: prepare with the configuration git gives the environment, shift all traffic,
-/// promote (issue 13's rollout strategies plug in here).
+/// The shop's pipeline. Its deploy stage is a rollout on the cluster ([`ByEnvironment`]):
+/// all at once in staging, a canary under analysis in production.
 fn pipeline(
     clock: &ManualClock,
     cluster: &Cluster,
     source: &GitSource,
 ) -> Result<Arc<Pipeline<Deployment>>, Error> {
-    let (deployer, configs) = (cluster.clone(), source.clone());
-    let deploy = from_async_fn(move |ctx| {
-        let (cluster, configs) = (deployer.clone(), configs.clone());
-        Box::pin(async move {
-            let (Some(env), Some(artifact)) = (ctx.environment(), ctx.artifact()) else {
-                return Ok(StageOutcome::failure("no environment or artifact"));
-            };
-            let env = env.name().clone();
-            let version = Version {
-                release: ctx.release().clone(),
-                digest: artifact.digest.clone(),
-            };
-            let steps = async {
-                cluster
-                    .prepare(&env, &version, &configs.config(&env))
-                    .await?;
-                cluster.shift(&env, Weight::ALL).await?;
-                cluster.promote(&env).await
-            };
-            Ok(match steps.await {
-                Ok(()) => StageOutcome::success(),
-                Err(e) => StageOutcome::failure(e.to_string()),
-            })
-        })
-    });
+    let deploy = ByEnvironment::new(cluster, source);
     Ok(Arc::new(
         Pipeline::<Deployment>::builder("shop")
             .clock(clock.clone())
@@ -412,16 +519,16 @@ fn pipeline(
     ))
 }
 
-/// CI: two releases built, tested and approved by the automated gates; the fleet registers
+/// CI: three releases built, tested and approved by the automated gates; the fleet registers
 /// each with the digest it was tested with.
 fn ci(
     clock: &ManualClock,
     pipeline: &Pipeline<Deployment>,
     fleet: &Fleet<Deployment>,
 ) -> Result<BTreeMap<&'static str, Digest>, Error> {
-    println!("CI builds and tests two releases:");
+    println!("CI builds and tests three releases:");
     let mut digests = BTreeMap::new();
-    for (id, rev) in [("1.0", "4f2a9c1"), ("1.1", "9b1e0d7")] {
+    for (id, rev) in [("1.0", "4f2a9c1"), ("1.1", "9b1e0d7"), ("1.2", "c3d5e7f")] {
         let approved = run_virtual(clock, async {
             let built = pipeline
                 .start(id, Revision::new(rev, "dana")?)?
@@ -442,12 +549,78 @@ fn ci(
     Ok(digests)
 }
 
+/// The fleet: staging, then production; people `rita` (and automation) may roll back.
+async fn fleet(pipeline: &Arc<Pipeline<Deployment>>) -> Result<Fleet<Deployment>, Error> {
+    let lifecycle = Lifecycle::new([
+        Phase::new("staging").environment("staging")?,
+        Phase::new("production").environment("production")?,
+    ])?;
+    let options = FleetOptions {
+        rollback: RollbackPolicy::people(["rita"])?,
+        ..FleetOptions::default()
+    };
+    Ok(Fleet::open(Arc::clone(pipeline), lifecycle, options).await?)
+}
+
 /// A new repository at `repo`, committing as dana.
 fn init(repo: &Path) -> Result<(), Error> {
     git(repo, &["init", "-q"])?;
     git(repo, &["config", "user.name", "dana"])?;
     git(repo, &["config", "user.email", "dana@example.com"])?;
     git(repo, &["config", "commit.gpgsign", "false"])?;
+    Ok(())
+}
+
+/// The last act: a release whose canary fails its analysis in production.
+fn failed_canary(
+    repo: &Path,
+    clock: &ManualClock,
+    fleet: &Fleet<Deployment>,
+    digests: &BTreeMap<&'static str, Digest>,
+    pass: &dyn Fn(&ManualClock) -> Result<Pass, Error>,
+) -> Result<(), Error> {
+    // A release whose canary fails its analysis in production: the rollout aborts it at the
+    // failing sample, the fleet records the deployment as failed, and the passes after it
+    // hold production on what the rollback left live instead of trying again every minute.
+    for env in ["staging", "production"] {
+        write_env(repo, env, "1.2", &digests["1.2"], 3)?;
+    }
+    let bad = commit(repo, "shop 1.2")?;
+    pass(clock)?; // staging takes 1.2 at once; production waits for staging to have it
+    let failed = pass(clock)?; // production's canary: 10 %, the error rate up, aborted
+    assert!(failed.events.iter().any(|e| matches!(
+        &e.outcome,
+        Outcome::Failed { action: Action::Promote { release }, .. } if release.as_str() == "1.2"
+    )));
+    let tickets = fleet
+        .ledger()
+        .environments
+        .iter()
+        .map(|e| e.history.len())
+        .sum::<usize>();
+    for _ in 0..3 {
+        let held = pass(clock)?;
+        assert!(!held.events.is_empty());
+        assert!(held.events.iter().all(|e| matches!(
+            e.outcome,
+            Outcome::Held {
+                hold: Hold::Failed { .. }
+            }
+        )));
+    }
+    let after = fleet
+        .ledger()
+        .environments
+        .iter()
+        .map(|e| e.history.len())
+        .sum::<usize>();
+    assert_eq!(tickets, after, "a held environment deploys nothing");
+    println!(
+        "        three passes, no new deployment: production stays on 1.0 until git says otherwise"
+    );
+    println!("        git revert {bad} (1.2)");
+    git(repo, &["revert", "--no-edit", &bad])?;
+    while !pass(clock)?.converged() {}
     Ok(())
 }
 
@@ -466,18 +639,7 @@ fn main() -> Result<(), Error> {
     };
 
     let pipeline = pipeline(&clock, &cluster, &source)?;
-    let lifecycle = Lifecycle::new([
-        Phase::new("staging").environment("staging")?,
-        Phase::new("production").environment("production")?,
-    ])?;
-    let options = FleetOptions {
-        rollback: RollbackPolicy::people(["rita"])?,
-        ..FleetOptions::default()
-    };
-    let fleet = Arc::new(run_virtual(
-        &clock,
-        Fleet::open(Arc::clone(&pipeline), lifecycle, options),
-    )?);
+    let fleet = Arc::new(run_virtual(&clock, fleet(&pipeline))?);
 
     let digests = ci(&clock, &pipeline, &fleet)?;
 
@@ -538,6 +700,8 @@ fn main() -> Result<(), Error> {
     );
     while !pass(&clock)?.converged() {}
 
+    failed_canary(&repo, &clock, &fleet, &digests, &pass)?;
+
     let ledger = fleet.ledger();
     let live = ledger
         .live_in("production")
@@ -553,8 +717,12 @@ fn main() -> Result<(), Error> {
         .expect("listed")
         .history
     {
+        let how = match d.status {
+            TicketStatus::Failed { .. } => "failed",
+            _ => "live",
+        };
         println!(
-            "  ticket {:>3}: {}, {} live, by {}",
+            "  ticket {:>3}: {}, {} {how}, by {}",
             d.ticket, d.kind, d.release, d.by
         );
     }

@@ -252,3 +252,46 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_panicking_flag_observer_is_a_warning_in_the_report_and_the_release_goes_on() {
+    let clock = clock();
+    let release = release(&clock);
+    let flags = MemoryFlags::new();
+    let flag = FlagRelease::new(
+        "new-checkout",
+        FlagPlan::new().set(pct(5)).set(FlagRollout::On),
+        flags.clone(),
+    )
+    .observer(|_: &FlagEvent| panic!("the chat bot is down"));
+    let report = run_virtual(&clock, flag.run(&release, &production(), &clock)).unwrap();
+    assert_eq!(
+        report.outcome,
+        FlagOutcome::Released {
+            rollout: FlagRollout::On
+        }
+    );
+    assert_eq!(
+        report.warnings.len(),
+        report
+            .events
+            .iter()
+            .map(|e| serde_json::to_value(&e.kind).unwrap()["event"].to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        "one warning per kind of event: {:?}",
+        report.warnings
+    );
+    let times: u64 = report
+        .warnings
+        .iter()
+        .map(|w| match w {
+            tollgate::engine::Warning::ObserverPanicked { message, times, .. } => {
+                assert_eq!(message, "the chat bot is down");
+                *times
+            }
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(times as usize, report.events.len());
+}

@@ -13,16 +13,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use proptest::prelude::*;
 use tollgate::environment::EnvironmentName;
-use tollgate::executor::{from_async_fn, from_fn};
+use tollgate::executor::{BoxExecutor, from_async_fn, from_fn};
 use tollgate::fleet::{Actor, DeployKind, Fleet, FleetOptions, Lifecycle, Phase, RollbackPolicy};
-use tollgate::gate::ChangeWindows;
+use tollgate::gate::{ChangeWindows, GateContext, MetricSource, Threshold};
 use tollgate::journal::{ChainKey, MemoryJournal};
 use tollgate::prelude::*;
 use tollgate::reconcile::{
     Action, Desired, DesiredSource, Difference, Fetched, Hold, MemorySource, Outcome, Pass,
     ReconcileError, ReconcileEvent, Reconciler, Refusal, SourceError, SourceRevision,
 };
-use tollgate::rollout::{Health, Observed, Target, TargetError, Version, Weight};
+use tollgate::rollout::{
+    Analysis, Canary, Health, MetricCheck, Observed, Pause, Rollout, Strategy as RolloutStrategy,
+    Target, TargetError, Version, Weight,
+};
 use tollgate::time::{Clock, ManualClock, run_virtual};
 
 use support::{clock, compile, ok, revision};
@@ -197,15 +200,9 @@ struct World {
     commits: usize,
 }
 
-/// A deployment pipeline whose deploy stage is the executor of a plain all-at-once
-/// rollout on `cluster`: prepare with the desired configuration, shift all traffic,
-/// promote. (The rollout strategies of issue 13 plug in here later.)
-fn pipeline(
-    clock: &ManualClock,
-    journal: Arc<MemoryJournal>,
-    cluster: &Cluster,
-    source: &MemorySource,
-) -> Arc<Pipeline<Deployment>> {
+/// A deploy stage's executor that drives `cluster` by hand: prepare with the desired
+/// configuration, shift all traffic, promote (what an all-at-once rollout does).
+fn by_hand(cluster: &Cluster, source: &MemorySource) -> BoxExecutor {
     let cluster = cluster.clone();
     let source = source.clone();
     let deploy = from_async_fn(move |ctx| {
@@ -235,6 +232,15 @@ fn pipeline(
             })
         })
     });
+    Box::new(deploy)
+}
+
+/// A deployment pipeline whose deploy stage is `deploy`.
+fn pipeline(
+    clock: &ManualClock,
+    journal: Arc<MemoryJournal>,
+    deploy: BoxExecutor,
+) -> Arc<Pipeline<Deployment>> {
     Arc::new(
         Pipeline::<Deployment>::builder("shop")
             .clock(clock.clone())
@@ -249,11 +255,19 @@ fn pipeline(
 }
 
 fn world_with(rollback: RollbackPolicy) -> World {
+    world_deploying(rollback, by_hand)
+}
+
+/// A world whose deploy stage is what `deploy` makes of its cluster and source.
+fn world_deploying(
+    rollback: RollbackPolicy,
+    deploy: impl FnOnce(&Cluster, &MemorySource) -> BoxExecutor,
+) -> World {
     let clock = clock();
     let journal = Arc::new(MemoryJournal::new(ChainKey::derive(b"reconcile tests")));
     let cluster = Cluster::default();
     let source = MemorySource::new();
-    let pipeline = pipeline(&clock, journal, &cluster, &source);
+    let pipeline = pipeline(&clock, journal, deploy(&cluster, &source));
     let lifecycle = Lifecycle::new([Phase::new("production").wave(ENVS).unwrap()]).unwrap();
     let options = FleetOptions {
         rollback,
@@ -1113,4 +1127,136 @@ fn the_deploy_executor_is_the_only_thing_that_changes_the_cluster() {
             .as_deref(),
         Some("r1")
     );
+}
+
+/// Monitoring of the simulated cluster: an environment's error rate, its stable and
+/// candidate releases mixed by the candidate's weight; `r3` fails half of its requests.
+#[async_trait]
+impl MetricSource for Cluster {
+    async fn sample(&self, _query: &str, ctx: &GateContext<'_>) -> Option<f64> {
+        let rate = |v: &Version| if v.release == "r3" { 0.5 } else { 0.0 };
+        let observed = self.observed(ctx.environment().name().as_str());
+        let stable = observed.stable.as_ref().map_or(0.0, rate);
+        Some(observed.candidate.as_ref().map_or(stable, |(v, w)| {
+            let share = f64::from(w.get()) / 100.0;
+            share * rate(v) + (1.0 - share) * stable
+        }))
+    }
+}
+
+/// A deploy stage that is a real rollout: a canary (20 %, five minutes, 60 %, five
+/// minutes) whose error rate is analysed every minute, on the cluster.
+fn canary(cluster: &Cluster, _: &MemorySource) -> BoxExecutor {
+    let steps = Canary::new()
+        .weight(Weight::percent(20).unwrap())
+        .pause(Pause::For(Duration::from_secs(300)))
+        .weight(Weight::percent(60).unwrap())
+        .pause(Pause::For(Duration::from_secs(300)));
+    let analysis = Analysis::new([MetricCheck::new("errors", "5xx", Threshold::AtMost(0.01))])
+        .interval(Duration::from_secs(60));
+    Box::new(
+        Rollout::new(RolloutStrategy::Canary(steps), cluster.clone())
+            .analysis(analysis, cluster.clone()),
+    )
+}
+
+#[test]
+fn a_canary_its_analysis_rolls_back_is_a_failed_outcome_and_not_tried_again_until_the_desired_entry_changes()
+ {
+    let mut w = world_deploying(RollbackPolicy::people(["rita"]).unwrap(), canary);
+    w.commit(&ENVS, "r2", &[]);
+    let r = w.reconciler();
+    let first = w.pass(&r);
+    assert_eq!(first.actions().count(), 3, "{:?}", first.events);
+    assert!(w.pass(&r).converged(), "r2's canaries are promoted");
+
+    w.commit(&ENVS, "r3", &[]);
+    let failed = w.pass(&r);
+    for env in ENVS {
+        let event = event_for(&failed, env).unwrap();
+        let Outcome::Failed { action, reason, .. } = &event.outcome else {
+            panic!("{env}: {:?}", event.outcome);
+        };
+        assert!(matches!(action, Action::Promote { release } if release == "r3"));
+        assert!(reason.contains("rolled back"), "{reason}");
+        // The rollout aborted: traffic back on r2, no candidate left, r2 still live.
+        let observed = w.cluster.observed(env);
+        assert_eq!(observed.stable, Some(w.version("r2")));
+        assert_eq!(observed.candidate, None);
+        assert_eq!(w.live(env).as_deref(), Some("r2"));
+    }
+
+    // The same desired state: held, nothing deployed, pass after pass.
+    let changes = w.cluster.changes();
+    for _ in 0..3 {
+        let held = w.pass(&r);
+        assert_eq!(held.events.len(), 3);
+        for event in &held.events {
+            assert!(
+                matches!(&event.outcome, Outcome::Held { hold: Hold::Failed { release, .. } } if release == "r3"),
+                "{:?}",
+                event.outcome
+            );
+        }
+    }
+    assert_eq!(
+        w.cluster.changes(),
+        changes,
+        "a held environment is not touched"
+    );
+
+    // A reconciler started afresh reads the failure from the fleet's ledger and holds too.
+    let restarted = w.reconciler();
+    let held = w.pass(&restarted);
+    assert!(held.events.iter().all(|e| matches!(
+        e.outcome,
+        Outcome::Held {
+            hold: Hold::Failed { .. }
+        }
+    )));
+    assert_eq!(w.cluster.changes(), changes);
+
+    // `retry` tries one environment again (and its canary fails again); the others hold.
+    r.retry(&name("eu"));
+    let retried = w.pass(&r);
+    assert!(matches!(
+        event_for(&retried, "eu").unwrap().outcome,
+        Outcome::Failed { .. }
+    ));
+    for env in ["us", "ap"] {
+        assert!(matches!(
+            event_for(&retried, env).unwrap().outcome,
+            Outcome::Held {
+                hold: Hold::Failed { .. }
+            }
+        ));
+    }
+    assert!(matches!(
+        event_for(&w.pass(&r), "eu").unwrap().outcome,
+        Outcome::Held {
+            hold: Hold::Failed { .. }
+        }
+    ));
+
+    // A new desired entry for the environment (here other configuration) is tried again.
+    w.commit(&ENVS, "r3", &[("replicas", "5")]);
+    let again = w.pass(&r);
+    assert_eq!(
+        again
+            .events
+            .iter()
+            .filter(|e| matches!(e.outcome, Outcome::Failed { .. }))
+            .count(),
+        3
+    );
+
+    // A good release goes out through the canary, and the failure is behind it.
+    w.commit(&ENVS, "r4", &[]);
+    let good = w.pass(&r);
+    assert_eq!(good.actions().count(), 3);
+    for env in ENVS {
+        assert_eq!(w.live(env).as_deref(), Some("r4"));
+        assert_eq!(w.cluster.running(env).as_deref(), Some("r4"));
+    }
+    assert!(w.pass(&r).converged());
 }

@@ -1035,3 +1035,42 @@ proptest! {
         prop_assert_eq!(metrics.taken().len(), model_failed_at.map_or(samples.len(), |i| i + 1));
     }
 }
+
+#[test]
+fn a_panicking_observer_is_a_warning_in_the_report_and_the_rollout_goes_on() {
+    let s = setup();
+    let told = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&told);
+    let rollout = s
+        .rollout(Strategy::AllAtOnce)
+        .observer(tollgate::rollout::observer_fn(|e: &RolloutEvent| {
+            if matches!(e.kind, RolloutEventKind::StepStarted { .. }) {
+                panic!("the dashboard is down");
+            }
+        }))
+        .observer(tollgate::rollout::observer_fn(move |_: &RolloutEvent| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }));
+    let report = s.run(&rollout).unwrap();
+    // Promoted as without the observer: every platform call made, every event told to the
+    // other observer.
+    assert_eq!(report.outcome, Outcome::Promoted);
+    assert_eq!(s.target.calls().last(), Some(&Call::Promote(p())));
+    assert_eq!(
+        told.load(std::sync::atomic::Ordering::Relaxed),
+        report.events.len()
+    );
+    let steps = report
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, RolloutEventKind::StepStarted { .. }))
+        .count();
+    assert_eq!(
+        report.warnings,
+        [tollgate::engine::Warning::ObserverPanicked {
+            event: "step_started".into(),
+            message: "the dashboard is down".into(),
+            times: steps as u64,
+        }]
+    );
+}

@@ -349,6 +349,12 @@ pub struct FlagReport {
     pub outcome: FlagOutcome,
     /// Its events, in order.
     pub events: Vec<FlagEvent>,
+    /// Observers that panicked
+    /// ([`Warning::ObserverPanicked`](crate::engine::Warning::ObserverPanicked), once per
+    /// kind of event and panic text): the release carried on, and the journal has every
+    /// event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::engine::Warning>,
 }
 
 /// An observer of a flag's events.
@@ -493,6 +499,7 @@ impl FlagRelease {
                 .as_ref()
                 .map(|(a, _)| Analyzer::new(a.clone())),
             events: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -505,6 +512,7 @@ struct FlagRun<'a> {
     clock: &'a dyn Clock,
     analyzer: Option<Analyzer>,
     events: Vec<FlagEvent>,
+    warnings: Vec<crate::engine::Warning>,
 }
 
 impl FlagRun<'_> {
@@ -517,7 +525,7 @@ impl FlagRun<'_> {
             kind,
         };
         for observer in &self.flag.observers {
-            observer(&event);
+            crate::rollout::tell_contained(&event, |e| observer(e), &mut self.warnings);
         }
         if let Some((journal, pipeline)) = &self.flag.journal {
             let journal_error = |message: String| FlagError::Journal {
@@ -610,6 +618,7 @@ impl FlagRun<'_> {
         Ok(FlagReport {
             outcome,
             events: self.events,
+            warnings: self.warnings,
         })
     }
 }

@@ -799,6 +799,9 @@ pub(crate) struct Look<'a> {
     /// The release asked about, if the fleet holds it: its registered digest and its place
     /// in the order of releases (newer is larger).
     pub asked: Option<(&'a Digest, u64)>,
+    /// The ticket of the asked release's last deployment here, when it failed and nothing
+    /// went live here since (a deploy stage failed: a rollout rolled back or froze).
+    pub failed: Option<Seq>,
 }
 
 /// The live release of an environment and the deployment that brought it live (its
@@ -811,12 +814,42 @@ pub(crate) struct LiveLook<'a> {
     pub digest: &'a Digest,
     /// Its place in the order of releases.
     pub ordinal: u64,
+    /// The environment's tickets, up to the live one (read only when asked how it came).
+    tickets: &'a [state::Ticket],
+    /// The live release's index.
+    index: u32,
+}
+
+impl<'a> LiveLook<'a> {
+    /// The deployment that brought the release live: redeploys of it (drift repairs) keep
+    /// how it came, so a rollback stays a rollback after a repair.
+    fn origin(&self) -> &'a state::Ticket {
+        let last = self.tickets.len() - 1;
+        self.tickets
+            .iter()
+            .rev()
+            .find(|t| {
+                t.release == self.index
+                    && !matches!(t.kind, DeployKind::Redeploy)
+                    && matches!(t.status, TicketStatus::Deployed { .. })
+            })
+            .unwrap_or(&self.tickets[last])
+    }
+
     /// How it came live (a promotion or a rollback; a redeploy only if nothing earlier).
-    pub kind: &'a DeployKind,
+    pub fn kind(&self) -> &'a DeployKind {
+        &self.origin().kind
+    }
+
     /// Who asked for it.
-    pub by: &'a Actor,
+    pub fn by(&self) -> &'a Actor {
+        &self.origin().by
+    }
+
     /// Its ticket.
-    pub ticket: Seq,
+    pub fn ticket(&self) -> Seq {
+        self.origin().seq
+    }
 }
 
 impl<M: Mode> Fleet<M> {
@@ -831,37 +864,87 @@ impl<M: Mode> Fleet<M> {
         f: impl FnOnce(Look<'_>) -> R,
     ) -> Result<R, FleetError> {
         let state = self.lock();
-        let env = &state.envs[state.env(environment)?];
-        let live = env.live.map(|i| {
-            // The deployment that brought the release live: redeploys of it (drift repairs)
-            // keep how it came, so a rollback stays a rollback after a repair.
-            let release = env.tickets[i].release;
-            let ticket = env.tickets[..=i]
-                .iter()
-                .rev()
-                .find(|t| {
-                    t.release == release
-                        && !matches!(t.kind, DeployKind::Redeploy)
-                        && matches!(t.status, TicketStatus::Deployed { .. })
-                })
-                .unwrap_or(&env.tickets[i]);
-            let parked = &state.releases[ticket.release as usize];
-            LiveLook {
-                release: &parked.id,
-                digest: &parked.artifact.digest,
-                ordinal: parked.ordinal,
-                kind: &ticket.kind,
-                by: &ticket.by,
-                ticket: ticket.seq,
-            }
-        });
-        let asked = state.by_id.get(release).map(|&r| {
-            let parked = &state.releases[r as usize];
-            (&parked.artifact.digest, parked.ordinal)
-        });
-        let busy = !env.pending.is_empty() || env.lock.is_some_and(|(_, lease)| now < lease);
-        Ok(f(Look { live, busy, asked }))
+        let index = state.env(environment)?;
+        Ok(look_in(&state, index, release, now, f))
     }
+
+    /// The positions of `environments` in the fleet, in their order (`None` for one the
+    /// lifecycle lacks): a reconciler resolves its desired state's names once, and a pass
+    /// then looks each environment up by position ([`look_at`](Self::look_at)) without
+    /// hashing its name.
+    pub(crate) fn positions<'a>(
+        &self,
+        environments: impl IntoIterator<Item = &'a EnvironmentName>,
+    ) -> Vec<Option<usize>> {
+        let state = self.lock();
+        environments
+            .into_iter()
+            .map(|e| state.env(e.as_str()).ok())
+            .collect()
+    }
+
+    /// [`look`](Self::look) at the environment in `position` (from
+    /// [`positions`](Self::positions); a fleet's environments never move), or by name
+    /// when there is none.
+    pub(crate) fn look_at<R>(
+        &self,
+        position: Option<usize>,
+        environment: &str,
+        release: &str,
+        now: Timestamp,
+        f: impl FnOnce(Look<'_>) -> R,
+    ) -> Result<R, FleetError> {
+        let state = self.lock();
+        let index = match position {
+            Some(index) if index < state.envs.len() => index,
+            _ => state.env(environment)?,
+        };
+        Ok(look_in(&state, index, release, now, f))
+    }
+}
+
+/// One environment's [`Look`], under the fleet's lock.
+fn look_in<R>(
+    state: &State,
+    index: usize,
+    release: &str,
+    now: Timestamp,
+    f: impl FnOnce(Look<'_>) -> R,
+) -> R {
+    let env = &state.envs[index];
+    let live = env.live.zip(env.live_release()).map(|(i, release)| {
+        let parked = &state.releases[release as usize];
+        LiveLook {
+            release: &parked.id,
+            digest: &parked.artifact.digest,
+            ordinal: parked.ordinal,
+            tickets: &env.tickets[..=i],
+            index: release,
+        }
+    });
+    let asked_index = state.by_id.get(release).copied();
+    let asked = asked_index.map(|r| {
+        let parked = &state.releases[r as usize];
+        (&parked.artifact.digest, parked.ordinal)
+    });
+    // Only the tickets after the live one: none while the environment is in sync.
+    let failed = asked_index.and_then(|r| {
+        let since = env.live.map_or(0, |i| i + 1);
+        env.tickets
+            .get(since..)?
+            .iter()
+            .rev()
+            .find(|t| t.release == r)
+            .filter(|t| matches!(t.status, TicketStatus::Failed { .. }))
+            .map(|t| t.seq)
+    });
+    let busy = !env.pending.is_empty() || env.lock.is_some_and(|(_, lease)| now < lease);
+    f(Look {
+        live,
+        busy,
+        asked,
+        failed,
+    })
 }
 
 // The private machinery: the journal's keys, writing facts, the queue's run.

@@ -101,6 +101,10 @@ pub(super) struct EnvState {
     pub lock: Option<(usize, Timestamp)>,
     /// The ticket whose release is live.
     pub live: Option<usize>,
+    /// That ticket's release (its index in `State::releases`), kept here so that asking
+    /// what is live reads no ticket: a reconcile pass over an environment in sync touches
+    /// this struct and nothing else of the environment's.
+    live_release: u32,
     /// Refusals recorded.
     pub refusals: usize,
     /// The names of the pipeline's gates on a deployment here, in the order they are asked.
@@ -116,7 +120,7 @@ impl EnvState {
 
     /// The release live here (its index in `State::releases`).
     pub fn live_release(&self) -> Option<u32> {
-        self.live.map(|i| self.tickets[i].release)
+        self.live.map(|_| self.live_release)
     }
 }
 
@@ -158,6 +162,7 @@ impl State {
                         pending: Vec::new(),
                         lock: None,
                         live: None,
+                        live_release: 0,
                         refusals: 0,
                         gate_names: Vec::new(),
                         parked: Vec::new(),
@@ -674,6 +679,7 @@ impl State {
         if report.succeeded() {
             state.tickets[i].status = TicketStatus::Deployed { at };
             state.live = Some(i);
+            state.live_release = state.tickets[i].release;
             let release = state.tickets[i].release as usize;
             let live_in = &mut self.releases[release].live_in;
             if !live_in.contains(&(env as u32)) {

@@ -201,6 +201,19 @@ pub enum Hold {
     /// A deployment is queued or running in the environment (another process's, or one
     /// parked by a gate): the next pass looks again.
     Busy,
+    /// The last deployment of the desired release here failed (its deploy stage failed: a
+    /// rollout rolled back by its analysis, or frozen), and the desired state for the
+    /// environment has not changed since: the reconciler does not try the same deployment
+    /// again every pass. It tries again once the environment's desired entry (release,
+    /// digest or configuration) differs from the one that failed, or after
+    /// [`Reconciler::retry`](super::Reconciler::retry). Drift from the live release is
+    /// still repaired.
+    Failed {
+        /// The failed deployment's ticket.
+        ticket: Seq,
+        /// The release that failed to deploy.
+        release: ReleaseId,
+    },
     /// A gate of the pipeline on the deployment has not decided yet (recorded by the fleet
     /// as parked); the next pass asks again.
     Gate {

@@ -22,6 +22,15 @@
 //!   names another version than it did when the pass first saw the rollback, or until
 //!   [`Reconciler::unpin`]. A reconciler that starts after the rollback pins it at the
 //!   desired state it then reads. Drift from the pinned release is still repaired;
+//! - a deployment of the desired release that **failed** (its deploy stage failed: a
+//!   [`Rollout`](crate::rollout::Rollout) rolled back by its analysis, or frozen) is not
+//!   tried again every pass: the pass that made it reports [`Outcome::Failed`], and later
+//!   passes hold the environment on what is live ([`Hold::Failed`]) until its desired entry
+//!   (release, digest or configuration) differs from the one that failed, or until
+//!   [`Reconciler::retry`]. So a canary that fails its analysis is rolled back once, by the
+//!   rollout, and the reconciler does not fight it. A reconciler that starts after the
+//!   failure holds at the desired entry it then reads (the failure is read from the fleet's
+//!   ledger). Drift from the live release is still repaired;
 //! - a **suspended** reconciler (all environments, or one) reports and changes nothing;
 //! - a **sync window** (any [`Gate`], typically [`ChangeWindows`](crate::gate::ChangeWindows))
 //!   holds promotions and repairs while it is not open: drift is reported, not repaired yet.
@@ -36,7 +45,10 @@
 //! a release once staging has it live, as for any promotion).
 //!
 //! Environments are compared one after another; a pass in sync costs one
-//! [`Target::observe`] and a few hash lookups per environment (`benches/reconcile.rs`).
+//! [`Target::observe`], a hash lookup of the desired release and a read of the
+//! environment's own record in the fleet per environment: each environment's place in the
+//! fleet is resolved once per desired state, and nothing is allocated or copied for an
+//! environment in sync (`benches/reconcile.rs`).
 //!
 //! | file | job |
 //! |---|---|
@@ -156,9 +168,22 @@ impl<M: Mode> std::fmt::Debug for Reconciler<M> {
 #[derive(Debug, Default)]
 struct Inner {
     desired: Option<Arc<DesiredState>>,
+    /// The fleet's position of each environment `desired` names, in its order: resolved
+    /// once per desired state, so a pass hashes no environment name.
+    positions: Arc<Vec<Option<usize>>>,
     suspended_all: bool,
     suspended: HashSet<EnvironmentName>,
     pins: HashMap<EnvironmentName, Pin>,
+    failures: HashMap<EnvironmentName, Failure>,
+    retries: HashSet<EnvironmentName>,
+}
+
+/// A failed deployment of the desired release, and the desired entry it failed with.
+#[derive(Debug, Clone)]
+struct Failure {
+    ticket: Seq,
+    desired: Desired,
+    lifted: bool,
 }
 
 /// A rollback someone else made, and the desired version when it was first seen.
@@ -189,6 +214,8 @@ struct Differs {
     /// The live release, when someone else's rollback brought it live.
     foreign: Option<(Seq, Actor, crate::id::ReleaseId)>,
     live: Option<crate::id::ReleaseId>,
+    /// The desired release's last deployment here, when it failed since the live one.
+    failed: Option<Seq>,
 }
 
 /// A change of release the desired state asks for.
@@ -278,7 +305,7 @@ impl<M: Mode> Reconciler<M> {
         let now = self.fleet.pipeline().clock().now();
         let live = self.fleet.look(environment.as_str(), "", now, |look| {
             look.live
-                .map(|l| (l.ticket, l.release.clone(), l.digest.clone()))
+                .map(|l| (l.ticket(), l.release.clone(), l.digest.clone()))
         })?;
         if let Some((ticket, release, digest)) = live {
             self.inner().pins.insert(
@@ -291,6 +318,14 @@ impl<M: Mode> Reconciler<M> {
             );
         }
         Ok(())
+    }
+
+    /// Lets the next pass try again a deployment of the desired release that failed in
+    /// `environment` ([`Hold::Failed`]) although the desired state has not changed since.
+    pub fn retry(&self, environment: &EnvironmentName) {
+        let mut inner = self.inner();
+        inner.failures.remove(environment);
+        inner.retries.insert(environment.clone());
     }
 
     /// Whether `environment` is pinned by someone else's rollback (as of the last pass).
@@ -337,9 +372,18 @@ impl<M: Mode> Reconciler<M> {
         let known = self.inner().desired.as_ref().map(|d| d.revision.clone());
         match self.source.fetch(known.as_ref()).await? {
             Fetched::Unchanged => {}
-            Fetched::Changed(state) => self.inner().desired = Some(Arc::new(state)),
+            Fetched::Changed(state) => {
+                let positions = Arc::new(self.fleet.positions(state.environments.keys()));
+                let mut inner = self.inner();
+                inner.desired = Some(Arc::new(state));
+                inner.positions = positions;
+            }
         }
-        let Some(desired) = self.inner().desired.clone() else {
+        let (desired, positions) = {
+            let inner = self.inner();
+            (inner.desired.clone(), Arc::clone(&inner.positions))
+        };
+        let Some(desired) = desired else {
             return Err(ReconcileError::Source(SourceError {
                 source_name: "desired state".to_owned(),
                 message: "the source reported no change before it ever gave a desired state"
@@ -354,14 +398,18 @@ impl<M: Mode> Reconciler<M> {
             in_sync: 0,
             events: Vec::new(),
         };
-        for (environment, want) in &desired.environments {
+        let positions = positions.iter().copied().chain(std::iter::repeat(None));
+        for ((environment, want), position) in desired.environments.iter().zip(positions) {
+            let place = (environment, position);
             if self
-                .environment(environment, want, &desired.revision, at, &mut pass.events)
+                .environment(place, want, &desired.revision, at, &mut pass.events)
                 .await?
             {
                 pass.in_sync += 1;
             }
         }
+        // A retry asked for is used by this pass or not at all.
+        self.inner().retries.clear();
         Ok(pass)
     }
 }
@@ -376,7 +424,7 @@ impl<M: Mode> Reconciler<M> {
     /// when it is in sync.
     async fn environment(
         &self,
-        environment: &EnvironmentName,
+        (environment, position): (&EnvironmentName, Option<usize>),
         want: &Desired,
         revision: &SourceRevision,
         at: Timestamp,
@@ -398,7 +446,8 @@ impl<M: Mode> Reconciler<M> {
                 return Ok(false);
             }
         };
-        let plan = match self.fleet.look(
+        let plan = match self.fleet.look_at(
+            position,
             environment.as_str(),
             want.version.release.as_str(),
             at,
@@ -425,21 +474,14 @@ impl<M: Mode> Reconciler<M> {
             mut change,
             foreign,
             live,
+            failed,
         } = *differs;
-        // Someone else's rollback: keep its release until the desired version changes.
-        if let (Some((ticket, by, live)), Ok(Some(_))) = (&foreign, &change) {
-            if self.pinned(environment, *ticket, &want.version) {
-                change = Ok(None);
-                if drift.is_empty() {
-                    release.extend(config);
-                    let hold = Hold::Pinned {
-                        ticket: *ticket,
-                        by: by.clone(),
-                        live: live.clone(),
-                    };
-                    report(release, Outcome::Held { hold });
-                    return Ok(false);
-                }
+        if let Some(hold) = self.hold_back(environment, want, foreign.as_ref(), failed, &change) {
+            change = Ok(None);
+            if drift.is_empty() {
+                release.extend(config);
+                report(release, Outcome::Held { hold });
+                return Ok(false);
             }
         }
         // The change the desired state asks for (with the configuration it brings); when
@@ -458,6 +500,9 @@ impl<M: Mode> Reconciler<M> {
                 release.extend(drift.iter().cloned());
                 release.extend(config);
                 let outcome = self.act(environment, &action, revision, at).await?;
+                if let Outcome::Failed { ticket, .. } = outcome {
+                    self.failed(environment, ticket, want);
+                }
                 let refused = matches!(outcome, Outcome::Refused { .. });
                 report(release, outcome);
                 if !refused || drift.is_empty() {
@@ -465,9 +510,10 @@ impl<M: Mode> Reconciler<M> {
                 }
             }
             Ok(None) => {
-                // Pinned, or the live release is the desired one: configuration differences
-                // count as drift only then (a pinned release keeps its own).
-                if foreign.is_none() || live.as_ref() == Some(&want.version.release) {
+                // Pinned, held after a failure, or the live release is the desired one:
+                // configuration differences count as drift only in the last case (a pinned
+                // release, or one a failed deployment left live, keeps its own).
+                if live.as_ref() == Some(&want.version.release) {
                     drift.extend(config);
                 }
             }
@@ -579,9 +625,9 @@ impl<M: Mode> Reconciler<M> {
         if change.is_ok() {
             event::config_differences(&want.config, &observed.config, &mut config);
         }
-        let foreign = look.live.and_then(|l| match l.kind {
-            DeployKind::Rollback { .. } if *l.by != self.actor => {
-                Some((l.ticket, l.by.clone(), l.release.clone()))
+        let foreign = look.live.and_then(|l| match l.kind() {
+            DeployKind::Rollback { .. } if *l.by() != self.actor => {
+                Some((l.ticket(), l.by().clone(), l.release.clone()))
             }
             _ => None,
         });
@@ -592,6 +638,7 @@ impl<M: Mode> Reconciler<M> {
             change,
             foreign,
             live: look.live.map(|l| l.release.clone()),
+            failed: look.failed,
         }))
     }
 
@@ -616,6 +663,74 @@ impl<M: Mode> Reconciler<M> {
                     },
                 );
                 true
+            }
+        }
+    }
+
+    /// Records that the deployment `ticket`, asked for by the desired entry `want`, failed.
+    fn failed(&self, environment: &EnvironmentName, ticket: Seq, want: &Desired) {
+        let failure = Failure {
+            ticket,
+            desired: want.clone(),
+            lifted: false,
+        };
+        self.inner().failures.insert(environment.clone(), failure);
+    }
+
+    /// Why the change the desired state asks for is held back, if it is: someone else's
+    /// rollback (kept until the desired version changes), or a failed deployment of the
+    /// desired release (not tried again for the same desired entry).
+    fn hold_back(
+        &self,
+        environment: &EnvironmentName,
+        want: &Desired,
+        foreign: Option<&(Seq, Actor, crate::id::ReleaseId)>,
+        failed: Option<Seq>,
+        change: &Result<Option<Change>, Refusal>,
+    ) -> Option<Hold> {
+        if !matches!(change, Ok(Some(_))) {
+            return None;
+        }
+        if let Some((ticket, by, live)) = foreign {
+            if self.pinned(environment, *ticket, &want.version) {
+                return Some(Hold::Pinned {
+                    ticket: *ticket,
+                    by: by.clone(),
+                    live: live.clone(),
+                });
+            }
+        }
+        let ticket = failed?;
+        self.failed_before(environment, ticket, want)
+            .then(|| Hold::Failed {
+                ticket,
+                release: want.version.release.clone(),
+            })
+    }
+
+    /// Whether the failed deployment `ticket` of the desired release still holds the
+    /// environment, the desired entry being `want`; records the failure the first time it
+    /// is seen.
+    fn failed_before(&self, environment: &EnvironmentName, ticket: Seq, want: &Desired) -> bool {
+        let mut inner = self.inner();
+        let retry = inner.retries.remove(environment);
+        match inner.failures.get_mut(environment) {
+            Some(failure) if failure.ticket == ticket => {
+                if retry || (!failure.lifted && failure.desired != *want) {
+                    failure.lifted = true;
+                }
+                !failure.lifted
+            }
+            _ => {
+                inner.failures.insert(
+                    environment.clone(),
+                    Failure {
+                        ticket,
+                        desired: want.clone(),
+                        lifted: retry,
+                    },
+                );
+                !retry
             }
         }
     }

@@ -313,3 +313,48 @@ impl<F: Fn(&RolloutEvent) + Send + Sync> RolloutObserver for FnRolloutObserver<F
         (self.0)(event);
     }
 }
+
+/// Tells `observe` an event, containing a panic: the panic becomes a
+/// [`Warning::ObserverPanicked`](crate::engine::Warning::ObserverPanicked) in `warnings`
+/// (one per kind of event and panic text, with how many times), and the caller goes on, as
+/// the engine does with its observers. `kind` is the event's serde form, read for its
+/// `event` tag only when the observer panicked.
+pub(crate) fn tell_contained<E: Serialize>(
+    event: &E,
+    observe: impl FnOnce(&E),
+    warnings: &mut Vec<crate::engine::Warning>,
+) {
+    use crate::engine::Warning;
+    let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observe(event)))
+    else {
+        return;
+    };
+    let message = crate::engine::panic_message(payload.as_ref()).to_owned();
+    let kind = serde_json::to_value(event)
+        .ok()
+        .and_then(|v| {
+            let kind = v.get("kind").unwrap_or(&v);
+            kind.get("event")
+                .and_then(|e| e.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "event".to_owned());
+    for warning in warnings.iter_mut() {
+        if let Warning::ObserverPanicked {
+            event,
+            message: seen,
+            times,
+        } = warning
+        {
+            if *event == kind && *seen == message {
+                *times += 1;
+                return;
+            }
+        }
+    }
+    warnings.push(Warning::ObserverPanicked {
+        event: kind,
+        message,
+        times: 1,
+    });
+}

@@ -38,6 +38,7 @@ mod strategy;
 mod target;
 
 pub use analysis::{Analysis, Analyzer, Evaluation, MetricCheck};
+pub(crate) use event::tell_contained;
 pub use event::{
     Cause, Choice, FnRolloutObserver, Outcome, RolloutEvent, RolloutEventKind, RolloutObserver,
     observer_fn, rollout_key,

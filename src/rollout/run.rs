@@ -156,6 +156,12 @@ pub struct RolloutReport {
     pub events: Vec<RolloutEvent>,
     /// How many evaluations the analysis made.
     pub evaluations: u64,
+    /// What went wrong on the side without stopping the rollout: an observer that
+    /// panicked ([`Warning::ObserverPanicked`](crate::engine::Warning::ObserverPanicked),
+    /// once per kind of event and panic text; the rollout carried on, and the journal has
+    /// every event).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::engine::Warning>,
 }
 
 /// A rollout: a [`Strategy`] run against a [`Target`], with optional [`Analysis`] over a
@@ -319,6 +325,7 @@ impl Rollout {
             clock,
             key: rollout_key(&self.pipeline, release.id(), env),
             events: Vec::new(),
+            warnings: Vec::new(),
             analyzer: self
                 .analysis
                 .as_ref()
@@ -336,6 +343,7 @@ impl Rollout {
             outcome,
             events: run.events,
             evaluations,
+            warnings: run.warnings,
         })
     }
 }
@@ -358,6 +366,8 @@ struct Run<'a> {
     clock: &'a dyn Clock,
     key: String,
     events: Vec<RolloutEvent>,
+    /// Observers' panics, contained.
+    warnings: Vec<crate::engine::Warning>,
     analyzer: Option<Analyzer>,
     /// Evaluations of analyzers replaced by a roll-forward.
     evaluations: u64,
@@ -399,7 +409,7 @@ impl Run<'_> {
             kind,
         };
         for observer in &self.rollout.observers {
-            observer.observe(&event);
+            super::event::tell_contained(&event, |e| observer.observe(e), &mut self.warnings);
         }
         if let Some(journal) = &self.rollout.journal {
             let payload = serde_json::to_vec(&event).map_err(|e| self.journal_error(&e))?;
@@ -844,6 +854,9 @@ impl Executor for Rollout {
                 let mut outcome = StageOutcome::success().output("rollout", "promoted");
                 for event in &report.events {
                     outcome = outcome.log(format!("{} {}", event.at, event.kind));
+                }
+                for warning in &report.warnings {
+                    outcome = outcome.log(format!("warning: {warning}"));
                 }
                 Ok(outcome)
             }
