@@ -1002,9 +1002,14 @@ impl<'a> StepState<'a> {
                         attempt.finished_at = now;
                         attempt.status = StageStatus::Succeeded;
                     }
-                    if !outputs.is_empty() {
-                        report.outputs = outputs;
-                    }
+                    // Moved in whether empty or not, so that the outcome's map is not
+                    // dropped here (a call and an iterator a stage): it is dropped with
+                    // the report instead, which drops its map anyway. The report's own map
+                    // is the empty one it was made with (only a success sets outputs, and
+                    // a success ends the stage), which owns nothing, so forgetting it leaks
+                    // nothing.
+                    debug_assert!(report.outputs.is_empty());
+                    std::mem::forget(std::mem::replace(&mut report.outputs, outputs));
                     if let Some(artifact) = artifact {
                         report.artifact = Some(artifact);
                     }
