@@ -295,6 +295,100 @@ fn people_outside_every_rule_cannot_vote() {
     });
 }
 
+/// A journal on which another vote always lands first: after `refusals` tries, a vote's
+/// conditional append is written; before, it is refused with a `Conflict`, as when someone
+/// else's vote was written between reading the ballot and writing this one. It gives up for
+/// good (`Closed`) after 100 tries, so that a vote that never stops trying fails the test
+/// instead of hanging it.
+struct Contested {
+    inner: SharedJournal,
+    refusals: usize,
+    tries: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl tollgate::journal::Journal for Contested {
+    async fn append(&self, entries: Vec<tollgate::journal::Entry>) -> Result<u64, JournalError> {
+        if let Some(vote) = entries.iter().find(|e| e.key.ends_with("\u{1f}votes")) {
+            let tries = self.tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if tries > 100 {
+                return Err(JournalError::Closed);
+            }
+            if tries <= self.refusals {
+                let expected = vote.expect_prev.unwrap_or(0);
+                return Err(JournalError::Conflict {
+                    key: vote.key.clone(),
+                    expected,
+                    found: expected + 1,
+                });
+            }
+        }
+        self.inner.append(entries).await
+    }
+    async fn read(&self, from: u64, limit: usize) -> Result<Vec<Stored>, JournalError> {
+        self.inner.read(from, limit).await
+    }
+    async fn read_key(&self, key: &str) -> Result<Vec<Stored>, JournalError> {
+        self.inner.read_key(key).await
+    }
+    async fn head(&self) -> Result<(u64, tollgate::journal::ChainHash), JournalError> {
+        self.inner.head().await
+    }
+    fn key(&self) -> &ChainKey {
+        self.inner.key()
+    }
+}
+
+/// Stages a release on a [`Contested`] journal refusing `refusals` vote appends, has rita
+/// vote on it, and gives what the vote returned, how often it was tried and the ballot.
+fn contested_vote(refusals: usize) -> (Result<Progress, Error>, usize, Ballot) {
+    block_on(async {
+        let clock = clock();
+        let journal = SharedJournal::new();
+        let contested = Arc::new(Contested {
+            inner: journal.clone(),
+            refusals,
+            tries: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let pipeline = builder(
+            "shop",
+            &clock,
+            standard_stages(),
+            ApprovalPolicy::any_of(["rita"]).unwrap(),
+            org(),
+        )
+        .journal(Arc::clone(&contested))
+        .build()
+        .unwrap();
+        let staged = staged(&pipeline, "aaa", None).await;
+        let id = staged.id().as_str();
+        let voted = pipeline.vote(id, "rita", Decision::Approve, "ok").await;
+        let tries = contested.tries.load(std::sync::atomic::Ordering::SeqCst);
+        (voted, tries, pipeline.ballot(id).await.unwrap())
+    })
+}
+
+#[test]
+fn a_vote_that_loses_the_race_seven_times_is_tried_again_and_counts() {
+    let (voted, tries, ballot) = contested_vote(7);
+    let progress = voted.expect("the eighth try is written");
+    assert!(progress.is_met(), "{progress}");
+    assert_eq!(tries, 8, "seven refused tries and the one written");
+    assert_eq!(ballot.votes().len(), 1, "the vote is written once");
+}
+
+#[test]
+fn a_vote_that_always_loses_the_race_gives_up_after_eight_tries_with_a_conflict() {
+    let (voted, tries, ballot) = contested_vote(usize::MAX);
+    let error = voted.expect_err("a vote that is never written is not reported as cast");
+    assert_eq!(error.kind(), ErrorKind::Conflict, "{error:?}");
+    assert_eq!(
+        tries, 8,
+        "a vote is tried eight times, then the caller is told"
+    );
+    assert!(ballot.votes().is_empty(), "nothing was written");
+}
+
 #[test]
 fn a_vote_on_a_release_that_is_not_staged_is_refused() {
     block_on(async {
