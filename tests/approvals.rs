@@ -1888,3 +1888,22 @@ fn a_policy_shows_its_rules_approvers_and_validity_and_names_nobody_else() {
     assert!(policy.admits("omar", &org()));
     assert!(!policy.admits("mallory", &org()));
 }
+
+#[test]
+fn an_approval_that_does_not_fit_says_who_gave_it_or_nobody() {
+    // What a bot posts when an approval is refused: who approved, and what differs.
+    let mismatch = |approver: Option<&str>| ApprovalError::Mismatch {
+        approver: approver.map(|p| Person::new(p).unwrap()),
+        field: "release",
+        approved: "r-aaa".to_owned(),
+        actual: "r-bbb".to_owned(),
+    };
+    assert_eq!(
+        mismatch(Some("rita")).to_string(),
+        "approval by `rita` is for release `r-aaa`, not `r-bbb`"
+    );
+    assert_eq!(
+        mismatch(None).to_string(),
+        "approval by `nobody` is for release `r-aaa`, not `r-bbb`"
+    );
+}
