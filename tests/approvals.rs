@@ -1907,3 +1907,33 @@ fn an_approval_that_does_not_fit_says_who_gave_it_or_nobody() {
         "approval by `nobody` is for release `r-aaa`, not `r-bbb`"
     );
 }
+
+#[test]
+fn a_ballot_until_a_time_holds_the_votes_cast_until_then_that_instant_included() {
+    block_on(async {
+        let clock = clock();
+        let pipeline = pipeline(&clock, managers_and_security(), org());
+        let staged = staged(&pipeline, "aaa", None).await;
+        let id = staged.id().as_str();
+        let mut times = Vec::new();
+        for person in ["rita", "sam", "omar"] {
+            clock.advance(HOUR);
+            times.push(clock_now(&clock));
+            pipeline
+                .vote(id, person, Decision::Approve, "ok")
+                .await
+                .unwrap();
+        }
+        let ballot = pipeline.ballot(id).await.unwrap();
+        let voters = |b: &Ballot| -> Vec<String> {
+            b.votes().iter().map(|v| v.person.to_string()).collect()
+        };
+        assert_eq!(voters(&ballot.until(times[1])), ["rita", "sam"]);
+        assert_eq!(voters(&ballot.until(times[0])), ["rita"]);
+        assert!(
+            ballot.until(START).votes().is_empty(),
+            "before anyone voted"
+        );
+        assert_eq!(voters(&ballot.until(times[2])), ["rita", "sam", "omar"]);
+    });
+}
