@@ -1937,3 +1937,20 @@ fn a_ballot_until_a_time_holds_the_votes_cast_until_then_that_instant_included()
         assert_eq!(voters(&ballot.until(times[2])), ["rita", "sam", "omar"]);
     });
 }
+
+#[test]
+fn a_policy_shows_which_separation_of_duties_it_relaxes() {
+    // What a spec written back from a policy, and a bot that explains it, read.
+    let strict = ApprovalPolicy::any_of(["rita"]).unwrap();
+    assert!(
+        !strict.self_approval_allowed(),
+        "the author may not approve by default"
+    );
+    assert!(!strict.triggerer_approval_allowed(), "nor the triggerer");
+    let authors = strict.clone().allow_self_approval(true);
+    assert!(authors.self_approval_allowed());
+    assert!(!authors.triggerer_approval_allowed());
+    let triggerers = strict.allow_triggerer_approval(true);
+    assert!(!triggerers.self_approval_allowed());
+    assert!(triggerers.triggerer_approval_allowed());
+}
