@@ -1954,3 +1954,45 @@ fn a_policy_shows_which_separation_of_duties_it_relaxes() {
     assert!(!triggerers.self_approval_allowed());
     assert!(triggerers.triggerer_approval_allowed());
 }
+
+#[test]
+fn a_rejection_stops_counting_the_instant_it_expires_and_a_restore_agrees() {
+    block_on(async {
+        let clock = clock();
+        let journal = SharedJournal::new();
+        let policy = ApprovalPolicy::any_of(["rita", "sam"]).unwrap();
+        let validity = policy.validity();
+        let pipeline = pipeline_in(&journal, &clock, policy, org());
+        let staged = staged(&pipeline, "aaa", None).await;
+        let id = staged.id().to_string();
+        pipeline
+            .vote(&id, "sam", Decision::Reject, "not yet")
+            .await
+            .unwrap();
+        // Exactly one validity later, sam's rejection no longer counts: rita's yes is issued
+        // and used in that same millisecond.
+        clock.advance(validity);
+        pipeline
+            .vote(&id, "rita", Decision::Approve, "ok")
+            .await
+            .unwrap();
+        let approval = pipeline
+            .issue(&id)
+            .await
+            .expect("sam's rejection has expired");
+        staged
+            .approve(&pipeline, approval)
+            .await
+            .expect("the approval is used");
+        // The journal's history is one the pipeline wrote: a restore takes it as it is.
+        let restored = pipeline
+            .restore(&id)
+            .await
+            .expect("a restore re-derives the same approval");
+        let approved = Release::<Approved, Delivery>::try_from(restored).unwrap();
+        assert_eq!(
+            approved.record().approval().unwrap().approver.as_str(),
+            "rita"
+        );
+    });
+}
