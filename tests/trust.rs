@@ -312,6 +312,24 @@ fn an_expired_approval_used_with_the_key_is_refused_by_the_replay() {
 }
 
 #[test]
+fn an_approval_used_over_a_standing_rejection_with_the_key_is_refused_by_the_replay() {
+    // Sam's "changes requested", written after rita's yes was issued and before it was used:
+    // the approve move would have refused it, so only someone with the key writes this.
+    let bot = Bot::standard();
+    approved_r1(&bot);
+    let mut facts = bot.facts();
+    let yes = find_fact(&facts, 0, "voted", "release", "r1");
+    let used = find_fact(&facts, yes, "approval_used", "release", "r1");
+    let mut rejection = facts[yes].clone();
+    rejection["vote"]["person"] = json!("sam");
+    rejection["vote"]["decision"] = json!("reject");
+    rejection["vote"]["reason"] = json!("changes requested");
+    facts.insert(used, rejection);
+    let message = assert_replay_refuses(record_of(&bot.on(forged(&facts)), "r1"), "sam");
+    assert!(message.contains("rejected"), "{message}");
+}
+
+#[test]
 fn an_approval_without_any_vote_written_with_the_key_is_refused_by_the_replay() {
     let bot = Bot::standard();
     approved_r1(&bot);
