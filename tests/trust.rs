@@ -330,6 +330,22 @@ fn an_approval_used_over_a_standing_rejection_with_the_key_is_refused_by_the_rep
 }
 
 #[test]
+fn an_approval_whose_reason_was_rewritten_with_the_key_is_refused_naming_the_reason() {
+    // The record's other parts still match what the votes give: the refusal names the one
+    // that does not, so an auditor sees what was changed.
+    let bot = Bot::standard();
+    approved_r1(&bot);
+    let mut facts = bot.facts();
+    let used = find_fact(&facts, 0, "approval_used", "release", "r1");
+    facts[used]["record"]["reason"] = json!("approved by the CAB");
+    let message = assert_replay_refuses(record_of(&bot.on(forged(&facts)), "r1"), "reason");
+    assert!(
+        message.contains("is for reason `approved by the CAB`"),
+        "{message}"
+    );
+}
+
+#[test]
 fn an_approval_without_any_vote_written_with_the_key_is_refused_by_the_replay() {
     let bot = Bot::standard();
     approved_r1(&bot);
