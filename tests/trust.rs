@@ -346,6 +346,18 @@ fn an_approval_whose_reason_was_rewritten_with_the_key_is_refused_naming_the_rea
 }
 
 #[test]
+fn an_approval_whose_signoff_reason_was_rewritten_with_the_key_is_refused_by_the_replay() {
+    // A part of the record that the refusal cannot show as one value (a signoff's reason):
+    // still a difference from what the votes give.
+    let bot = Bot::standard();
+    approved_r1(&bot);
+    let mut facts = bot.facts();
+    let used = find_fact(&facts, 0, "approval_used", "release", "r1");
+    facts[used]["record"]["signoffs"][0]["reason"] = json!("approved by the CAB");
+    assert_replay_refuses(record_of(&bot.on(forged(&facts)), "r1"), "signoffs");
+}
+
+#[test]
 fn an_approval_without_any_vote_written_with_the_key_is_refused_by_the_replay() {
     let bot = Bot::standard();
     approved_r1(&bot);
