@@ -1996,3 +1996,49 @@ fn a_rejection_stops_counting_the_instant_it_expires_and_a_restore_agrees() {
         );
     });
 }
+
+#[test]
+fn a_release_approved_through_group_rules_is_restored_with_each_signoff_counted_where_it_was() {
+    // rita and sam for the release managers, omar (security only) for security: after a
+    // restart, the approval is re-derived from the votes with each signoff counting for the
+    // rules it counted for when it was issued, no more and no fewer.
+    block_on(async {
+        let clock = clock();
+        let journal = SharedJournal::new();
+        let pipeline = pipeline_in(&journal, &clock, managers_and_security(), org());
+        let staged = staged(&pipeline, "aaa", None).await;
+        let id = staged.id().to_string();
+        for person in ["rita", "sam", "omar"] {
+            pipeline
+                .vote(&id, person, Decision::Approve, "ok")
+                .await
+                .unwrap();
+        }
+        let approval = pipeline.issue(&id).await.unwrap();
+        let approved = staged.approve(&pipeline, approval).await.unwrap();
+        let signoffs = |any: &AnyRelease| -> Vec<(String, Vec<String>)> {
+            any.approval()
+                .unwrap()
+                .signoffs
+                .iter()
+                .map(|s| (s.person.to_string(), s.rules.clone()))
+                .collect()
+        };
+        let expected = signoffs(approved.record());
+        assert_eq!(
+            expected,
+            [
+                ("rita".to_owned(), vec!["release-managers".to_owned()]),
+                ("sam".to_owned(), vec!["release-managers".to_owned()]),
+                ("omar".to_owned(), vec!["security".to_owned()]),
+            ]
+        );
+        drop(approved);
+        let restored = pipeline
+            .restore(&id)
+            .await
+            .expect("the journal's history restores");
+        let restored = Release::<Approved, Delivery>::try_from(restored).unwrap();
+        assert_eq!(signoffs(restored.record()), expected);
+    });
+}
