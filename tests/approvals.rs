@@ -2042,3 +2042,20 @@ fn a_release_approved_through_group_rules_is_restored_with_each_signoff_counted_
         assert_eq!(signoffs(restored.record()), expected);
     });
 }
+
+#[test]
+fn a_group_rule_may_need_at_most_a_thousand_approvals() {
+    let needing = |n: usize| ApprovalPolicy::new().rule(Rule::new("all").group("everyone").need(n));
+    assert!(needing(1000).is_ok());
+    for too_many in [1001, usize::MAX] {
+        let refused = needing(too_many).expect_err("more than any rule may ask for");
+        assert!(
+            matches!(&refused, ApprovalError::InvalidRule { rule, .. } if rule == "all"),
+            "{refused:?}"
+        );
+        assert!(
+            refused.to_string().contains("more than the 1000"),
+            "{refused}"
+        );
+    }
+}
