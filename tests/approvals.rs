@@ -295,6 +295,100 @@ fn people_outside_every_rule_cannot_vote() {
     });
 }
 
+/// A journal on which another vote always lands first: after `refusals` tries, a vote's
+/// conditional append is written; before, it is refused with a `Conflict`, as when someone
+/// else's vote was written between reading the ballot and writing this one. It gives up for
+/// good (`Closed`) after 100 tries, so that a vote that never stops trying fails the test
+/// instead of hanging it.
+struct Contested {
+    inner: SharedJournal,
+    refusals: usize,
+    tries: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl tollgate::journal::Journal for Contested {
+    async fn append(&self, entries: Vec<tollgate::journal::Entry>) -> Result<u64, JournalError> {
+        if let Some(vote) = entries.iter().find(|e| e.key.ends_with("\u{1f}votes")) {
+            let tries = self.tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if tries > 100 {
+                return Err(JournalError::Closed);
+            }
+            if tries <= self.refusals {
+                let expected = vote.expect_prev.unwrap_or(0);
+                return Err(JournalError::Conflict {
+                    key: vote.key.clone(),
+                    expected,
+                    found: expected + 1,
+                });
+            }
+        }
+        self.inner.append(entries).await
+    }
+    async fn read(&self, from: u64, limit: usize) -> Result<Vec<Stored>, JournalError> {
+        self.inner.read(from, limit).await
+    }
+    async fn read_key(&self, key: &str) -> Result<Vec<Stored>, JournalError> {
+        self.inner.read_key(key).await
+    }
+    async fn head(&self) -> Result<(u64, tollgate::journal::ChainHash), JournalError> {
+        self.inner.head().await
+    }
+    fn key(&self) -> &ChainKey {
+        self.inner.key()
+    }
+}
+
+/// Stages a release on a [`Contested`] journal refusing `refusals` vote appends, has rita
+/// vote on it, and gives what the vote returned, how often it was tried and the ballot.
+fn contested_vote(refusals: usize) -> (Result<Progress, Error>, usize, Ballot) {
+    block_on(async {
+        let clock = clock();
+        let journal = SharedJournal::new();
+        let contested = Arc::new(Contested {
+            inner: journal.clone(),
+            refusals,
+            tries: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let pipeline = builder(
+            "shop",
+            &clock,
+            standard_stages(),
+            ApprovalPolicy::any_of(["rita"]).unwrap(),
+            org(),
+        )
+        .journal(Arc::clone(&contested))
+        .build()
+        .unwrap();
+        let staged = staged(&pipeline, "aaa", None).await;
+        let id = staged.id().as_str();
+        let voted = pipeline.vote(id, "rita", Decision::Approve, "ok").await;
+        let tries = contested.tries.load(std::sync::atomic::Ordering::SeqCst);
+        (voted, tries, pipeline.ballot(id).await.unwrap())
+    })
+}
+
+#[test]
+fn a_vote_that_loses_the_race_seven_times_is_tried_again_and_counts() {
+    let (voted, tries, ballot) = contested_vote(7);
+    let progress = voted.expect("the eighth try is written");
+    assert!(progress.is_met(), "{progress}");
+    assert_eq!(tries, 8, "seven refused tries and the one written");
+    assert_eq!(ballot.votes().len(), 1, "the vote is written once");
+}
+
+#[test]
+fn a_vote_that_always_loses_the_race_gives_up_after_eight_tries_with_a_conflict() {
+    let (voted, tries, ballot) = contested_vote(usize::MAX);
+    let error = voted.expect_err("a vote that is never written is not reported as cast");
+    assert_eq!(error.kind(), ErrorKind::Conflict, "{error:?}");
+    assert_eq!(
+        tries, 8,
+        "a vote is tried eight times, then the caller is told"
+    );
+    assert!(ballot.votes().is_empty(), "nothing was written");
+}
+
 #[test]
 fn a_vote_on_a_release_that_is_not_staged_is_refused() {
     block_on(async {
@@ -1793,4 +1887,175 @@ fn a_policy_shows_its_rules_approvers_and_validity_and_names_nobody_else() {
     assert!(!policy.may_approve("omar"));
     assert!(policy.admits("omar", &org()));
     assert!(!policy.admits("mallory", &org()));
+}
+
+#[test]
+fn an_approval_that_does_not_fit_says_who_gave_it_or_nobody() {
+    // What a bot posts when an approval is refused: who approved, and what differs.
+    let mismatch = |approver: Option<&str>| ApprovalError::Mismatch {
+        approver: approver.map(|p| Person::new(p).unwrap()),
+        field: "release",
+        approved: "r-aaa".to_owned(),
+        actual: "r-bbb".to_owned(),
+    };
+    assert_eq!(
+        mismatch(Some("rita")).to_string(),
+        "approval by `rita` is for release `r-aaa`, not `r-bbb`"
+    );
+    assert_eq!(
+        mismatch(None).to_string(),
+        "approval by `nobody` is for release `r-aaa`, not `r-bbb`"
+    );
+}
+
+#[test]
+fn a_ballot_until_a_time_holds_the_votes_cast_until_then_that_instant_included() {
+    block_on(async {
+        let clock = clock();
+        let pipeline = pipeline(&clock, managers_and_security(), org());
+        let staged = staged(&pipeline, "aaa", None).await;
+        let id = staged.id().as_str();
+        let mut times = Vec::new();
+        for person in ["rita", "sam", "omar"] {
+            clock.advance(HOUR);
+            times.push(clock_now(&clock));
+            pipeline
+                .vote(id, person, Decision::Approve, "ok")
+                .await
+                .unwrap();
+        }
+        let ballot = pipeline.ballot(id).await.unwrap();
+        let voters = |b: &Ballot| -> Vec<String> {
+            b.votes().iter().map(|v| v.person.to_string()).collect()
+        };
+        assert_eq!(voters(&ballot.until(times[1])), ["rita", "sam"]);
+        assert_eq!(voters(&ballot.until(times[0])), ["rita"]);
+        assert!(
+            ballot.until(START).votes().is_empty(),
+            "before anyone voted"
+        );
+        assert_eq!(voters(&ballot.until(times[2])), ["rita", "sam", "omar"]);
+    });
+}
+
+#[test]
+fn a_policy_shows_which_separation_of_duties_it_relaxes() {
+    // What a spec written back from a policy, and a bot that explains it, read.
+    let strict = ApprovalPolicy::any_of(["rita"]).unwrap();
+    assert!(
+        !strict.self_approval_allowed(),
+        "the author may not approve by default"
+    );
+    assert!(!strict.triggerer_approval_allowed(), "nor the triggerer");
+    let authors = strict.clone().allow_self_approval(true);
+    assert!(authors.self_approval_allowed());
+    assert!(!authors.triggerer_approval_allowed());
+    let triggerers = strict.allow_triggerer_approval(true);
+    assert!(!triggerers.self_approval_allowed());
+    assert!(triggerers.triggerer_approval_allowed());
+}
+
+#[test]
+fn a_rejection_stops_counting_the_instant_it_expires_and_a_restore_agrees() {
+    block_on(async {
+        let clock = clock();
+        let journal = SharedJournal::new();
+        let policy = ApprovalPolicy::any_of(["rita", "sam"]).unwrap();
+        let validity = policy.validity();
+        let pipeline = pipeline_in(&journal, &clock, policy, org());
+        let staged = staged(&pipeline, "aaa", None).await;
+        let id = staged.id().to_string();
+        pipeline
+            .vote(&id, "sam", Decision::Reject, "not yet")
+            .await
+            .unwrap();
+        // Exactly one validity later, sam's rejection no longer counts: rita's yes is issued
+        // and used in that same millisecond.
+        clock.advance(validity);
+        pipeline
+            .vote(&id, "rita", Decision::Approve, "ok")
+            .await
+            .unwrap();
+        let approval = pipeline
+            .issue(&id)
+            .await
+            .expect("sam's rejection has expired");
+        staged
+            .approve(&pipeline, approval)
+            .await
+            .expect("the approval is used");
+        // The journal's history is one the pipeline wrote: a restore takes it as it is.
+        let restored = pipeline
+            .restore(&id)
+            .await
+            .expect("a restore re-derives the same approval");
+        let approved = Release::<Approved, Delivery>::try_from(restored).unwrap();
+        assert_eq!(
+            approved.record().approval().unwrap().approver.as_str(),
+            "rita"
+        );
+    });
+}
+
+#[test]
+fn a_release_approved_through_group_rules_is_restored_with_each_signoff_counted_where_it_was() {
+    // rita and sam for the release managers, omar (security only) for security: after a
+    // restart, the approval is re-derived from the votes with each signoff counting for the
+    // rules it counted for when it was issued, no more and no fewer.
+    block_on(async {
+        let clock = clock();
+        let journal = SharedJournal::new();
+        let pipeline = pipeline_in(&journal, &clock, managers_and_security(), org());
+        let staged = staged(&pipeline, "aaa", None).await;
+        let id = staged.id().to_string();
+        for person in ["rita", "sam", "omar"] {
+            pipeline
+                .vote(&id, person, Decision::Approve, "ok")
+                .await
+                .unwrap();
+        }
+        let approval = pipeline.issue(&id).await.unwrap();
+        let approved = staged.approve(&pipeline, approval).await.unwrap();
+        let signoffs = |any: &AnyRelease| -> Vec<(String, Vec<String>)> {
+            any.approval()
+                .unwrap()
+                .signoffs
+                .iter()
+                .map(|s| (s.person.to_string(), s.rules.clone()))
+                .collect()
+        };
+        let expected = signoffs(approved.record());
+        assert_eq!(
+            expected,
+            [
+                ("rita".to_owned(), vec!["release-managers".to_owned()]),
+                ("sam".to_owned(), vec!["release-managers".to_owned()]),
+                ("omar".to_owned(), vec!["security".to_owned()]),
+            ]
+        );
+        drop(approved);
+        let restored = pipeline
+            .restore(&id)
+            .await
+            .expect("the journal's history restores");
+        let restored = Release::<Approved, Delivery>::try_from(restored).unwrap();
+        assert_eq!(signoffs(restored.record()), expected);
+    });
+}
+
+#[test]
+fn a_group_rule_may_need_at_most_a_thousand_approvals() {
+    let needing = |n: usize| ApprovalPolicy::new().rule(Rule::new("all").group("everyone").need(n));
+    assert!(needing(1000).is_ok());
+    for too_many in [1001, usize::MAX] {
+        let refused = needing(too_many).expect_err("more than any rule may ask for");
+        assert!(
+            matches!(&refused, ApprovalError::InvalidRule { rule, .. } if rule == "all"),
+            "{refused:?}"
+        );
+        assert!(
+            refused.to_string().contains("more than the 1000"),
+            "{refused}"
+        );
+    }
 }

@@ -757,6 +757,79 @@ fn a_journal_entry_over_the_limit_is_refused_before_anything_is_written() {
     block_on(journal.close());
 }
 
+#[test]
+fn a_journal_entry_exactly_at_the_limit_is_taken() {
+    let dir = TempDir::new("at-limit");
+    let options = FileJournalOptions::default().max_entry_bytes(10);
+    let journal = block_on(FileJournal::open_with(&dir.file("j"), key(), options)).unwrap();
+    // A one-byte key and a nine-byte payload: ten bytes, the limit.
+    let seq = block_on(journal.append(vec![entry("r", "123456789")]))
+        .expect("an entry at the limit is taken");
+    assert_eq!(seq, 1);
+    block_on(journal.close());
+}
+
+#[test]
+fn journal_options_set_before_the_lock_wait_are_kept() {
+    let dir = TempDir::new("options");
+    let options = FileJournalOptions::default()
+        .max_entry_bytes(10)
+        .lock_wait(Duration::ZERO);
+    let journal = block_on(FileJournal::open_with(&dir.file("j"), key(), options)).unwrap();
+    let err = block_on(journal.append(vec![entry("r", "far too long")])).unwrap_err();
+    assert!(
+        matches!(err, JournalError::TooLarge { limit: 10, .. }),
+        "{err}"
+    );
+    block_on(journal.close());
+}
+
+#[test]
+fn a_journal_entry_limit_above_what_a_frame_holds_is_lowered_to_4_gib_less_84_bytes() {
+    // A frame's length field is 32 bits and holds 84 bytes besides the key and payload.
+    let options = FileJournalOptions::default().max_entry_bytes(usize::MAX);
+    let shown = format!("{options:?}");
+    assert!(
+        shown.contains(&format!("max_entry_bytes: {}", u64::from(u32::MAX) - 84)),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_file_journal_shows_its_path_and_size_in_its_debug_form() {
+    let dir = TempDir::new("debug");
+    let path = dir.file("j");
+    let journal = open(&path);
+    block_on(journal.append(vec![entry("r", "one"), entry("r", "two")])).unwrap();
+    let shown = format!("{journal:?}");
+    assert!(shown.starts_with("FileJournal {"), "{shown}");
+    assert!(shown.contains(&format!("{path:?}")), "{shown}");
+    assert!(shown.contains("entries: 2"), "{shown}");
+    block_on(journal.close());
+}
+
+#[test]
+fn a_closed_journal_holds_every_append_queued_before_it_and_opens_again_at_once() {
+    let dir = TempDir::new("close");
+    let path = dir.file("j");
+    let journal = open(&path);
+    // Two hundred appends handed to the writer and not waited for (each future polled once,
+    // which queues its entry, then dropped): `close` waits for all of them to be written.
+    block_on(async {
+        for i in 0..200 {
+            let mut append = Box::pin(journal.append(vec![entry("r", &format!("{i}"))]));
+            assert!(futures::poll!(append.as_mut()).is_pending());
+        }
+    });
+    block_on(journal.close());
+    // Closed means unlocked: no waiting for the lock.
+    let options = FileJournalOptions::default().lock_wait(Duration::ZERO);
+    let reopened = block_on(FileJournal::open_with(&path, key(), options))
+        .expect("a closed journal opens again at once");
+    assert_eq!(reopened.opened().entries, 200);
+    block_on(reopened.close());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rollback: the head kept by a witness outside the store
 // ---------------------------------------------------------------------------------------------

@@ -116,3 +116,44 @@ fn a_person_named_in_a_rule_is_admitted_under_any_spelling_the_directory_folds()
     let approval = block_on(pipeline.sign_off("r1", "omar", "scanned")).unwrap();
     assert!(block_on(staged.approve(&pipeline, approval)).is_ok());
 }
+
+/// Drives release `id` of `rev` to Staged on `pipeline`.
+fn stage(pipeline: &Pipeline<Delivery>, id: &str, rev: Revision) {
+    let built = block_on(pipeline.start(id, rev).unwrap().build(pipeline)).unwrap();
+    let artifact = built.artifact().clone();
+    let tested = block_on(built.test(pipeline, &artifact)).unwrap();
+    block_on(tested.stage(pipeline, &artifact)).unwrap();
+}
+
+#[test]
+fn an_author_or_triggerer_recorded_under_another_spelling_cannot_approve_under_the_directorys() {
+    // The revision names them as the forge wrote it (`Dana`, `Sam`); the vote is recorded
+    // under the directory's one name (`dana`, `sam`). They are still the same people.
+    let pipeline = pipeline(managers(1));
+    stage(&pipeline, "r1", Revision::new("aaa", "Dana").unwrap());
+    let refused = block_on(pipeline.vote("r1", "dana", Decision::Approve, "mine"))
+        .expect_err("the author may not approve");
+    assert!(
+        matches!(
+            &refused,
+            Error::Approval(ApprovalError::SelfApproval { .. })
+        ),
+        "{refused}"
+    );
+    let rev = Revision::new("bbb", "rita")
+        .unwrap()
+        .triggered_by(tollgate::id::Person::new("Sam").unwrap());
+    stage(&pipeline, "r2", rev);
+    let refused = block_on(pipeline.vote("r2", "sam", Decision::Approve, "merged it"))
+        .expect_err("the triggerer may not approve");
+    assert!(
+        matches!(
+            &refused,
+            Error::Approval(ApprovalError::TriggererApproval { .. })
+        ),
+        "{refused}"
+    );
+    for id in ["r1", "r2"] {
+        assert!(block_on(pipeline.ballot(id)).unwrap().votes().is_empty());
+    }
+}

@@ -42,7 +42,7 @@ use support::{
 };
 use tollgate::approval::{ApprovalError, Decision};
 use tollgate::executor::from_async_fn;
-use tollgate::fact::{Fact, FactError, votes_key};
+use tollgate::fact::{Fact, FactError, read_keys_checked, votes_key};
 use tollgate::gate;
 use tollgate::id::Person;
 use tollgate::journal::{
@@ -309,6 +309,52 @@ fn an_expired_approval_used_with_the_key_is_refused_by_the_replay() {
         facts[i]["at"] = millis(START, 25 * HOUR);
     }
     assert_replay_refuses(record_of(&bot.on(forged(&facts)), "r1"), "expired");
+}
+
+#[test]
+fn an_approval_used_over_a_standing_rejection_with_the_key_is_refused_by_the_replay() {
+    // Sam's "changes requested", written after rita's yes was issued and before it was used:
+    // the approve move would have refused it, so only someone with the key writes this.
+    let bot = Bot::standard();
+    approved_r1(&bot);
+    let mut facts = bot.facts();
+    let yes = find_fact(&facts, 0, "voted", "release", "r1");
+    let used = find_fact(&facts, yes, "approval_used", "release", "r1");
+    let mut rejection = facts[yes].clone();
+    rejection["vote"]["person"] = json!("sam");
+    rejection["vote"]["decision"] = json!("reject");
+    rejection["vote"]["reason"] = json!("changes requested");
+    facts.insert(used, rejection);
+    let message = assert_replay_refuses(record_of(&bot.on(forged(&facts)), "r1"), "sam");
+    assert!(message.contains("rejected"), "{message}");
+}
+
+#[test]
+fn an_approval_whose_reason_was_rewritten_with_the_key_is_refused_naming_the_reason() {
+    // The record's other parts still match what the votes give: the refusal names the one
+    // that does not, so an auditor sees what was changed.
+    let bot = Bot::standard();
+    approved_r1(&bot);
+    let mut facts = bot.facts();
+    let used = find_fact(&facts, 0, "approval_used", "release", "r1");
+    facts[used]["record"]["reason"] = json!("approved by the CAB");
+    let message = assert_replay_refuses(record_of(&bot.on(forged(&facts)), "r1"), "reason");
+    assert!(
+        message.contains("is for reason `approved by the CAB`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_approval_whose_signoff_reason_was_rewritten_with_the_key_is_refused_by_the_replay() {
+    // A part of the record that the refusal cannot show as one value (a signoff's reason):
+    // still a difference from what the votes give.
+    let bot = Bot::standard();
+    approved_r1(&bot);
+    let mut facts = bot.facts();
+    let used = find_fact(&facts, 0, "approval_used", "release", "r1");
+    facts[used]["record"]["signoffs"][0]["reason"] = json!("approved by the CAB");
+    assert_replay_refuses(record_of(&bot.on(forged(&facts)), "r1"), "signoffs");
 }
 
 #[test]
@@ -1148,6 +1194,119 @@ fn a_key_index_naming_an_entry_the_journal_log_lacks_is_refused_and_named() {
     }
     // The same store with the log whole restores the release.
     assert_eq!(bot.restore("r1").unwrap().state(), StateName::Staged);
+}
+
+// ---- reading several keys at once (a fleet's facts) ----
+
+/// A journal of six entries under keys `a`, `b` and `c`, interleaved: `a b c a b c`.
+fn three_keys() -> SharedJournal {
+    let journal = SharedJournal::new();
+    for round in 1..=2 {
+        for key in ["a", "b", "c"] {
+            let payload = format!("{key}{round}").into_bytes();
+            block_on(journal.append(vec![Entry::new(key, payload)])).unwrap();
+        }
+    }
+    journal
+}
+
+#[test]
+fn reading_keys_gives_exactly_their_entries_in_journal_order() {
+    let journal = three_keys();
+    let keys = ["c".to_owned(), "a".to_owned()];
+    let read = block_on(read_keys_checked(&journal, &keys)).expect("an honest journal reads");
+    let got: Vec<(u64, String, Vec<u8>)> = read
+        .into_iter()
+        .map(|s| (s.seq, s.key, s.payload))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "a".to_owned(), b"a1".to_vec()),
+            (3, "c".to_owned(), b"c1".to_vec()),
+            (4, "a".to_owned(), b"a2".to_vec()),
+            (6, "c".to_owned(), b"c2".to_vec()),
+        ],
+        "the entries of `a` and `c`, none of `b`, in the journal's order"
+    );
+}
+
+#[test]
+fn a_key_index_that_leaves_out_the_last_entry_of_a_key_read_is_refused() {
+    // No later entry of `a` links back to its last one: only the walk over the journal, which
+    // meets an entry of `a` that the index did not give, sees it.
+    let lying = LyingIndex {
+        journal: three_keys(),
+        lie: |key, mut e, _| {
+            if key == "a" {
+                e.pop();
+            }
+            e
+        },
+    };
+    let keys = ["a".to_owned(), "c".to_owned()];
+    match block_on(read_keys_checked(&lying, &keys)) {
+        Err(FactError::Journal(JournalError::Corrupt { seq, reason, .. })) => {
+            assert_eq!(seq, 4, "the entry left out: {reason}");
+            assert!(reason.contains("leaves it out"), "{reason}");
+        }
+        other => panic!("the attack succeeded (an entry of `a` hidden): {other:?}"),
+    }
+}
+
+/// A store whose key index comes from another copy of the journal: a fork under the same
+/// key (a restored backup of the index table, a second bot's store) whose entries are all
+/// genuine but not the log's.
+struct ForkedIndex {
+    log: SharedJournal,
+    index: SharedJournal,
+}
+
+#[async_trait::async_trait]
+impl Journal for ForkedIndex {
+    async fn append(&self, entries: Vec<Entry>) -> Result<u64, JournalError> {
+        self.log.append(entries).await
+    }
+    async fn read(&self, from: u64, limit: usize) -> Result<Vec<Stored>, JournalError> {
+        self.log.read(from, limit).await
+    }
+    async fn read_key(&self, key: &str) -> Result<Vec<Stored>, JournalError> {
+        self.index.read_key(key).await
+    }
+    async fn head(&self) -> Result<(u64, ChainHash), JournalError> {
+        self.log.head().await
+    }
+    fn key(&self) -> &ChainKey {
+        self.log.key()
+    }
+}
+
+#[test]
+fn a_key_index_giving_a_forked_copys_entry_at_a_position_is_refused() {
+    // Both copies hold `a b c a b` and then a sixth entry of `c`, with other bytes: each
+    // copy's chain is sound, and each entry carries a MAC under the host's key.
+    let log = three_keys();
+    let fork = SharedJournal::new();
+    for stored in log.entries().into_iter().take(5) {
+        block_on(fork.append(vec![Entry::new(stored.key, stored.payload)])).unwrap();
+    }
+    block_on(fork.append(vec![Entry::new("c", b"c2, as the fork has it".to_vec())])).unwrap();
+    block_on(verify(&fork)).expect("the fork's own chain is sound");
+    let forked = ForkedIndex { log, index: fork };
+    let keys = ["c".to_owned()];
+    match block_on(read_keys_checked(&forked, &keys)) {
+        Err(FactError::Journal(JournalError::Corrupt { seq, reason, .. })) => {
+            assert_eq!(seq, 6, "the position the copies differ at: {reason}");
+            assert!(reason.contains("another entry"), "{reason}");
+        }
+        Ok(read) => panic!(
+            "the attack succeeded (the fork's entry read as the journal's): {:?}",
+            read.iter()
+                .map(|s| String::from_utf8_lossy(&s.payload).into_owned())
+                .collect::<Vec<_>>()
+        ),
+        Err(other) => panic!("refused, but not as a corrupt index: {other}"),
+    }
 }
 
 // ---- an approval that expired 60 days ago ----

@@ -428,3 +428,215 @@ impl AnyRelease {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `check_as` is the last check before a typed release is handed out: the replay of the
+    //! journal's facts refuses every history these rules would (so no restore reaches a
+    //! failing one today), and these tests keep the rules themselves from going soft behind
+    //! it.
+
+    use super::*;
+    use crate::executor::StepOutcome;
+
+    fn at(minute: u64) -> Timestamp {
+        Timestamp::from_millis(1_700_000_000_000 + minute * 60_000)
+    }
+
+    fn step(step: Step, outcome: StepOutcome) -> StepReport {
+        StepReport {
+            step,
+            started_at: at(1),
+            finished_at: at(2),
+            outcome,
+            // No stages: a report of a step with no stage succeeds by its stages' word, so
+            // whether it counts is the record's business.
+            stages: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn approval_of(any: &AnyRelease) -> ApprovalRecord {
+        ApprovalRecord {
+            approver: crate::id::Person::new("rita").unwrap(),
+            reason: "ok".to_owned(),
+            issued_at: at(3),
+            expires_at: at(3 + 24 * 60),
+            digest: any.artifact.as_ref().unwrap().digest.clone(),
+            environment: any.target.name().clone(),
+            votes_through: 0,
+            self_approved: false,
+            triggerer_approved: false,
+            signoffs: Vec::new(),
+        }
+    }
+
+    /// A release of `mode` that reached `state` the way the pipeline moves one: an artifact
+    /// from the build on, a successful report of each step it passed, an approval (in
+    /// delivery mode) from Approved on, and a deployment time once deployed.
+    fn reached(mode: ModeKind, state: StateName) -> AnyRelease {
+        let mut any = AnyRelease::new(
+            ReleaseId::new("r1").unwrap(),
+            PipelineName::new("shop").unwrap(),
+            mode,
+            Revision::new("4f2a9c1", "dana").unwrap(),
+            at(0),
+            Environment::new("staging").unwrap(),
+            Environment::new("production").unwrap(),
+        );
+        for next in Step::ALL {
+            if next.reaches() > state {
+                break;
+            }
+            any.push_step(step(next, StepOutcome::Succeeded));
+            if next == Step::Build {
+                any.set_artifact(ArtifactRef::from_bytes("app", b"app"));
+            }
+            any.set_state(next.reaches(), at(4));
+            if next == Step::Stage && state >= StateName::Approved {
+                if mode == ModeKind::Delivery {
+                    any.set_approval(approval_of(&any));
+                }
+                any.set_state(StateName::Approved, at(5));
+            }
+        }
+        if state == StateName::Deployed {
+            any.set_deployed_at(at(6));
+        }
+        assert_eq!(any.state(), state);
+        any
+    }
+
+    fn every_release() -> impl Iterator<Item = AnyRelease> {
+        [ModeKind::Delivery, ModeKind::Deployment]
+            .into_iter()
+            .flat_map(|mode| StateName::ALL.map(|state| reached(mode, state)))
+    }
+
+    #[track_caller]
+    fn assert_refused(any: &AnyRelease, because: &str) {
+        match any.check_as(any.state(), any.mode()) {
+            Err(RecordError::Inconsistent { reason, .. }) => {
+                assert!(
+                    reason.contains(because),
+                    "refused for `{reason}`, not `{because}`"
+                );
+            }
+            other => panic!(
+                "a {} {} release ({because}) must be refused, got {other:?}",
+                any.state(),
+                any.mode()
+            ),
+        }
+    }
+
+    #[test]
+    fn a_release_that_reached_its_state_the_pipelines_way_is_taken_in_every_state_and_mode() {
+        for any in every_release() {
+            assert_eq!(any.check_as(any.state(), any.mode()), Ok(()), "{any:?}");
+        }
+    }
+
+    #[test]
+    fn an_artifact_is_held_from_the_build_on_and_never_before() {
+        for mut any in every_release() {
+            if any.state() == StateName::Commit {
+                any.set_artifact(ArtifactRef::from_bytes("app", b"app"));
+                assert_refused(&any, "must not have an artifact");
+            } else {
+                any.artifact = None;
+                assert_refused(&any, "must have an artifact");
+            }
+        }
+    }
+
+    #[test]
+    fn each_step_passed_needs_a_successful_report_of_that_step() {
+        for any in every_release() {
+            for (i, report) in any.steps().iter().enumerate() {
+                let missing = format!("no successful {} step", report.step);
+                // Without it, with another step's success in its place, and failed.
+                let mut without = any.clone();
+                without.steps.remove(i);
+                assert_refused(&without, &missing);
+                let mut other = any.clone();
+                other.steps[i] = step(
+                    if report.step == Step::Build {
+                        Step::Test
+                    } else {
+                        Step::Build
+                    },
+                    StepOutcome::Succeeded,
+                );
+                assert_refused(&other, &missing);
+                let mut failed = any.clone();
+                failed.steps[i].stages.push(
+                    serde_json::from_value(
+                        serde_json::json!({"id": "unit", "status": "cancelled"}),
+                    )
+                    .unwrap(),
+                );
+                assert_refused(&failed, &missing);
+            }
+        }
+    }
+
+    #[test]
+    fn a_delivery_release_is_approved_only_with_an_approval_for_its_artifact_and_target() {
+        for state in [StateName::Approved, StateName::Deployed] {
+            let any = reached(ModeKind::Delivery, state);
+            let mut without = any.clone();
+            without.approval = None;
+            assert_refused(&without, "delivery release has no approval");
+            let mut other_artifact = any.clone();
+            other_artifact.approval.as_mut().unwrap().digest =
+                ArtifactRef::from_bytes("app", b"another app").digest;
+            assert_refused(&other_artifact, "another artifact or environment");
+            let mut other_target = any.clone();
+            other_target.approval.as_mut().unwrap().environment =
+                Environment::new("staging").unwrap().name().clone();
+            assert_refused(&other_target, "another artifact or environment");
+        }
+    }
+
+    #[test]
+    fn no_approval_is_held_before_approved_nor_ever_in_deployment_mode() {
+        let approved = reached(ModeKind::Delivery, StateName::Approved);
+        let approval = approved.approval().unwrap().clone();
+        for mut any in every_release() {
+            if any.mode() == ModeKind::Deployment {
+                any.approval = Some(approval.clone());
+                assert_refused(&any, "cannot carry a human approval");
+            } else if any.state() < StateName::Approved {
+                any.approval = Some(approval.clone());
+                assert_refused(&any, "cannot be approved yet");
+            }
+        }
+    }
+
+    #[test]
+    fn a_release_enters_its_state_no_earlier_than_it_was_created() {
+        for mut any in every_release() {
+            any.entered_at = at(0);
+            assert_eq!(
+                any.check_as(any.state(), any.mode()),
+                Ok(()),
+                "the same instant"
+            );
+            any.created_at = at(1);
+            assert_refused(&any, "before it was created");
+        }
+    }
+
+    #[test]
+    fn only_a_deployed_release_has_a_deployment_time() {
+        for mut any in every_release() {
+            if any.state() == StateName::Deployed {
+                any.deployed_at = None;
+            } else {
+                any.deployed_at = Some(at(6));
+            }
+            assert_refused(&any, "only a deployed release has a deployment time");
+        }
+    }
+}
