@@ -474,6 +474,35 @@ impl Step {
 mod tests {
     use super::*;
 
+    /// A verdict's text is what reports, explanations and chat messages show for a gate: each
+    /// kind says what it is, who overrode it and why, or what it waits for and until when.
+    #[test]
+    fn a_verdict_says_what_it_is_in_words() {
+        let rita = crate::id::Person::new("rita").expect("a valid name");
+        let cases = [
+            (Verdict::Open, "open"),
+            (
+                Verdict::Overridden {
+                    by: rita,
+                    reason: "hotfix".into(),
+                },
+                "open (overridden by rita: hotfix)",
+            ),
+            (Verdict::closed("tests failed"), "closed: tests failed"),
+            (Verdict::pending("two approvals"), "pending: two approvals"),
+            (
+                Verdict::Pending {
+                    waiting_for: "the change window".into(),
+                    until: Some(crate::time::Timestamp::from_millis(5_000)),
+                },
+                "pending until @5000ms: the change window",
+            ),
+        ];
+        for (verdict, text) in cases {
+            assert_eq!(verdict.to_string(), text);
+        }
+    }
+
     /// The whole table, written out once more by hand: a change to any mapping must change
     /// this test too.
     #[test]
