@@ -319,3 +319,92 @@ fn a_stage_output_comes_from_that_stage_s_latest_successful_run() {
     assert_eq!(tested.record().output("unit", "coverage"), Some("95"));
     assert_eq!(tested.record().output("stamp", "version"), Some("1.4.0"));
 }
+
+// ---- manifests a build stage hands over ----
+
+#[test]
+fn a_build_stage_reporting_a_manifest_whose_list_was_edited_is_refused_at_build() {
+    let clock = clock();
+    // One stage reports a manifest of two files, then swaps one file's digest in the list
+    // without the manifest's digest following: what a tampering build script would hand over.
+    let mut forged = ArtifactRef::manifest(
+        "bundle",
+        [
+            ArtifactRef::from_bytes("server.tar.gz", b"server"),
+            ArtifactRef::from_bytes("client.tar.gz", b"client"),
+        ],
+    )
+    .unwrap();
+    forged
+        .artifacts
+        .insert("server.tar.gz".into(), Digest::sha256(b"a backdoor"));
+    let handed = forged.clone();
+    let pipeline = deployment_building_with(
+        &clock,
+        [Stage::build("bundle").run(from_fn(move |_| {
+            Ok(StageOutcome::success().artifact(handed.clone()))
+        }))],
+    );
+    let fresh = pipeline.start("r1", revision("aaa")).unwrap();
+    let refused = block_on(fresh.build(&pipeline)).unwrap_err();
+    match refused.error() {
+        Error::Artifact(ArtifactError::ManifestMismatch {
+            name,
+            expected,
+            found,
+        }) => {
+            assert_eq!(name, "bundle");
+            assert_eq!(expected, &forged.digest);
+            assert_eq!(found, &ArtifactRef::manifest_digest(&forged.artifacts));
+        }
+        other => panic!("expected a manifest mismatch, got {other:?}"),
+    }
+    assert_eq!(refused.into_release().state(), StateName::Commit);
+
+    // The same manifest, unedited, is taken as it is.
+    let honest = ArtifactRef::manifest(
+        "bundle",
+        [
+            ArtifactRef::from_bytes("server.tar.gz", b"server"),
+            ArtifactRef::from_bytes("client.tar.gz", b"client"),
+        ],
+    )
+    .unwrap();
+    let handed = honest.clone();
+    let pipeline = deployment_building_with(
+        &clock,
+        [Stage::build("bundle").run(from_fn(move |_| {
+            Ok(StageOutcome::success().artifact(handed.clone()))
+        }))],
+    );
+    let (built, artifact) = built(&pipeline, "r2", "bbb");
+    assert_eq!(artifact, honest);
+    assert_eq!(built.artifact(), &honest);
+}
+
+#[test]
+fn a_manifest_lists_a_name_once_and_refuses_one_name_with_two_digests() {
+    let server = ArtifactRef::from_bytes("server.tar.gz", b"server");
+    // The same file listed twice (two stages reporting it) is one entry.
+    let twice = ArtifactRef::manifest("bundle", [server.clone(), server.clone()]).unwrap();
+    assert_eq!(twice.artifacts.len(), 1);
+    assert_eq!(twice.artifacts["server.tar.gz"], server.digest);
+    let once = ArtifactRef::manifest("bundle", [server.clone()]).unwrap();
+    assert_eq!(twice.digest, once.digest);
+
+    // One name with two digests is refused, naming the name and both digests.
+    let other = ArtifactRef::from_bytes("server.tar.gz", b"another server");
+    let error = ArtifactRef::manifest("bundle", [server.clone(), other.clone()]).unwrap_err();
+    match error {
+        ArtifactError::DuplicateName {
+            name,
+            first,
+            second,
+        } => {
+            assert_eq!(name, "server.tar.gz");
+            assert_eq!(first, server.digest);
+            assert_eq!(second, other.digest);
+        }
+        other => panic!("expected a duplicate name, got {other:?}"),
+    }
+}
